@@ -1,0 +1,47 @@
+"""The library API the CLI is a thin shell over; tests call it directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.analysis import Analysis, analyze
+from beaminst.cachedir import scan_cache_dir
+from beaminst.errors import BeaminstError
+from beaminst.graph import GraphIndex
+from beaminst.manifest import load_manifest
+from beaminst.protoio import STDIO, Format, load_pipeline
+from beaminst.validate import validate
+
+
+@dataclass(frozen=True)
+class Loaded:
+    proto: Any
+    format: Format
+    index: GraphIndex
+    source: str
+
+
+def load(path: str) -> Loaded:
+    """Load and validate a pipeline file; errors name the file."""
+    source = "<stdin>" if path == STDIO else path
+    try:
+        proto, fmt = load_pipeline(path)
+        index = validate(proto)
+    except BeaminstError as e:
+        raise e.with_source(source) from None
+    return Loaded(proto, fmt, index, source)
+
+
+def analyze_files(
+    pipeline_path: str,
+    manifest_path: str | None = None,
+    cache_dir: str | None = None,
+    unbounded_urns: Iterable[str] = (),
+    infer_unbounded: bool = False,
+) -> Analysis:
+    loaded = load(pipeline_path)
+    manifest = load_manifest(manifest_path)
+    cache = scan_cache_dir(cache_dir)
+    return analyze(loaded.index, manifest, cache, unbounded_urns, infer_unbounded)

@@ -1,0 +1,60 @@
+"""Lean access to Beam's generated proto modules.
+
+``import apache_beam.portability.api`` executes ``apache_beam/__init__``, which
+imports the whole SDK (runners included) and costs well over a second. The
+generated ``*_pb2`` modules themselves only need protobuf, so when the SDK is
+not loaded yet we import them from Beam's package directory under a private
+package name. Protobuf builds message classes from the shared default
+descriptor pool, so the classes are the very same objects the SDK uses once it
+is imported later (a test holds us to that).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import types
+from functools import cache
+from types import ModuleType
+
+_MODEL_PACKAGES = {
+    "pipeline": "apache_beam.portability.api.org.apache.beam.model.pipeline.v1",
+    "interactive": "apache_beam.portability.api.org.apache.beam.model.interactive.v1",
+}
+
+
+def _load(kind: str, module: str) -> ModuleType:
+    canonical = f"{_MODEL_PACKAGES[kind]}.{module}"
+    if "apache_beam" in sys.modules or canonical in sys.modules:
+        return importlib.import_module(canonical)
+    spec = importlib.util.find_spec("apache_beam")
+    if spec is None or spec.origin is None:  # pragma: no cover - install problem
+        raise ImportError("apache-beam is not installed; pip install 'apache-beam[interactive]'")
+    private = f"_beaminst_model_{kind}"
+    if private not in sys.modules:
+        pkg = types.ModuleType(private)
+        pkg.__path__ = [
+            os.path.join(
+                os.path.dirname(spec.origin),
+                *"portability/api/org/apache/beam/model".split("/"),
+                kind,
+                "v1",
+            )
+        ]
+        sys.modules[private] = pkg
+    return importlib.import_module(f"{private}.{module}")
+
+
+@cache
+def runner_api() -> ModuleType:
+    """``beam_runner_api_pb2``."""
+    return _load("pipeline", "beam_runner_api_pb2")
+
+
+@cache
+def interactive_api() -> ModuleType:
+    """``beam_interactive_api_pb2`` (TestStream file records)."""
+    _load("pipeline", "beam_runner_api_pb2")
+    return _load("interactive", "beam_interactive_api_pb2")

@@ -1,0 +1,139 @@
+"""Content-derived cache keys in Beam's ``CacheKey`` string form.
+
+Beam's key is ``var-version-producer_version-pipeline_id`` where ``var`` is
+``md5(var_name)[:10]`` and the other three are Python ``id()`` values: they die
+with the notebook process, so a cache written yesterday can never be found
+again. beaminst keeps Beam's form and the obfuscated ``var`` (Beam's cache
+managers split and parse keys), but derives the other parts from content:
+
+* ``version``: digest of the PCollection and everything upstream of it: each
+  upstream leaf transform's unique name, URN and payload, and each upstream
+  PCollection's tag, coder (resolved structurally, not by id), windowing
+  strategy and boundedness;
+* ``producer_version``: digest of the producing transform (same recursive rule);
+* ``pipeline_id``: digest of the unique names of the pipeline's source
+  transforms (leaves without inputs), so unrelated pipelines sharing one cache
+  directory do not collide while a change in the middle of a pipeline only
+  re-keys what lies downstream of it.
+
+All three are 16 hex digits, so every beaminst key has the same length (the
+write-cache templates rely on that). Ids and environments are not part of the
+digest: renumbering ids or moving to another machine keeps every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.graph import GraphIndex
+
+DIGEST_HEX = 16
+
+
+def obfuscate(*inputs: Any) -> str:
+    """Beam's ``utils.obfuscate``: md5 of the ``_``-joined str() of the inputs."""
+    return hashlib.md5("_".join(str(i) for i in inputs).encode("utf-8")).hexdigest()
+
+
+def beam_var(var: str) -> str:
+    """The ``var`` part of a Beam CacheKey (``CacheKey.__post_init__``)."""
+    return obfuscate(var)[:10]
+
+
+def make_key(var: str, version: str, producer_version: str, pipeline_id: str) -> str:
+    return "-".join([beam_var(var), version, producer_version, pipeline_id])
+
+
+def split_key(key: str) -> tuple[str, str, str, str]:
+    """``CacheKey.from_str``: the four parts of a key string."""
+    parts = key.split("-")
+    if len(parts) != 4 or not all(parts):
+        raise ValueError(f"not a Beam cache key: {key!r}")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _h(*parts: bytes | str) -> bytes:
+    h = hashlib.sha256()
+    for p in parts:
+        b = p.encode("utf-8") if isinstance(p, str) else p
+        h.update(len(b).to_bytes(8, "big"))
+        h.update(b)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class ContentDigests:
+    pcollection: Mapping[str, bytes]
+    transform: Mapping[str, bytes]
+    pipeline: bytes
+
+    def key_for(self, var: str, pcoll_id: str, producer_id: str) -> str:
+        return make_key(
+            var,
+            self.pcollection[pcoll_id].hex()[:DIGEST_HEX],
+            self.transform[producer_id].hex()[:DIGEST_HEX],
+            self.pipeline.hex()[:DIGEST_HEX],
+        )
+
+    def synthetic_var(self, pcoll_id: str) -> str:
+        # Beam uses 'synthetic_var_' + str(id(pcoll)); ours survives the process.
+        return "synthetic_var_" + self.pcollection[pcoll_id].hex()[:DIGEST_HEX]
+
+
+def content_digests(index: GraphIndex) -> ContentDigests:
+    """Digest every PCollection and leaf transform, in one topological pass."""
+    comps = index.pipeline.components
+    coder_sig: dict[str, bytes] = {}
+
+    def coder(cid: str) -> bytes:
+        # Iterative post-order: coders nest, and we never recurse in Python.
+        stack = [cid]
+        while stack:
+            top = stack[-1]
+            if top in coder_sig:
+                stack.pop()
+                continue
+            c = comps.coders[top]
+            pending = [s for s in c.component_coder_ids if s not in coder_sig]
+            if pending:
+                stack.extend(pending)
+                continue
+            coder_sig[top] = _h(b"coder", c.spec.urn, c.spec.payload, *(coder_sig[s] for s in c.component_coder_ids))
+            stack.pop()
+        return coder_sig[cid]
+
+    ws_sig: dict[str, bytes] = {}
+
+    def windowing(wid: str) -> bytes:
+        if wid not in ws_sig:
+            ws = type(comps.windowing_strategies[wid])()
+            ws.CopyFrom(comps.windowing_strategies[wid])
+            ws.window_coder_id = coder(ws.window_coder_id).hex()
+            ws.environment_id = ""
+            ws_sig[wid] = _h(b"windowing", ws.SerializeToString(deterministic=True))
+        return ws_sig[wid]
+
+    pc_sig: dict[str, bytes] = {}
+    t_sig: dict[str, bytes] = {}
+    for tid in index.leaf_order:
+        t = index.transforms[tid]
+        ins = sorted(t.inputs.items())
+        t_sig[tid] = _h(
+            b"transform",
+            t.unique_name,
+            t.spec.urn,
+            t.spec.payload,
+            *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
+        )
+        for tag, pc in sorted(t.outputs.items()):
+            if index.producer.get(pc) != tid:
+                continue
+            p = index.pcollections[pc]
+            pc_sig[pc] = _h(
+                b"pcollection", t_sig[tid], tag, coder(p.coder_id), windowing(p.windowing_strategy_id), str(p.is_bounded)
+            )
+    sources = sorted(index.transforms[t].unique_name for t in index.leaf_order if not index.transforms[t].inputs)
+    return ContentDigests(pc_sig, t_sig, _h(b"pipeline", *sources))

@@ -1,0 +1,132 @@
+"""Command line interface: Click only. Everything real lives in the library.
+
+Exit codes: 0 success, 1 differences found (diff only), 2 bad input, bad
+usage or failure. Errors are one line on stderr, never a traceback (set
+``BEAMINST_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from beaminst import __version__
+
+PIPELINE_HELP = "Pipeline proto: binary, text format or JSON (detected from content); - for stdin."
+
+
+def _fail(message: str) -> None:
+    click.echo(f"beaminst: {' '.join(message.split())}", err=True)
+    sys.exit(2)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from beaminst.errors import BeaminstError
+
+        try:
+            return fn(*args, **kwargs)
+        except BeaminstError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted")
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except BrokenPipeError:
+            sys.exit(2)
+        except Exception as e:  # a bug: still one line, still exit 2
+            if os.environ.get("BEAMINST_DEBUG"):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {e} (BEAMINST_DEBUG=1 shows a traceback)")
+
+    return wrapper
+
+
+def _console(err: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=err, highlight=False)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  beaminst analyze fixtures/wordcount.pb -m fixtures/wordcount.manifest.json
+  beaminst analyze pipeline.pb -m bindings.json --cache-dir /tmp/cache --json | jq .cacheables
+  beaminst instrument pipeline.pb -m bindings.json --cache-dir /tmp/cache -o instrumented.pb
+  beaminst background-caching streaming.pb --cache-dir /tmp/cache -o record.pb
+""",
+)
+@click.version_option(__version__, prog_name="beaminst")
+def main() -> None:
+    """Interactive Beam's pipeline instrumentation, on saved pipeline protos.
+
+    Reads a saved beam_runner_api.Pipeline and a variable-binding manifest,
+    and writes the pipeline Interactive Beam would run: cache writes for bound
+    PCollections, cache reads for computed ones, pruned upstream, and the
+    background-caching pipeline that records unbounded sources.
+    """
+
+
+def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--infer-unbounded",
+        is_flag=True,
+        help="Also treat any leaf transform with UNBOUNDED outputs and bounded or no inputs as an unbounded source.",
+    )(fn)
+    fn = click.option(
+        "--unbounded-urn",
+        "unbounded_urns",
+        multiple=True,
+        metavar="URN",
+        help="Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
+    )(fn)
+    fn = click.option("--cache-dir", type=click.Path(), help="Cache directory in Beam's FileBasedCacheManager / StreamingCache layout.")(fn)
+    fn = click.option("-m", "--manifest", type=click.Path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
+    fn = click.argument("pipeline", type=click.Path(allow_dash=True))(fn)
+    return fn
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  beaminst analyze wordcount.pb -m wordcount.manifest.json
+  beaminst analyze wordcount.pb -m wordcount.manifest.json --cache-dir cache/ --json
+  cat pipeline.textproto | beaminst analyze - --unbounded-urn beam:transform:teststream:v1
+"""
+)
+@common_inputs
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+@handle_errors
+def analyze(
+    pipeline: str,
+    manifest: str | None,
+    cache_dir: str | None,
+    unbounded_urns: tuple[str, ...],
+    infer_unbounded: bool,
+    as_json: bool,
+) -> None:
+    """Show what Interactive Beam would see in PIPELINE.
+
+    PCollections with their producer, tag and boundedness; bound variables
+    with their cache keys and cache state; unbounded sources.
+    """
+    from beaminst.api import analyze_files
+
+    if pipeline == "-" and manifest == "-":
+        _fail("PIPELINE and --manifest cannot both be read from stdin")
+    result = analyze_files(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        return
+    from beaminst.report import print_analysis
+
+    print_analysis(_console(), result)

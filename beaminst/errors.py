@@ -1,0 +1,49 @@
+"""Error classes. Every user-facing failure is a BeaminstError: the CLI prints
+``beaminst: <source>: <message>`` on one line and exits 2."""
+
+from __future__ import annotations
+
+
+class BeaminstError(Exception):
+    """A problem with the user's input or environment (exit code 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.source = source
+
+    def with_source(self, source: str) -> BeaminstError:
+        if self.source is None:
+            self.source = source
+        return self
+
+    def __str__(self) -> str:
+        one_line = " ".join(self.message.split())
+        return f"{self.source}: {one_line}" if self.source else one_line
+
+
+class ProtoLoadError(BeaminstError):
+    """The pipeline file cannot be read or parsed."""
+
+
+class ValidationError(BeaminstError):
+    """The pipeline proto is inconsistent (dangling id, cycle, ...)."""
+
+
+class ManifestError(BeaminstError):
+    """The binding manifest is malformed or names something that does not exist."""
+
+
+class CacheDirError(BeaminstError):
+    """The cache directory cannot be used."""
+
+
+class OutputError(BeaminstError):
+    """The output cannot be written."""
+
+
+class InternalError(BeaminstError):
+    """A pass produced an invalid proto: a beaminst bug, reported clearly
+    instead of leaving a broken file for a runner to trip over."""

@@ -1,0 +1,172 @@
+"""The variable-binding manifest: which user variables name which PCollections.
+
+It is the saved-proto counterpart of what Interactive Beam learns by watching a
+notebook's variables (``ie.current_env().watch(...)``) and of its
+``computed_pcollections`` set. See ``manifest.schema.json`` (shipped in the
+package) for the format; :func:`load_manifest` validates against it, and
+:func:`resolve_bindings` checks every name against the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from beaminst.errors import ManifestError
+from beaminst.graph import GraphIndex
+
+MAIN_TAG = "None"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Binding:
+    var: str
+    pcollection: str | None = None
+    producer: str | None = None
+    tag: str = MAIN_TAG
+    cache_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    bindings: tuple[Binding, ...] = ()
+    computed: frozenset[str] = frozenset()
+    source: str = "<manifest>"
+
+
+@dataclass(frozen=True)
+class ResolvedBinding:
+    var: str
+    pcollection: str
+    cache_key: str | None
+    computed: bool
+
+
+@dataclass
+class Resolved:
+    """Bindings resolved to PCollection ids, in manifest order."""
+
+    by_var: dict[str, ResolvedBinding] = field(default_factory=dict)
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    return json.loads(resources.files("beaminst").joinpath("manifest.schema.json").read_text("utf-8"))
+
+
+def load_manifest(path: str | None) -> Manifest:
+    """Load and schema-check a manifest (``None`` gives an empty one)."""
+    if path is None:
+        return Manifest()
+    from beaminst.protoio import read_bytes
+
+    try:
+        raw = read_bytes(path)
+    except Exception as e:  # re-badge: it is the manifest that failed
+        raise ManifestError(getattr(e, "message", str(e)), path) from None
+    source = "<stdin>" if path == "-" else path
+    return parse_manifest(raw, source)
+
+
+def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES} byte limit", source)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8 (byte {e.start})", source) from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
+    except ManifestError as e:
+        raise e.with_source(source) from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ManifestError(f"not valid JSON: {e}", source) from None
+    _check_schema(doc, source)
+    bindings = []
+    for var, spec in doc.get("bindings", {}).items():
+        if isinstance(spec, str):
+            bindings.append(Binding(var, pcollection=spec))
+        elif "pcollection" in spec:
+            bindings.append(Binding(var, pcollection=spec["pcollection"], cache_key=spec.get("cache_key")))
+        else:
+            bindings.append(
+                Binding(var, producer=spec["producer"], tag=spec.get("tag", MAIN_TAG), cache_key=spec.get("cache_key"))
+            )
+    computed = doc.get("computed", [])
+    known = {b.var for b in bindings}
+    for var in computed:
+        if var not in known:
+            raise ManifestError(f"computed: {var!r} is not a bound variable", source)
+    return Manifest(tuple(bindings), frozenset(computed), source)
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ManifestError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _check_schema(doc: Any, source: str) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (list(e.absolute_path), e.message))
+    if not errors:
+        return
+    err = errors[0]
+    where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties" and not err.absolute_path:
+        extra = sorted(set(doc) - set(manifest_schema()["properties"]))
+        raise ManifestError(f"unknown top-level field {extra[0]!r}", source)
+    value = json.dumps(err.instance)
+    if len(value) > 80:
+        value = value[:77] + "..."
+    detail = {
+        "oneOf": "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}",
+        "pattern": "expected a Beam cache key var-version-producer_version-pipeline_id",
+    }.get(err.validator, err.message)
+    raise ManifestError(f"{where}: {detail} (got {value})", source)
+
+
+def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:
+    """Resolve every binding to a PCollection id of ``index``'s pipeline."""
+    by_name: dict[tuple[str, str], str] = {}
+    for pc, tid in index.producer.items():
+        t = index.transforms[tid]
+        for tag, out in t.outputs.items():
+            if out == pc:
+                by_name[(t.unique_name, tag)] = pc
+    names = {index.transforms[t].unique_name for t in index.producer.values()}
+    resolved = Resolved()
+    owner: dict[str, str] = {}
+    for b in manifest.bindings:
+        if b.pcollection is not None:
+            pc = b.pcollection
+            if pc not in index.pcollections:
+                raise ManifestError(f"bindings/{b.var}: PCollection {pc!r} does not exist in the pipeline", manifest.source)
+        else:
+            assert b.producer is not None
+            pc = by_name.get((b.producer, b.tag))
+            if pc is None:
+                if b.producer not in names:
+                    raise ManifestError(
+                        f"bindings/{b.var}: no transform produces a PCollection under the unique name {b.producer!r}",
+                        manifest.source,
+                    )
+                raise ManifestError(f"bindings/{b.var}: transform {b.producer!r} has no output tag {b.tag!r}", manifest.source)
+        if pc in owner:
+            # Beam keys cacheables by PCollection id; two names for one
+            # PCollection would make the cache key ambiguous.
+            raise ManifestError(
+                f"bindings/{b.var}: PCollection {pc!r} is already bound to {owner[pc]!r}", manifest.source
+            )
+        owner[pc] = b.var
+        resolved.by_var[b.var] = ResolvedBinding(b.var, pc, b.cache_key, b.var in manifest.computed)
+    return resolved

@@ -1,0 +1,216 @@
+"""Loading and saving ``beam_runner_api.Pipeline`` protos.
+
+Three formats: binary (the wire format Beam writes), text format and JSON
+(protobuf's ``json_format``). The format is detected from the content; the
+file extension is only a tie-breaker. Output is deterministic (map entries
+sorted) and written atomically: a temp file in the target directory, fsync,
+then ``os.replace``, so a reader never sees half a file and a failure leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any, Literal
+
+from beaminst.beamproto import runner_api
+from beaminst.errors import OutputError, ProtoLoadError
+
+Format = Literal["binary", "text", "json"]
+FORMATS: tuple[Format, ...] = ("binary", "text", "json")
+_EXTENSIONS: dict[str, Format] = {
+    ".pb": "binary",
+    ".bin": "binary",
+    ".binpb": "binary",
+    ".textproto": "text",
+    ".txtpb": "text",
+    ".pbtxt": "text",
+    ".txt": "text",
+    ".json": "json",
+}
+STDIO = "-"
+
+
+def format_from_extension(path: str) -> Format | None:
+    """The format a file name suggests, or None."""
+    return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a whole input file (``-`` for stdin) with errors naming the file."""
+    try:
+        if path == STDIO:
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except IsADirectoryError:
+        raise ProtoLoadError("is a directory, expected a pipeline file", path) from None
+    except FileNotFoundError:
+        raise ProtoLoadError("no such file", path) from None
+    except PermissionError:
+        raise ProtoLoadError("permission denied", path) from None
+    except OSError as e:
+        raise ProtoLoadError(f"cannot read: {e.strerror or e}", path) from None
+
+
+def _sniff(data: bytes) -> list[Format]:
+    """Formats worth trying, most likely first."""
+    head = data.lstrip()[:1]
+    if head == b"{":
+        return ["json", "text", "binary"]
+    try:
+        data.decode("utf-8")
+        looks_textual = all(b >= 0x20 or b in b"\t\r\n" for b in data[:4096])
+    except UnicodeDecodeError:
+        looks_textual = False
+    return ["text", "binary", "json"] if looks_textual else ["binary", "text", "json"]
+
+
+def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = None) -> tuple[Any, Format]:
+    """Parse pipeline bytes in any supported format; returns (proto, format)."""
+    if not data.strip():
+        raise ProtoLoadError("file is empty, expected a Beam pipeline proto", source)
+    order = _sniff(data)
+    if hint in order:
+        # The extension only reorders candidates: every format is still tried.
+        order.remove(hint)
+        order.insert(0, hint)
+    errors: dict[str, str] = {}
+    for fmt in order:
+        try:
+            proto = _PARSERS[fmt](data)
+        except Exception as e:  # protobuf raises several unrelated types
+            errors[fmt] = " ".join(str(e).split())[:200] or type(e).__name__
+            continue
+        if _looks_like_pipeline(proto):
+            return proto, fmt
+        errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
+    best = order[0]
+    raise ProtoLoadError(
+        f"not a valid Beam pipeline proto (tried {', '.join(order)}; "
+        f"as {best}: {errors.get(best, 'unknown error')})",
+        source,
+    )
+
+
+def _looks_like_pipeline(proto: Any) -> bool:
+    # Random bytes often parse as a binary proto of *some* message with only
+    # unknown fields; a real pipeline always has a root or components.
+    return bool(proto.root_transform_ids) or bool(proto.components.transforms)
+
+
+def _parse_binary(data: bytes) -> Any:
+    from google.protobuf import unknown_fields
+
+    proto = runner_api().Pipeline()
+    proto.ParseFromString(data)
+    if len(unknown_fields.UnknownFieldSet(proto)):
+        raise ValueError("unknown top-level fields: wrong message type or corrupt data")
+    return proto
+
+
+def _parse_text(data: bytes) -> Any:
+    from google.protobuf import text_format
+
+    return text_format.Parse(data.decode("utf-8"), runner_api().Pipeline())
+
+
+def _parse_json(data: bytes) -> Any:
+    from google.protobuf import json_format
+
+    return json_format.Parse(data.decode("utf-8"), runner_api().Pipeline())
+
+
+_PARSERS = {"binary": _parse_binary, "text": _parse_text, "json": _parse_json}
+
+
+def load_pipeline(path: str) -> tuple[Any, Format]:
+    """Load a pipeline from ``path`` (``-`` for stdin); returns (proto, format)."""
+    source = "<stdin>" if path == STDIO else path
+    hint = None if path == STDIO else format_from_extension(path)
+    return parse_pipeline(read_bytes(path), source, hint)
+
+
+def serialize_pipeline(proto: Any, fmt: Format = "binary") -> bytes:
+    """Deterministic bytes for ``proto`` in ``fmt``."""
+    if fmt == "binary":
+        return proto.SerializeToString(deterministic=True)
+    if fmt == "text":
+        from google.protobuf import text_format
+
+        # text_format prints map entries sorted by key, hence deterministic.
+        return text_format.MessageToString(proto).encode("utf-8")
+    if fmt == "json":
+        import json
+
+        from google.protobuf import json_format
+
+        as_dict = json_format.MessageToDict(proto, preserving_proto_field_name=False)
+        return (json.dumps(as_dict, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def output_format(path: str, requested: str | None) -> Format:
+    """The format to write: explicit request, else the extension, else binary."""
+    if requested:
+        if requested not in FORMATS:
+            raise OutputError(f"unknown output format {requested!r} (use one of {', '.join(FORMATS)})", path)
+        return requested  # type: ignore[return-value]
+    if path == STDIO:
+        return "binary"
+    return format_from_extension(path) or "binary"
+
+
+def save_pipeline(proto: Any, path: str, fmt: Format | None = None) -> Format:
+    """Write ``proto`` to ``path`` atomically (``-`` for stdout); returns the format used."""
+    chosen = output_format(path, fmt)
+    write_atomic(path, serialize_pipeline(proto, chosen))
+    return chosen
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write bytes so that ``path`` is either untouched or complete."""
+    if path == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputError("is a directory, expected an output file path", path)
+    if not os.path.isdir(directory):
+        raise OutputError(f"output directory {directory} does not exist", path)
+    try:
+        with _temp_beside(directory, os.path.basename(path)) as (tmp, name):
+            tmp.write(data)
+            os.chmod(name, 0o666 & ~_umask())
+            tmp.flush()
+            os.fsync(tmp.fileno())
+            tmp.close()
+            os.replace(name, path)
+    except PermissionError:
+        raise OutputError("permission denied writing output", path) from None
+    except OSError as e:
+        raise OutputError(f"cannot write output: {e.strerror or e}", path) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _temp_beside(directory: str, base: str) -> Iterator[tuple[IO[bytes], str]]:
+    fd, name = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    tmp = os.fdopen(fd, "wb")
+    try:
+        yield tmp, name
+    finally:
+        if not tmp.closed:
+            tmp.close()
+        if os.path.exists(name):
+            os.unlink(name)

@@ -1,0 +1,50 @@
+"""Rich output for people. Machines get ``--json`` instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from beaminst.analysis import Analysis
+
+
+def print_analysis(console: Any, a: Analysis) -> None:
+    from rich.table import Table
+
+    table = Table(title="PCollections", show_lines=False)
+    for col in ("id", "producer", "tag", "bounded", "variable", "cache key", "cache"):
+        table.add_column(col, overflow="fold")
+    for pc in _ordered(a):
+        i = a.pcollections[pc]
+        c = a.cacheables.get(pc)
+        state = ""
+        if c:
+            state = "computed" if c.cached and c.computed else ("cached" if c.cached else "missing")
+        var = i.var or ""
+        if c and c.synthetic:
+            var = f"[dim]{var}[/dim] (synthetic)"
+        table.add_row(
+            pc, i.producer, i.tag, "yes" if i.is_bounded else "[bold]no[/bold]", var,
+            i.cache_key or "", state,
+        )
+    console.print(table)
+    if a.unbounded_sources:
+        src = Table(title="Unbounded sources")
+        for col in ("transform id", "unique name", "urn", "outputs", "rule"):
+            src.add_column(col, overflow="fold")
+        for s in a.unbounded_sources:
+            src.add_row(s.transform_id, s.unique_name, s.urn, ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items())), s.rule)
+        console.print(src)
+    for problem in a.cache.problems:
+        console.print(f"[yellow]cache:[/yellow] {problem}")
+    n_cached = sum(1 for c in a.cacheables.values() if c.cached)
+    console.print(
+        f"{len(a.index.transforms)} transforms, {len(a.pcollections)} PCollections, "
+        f"{len(a.cacheables)} cacheable ({n_cached} cached), "
+        f"{len(a.unbounded_sources)} unbounded source{'s' if len(a.unbounded_sources) != 1 else ''}"
+    )
+
+
+def _ordered(a: Analysis) -> list[str]:
+    """PCollections in pipeline order (topological by producer)."""
+    rank = {t: i for i, t in enumerate(a.index.leaf_order)}
+    return sorted(a.pcollections, key=lambda pc: (rank.get(a.index.producer[pc], 0), pc))
