@@ -45,3 +45,26 @@ def analyze_files(
     manifest = load_manifest(manifest_path)
     cache = scan_cache_dir(cache_dir)
     return analyze(loaded.index, manifest, cache, unbounded_urns, infer_unbounded)
+
+
+def instrument_files(
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    cache_dir: str,
+    unbounded_urns: Iterable[str] = (),
+    infer_unbounded: bool = False,
+    output_format: str | None = None,
+    test_stream_endpoint: str | None = None,
+) -> Any:
+    """``beaminst instrument``: analyze, instrument, validate, write atomically."""
+    from beaminst.instrument import instrument
+    from beaminst.protoio import output_format as choose_format
+    from beaminst.protoio import save_pipeline
+
+    fmt = choose_format(output, output_format)  # fail on a bad format before any work
+    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
+    out, report = instrument(analysis, cache_dir, test_stream_endpoint)
+    report.format = save_pipeline(out, output, fmt)
+    report.output = None if output == STDIO else output
+    return report

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from beaminst.canonical import Signatures, digest
 from beaminst.graph import GraphIndex
 
 DIGEST_HEX = 16
@@ -55,15 +56,6 @@ def split_key(key: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def _h(*parts: bytes | str) -> bytes:
-    h = hashlib.sha256()
-    for p in parts:
-        b = p.encode("utf-8") if isinstance(p, str) else p
-        h.update(len(b).to_bytes(8, "big"))
-        h.update(b)
-    return h.digest()
-
-
 @dataclass(frozen=True)
 class ContentDigests:
     pcollection: Mapping[str, bytes]
@@ -85,43 +77,13 @@ class ContentDigests:
 
 def content_digests(index: GraphIndex) -> ContentDigests:
     """Digest every PCollection and leaf transform, in one topological pass."""
-    comps = index.pipeline.components
-    coder_sig: dict[str, bytes] = {}
-
-    def coder(cid: str) -> bytes:
-        # Iterative post-order: coders nest, and we never recurse in Python.
-        stack = [cid]
-        while stack:
-            top = stack[-1]
-            if top in coder_sig:
-                stack.pop()
-                continue
-            c = comps.coders[top]
-            pending = [s for s in c.component_coder_ids if s not in coder_sig]
-            if pending:
-                stack.extend(pending)
-                continue
-            coder_sig[top] = _h(b"coder", c.spec.urn, c.spec.payload, *(coder_sig[s] for s in c.component_coder_ids))
-            stack.pop()
-        return coder_sig[cid]
-
-    ws_sig: dict[str, bytes] = {}
-
-    def windowing(wid: str) -> bytes:
-        if wid not in ws_sig:
-            ws = type(comps.windowing_strategies[wid])()
-            ws.CopyFrom(comps.windowing_strategies[wid])
-            ws.window_coder_id = coder(ws.window_coder_id).hex()
-            ws.environment_id = ""
-            ws_sig[wid] = _h(b"windowing", ws.SerializeToString(deterministic=True))
-        return ws_sig[wid]
-
+    sigs = Signatures(index.pipeline.components)
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
     for tid in index.leaf_order:
         t = index.transforms[tid]
         ins = sorted(t.inputs.items())
-        t_sig[tid] = _h(
+        t_sig[tid] = digest(
             b"transform",
             t.unique_name,
             t.spec.urn,
@@ -132,8 +94,8 @@ def content_digests(index: GraphIndex) -> ContentDigests:
             if index.producer.get(pc) != tid:
                 continue
             p = index.pcollections[pc]
-            pc_sig[pc] = _h(
-                b"pcollection", t_sig[tid], tag, coder(p.coder_id), windowing(p.windowing_strategy_id), str(p.is_bounded)
+            pc_sig[pc] = digest(
+                b"pcollection", t_sig[tid], tag, sigs.coder(p.coder_id), sigs.windowing(p.windowing_strategy_id, with_environment=False), str(p.is_bounded)
             )
     sources = sorted(index.transforms[t].unique_name for t in index.leaf_order if not index.transforms[t].inputs)
-    return ContentDigests(pc_sig, t_sig, _h(b"pipeline", *sources))
+    return ContentDigests(pc_sig, t_sig, digest(b"pipeline", *sources))

@@ -130,3 +130,77 @@ def analyze(
     from beaminst.report import print_analysis
 
     print_analysis(_console(), result)
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--output-format",
+        type=click.Choice(["binary", "text", "json"]),
+        help="Output format (default: from the -o extension, else binary).",
+    )(fn)
+    fn = click.option(
+        "-o", "--output", required=True, type=click.Path(allow_dash=True), help="Output proto path; - for stdout."
+    )(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON report of what was done.")(fn)
+    return fn
+
+
+def _emit_report(report: Any, as_json: bool, output: str, title: str) -> None:
+    # With the proto on stdout, the report goes to stderr.
+    to_err = output == "-"
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True), err=to_err)
+        return
+    from beaminst.report import print_instrument_report
+
+    print_instrument_report(_console(err=to_err), report, title)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  beaminst instrument wordcount.pb -m wordcount.manifest.json --cache-dir cache/ -o instrumented.pb
+  beaminst instrument wordcount.pb -m m.json --cache-dir cache/ -o - > instrumented.pb
+  beaminst instrument pubsub.pb -m m.json --cache-dir cache/ -o out.textproto --test-stream-endpoint localhost:12345
+"""
+)
+@common_inputs
+@output_options
+@click.option(
+    "--test-stream-endpoint",
+    metavar="HOST:PORT",
+    help="TestStreamService the TestStream reads from (default: inline the events recorded in --cache-dir).",
+)
+@handle_errors
+def instrument(
+    pipeline: str,
+    manifest: str | None,
+    cache_dir: str | None,
+    unbounded_urns: tuple[str, ...],
+    infer_unbounded: bool,
+    output: str,
+    output_format: str | None,
+    as_json: bool,
+    test_stream_endpoint: str | None,
+) -> None:
+    """Write the pipeline Interactive Beam would run for PIPELINE.
+
+    Bound PCollections not yet in --cache-dir get Beam's cache writes;
+    computed, cached ones are read back from the cache and what only fed them
+    is pruned. With unbounded sources, one TestStream replays what the
+    background caching job recorded.
+    """
+    from beaminst.api import instrument_files
+
+    if pipeline == "-" and manifest == "-":
+        _fail("PIPELINE and --manifest cannot both be read from stdin")
+    if not cache_dir:
+        _fail("instrument needs --cache-dir: the cache transforms read and write there")
+    report = instrument_files(
+        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint
+    )
+    _emit_report(report, as_json, output, "instrument")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -120,7 +120,7 @@ def _check_schema(doc: Any, source: str) -> None:
     errors = sorted(validator.iter_errors(doc), key=lambda e: (list(e.absolute_path), e.message))
     if not errors:
         return
-    err = errors[0]
+    err = _intended_branch_error(errors[0])
     where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "additionalProperties" and not err.absolute_path:
         extra = sorted(set(doc) - set(manifest_schema()["properties"]))
@@ -133,6 +133,26 @@ def _check_schema(doc: Any, source: str) -> None:
         "pattern": "expected a Beam cache key var-version-producer_version-pipeline_id",
     }.get(err.validator, err.message)
     raise ManifestError(f"{where}: {detail} (got {value})", source)
+
+
+def _intended_branch_error(err: Any) -> Any:
+    """A oneOf failure on an object entry: report the first error of the one
+    branch whose required keys it has (so a bad ``cache_key`` or an unexpected
+    field is named), not the generic "none of the forms matched"."""
+    if err.validator != "oneOf" or not isinstance(err.instance, dict):
+        return err
+    meant = [
+        i
+        for i, branch in enumerate(err.validator_value)
+        if branch.get("type") == "object" and all(k in err.instance for k in branch.get("required", ()))
+    ]
+    if len(meant) != 1:
+        return err
+    inner = sorted(
+        (e for e in err.context if e.relative_schema_path[0] == meant[0]),
+        key=lambda e: (list(e.absolute_path), e.message),
+    )
+    return inner[0] if inner else err
 
 
 def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:

@@ -48,3 +48,30 @@ def _ordered(a: Analysis) -> list[str]:
     """PCollections in pipeline order (topological by producer)."""
     rank = {t: i for i, t in enumerate(a.index.leaf_order)}
     return sorted(a.pcollections, key=lambda pc: (rank.get(a.index.producer[pc], 0), pc))
+
+
+def print_instrument_report(console: Any, report: Any, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"beaminst {title}")
+    for col in ("action", "variable", "cache key", "via"):
+        table.add_column(col, overflow="fold")
+    for w in report.writes:
+        table.add_row("[green]write[/green]", w["var"], w["cache_key"], "WriteCache")
+    for r in report.reads:
+        table.add_row("[cyan]read[/cyan]", r["var"], r["cache_key"], r["via"])
+    if report.writes or report.reads:
+        console.print(table)
+    for s in report.skipped:
+        console.print(f"[yellow]skipped[/yellow] {s['var']}: {s['reason']}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    ts = report.test_stream
+    if ts:
+        where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
+        console.print(f"TestStream with {len(ts['tags'])} output tag(s), {where}")
+    dest = report.output or "stdout"
+    console.print(
+        f"{len(report.writes)} write(s), {len(report.reads)} read(s), "
+        f"{len(report.rewired)} input(s) rewired, {len(report.pruned)} transform(s) pruned -> {dest}"
+    )

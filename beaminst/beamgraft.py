@@ -1,0 +1,469 @@
+"""Grafting Beam's own interactive cache transforms into a pipeline proto.
+
+The subgraphs are built by the Beam SDK itself (``reify_to_cache`` /
+``unreify_from_cache`` over a ``FileBasedCacheManager`` or ``StreamingCache``,
+and ``TestStream``), exactly as ``caching/write_cache.py`` and
+``read_cache.py`` do, then copied into the target proto under fresh ids.
+Identical coders, windowing strategies and environments are reused by content.
+
+Building a cache-write subgraph costs ~65 ms of SDK work, so writes are built
+once per *shape* (element coder, windowing, boundedness, capture flag and key
+part lengths) with a placeholder key, and cloned per PCollection: the key is
+substituted in unique names and in the pickled ``WriteImpl`` / sink DoFns
+(bz2-compressed cloudpickle, where the key and the cache path are plain
+strings, so a key of the same length keeps the pickle valid). Reads need their
+cache files to exist at construction (``ReadFromText`` validates its glob) and
+are rare, so they are built directly. A test proves that a cloned write is
+byte-identical to one built directly for the same key.
+
+This module imports the Beam SDK; it is only imported by the passes that need it.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import contextlib
+import hashlib
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.internal import cloudpickle_pickler
+from apache_beam.portability.api import beam_runner_api_pb2 as rapi
+from apache_beam.runners.interactive import cache_manager as cache
+from apache_beam.runners.interactive.caching.reify import reify_to_cache, unreify_from_cache
+from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
+from apache_beam.runners.pipeline_context import PipelineContext
+from apache_beam.testing import test_stream
+
+from beaminst.canonical import Signatures
+from beaminst.ids import IdAllocator, allocators_for
+
+PAR_DO = "beam:transform:pardo:v1"
+PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
+TEST_STREAM = "beam:transform:teststream:v1"
+COMBINE_URNS = frozenset(
+    {
+        "beam:transform:combine_per_key:v1",
+        "beam:transform:combine_globally:v1",
+        "beam:transform:combine_grouped_values:v1",
+        "beam:transform:combine_per_key_precombine:v1",
+        "beam:transform:combine_per_key_merge_accumulators:v1",
+        "beam:transform:combine_per_key_extract_outputs:v1",
+        "beam:transform:combine_per_key_convert_to_accumulators:v1",
+    }
+)
+
+
+@contextlib.contextmanager
+def deterministic_pickling() -> Iterator[None]:
+    """Cloudpickle tags classes defined inside functions (Beam's
+    ``StreamingWriteToText``, ...) with a random uuid4; derive it from the
+    class's qualified name instead so the same input gives the same bytes."""
+    config = cloudpickle_pickler.DEFAULT_CONFIG
+    saved = config.id_generator
+
+    def stable_id(cls: type) -> str:
+        name = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', cls.__name__)}"
+        return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+    config.id_generator = stable_id
+    try:
+        yield
+    finally:
+        config.id_generator = saved
+
+
+# ---------------------------------------------------------------------------
+# Payload surgery
+
+
+def _decompress(raw: bytes) -> tuple[bytes, str] | None:
+    if raw[:3] == b"BZh":
+        with contextlib.suppress(Exception):
+            return bz2.decompress(raw), "bz2"
+    if raw[:1] == b"\x78":
+        with contextlib.suppress(Exception):
+            return zlib.decompress(raw), "zlib"
+    return None
+
+
+def _compress(data: bytes, method: str) -> bytes:
+    # Beam's cloudpickle_pickler.dumps: compresslevel 9 for both.
+    return bz2.compress(data, compresslevel=9) if method == "bz2" else zlib.compress(data, 9)
+
+
+def substitute_in_pickle(encoded: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace ``old`` by ``new`` (same length) inside a Beam pickled payload."""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except Exception:
+        return encoded.replace(old, new)
+    opened = _decompress(raw)
+    if opened is None:
+        return encoded.replace(old, new)
+    data, method = opened
+    if old not in data:
+        return encoded
+    return base64.b64encode(_compress(data.replace(old, new), method))
+
+
+def pickle_mentions(encoded: bytes, needle: bytes) -> bool:
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except Exception:
+        return needle in encoded
+    opened = _decompress(raw)
+    return needle in (opened[0] if opened else raw)
+
+
+def canonical_payload(urn: str, payload: bytes) -> bytes:
+    """ParDo payloads re-serialized deterministically (map order fixed)."""
+    if urn == PAR_DO and payload:
+        p = rapi.ParDoPayload.FromString(payload)
+        return p.SerializeToString(deterministic=True)
+    return payload
+
+
+def rewrite_payload(urn: str, payload: bytes, old: bytes | None, new: bytes | None, coder_map: dict[str, str]) -> bytes:
+    """Substitute the key and remap coder ids held inside a transform payload."""
+    if not payload:
+        return payload
+    if urn == PAR_DO:
+        p = rapi.ParDoPayload.FromString(payload)
+        if old is not None and new is not None:
+            p.do_fn.payload = substitute_in_pickle(p.do_fn.payload, old, new)
+        for s in p.state_specs.values():
+            kind = s.WhichOneof("spec")
+            if kind is None:
+                continue
+            msg = getattr(s, kind)
+            for field in ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id"):
+                if getattr(msg, field, ""):
+                    setattr(msg, field, coder_map.get(getattr(msg, field), getattr(msg, field)))
+        for t in p.timer_family_specs.values():
+            if t.timer_family_coder_id:
+                t.timer_family_coder_id = coder_map.get(t.timer_family_coder_id, t.timer_family_coder_id)
+        if p.restriction_coder_id:
+            p.restriction_coder_id = coder_map.get(p.restriction_coder_id, p.restriction_coder_id)
+        out = p.SerializeToString(deterministic=True)
+    elif urn == TEST_STREAM:
+        p = rapi.TestStreamPayload.FromString(payload)
+        p.coder_id = coder_map.get(p.coder_id, p.coder_id)
+        out = p.SerializeToString(deterministic=True)
+    elif urn in COMBINE_URNS:
+        p = rapi.CombinePayload.FromString(payload)
+        p.accumulator_coder_id = coder_map.get(p.accumulator_coder_id, p.accumulator_coder_id)
+        out = p.SerializeToString(deterministic=True)
+    elif urn == PICKLED_TRANSFORM and old is not None and new is not None:
+        out = substitute_in_pickle(payload, old, new)
+    else:
+        out = payload
+    if old is not None and new is not None and old in out:
+        out = out.replace(old, new)  # plain strings (composite reprs and the like)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Subgraphs
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """A Beam-built piece of pipeline: components of ``proto`` to graft."""
+
+    proto: Any
+    top: tuple[str, ...]  # top-level transforms of the piece, in order
+    transforms: tuple[str, ...]  # all of them, hierarchy order
+    pcollections: tuple[str, ...]  # PCollections the piece creates
+    placeholder: str | None  # PCollection standing for the grafted input
+    outputs: dict[str, str]  # name -> PCollection id (e.g. "main", or TestStream tags)
+    key: str
+    signatures: Signatures
+
+
+def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str, str], key: str) -> Subgraph:
+    ts = proto.components.transforms
+    order: list[str] = []
+    stack = list(reversed(top))
+    while stack:
+        tid = stack.pop()
+        order.append(tid)
+        stack.extend(reversed(ts[tid].subtransforms))
+    pcs: list[str] = []
+    seen = {placeholder}
+    for tid in order:
+        for pc in ts[tid].outputs.values():
+            if pc not in seen:
+                seen.add(pc)
+                pcs.append(pc)
+    return Subgraph(proto, tuple(top), tuple(order), tuple(pcs), placeholder, outputs, key, Signatures(proto.components))
+
+
+def template_key(key: str) -> str:
+    """A placeholder with the same part lengths: 'Z' never occurs in a real key part."""
+    return "-".join("Z" * len(part) for part in key.split("-"))
+
+
+@dataclass
+class GraftResult:
+    top: list[str]
+    transforms: list[str]
+    outputs: dict[str, str]
+
+
+class Grafter:
+    """Builds Beam's cache subgraphs and grafts them into ``target`` (mutated)."""
+
+    def __init__(self, target: Any, cache_dir: str, streaming: bool) -> None:
+        self.target = target
+        self.cache_dir = os.path.abspath(cache_dir)
+        self.streaming = streaming
+        self.alloc: dict[str, IdAllocator] = allocators_for(target)
+        self._context = PipelineContext(target.components)
+        self._target_sigs = Signatures(target.components)
+        self._by_sig: dict[str, dict[bytes, str]] | None = None
+        self._templates: dict[tuple[Any, ...], Subgraph] = {}
+        self._pcoders_saved: set[str] = set()
+        self.cache_manager = self._new_cache_manager()
+
+    def _new_cache_manager(self) -> Any:
+        if self.streaming:
+            return StreamingCache(self.cache_dir, sample_resolution_sec=1.0)
+        return cache.FileBasedCacheManager(self.cache_dir)
+
+    # -- shapes --------------------------------------------------------------
+
+    def _element_type(self, pc_id: str) -> Any:
+        return self._context.element_type_from_coder_id(self.target.components.pcollections[pc_id].coder_id)
+
+    def _windowing(self, pc_id: str) -> Any:
+        return self._context.windowing_strategies.get_by_id(self.target.components.pcollections[pc_id].windowing_strategy_id)
+
+    def _shape(self, pc_id: str) -> tuple[Any, ...]:
+        p = self.target.components.pcollections[pc_id]
+        return (
+            self._target_sigs.coder(p.coder_id),
+            self._target_sigs.windowing(p.windowing_strategy_id),
+            p.is_bounded,
+        )
+
+    def save_pcoder(self, pc_id: str, key: str) -> None:
+        """Save the pcoder ``WriteCache.expand`` would save, derived from the proto.
+
+        Beam keeps pcoders only in the memory of the process that wrote the
+        cache; beaminst derives the same coder from the saved PCollection's
+        coder and windowing, so reads work in any later process."""
+        if key in self._pcoders_saved:
+            return
+        wv = beam.coders.WindowedValueCoder(
+            beam.coders.registry.get_coder(self._element_type(pc_id)),
+            self._windowing(pc_id).windowfn.get_window_coder(),
+        )
+        self.cache_manager.save_pcoder(wv, "reify", key)
+        self._pcoders_saved.add(key)
+
+    # -- building ------------------------------------------------------------
+
+    def build_write(self, pc_id: str, key: str, is_capture: bool) -> Subgraph:
+        """Beam's ``reify_to_cache`` after a stand-in for ``pc_id``, built with ``key``."""
+        p = self.target.components.pcollections[pc_id]
+        with deterministic_pickling():
+            tmp = beam.Pipeline()
+            ph = tmp | "CreatePInput" >> beam.Create([], reshuffle=False)
+            ph.element_type = self._element_type(pc_id)
+            ph.is_bounded = p.is_bounded != rapi.IsBounded.UNBOUNDED
+            ph._windowing = self._windowing(pc_id)
+            self.save_pcoder(pc_id, key)
+            out = reify_to_cache(pcoll=ph, cache_key=key, cache_manager=self.cache_manager, is_capture=is_capture)
+            proto, ctx = tmp.to_runner_api(return_context=True)
+        ph_id = ctx.pcollections.get_id(ph)
+        root = proto.components.transforms[proto.root_transform_ids[0]]
+        top = [t for t in root.subtransforms if proto.components.transforms[t].unique_name != "CreatePInput"]
+        outputs = {"main": ctx.pcollections.get_id(out)} if isinstance(out, beam.pvalue.PCollection) else {}
+        return _piece(proto, top, ph_id, outputs, key)
+
+    def write_template(self, pc_id: str, key: str, is_capture: bool) -> Subgraph:
+        shape = (*self._shape(pc_id), is_capture, tuple(len(x) for x in key.split("-")))
+        sub = self._templates.get(shape)
+        if sub is None:
+            sub = self.build_write(pc_id, template_key(key), is_capture)
+            self._templates[shape] = sub
+        return sub
+
+    def build_read(self, pc_id: str, key: str) -> Subgraph:
+        """Beam's ``unreify_from_cache`` for ``key`` (its files must exist)."""
+        self.save_pcoder(pc_id, key)
+        with deterministic_pickling():
+            tmp = beam.Pipeline()
+            out = unreify_from_cache(pipeline=tmp, cache_key=key, cache_manager=self.cache_manager)
+            proto, ctx = tmp.to_runner_api(return_context=True)
+        root = proto.components.transforms[proto.root_transform_ids[0]]
+        return _piece(proto, list(root.subtransforms), None, {"main": ctx.pcollections.get_id(out)}, key)
+
+    def build_test_stream(self, tags: list[str]) -> Subgraph:
+        """The TestStream ``_replace_with_cached_inputs`` adds, one output per key."""
+        with deterministic_pickling():
+            tmp = beam.Pipeline()
+            outs = tmp | test_stream.TestStream(
+                output_tags=set(tags), coder=self.cache_manager._default_pcoder
+            )
+            proto, ctx = tmp.to_runner_api(return_context=True)
+        if isinstance(outs, beam.pvalue.PCollection):
+            outs = {tags[0]: outs}
+        root = proto.components.transforms[proto.root_transform_ids[0]]
+        return _piece(proto, list(root.subtransforms), None, {t: ctx.pcollections.get_id(outs[t]) for t in tags}, "")
+
+    # -- grafting ------------------------------------------------------------
+
+    def _target_index(self) -> dict[str, dict[bytes, str]]:
+        if self._by_sig is None:
+            c, s = self.target.components, self._target_sigs
+            self._by_sig = {
+                "coders": {s.coder(k): k for k in sorted(c.coders, reverse=True)},
+                "windowing_strategies": {s.windowing(k): k for k in sorted(c.windowing_strategies, reverse=True)},
+                "environments": {s.environment(k): k for k in sorted(c.environments, reverse=True)},
+            }
+        return self._by_sig
+
+    def _component_maps(self, sub: Subgraph) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """Map the piece's coders / windowing strategies / environments onto the
+        target, adding what the target lacks under content-derived ids."""
+        src = sub.proto.components
+        sigs = sub.signatures
+        by_sig = self._target_index()
+        dst = self.target.components
+        used_pcs = list(sub.pcollections)
+        envs = {src.transforms[t].environment_id for t in sub.transforms if src.transforms[t].environment_id}
+        wss = {src.pcollections[p].windowing_strategy_id for p in used_pcs}
+        coders = {src.pcollections[p].coder_id for p in used_pcs}
+        for w in wss:
+            coders.add(src.windowing_strategies[w].window_coder_id)
+            if src.windowing_strategies[w].environment_id:
+                envs.add(src.windowing_strategies[w].environment_id)
+        for t in sub.transforms:
+            coders.update(_payload_coder_ids(src.transforms[t]))
+        # Close coders over their components.
+        stack = list(coders)
+        while stack:
+            for comp in src.coders[stack.pop()].component_coder_ids:
+                if comp not in coders:
+                    coders.add(comp)
+                    stack.append(comp)
+
+        env_map: dict[str, str] = {}
+        for e in sorted(envs):
+            sig = sigs.environment(e)
+            if sig not in by_sig["environments"]:
+                new = self.alloc["environments"].take(f"beaminst_env_{sig.hex()[:12]}")
+                dst.environments[new].CopyFrom(src.environments[e])
+                by_sig["environments"][sig] = new
+            env_map[e] = by_sig["environments"][sig]
+        coder_map: dict[str, str] = {}
+        for cid in _post_order(src.coders, coders):
+            sig = sigs.coder(cid)
+            if sig not in by_sig["coders"]:
+                new = self.alloc["coders"].take(f"beaminst_coder_{sig.hex()[:12]}")
+                dst.coders[new].CopyFrom(src.coders[cid])
+                dst.coders[new].component_coder_ids[:] = [coder_map[x] for x in src.coders[cid].component_coder_ids]
+                by_sig["coders"][sig] = new
+            coder_map[cid] = by_sig["coders"][sig]
+        ws_map: dict[str, str] = {}
+        for w in sorted(wss):
+            sig = sigs.windowing(w)
+            if sig not in by_sig["windowing_strategies"]:
+                new = self.alloc["windowing_strategies"].take(f"beaminst_windowing_{sig.hex()[:12]}")
+                dst.windowing_strategies[new].CopyFrom(src.windowing_strategies[w])
+                ws = dst.windowing_strategies[new]
+                ws.window_coder_id = coder_map[ws.window_coder_id]
+                if ws.environment_id:
+                    ws.environment_id = env_map[ws.environment_id]
+                by_sig["windowing_strategies"][sig] = new
+            ws_map[w] = by_sig["windowing_strategies"][sig]
+        return coder_map, ws_map, env_map
+
+    def graft(self, sub: Subgraph, key: str | None, input_pc: str | None, label: str) -> GraftResult:
+        """Copy ``sub`` into the target under fresh ids; its placeholder input
+        becomes ``input_pc``; ``key`` replaces the key it was built with."""
+        src, dst = sub.proto.components, self.target.components
+        coder_map, ws_map, env_map = self._component_maps(sub)
+        old = sub.key.encode("utf-8") if key is not None and key != sub.key else None
+        new = key.encode("utf-8") if old is not None else None
+        t_alloc, pc_alloc = self.alloc["transforms"], self.alloc["pcollections"]
+        t_map = {t: t_alloc.take(f"beaminst_{label}_t{i}") for i, t in enumerate(sub.transforms)}
+        pc_map = {p: pc_alloc.take(f"beaminst_{label}_p{i}") for i, p in enumerate(sub.pcollections)}
+        if sub.placeholder is not None:
+            assert input_pc is not None
+            pc_map[sub.placeholder] = input_pc
+        for p in sub.pcollections:
+            out = dst.pcollections[pc_map[p]]
+            out.CopyFrom(src.pcollections[p])
+            if old is not None:
+                out.unique_name = out.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
+            out.coder_id = coder_map[out.coder_id]
+            out.windowing_strategy_id = ws_map[out.windowing_strategy_id]
+        for t in sub.transforms:
+            s = src.transforms[t]
+            out = dst.transforms[t_map[t]]
+            out.CopyFrom(s)
+            if old is not None and new is not None:
+                out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
+            out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, coder_map)
+            for tag, pc in s.inputs.items():
+                out.inputs[tag] = pc_map[pc]
+            for tag, pc in s.outputs.items():
+                out.outputs[tag] = pc_map[pc]
+            out.subtransforms[:] = [t_map[x] for x in s.subtransforms]
+            if s.environment_id:
+                out.environment_id = env_map[s.environment_id]
+        return GraftResult([t_map[t] for t in sub.top], [t_map[t] for t in sub.transforms], {k: pc_map[v] for k, v in sub.outputs.items()})
+
+
+def _payload_coder_ids(t: Any) -> set[str]:
+    out: set[str] = set()
+    if not t.spec.payload:
+        return out
+    if t.spec.urn == PAR_DO:
+        p = rapi.ParDoPayload.FromString(t.spec.payload)
+        for s in p.state_specs.values():
+            kind = s.WhichOneof("spec")
+            if kind:
+                msg = getattr(s, kind)
+                for field in ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id"):
+                    if getattr(msg, field, ""):
+                        out.add(getattr(msg, field))
+        for tf in p.timer_family_specs.values():
+            if tf.timer_family_coder_id:
+                out.add(tf.timer_family_coder_id)
+        if p.restriction_coder_id:
+            out.add(p.restriction_coder_id)
+    elif t.spec.urn == TEST_STREAM:
+        out.add(rapi.TestStreamPayload.FromString(t.spec.payload).coder_id)
+    elif t.spec.urn in COMBINE_URNS:
+        out.add(rapi.CombinePayload.FromString(t.spec.payload).accumulator_coder_id)
+    return out
+
+
+def _post_order(coders: Any, ids: set[str]) -> list[str]:
+    """Coder ids with components before the coders that use them; sorted ties."""
+    out: list[str] = []
+    done: set[str] = set()
+    for start in sorted(ids):
+        stack = [start]
+        while stack:
+            top = stack[-1]
+            if top in done:
+                stack.pop()
+                continue
+            pending = [c for c in coders[top].component_coder_ids if c not in done]
+            if pending:
+                stack.extend(pending)
+                continue
+            done.add(top)
+            out.append(top)
+            stack.pop()
+    return out

@@ -1,0 +1,270 @@
+"""``beaminst instrument``: Interactive Beam's instrumented pipeline, on a proto.
+
+The pass list, in order (each a plain function of what came before):
+
+1. :func:`plan` (pure): Beam's ``PipelineInstrument.instrument()`` decisions:
+   which cacheable inputs are read from cache (cached *and* computed, or an
+   unbounded source output), which cacheables are written (not cached yet, not
+   produced inside an unbounded source), and which PCollections stop being
+   targets because their consumers now read the cache;
+2. graft reads: ``ReadCache_<key>`` + ``UnreifyAfter_ReadCache_<key>`` per read,
+   or, with unbounded sources, one ``TestStream`` whose output tags are the
+   cache keys (``_replace_with_cached_inputs``);
+3. rewire every consumer's *main* input to the read (side inputs stay, as in Beam);
+4. graft writes: ``ReifyBefore_WriteCache_<key>`` + ``WriteCache_<key>``;
+5. prune to what contributes to the targets (``PipelineFragment``), then trim
+   coders, windowing strategies and environments nothing references;
+6. validate the result like any input.
+
+The input proto is never mutated: the passes work on a copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from beaminst.analysis import Analysis
+from beaminst.errors import BeaminstError, CacheDirError, InternalError, ManifestError
+from beaminst.graph import GraphIndex, build_index
+from beaminst.prune import necessary_transforms, trim_components
+from beaminst.validate import check_unreferenced, validate
+
+
+@dataclass(frozen=True)
+class Plan:
+    reads: dict[str, str]  # PCollection id -> cache key, in cacheable order
+    writes: dict[str, str]
+    ignored: frozenset[str]  # no longer targets
+    side_effects: frozenset[str]  # outputs nobody consumes
+    streaming: bool
+    test_stream_tags: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]  # (var, why nothing happens for it)
+
+
+@dataclass
+class Report:
+    output: str | None = None
+    format: str | None = None
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    reads: list[dict[str, Any]] = field(default_factory=list)
+    rewired: list[dict[str, str]] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    test_stream: dict[str, Any] | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "format": self.format,
+            "writes": self.writes,
+            "reads": self.reads,
+            "rewired": self.rewired,
+            "pruned": self.pruned,
+            "test_stream": self.test_stream,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+        }
+
+
+def plan(analysis: Analysis) -> Plan:
+    """Beam's instrumentation decisions, without touching the proto."""
+    index = analysis.index
+    consumed = set(index.consumers)
+    side_effects = frozenset(pc for pc in index.producer if pc not in consumed)
+    source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
+    source_ids = {s.transform_id for s in analysis.unbounded_sources}
+
+    reads: dict[str, str] = {}
+    skipped: list[tuple[str, str]] = []
+    for pc, c in analysis.cacheables.items():
+        if pc in source_outputs or (c.cached and c.computed):
+            if pc in consumed and any(not u.is_side for u in index.consumers[pc]):
+                reads[pc] = c.cache_key
+        elif c.cached and not c.computed and not c.synthetic:
+            skipped.append((c.var, "cached but not listed as computed: recomputed, not rewritten"))
+        if c.under_source and pc not in source_outputs:
+            source = next(a for a in index.ancestors(index.producer[pc]) if a in source_ids)
+            raise ManifestError(
+                f"bindings/{c.var}: PCollection {pc!r} is produced inside unbounded source "
+                f"{index.transforms[source].unique_name!r}, which instrumentation replaces; bind the source's output instead"
+            )
+
+    ignored: set[str] = set(reads)
+    writes: dict[str, str] = {}
+    for pc, c in analysis.cacheables.items():
+        if c.under_source:
+            ignored.add(pc)  # recorded by the background caching job instead
+        elif not c.cached:
+            writes[pc] = c.cache_key
+    streaming = analysis.has_unbounded_sources
+    tags = tuple(sorted(set(reads.values()))) if streaming else ()
+    return Plan(reads, writes, frozenset(ignored), side_effects, streaming, tags, tuple(skipped))
+
+
+def instrument(
+    analysis: Analysis,
+    cache_dir: str,
+    test_stream_endpoint: str | None = None,
+) -> tuple[Any, Report]:
+    """The instrumented pipeline proto and a report of what was done."""
+    if cache_dir is None:
+        raise CacheDirError("instrument needs --cache-dir: the cache transforms write there")
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise CacheDirError("is not a directory", cache_dir)
+    the_plan = plan(analysis)
+    index = analysis.index
+    report = Report()
+    report.skipped = [{"var": v, "reason": r} for v, r in the_plan.skipped]
+    for problem in analysis.cache.problems:
+        report.warnings.append(f"cache: {problem}")
+
+    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
+
+    working = type(index.pipeline)()
+    working.CopyFrom(index.pipeline)
+    grafter = Grafter(working, cache_dir, the_plan.streaming)
+    top_level = _top_level_list(working)
+    var_of = {pc: c.var for pc, c in analysis.cacheables.items()}
+
+    # 2. reads
+    read_out: dict[str, str] = {}
+    if the_plan.streaming and the_plan.test_stream_tags:
+        sub = grafter.build_test_stream(list(the_plan.test_stream_tags))
+        res = grafter.graft(sub, None, None, "TestStream")
+        top_level.extend(res.top)
+        ts_id = res.top[0]
+        for pc, key in the_plan.reads.items():
+            read_out[pc] = res.outputs[key]
+            report.reads.append({"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "TestStream"})
+        report.test_stream = _fill_test_stream(working, ts_id, the_plan, analysis, test_stream_endpoint, report)
+    else:
+        for pc, key in the_plan.reads.items():
+            res = grafter.graft(grafter.build_read(pc, key), None, None, f"ReadCache_{key}")
+            top_level.extend(res.top)
+            read_out[pc] = res.outputs["main"]
+            report.reads.append(
+                {"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "ReadCache",
+                 "transforms": [working.components.transforms[t].unique_name for t in res.top]}
+            )
+
+    # 3. rewire main inputs
+    for pc, new_pc in read_out.items():
+        for use in index.main_consumers(pc):
+            working.components.transforms[use.transform_id].inputs[use.tag] = new_pc
+            if use.is_leaf:
+                report.rewired.append(
+                    {"transform": index.transforms[use.transform_id].unique_name, "tag": use.tag,
+                     "from": pc, "to": new_pc}
+                )
+
+    # 4. writes
+    write_targets: list[str] = []
+    for pc, key in the_plan.writes.items():
+        sub = grafter.write_template(pc, key, is_capture=False)
+        res = grafter.graft(sub, key, pc, f"WriteCache_{key}")
+        top_level.extend(res.top)
+        write_targets.extend(res.outputs.values())
+        report.writes.append(
+            {"pcollection": pc, "var": var_of[pc], "cache_key": key,
+             "transforms": [working.components.transforms[t].unique_name for t in res.top]}
+        )
+    _set_top_level(working, top_level)
+
+    # 5. prune
+    targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
+    out = prune_to(working, targets)
+    kept = set(out.components.transforms)
+    report.rewired = [r for r in report.rewired if _kept_name(out, r["transform"])]
+    report.pruned = sorted(index.transforms[t].unique_name for t in index.transforms if t not in kept)
+    check_output(out)
+    return out, report
+
+
+def _kept_name(pipeline: Any, unique_name: str) -> bool:
+    return any(t.unique_name == unique_name for t in pipeline.components.transforms.values())
+
+
+def prune_to(pipeline: Any, targets: Iterable[str]) -> Any:
+    """``PipelineFragment(targets).deduce_fragment()`` on a proto."""
+    idx = build_index(pipeline)
+    keep = necessary_transforms(idx.transforms, idx.roots, idx.parent, idx.producer, targets)
+    for tid in keep:
+        t = pipeline.components.transforms[tid]
+        if t.subtransforms and not _skip_pruning(t):
+            t.subtransforms[:] = [s for s in t.subtransforms if s in keep]
+    for tid in [t for t in pipeline.components.transforms if t not in keep]:
+        del pipeline.components.transforms[tid]
+    return trim_components(pipeline)
+
+
+def _skip_pruning(t: Any) -> bool:
+    # pipeline_fragment.should_skip_pruning
+    return t.spec.urn == "beam:transform:teststream:v1" or "_DataFrame_" in t.unique_name
+
+
+def check_output(pipeline: Any) -> GraphIndex:
+    """Every proto beaminst writes passes the input validator, and carries
+    nothing unreferenced; a failure is a beaminst bug, reported as such."""
+    try:
+        idx = validate(pipeline)
+        check_unreferenced(pipeline)
+    except BeaminstError as e:
+        raise InternalError(f"produced an invalid pipeline ({e.message}); please report this") from None
+    return idx
+
+
+def _python_root(pipeline: Any) -> str | None:
+    """The Python SDK's single synthetic root, whose subtransforms are the top level."""
+    if len(pipeline.root_transform_ids) != 1:
+        return None
+    rid = pipeline.root_transform_ids[0]
+    r = pipeline.components.transforms[rid]
+    if not r.inputs and not r.outputs and r.unique_name in ("", rid):
+        return rid
+    return None
+
+
+def _top_level_list(pipeline: Any) -> list[str]:
+    root = _python_root(pipeline)
+    if root is not None:
+        return list(pipeline.components.transforms[root].subtransforms)
+    return list(pipeline.root_transform_ids)
+
+
+def _set_top_level(pipeline: Any, top: list[str]) -> None:
+    root = _python_root(pipeline)
+    if root is not None:
+        pipeline.components.transforms[root].subtransforms[:] = top
+    else:
+        pipeline.root_transform_ids[:] = top
+
+
+def _fill_test_stream(
+    working: Any, ts_id: str, the_plan: Plan, analysis: Analysis, endpoint: str | None, report: Report
+) -> dict[str, Any]:
+    from beaminst.streaming import recorded_events
+
+    from beaminst.beamproto import runner_api
+
+    t = working.components.transforms[ts_id]
+    payload = runner_api().TestStreamPayload.FromString(t.spec.payload)
+    info: dict[str, Any] = {"transform": t.unique_name, "tags": list(the_plan.test_stream_tags)}
+    if endpoint:
+        payload.endpoint.url = endpoint
+        info["endpoint"] = endpoint
+        info["events"] = 0
+    else:
+        events, missing = recorded_events(analysis.cache.path, list(the_plan.test_stream_tags))
+        payload.events.extend(events)
+        info["events"] = len(events)
+        if missing:
+            report.warnings.append(
+                "nothing recorded yet for cache key(s) " + ", ".join(missing)
+                + ": run the background-caching pipeline first, or pass --test-stream-endpoint"
+            )
+    t.spec.payload = payload.SerializeToString(deterministic=True)
+    return info

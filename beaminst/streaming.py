@@ -1,0 +1,23 @@
+"""Reading what a background caching job recorded (Beam's ``StreamingCache``
+files: one ``full/<key>`` file of TestStream file records per source)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], list[str]]:
+    """TestStream events for ``keys``, merged in time order as Beam's
+    ``StreamingCache.Reader`` does; and the keys with nothing recorded."""
+    if cache_dir is None:
+        return [], list(keys)
+    present = [k for k in keys if os.path.isfile(os.path.join(cache_dir, "full", k))]
+    missing = [k for k in keys if k not in present]
+    if not present:
+        return [], missing
+    from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
+
+    cache = StreamingCache(cache_dir, is_cache_complete=lambda _pid: True)
+    events = list(cache.read_multiple([("full", k) for k in present], tail=False))
+    return events, missing

@@ -1,0 +1,133 @@
+"""Shared test helpers.
+
+* the repository root goes on ``sys.path`` so ``fixtures.pipelines`` imports;
+* ``FIXTURES`` is the committed fixture directory;
+* ``ib_env`` gives a test a fresh Interactive Beam environment;
+* ``run_cli`` runs the CLI in-process (Click's runner), ``run_cli_subprocess``
+  runs it in a fresh interpreter (real stdin/stderr, real ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+FIXTURES = REPO / "fixtures"
+CORRUPT = FIXTURES / "corrupt"
+# Every fixture written by fixtures/generate.py from fixtures.pipelines.BUILDERS.
+FIXTURE_NAMES = (
+    "wordcount",
+    "multi_output",
+    "side_inputs",
+    "flatten_gbk",
+    "cogbk",
+    "nested_composites",
+    "windowing",
+    "pubsub_one",
+    "pubsub_two",
+    "mixed",
+)
+UNBOUNDED_FIXTURES = ("pubsub_one", "pubsub_two", "mixed")
+
+# Runs the CLI in a fresh interpreter without relying on a console script or a
+# ``__main__`` guard, so it works in any virtualenv.
+CLI_PREFIX = [
+    sys.executable,
+    "-c",
+    "import sys; from beaminst.cli import main; main(sys.argv[1:], prog_name='beaminst')",
+]
+
+
+def fixture_pb(name: str) -> str:
+    return str(FIXTURES / f"{name}.pb")
+
+
+def fixture_manifest(name: str) -> str:
+    return str(FIXTURES / f"{name}.manifest.json")
+
+
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """Run ``beaminst ARGS`` in-process. Exceptions that escape the CLI's own
+    handling are not swallowed, so a traceback fails the test loudly."""
+    from click.testing import CliRunner
+
+    from beaminst.cli import main
+
+    runner = CliRunner(env={"COLUMNS": "200", **(env or {})})
+    result = runner.invoke(main, list(args), input=input, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_cli_subprocess(
+    *args: str, input: bytes | None = None, cwd: str | Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``beaminst ARGS`` in a fresh interpreter; text stdout/stderr."""
+    return run_python(*CLI_PREFIX[1:], *args, input=input, cwd=cwd, timeout=timeout)
+
+
+def run_python(
+    *args: str, input: bytes | None = None, cwd: str | Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``sys.executable ARGS`` with the repo root importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["COLUMNS"] = "200"
+    env.pop("BEAMINST_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, *args],
+        input=input,
+        capture_output=True,
+        cwd=str(cwd or REPO),
+        env=env,
+        timeout=timeout,
+    )
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def beam_noise_free(stderr: str) -> list[str]:
+    """stderr lines minus the Beam SDK's import-time warnings (optional GCP
+    dependencies), which are not beaminst's output."""
+    noise = ("Failed to import GCSFileSystem", "apitools not found", "WARNING:root:")
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith(noise)]
+
+
+def load_fixture(name: str) -> Any:
+    """A fresh, mutable copy of a committed fixture's pipeline proto."""
+    from beaminst.protoio import load_pipeline
+
+    proto, _ = load_pipeline(fixture_pb(name))
+    return proto
+
+
+@pytest.fixture
+def ib_env() -> Any:
+    """A fresh Interactive Beam environment, cleaned up afterwards."""
+    from apache_beam.runners.interactive import interactive_environment as ie
+
+    env = ie.new_env()
+    try:
+        yield env
+    finally:
+        ie.new_env()  # cleans up the test's environment (cache dirs included)

@@ -1,0 +1,329 @@
+"""Proto I/O: formats, content detection, stdin, atomic writes, corrupt inputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from conftest import (
+    CORRUPT,
+    FIXTURE_NAMES,
+    FIXTURES,
+    beam_noise_free,
+    fixture_pb,
+    load_fixture,
+    run_cli,
+    run_cli_subprocess,
+)
+
+from beaminst import protoio
+from beaminst.errors import BeaminstError, OutputError, ProtoLoadError
+from beaminst.protoio import FORMATS, load_pipeline, parse_pipeline, save_pipeline, serialize_pipeline
+
+WORDCOUNT_FORMS = {
+    "binary": FIXTURES / "wordcount.pb",
+    "text": FIXTURES / "wordcount.textproto",
+    "json": FIXTURES / "wordcount.json",
+}
+EXT = {"binary": ".pb", "text": ".textproto", "json": ".json"}
+
+
+def _dir_listing(path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+# --- formats and round trips -------------------------------------------------
+
+
+@pytest.mark.parametrize("src_fmt", FORMATS)
+def test_each_committed_form_loads_as_the_same_pipeline(src_fmt):
+    reference, fmt = load_pipeline(str(WORDCOUNT_FORMS["binary"]))
+    assert fmt == "binary"
+    proto, detected = load_pipeline(str(WORDCOUNT_FORMS[src_fmt]))
+    assert detected == src_fmt
+    assert proto == reference
+    assert len(proto.components.transforms) == 20
+
+
+@pytest.mark.parametrize("src_fmt", FORMATS)
+@pytest.mark.parametrize("dst_fmt", FORMATS)
+def test_round_trip_every_format_pair(tmp_path, src_fmt, dst_fmt):
+    original, _ = load_pipeline(str(WORDCOUNT_FORMS[src_fmt]))
+    first = tmp_path / f"first{EXT[dst_fmt]}"
+    second = tmp_path / f"second{EXT[dst_fmt]}"
+    assert save_pipeline(original, str(first)) == dst_fmt  # format from the extension
+    assert save_pipeline(original, str(second), dst_fmt) == dst_fmt
+    reloaded, detected = load_pipeline(str(first))
+    assert detected == dst_fmt
+    assert reloaded == original
+    # Deterministic output: two saves, and a save of the reloaded proto, agree byte for byte.
+    assert first.read_bytes() == second.read_bytes()
+    third = tmp_path / f"third{EXT[dst_fmt]}"
+    save_pipeline(reloaded, str(third))
+    assert third.read_bytes() == first.read_bytes()
+    assert _dir_listing(tmp_path) == sorted(p.name for p in (first, second, third))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_binary_output_is_canonical_for_every_fixture(name):
+    """The committed .pb files were written by beaminst; re-serializing them
+    must reproduce them exactly (map entries sorted)."""
+    proto = load_fixture(name)
+    assert serialize_pipeline(proto, "binary") == (FIXTURES / f"{name}.pb").read_bytes()
+
+
+def test_committed_text_and_json_copies_match_serializer():
+    proto = load_fixture("wordcount")
+    assert serialize_pipeline(proto, "text") == WORDCOUNT_FORMS["text"].read_bytes()
+    assert serialize_pipeline(proto, "json") == WORDCOUNT_FORMS["json"].read_bytes()
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    proto = load_fixture("wordcount")
+    with pytest.raises(OutputError, match="yaml"):
+        save_pipeline(proto, str(tmp_path / "x.pb"), "yaml")  # type: ignore[arg-type]
+    assert _dir_listing(tmp_path) == []
+
+
+def test_output_format_defaults():
+    assert protoio.output_format("out.textproto", None) == "text"
+    assert protoio.output_format("out.json", None) == "json"
+    assert protoio.output_format("out.whatever", None) == "binary"
+    assert protoio.output_format("-", None) == "binary"
+    assert protoio.output_format("out.json", "text") == "text"
+
+
+# --- content-based detection -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_fmt", "misleading_ext"),
+    [("json", ".pb"), ("text", ".json"), ("binary", ".textproto"), ("json", ".textproto"), ("text", ".pb")],
+)
+def test_content_wins_over_a_misleading_extension(tmp_path, content_fmt, misleading_ext):
+    target = tmp_path / f"pipeline{misleading_ext}"
+    shutil.copyfile(WORDCOUNT_FORMS[content_fmt], target)
+    proto, detected = load_pipeline(str(target))
+    assert detected == content_fmt
+    assert proto == load_fixture("wordcount")
+
+
+def test_json_content_in_pb_file_runs_through_cli(tmp_path):
+    target = tmp_path / "really_json.pb"
+    shutil.copyfile(WORDCOUNT_FORMS["json"], target)
+    result = run_cli("analyze", str(target), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert '"ref_PCollection_PCollection_13"' in result.stdout
+
+
+def test_parse_pipeline_from_bytes_with_no_hint():
+    for fmt, path in WORDCOUNT_FORMS.items():
+        proto, detected = parse_pipeline(path.read_bytes())
+        assert detected == fmt
+        assert proto.root_transform_ids == ["ref_AppliedPTransform_AppliedPTransform_1"]
+
+
+def test_a_valid_message_that_is_not_a_pipeline_is_rejected():
+    """Bytes of another message type parse as a Pipeline with unknown fields
+    (or nothing at all); beaminst must not accept them as an empty pipeline."""
+    from beaminst.beamproto import runner_api
+
+    coder = runner_api().Coder()
+    coder.spec.urn = "beam:coder:bytes:v1"
+    with pytest.raises(ProtoLoadError, match="not a valid Beam pipeline proto"):
+        parse_pipeline(coder.SerializeToString(), "coder.pb")
+    with pytest.raises(ProtoLoadError, match="not a valid Beam pipeline proto"):
+        parse_pipeline(b"{}", "empty_object.json")
+
+
+# --- stdin ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_stdin_dash_via_cli(fmt):
+    result = run_cli("analyze", "-", "--json", input=WORDCOUNT_FORMS[fmt].read_bytes())
+    assert result.exit_code == 0, result.stderr
+    assert '"producer": "Format"' in result.stdout
+
+
+def test_stdin_dash_via_real_process():
+    proc = run_cli_subprocess("analyze", "-", input=WORDCOUNT_FORMS["text"].read_bytes())
+    assert proc.returncode == 0, proc.stderr
+    assert "20 transforms, 13 PCollections" in proc.stdout
+
+
+def test_corrupt_stdin_names_stdin():
+    result = run_cli("analyze", "-", input=b"\x00\x01garbage")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("beaminst: <stdin>:")
+
+
+def test_pipeline_and_manifest_cannot_both_be_stdin():
+    result = run_cli("analyze", "-", "-m", "-", input=WORDCOUNT_FORMS["text"].read_bytes())
+    assert result.exit_code == 2
+    assert "stdin" in result.stderr
+
+
+# --- atomic writes -------------------------------------------------------------
+
+
+def test_missing_output_directory_is_an_output_error_and_writes_nothing(tmp_path):
+    proto = load_fixture("wordcount")
+    target = tmp_path / "no" / "such" / "dir" / "out.pb"
+    with pytest.raises(OutputError) as info:
+        save_pipeline(proto, str(target))
+    assert str(target) in str(info.value)
+    assert info.value.exit_code == 2
+    assert not target.exists()
+    assert _dir_listing(tmp_path) == []
+
+
+def test_output_path_that_is_a_directory_is_refused(tmp_path):
+    proto = load_fixture("wordcount")
+    with pytest.raises(OutputError, match="directory"):
+        save_pipeline(proto, str(tmp_path))
+    assert _dir_listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace", "write"])
+def test_failed_write_keeps_the_old_target_and_leaves_no_temp(tmp_path, monkeypatch, failing):
+    proto = load_fixture("wordcount")
+    target = tmp_path / "out.pb"
+    target.write_bytes(b"previous content")
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if failing == "write":
+        real_fdopen = os.fdopen
+
+        class FailingFile:
+            def __init__(self, f):
+                self._f = f
+
+            def write(self, data):
+                self._f.write(data[: len(data) // 2])
+                raise OSError(28, "No space left on device")
+
+            def __getattr__(self, name):
+                return getattr(self._f, name)
+
+        monkeypatch.setattr(protoio.os, "fdopen", lambda *a, **k: FailingFile(real_fdopen(*a, **k)))
+    else:
+        monkeypatch.setattr(protoio.os, failing, boom)
+
+    with pytest.raises(OutputError, match="No space left on device"):
+        save_pipeline(proto, str(target))
+    monkeypatch.undo()
+    assert target.read_bytes() == b"previous content"
+    assert _dir_listing(tmp_path) == ["out.pb"]
+
+
+def test_failed_serialization_keeps_the_old_target(tmp_path, monkeypatch):
+    proto = load_fixture("wordcount")
+    target = tmp_path / "out.json"
+    target.write_bytes(b"previous content")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("serializer exploded")
+
+    monkeypatch.setattr(protoio, "serialize_pipeline", broken)
+    with pytest.raises(RuntimeError):
+        save_pipeline(proto, str(target))
+    assert target.read_bytes() == b"previous content"
+    assert _dir_listing(tmp_path) == ["out.json"]
+
+
+def test_successful_write_replaces_target_and_leaves_no_temp(tmp_path):
+    proto = load_fixture("wordcount")
+    target = tmp_path / "out.pb"
+    target.write_bytes(b"old")
+    save_pipeline(proto, str(target))
+    assert target.read_bytes() == (FIXTURES / "wordcount.pb").read_bytes()
+    assert _dir_listing(tmp_path) == ["out.pb"]
+    # Permissions follow the umask like an ordinary file, not mkstemp's 0600.
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_write_to_stdout(capfdbinary):
+    proto = load_fixture("wordcount")
+    assert save_pipeline(proto, "-") == "binary"
+    out = capfdbinary.readouterr().out
+    assert out == (FIXTURES / "wordcount.pb").read_bytes()
+
+
+# --- corrupt and unreadable inputs --------------------------------------------
+
+CORRUPT_FILES = sorted(p.name for p in CORRUPT.iterdir())
+
+
+def test_corrupt_fixture_set_is_complete():
+    assert set(CORRUPT_FILES) >= {"truncated.pb", "garbage.pb", "empty.pb", "dangling.textproto"}
+
+
+@pytest.mark.parametrize("name", CORRUPT_FILES)
+def test_corrupt_input_library_error(name):
+    from beaminst.api import load
+
+    path = str(CORRUPT / name)
+    with pytest.raises(BeaminstError) as info:
+        load(path)
+    assert info.value.exit_code == 2
+    assert str(info.value).startswith(f"{path}: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", CORRUPT_FILES)
+def test_corrupt_input_cli_one_line_exit_2(name):
+    path = str(CORRUPT / name)
+    proc = run_cli_subprocess("analyze", path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    lines = beam_noise_free(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"beaminst: {path}: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("empty.pb", "empty"),
+        ("garbage.pb", "not a valid Beam pipeline proto"),
+        ("truncated.pb", "not a valid Beam pipeline proto"),
+        ("dangling.textproto", "ref_PCollection_does_not_exist"),
+    ],
+)
+def test_corrupt_input_messages_say_what_is_wrong(name, needle):
+    result = run_cli("analyze", str(CORRUPT / name))
+    assert result.exit_code == 2
+    assert needle in result.stderr
+
+
+def test_whitespace_only_is_empty(tmp_path):
+    target = tmp_path / "blank.textproto"
+    target.write_bytes(b"  \n\t\n")
+    with pytest.raises(ProtoLoadError, match="empty"):
+        load_pipeline(str(target))
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_paths(tmp_path, kind):
+    path = tmp_path / "nope.pb" if kind == "missing" else tmp_path
+    result = run_cli("analyze", str(path))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"beaminst: {path}: ")
+
+
+def test_every_fixture_loads_as_binary():
+    for name in FIXTURE_NAMES:
+        proto, fmt = load_pipeline(fixture_pb(name))
+        assert fmt == "binary"
+        assert proto.root_transform_ids
