@@ -12,6 +12,7 @@ The directory is listed once; lookups are then constant time.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,13 +25,18 @@ _SHARD = re.compile(r"^(?P<key>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
 @dataclass(frozen=True)
 class CacheDir:
     path: str | None
-    complete: frozenset[str] = frozenset()  # keys with a full shard set
-    partial: frozenset[str] = frozenset()  # keys with some shards missing
+    complete: tuple[str, ...] = ()  # sorted shard-set stems with every shard present
+    partial: frozenset[str] = frozenset()  # stems with some shards missing
     streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
     problems: tuple[str, ...] = field(default=())
 
     def is_cached(self, key: str, streaming: bool) -> bool:
-        return key in (self.streaming if streaming else self.complete)
+        if streaming:
+            return key in self.streaming
+        # Beam globs '<key>*-*-of-*': any complete stem that starts with the key
+        # (its own test writer names shards '<key>.-00000-of-00001').
+        i = bisect.bisect_left(self.complete, key)
+        return i < len(self.complete) and self.complete[i].startswith(key)
 
     def full_dir(self) -> str:
         assert self.path is not None
@@ -73,4 +79,4 @@ def scan_cache_dir(path: str | None) -> CacheDir:
     for key, (total, seen) in shards.items():
         (complete if seen == set(range(total)) else partial).add(key)
     problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
-    return CacheDir(path, frozenset(complete), frozenset(partial), frozenset(streaming), tuple(problems))
+    return CacheDir(path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems))

@@ -7,7 +7,9 @@ again. beaminst keeps Beam's form and the obfuscated ``var`` (Beam's cache
 managers split and parse keys), but derives the other parts from content:
 
 * ``version``: digest of the PCollection and everything upstream of it: each
-  upstream leaf transform's unique name, URN and payload, and each upstream
+  upstream leaf transform's unique name, URN and payload (with the coder and
+  environment ids some payloads carry replaced by content, see
+  :func:`payload_signature`), and each upstream
   PCollection's tag, coder (resolved structurally, not by id), windowing
   strategy and boundedness;
 * ``producer_version``: digest of the producing transform (same recursive rule);
@@ -24,10 +26,11 @@ digest: renumbering ids or moving to another machine keeps every key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from beaminst.beamproto import runner_api
 from beaminst.canonical import Signatures, digest
 from beaminst.graph import GraphIndex
 
@@ -54,6 +57,60 @@ def split_key(key: str) -> tuple[str, str, str, str]:
     if len(parts) != 4 or not all(parts):
         raise ValueError(f"not a Beam cache key: {key!r}")
     return parts[0], parts[1], parts[2], parts[3]
+
+
+# Payloads that name other components by id. The Python SDK's window_into
+# payload is a whole WindowingStrategy (window coder and environment ids);
+# ParDo, Combine and TestStream payloads can name coders. Ids follow
+# registration order, so an unrelated branch elsewhere in the pipeline shifts
+# them: left as they are, they would re-key PCollections that did not change.
+_ID_BEARING_PAYLOADS = {
+    "beam:transform:window_into:v1": "WindowingStrategy",
+    "beam:transform:pardo:v1": "ParDoPayload",
+    "beam:transform:teststream:v1": "TestStreamPayload",
+}
+_COMBINE_URN_PREFIX = "beam:transform:combine_"
+
+
+def payload_signature(spec: Any, coder_sig: Callable[[str], bytes], coder_ids: Any) -> bytes:
+    """``spec.payload`` with every ``*coder_id`` in it replaced by that coder's
+    content digest and every ``environment_id`` cleared; the raw payload when
+    the URN is not a known id-bearing one, it does not parse, or it names no ids."""
+    name = _ID_BEARING_PAYLOADS.get(spec.urn)
+    if name is None and spec.urn.startswith(_COMBINE_URN_PREFIX):
+        name = "CombinePayload"
+    if name is None or not spec.payload:
+        return spec.payload
+    msg = getattr(runner_api(), name)()
+    try:
+        msg.ParseFromString(spec.payload)
+    except Exception:
+        return spec.payload
+    if not _replace_ids(msg, coder_sig, coder_ids):
+        return spec.payload
+    return msg.SerializeToString(deterministic=True)
+
+
+def _replace_ids(msg: Any, coder_sig: Callable[[str], bytes], coder_ids: Any) -> bool:
+    changed = False
+    for fd, value in msg.ListFields():
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                is_message = fd.message_type.fields_by_name["value"].message_type is not None
+                children = list(value.values()) if is_message else []
+            elif fd.label == fd.LABEL_REPEATED:
+                children = list(value)
+            else:
+                children = [value]
+            for child in children:
+                changed |= _replace_ids(child, coder_sig, coder_ids)
+        elif fd.name.endswith("coder_id") and fd.label != fd.LABEL_REPEATED and value in coder_ids:
+            setattr(msg, fd.name, coder_sig(value).hex())
+            changed = True
+        elif fd.name == "environment_id":
+            msg.ClearField(fd.name)
+            changed = True
+    return changed
 
 
 @dataclass(frozen=True)
@@ -87,7 +144,7 @@ def content_digests(index: GraphIndex) -> ContentDigests:
             b"transform",
             t.unique_name,
             t.spec.urn,
-            t.spec.payload,
+            payload_signature(t.spec, sigs.coder, index.pipeline.components.coders),
             *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
         )
         for tag, pc in sorted(t.outputs.items()):

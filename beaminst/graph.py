@@ -122,7 +122,10 @@ def build_index(pipeline: Any) -> GraphIndex:
         tid, par = stack.pop()
         if tid in parent:
             other = parent[tid]
-            where = f"both {other!r} and {par!r}" if other is not None else f"a root and a subtransform of {par!r}"
+            if other is not None and par is not None:
+                where = f"both {other!r} and {par!r}"
+            else:  # one of the two visits is as a root
+                where = f"a root and a subtransform of {(other if other is not None else par)!r}"
             raise ValidationError(f"transform {tid!r} appears twice in the hierarchy ({where}); is there a cycle among subtransforms?")
         parent[tid] = par
         order.append(tid)

@@ -178,14 +178,11 @@ def instrument(
     targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
     out = prune_to(working, targets)
     kept = set(out.components.transforms)
-    report.rewired = [r for r in report.rewired if _kept_name(out, r["transform"])]
+    kept_names = {t.unique_name for t in out.components.transforms.values()}
+    report.rewired = [r for r in report.rewired if r["transform"] in kept_names]
     report.pruned = sorted(index.transforms[t].unique_name for t in index.transforms if t not in kept)
     check_output(out)
     return out, report
-
-
-def _kept_name(pipeline: Any, unique_name: str) -> bool:
-    return any(t.unique_name == unique_name for t in pipeline.components.transforms.values())
 
 
 def prune_to(pipeline: Any, targets: Iterable[str]) -> Any:

@@ -13,6 +13,7 @@ environments), so nothing unreferenced is left behind.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,31 +25,58 @@ def necessary_transforms(
     producer: Mapping[str, str],
     targets: Iterable[str],
 ) -> set[str]:
-    """Transforms needed to produce ``targets`` (roots always kept)."""
+    """Transforms needed to produce ``targets`` (roots always kept).
+
+    Beam's rule, breadth first as Beam's rounds are: walk from each needed
+    PCollection's producer up through its parents, stopping at one already
+    needed; each transform walked needs its inputs (side inputs included), and
+    each non-root composite walked needs its direct parts and their outputs.
+    A part that is only *marked* is not walked, which is how Beam drops, for
+    example, the pass-through ``DoOnce/MaybeReshuffle`` inside ``WriteImpl``.
+
+    One repair on top, where Beam would emit a broken pipeline: a kept
+    composite whose output nobody kept producing gets that producer walked too.
+    """
     roots = set(roots)
-    keep: set[str] = set(roots)
-    work: list[str] = []
+    keep: set[str] = set()
+    seen: set[str] = set()
+    queue: deque[str] = deque()
 
-    def mark(tid: str) -> None:
-        if tid not in keep:
+    def need(pc: str) -> None:
+        if pc not in seen:
+            seen.add(pc)
+            queue.append(pc)
+
+    def walk(pc: str) -> None:
+        tid: str | None = producer[pc]
+        while tid is not None and tid not in keep:
             keep.add(tid)
-            work.append(tid)
+            t = transforms[tid]
+            if tid not in roots:
+                for part in t.subtransforms:
+                    keep.add(part)
+                    for out in transforms[part].outputs.values():
+                        need(out)
+            for pc_in in t.inputs.values():
+                need(pc_in)
+            tid = parent.get(tid)
 
-    for pc in targets:
-        mark(producer[pc])
-    while work:
-        tid = work.pop()
-        t = transforms[tid]
-        for pc in t.inputs.values():
-            mark(producer[pc])
-        p = parent.get(tid)
-        if p is not None:
-            mark(p)
-        if tid not in roots:
-            # Beam keeps composites whole: a kept composite keeps all its parts.
-            for s in t.subtransforms:
-                mark(s)
-    return keep
+    for pc in sorted(targets):
+        need(pc)
+    while True:
+        while queue:
+            walk(queue.popleft())
+        missing = sorted(
+            pc
+            for tid in keep
+            for pc in transforms[tid].outputs.values()
+            if producer.get(pc) is not None and producer[pc] not in keep
+        )
+        if not missing:
+            return keep | roots
+        for pc in missing:
+            seen.discard(pc)
+            need(pc)
 
 
 def referenced_components(pipeline: Any) -> dict[str, set[str]]:
