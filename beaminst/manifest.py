@@ -75,10 +75,11 @@ def load_manifest(path: str | None) -> Manifest:
 def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"manifest is {len(raw)} bytes, over the {MAX_MANIFEST_BYTES} byte limit", source)
+    skip = 3 if raw.startswith(b"\xef\xbb\xbf") else 0  # a BOM (some editors write one) is not an error
     try:
-        text = raw.decode("utf-8")
+        text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ManifestError(f"not UTF-8 (byte {e.start})", source) from None
+        raise ManifestError(f"not UTF-8 (byte {e.start + skip})", source) from None
     try:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except ManifestError as e:

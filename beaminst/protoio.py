@@ -33,6 +33,7 @@ _EXTENSIONS: dict[str, Format] = {
     ".json": "json",
 }
 STDIO = "-"
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def format_from_extension(path: str) -> Format | None:
@@ -72,6 +73,10 @@ def _sniff(data: bytes) -> list[Format]:
 
 def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = None) -> tuple[Any, Format]:
     """Parse pipeline bytes in any supported format; returns (proto, format)."""
+    if data.startswith(_UTF8_BOM):
+        # Some editors prefix text with a BOM; no binary Pipeline starts with
+        # 0xEF (field 29 with wire type 7 does not exist), so this is safe.
+        data = data[len(_UTF8_BOM) :]
     if not data.strip():
         raise ProtoLoadError("file is empty, expected a Beam pipeline proto", source)
     order = _sniff(data)

@@ -34,8 +34,9 @@ def necessary_transforms(
     A part that is only *marked* is not walked, which is how Beam drops, for
     example, the pass-through ``DoOnce/MaybeReshuffle`` inside ``WriteImpl``.
 
-    One repair on top, where Beam would emit a broken pipeline: a kept
-    composite whose output nobody kept producing gets that producer walked too.
+    One repair on top, where Beam would emit a broken pipeline ("No producer
+    for ..." in ``from_runner_api``): whatever a kept transform reads or
+    outputs gets its producer walked too.
     """
     roots = set(roots)
     keep: set[str] = set()
@@ -69,7 +70,8 @@ def necessary_transforms(
         missing = sorted(
             pc
             for tid in keep
-            for pc in transforms[tid].outputs.values()
+            for refs in (transforms[tid].inputs, transforms[tid].outputs)
+            for pc in refs.values()
             if producer.get(pc) is not None and producer[pc] not in keep
         )
         if not missing:

@@ -9,10 +9,11 @@ from typing import Any
 
 def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], list[str]]:
     """TestStream events for ``keys``, merged in time order as Beam's
-    ``StreamingCache.Reader`` does; and the keys with nothing recorded."""
+    ``StreamingCache.Reader`` does; and the keys with nothing recorded (no
+    file, or a file without even its header line)."""
     if cache_dir is None:
         return [], list(keys)
-    present = [k for k in keys if os.path.isfile(os.path.join(cache_dir, "full", k))]
+    present = [k for k in keys if _has_header(os.path.join(cache_dir, "full", k))]
     missing = [k for k in keys if k not in present]
     if not present:
         return [], missing
@@ -21,3 +22,11 @@ def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], 
     cache = StreamingCache(cache_dir, is_cache_complete=lambda _pid: True)
     events = list(cache.read_multiple([("full", k) for k in present], tail=False))
     return events, missing
+
+
+def _has_header(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.readline().endswith(b"\n")
+    except OSError:
+        return False

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.runners.interactive import background_caching_job
 from apache_beam.runners.interactive import interactive_environment as ie
 from apache_beam.runners.interactive import pipeline_instrument as instr
 from apache_beam.runners.interactive import utils
@@ -51,6 +52,11 @@ def beam_instrument(
     all_bindings = watched(pipeline, bindings, streaming)
     keys = {var: CacheKey.from_pcoll(var, pc).to_str() for var, pc in all_bindings.items()}
     cm = ie.current_env().get_cache_manager(pipeline, create_if_absent=True)
+    if streaming:
+        # Switch to the StreamingCache now, as PipelineInstrument would: the
+        # switch cleans up the file-based manager's directory.
+        background_caching_job.has_source_to_cache(pipeline)
+        cm = ie.current_env().get_cache_manager(pipeline)
     cache_dir = cm._cache_dir
     for var, elements in cached.items():
         if streaming:
