@@ -25,6 +25,9 @@ _MODEL_PACKAGES = {
 }
 
 
+_PRIVATE = "_beaminst_model"
+
+
 def _load(kind: str, module: str) -> ModuleType:
     canonical = f"{_MODEL_PACKAGES[kind]}.{module}"
     if "apache_beam" in sys.modules or canonical in sys.modules:
@@ -32,19 +35,19 @@ def _load(kind: str, module: str) -> ModuleType:
     spec = importlib.util.find_spec("apache_beam")
     if spec is None or spec.origin is None:  # pragma: no cover - install problem
         raise ImportError("apache-beam is not installed; pip install 'apache-beam[interactive]'")
-    private = f"_beaminst_model_{kind}"
-    if private not in sys.modules:
-        pkg = types.ModuleType(private)
-        pkg.__path__ = [
-            os.path.join(
-                os.path.dirname(spec.origin),
-                *"portability/api/org/apache/beam/model".split("/"),
-                kind,
-                "v1",
-            )
-        ]
-        sys.modules[private] = pkg
-    return importlib.import_module(f"{private}.{module}")
+    model = os.path.join(os.path.dirname(spec.origin), *"portability/api/org/apache/beam/model".split("/"))
+    # Bare packages (no __init__ run: Beam's import grpc) mirroring the model
+    # tree, so the generated modules' relative imports resolve.
+    for name, path in (
+        (_PRIVATE, model),
+        (f"{_PRIVATE}.{kind}", os.path.join(model, kind)),
+        (f"{_PRIVATE}.{kind}.v1", os.path.join(model, kind, "v1")),
+    ):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [path]
+            sys.modules[name] = pkg
+    return importlib.import_module(f"{_PRIVATE}.{kind}.v1.{module}")
 
 
 @cache
@@ -56,5 +59,5 @@ def runner_api() -> ModuleType:
 @cache
 def interactive_api() -> ModuleType:
     """``beam_interactive_api_pb2`` (TestStream file records)."""
-    _load("pipeline", "beam_runner_api_pb2")
+    runner_api()
     return _load("interactive", "beam_interactive_api_pb2")

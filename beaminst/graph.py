@@ -154,7 +154,7 @@ def build_index(pipeline: Any) -> GraphIndex:
             raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
         if leaf:
             ins = set(t.inputs.values())
-            for tag, pc in t.outputs.items():
+            for pc in t.outputs.values():
                 if pc in ins:
                     continue  # a pass-through is not a producer (as in Beam's from_runner_api)
                 if pc in producer and producer[pc] != tid:

@@ -243,9 +243,8 @@ def _set_top_level(pipeline: Any, top: list[str]) -> None:
 def _fill_test_stream(
     working: Any, ts_id: str, the_plan: Plan, analysis: Analysis, endpoint: str | None, report: Report
 ) -> dict[str, Any]:
-    from beaminst.streaming import recorded_events
-
     from beaminst.beamproto import runner_api
+    from beaminst.streaming import recorded_events
 
     t = working.components.transforms[ts_id]
     payload = runner_api().TestStreamPayload.FromString(t.spec.payload)

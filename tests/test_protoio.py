@@ -19,7 +19,13 @@ from conftest import (
 
 from beaminst import protoio
 from beaminst.errors import BeaminstError, OutputError, ProtoLoadError
-from beaminst.protoio import FORMATS, load_pipeline, parse_pipeline, save_pipeline, serialize_pipeline
+from beaminst.protoio import (
+    FORMATS,
+    load_pipeline,
+    parse_pipeline,
+    save_pipeline,
+    serialize_pipeline,
+)
 
 WORDCOUNT_FORMS = {
     "binary": FIXTURES / "wordcount.pb",
@@ -327,3 +333,12 @@ def test_every_fixture_loads_as_binary():
         proto, fmt = load_pipeline(fixture_pb(name))
         assert fmt == "binary"
         assert proto.root_transform_ids
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_leading_utf8_bom_is_ignored(tmp_path, fmt):
+    target = tmp_path / f"bom{EXT[fmt]}"
+    target.write_bytes(b"\xef\xbb\xbf" + WORDCOUNT_FORMS[fmt].read_bytes())
+    proto, detected = load_pipeline(str(target))
+    assert detected == fmt
+    assert proto == load_fixture("wordcount")

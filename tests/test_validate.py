@@ -140,7 +140,7 @@ def _duplicate_root(p: Any) -> tuple[str, ...]:
 def _root_also_subtransform(p: Any) -> tuple[str, ...]:
     split = tid(p, "Split")
     p.root_transform_ids.append(split)
-    return (split,)
+    return (split, ROOT)
 
 
 def _unreachable(p: Any) -> tuple[str, ...]:
@@ -186,7 +186,7 @@ WORDCOUNT_MUTATIONS: dict[str, tuple[Callable[[Any], tuple[str, ...]], str]] = {
     "subtransform cycle": (_subtransform_cycle, "appears twice"),
     "no roots": (_no_roots, "no root transform"),
     "duplicate root": (_duplicate_root, "listed twice"),
-    "root that is also a subtransform": (_root_also_subtransform, "appears twice"),
+    "root that is also a subtransform": (_root_also_subtransform, "a root and a subtransform of"),
     "transform unreachable from roots": (_unreachable, "not reachable"),
     "duplicate unique names": (_duplicate_unique_names, "unique name"),
     "coder cycle": (_coder_cycle, "its own component"),
@@ -327,8 +327,10 @@ def test_multi_output_producers_and_tags():
     outputs = dict(proto.components.transforms[classify].outputs)
     # The main output ("big" in the SDK) is under Beam's main tag "None".
     assert set(outputs) == {"None", "even", "odd"}
+    leaf = tid(proto, "Classify/ParDo(CallableWrapperDoFn)")
+    assert proto.components.transforms[leaf].outputs == proto.components.transforms[classify].outputs
     for tag, pc in outputs.items():
-        assert index.producer[pc] == classify
+        assert index.producer[pc] == leaf
         assert index.producer_tag(pc) == tag
 
 

@@ -1,0 +1,426 @@
+"""Content-derived cache keys: Beam's format, determinism, and what re-keys."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import FIXTURE_NAMES, REPO, fixture_manifest, fixture_pb, load_fixture, run_python
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beaminst.cachekeys import beam_var, make_key, obfuscate, split_key
+from beaminst.protoio import save_pipeline
+
+KEY_RE = re.compile(r"^[0-9a-f]{10}-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}$")
+
+
+def analyze(pb: str, manifest: str | None = None, **kw):
+    from beaminst.api import analyze_files
+
+    return analyze_files(pb, manifest, **kw)
+
+
+def keys_by_var(analysis) -> dict[str, str]:
+    return {c.var: c.cache_key for c in analysis.cacheables.values()}
+
+
+def all_keys(analysis) -> dict[str, str]:
+    """A key for *every* PCollection (as if each were bound to a variable named
+    after its id), so re-keying can be checked beyond the bound ones."""
+    d = analysis.digests
+    return {pc: d.key_for("v", pc, analysis.index.producer[pc]) for pc in analysis.index.pcollections}
+
+
+def downstream(index, pcoll_ids: set[str]) -> set[str]:
+    """PCollections reachable from ``pcoll_ids`` through leaf transforms (main
+    and side inputs), including them."""
+    seen, todo = set(pcoll_ids), list(pcoll_ids)
+    while todo:
+        pc = todo.pop()
+        for c in index.consumers.get(pc, ()):
+            if not c.is_leaf:
+                continue
+            for out in index.transforms[c.transform_id].outputs.values():
+                if index.producer.get(out) == c.transform_id and out not in seen:
+                    seen.add(out)
+                    todo.append(out)
+    return seen
+
+
+def by_producer_name(analysis) -> dict[tuple[str, str], str]:
+    """(producer unique name, tag) -> PCollection id: an id-free identity."""
+    return {(i.producer, i.tag): pc for pc, i in analysis.pcollections.items()}
+
+
+# --- Beam's key format ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_key_format_and_beam_round_trip(name):
+    from apache_beam.runners.interactive.caching.cacheable import CacheKey
+
+    a = analyze(fixture_pb(name), fixture_manifest(name))
+    assert a.cacheables
+    pipeline_ids = set()
+    for c in a.cacheables.values():
+        assert KEY_RE.match(c.cache_key), c.cache_key
+        var, version, producer_version, pipeline_id = c.cache_key.split("-")
+        assert var == CacheKey(c.var, version, producer_version, pipeline_id).var
+        assert var == beam_var(c.var)
+        parsed = CacheKey.from_str(c.cache_key)
+        assert parsed.to_str() == c.cache_key
+        assert (parsed.var, parsed.version, parsed.producer_version, parsed.pipeline_id) == split_key(c.cache_key)
+        pipeline_ids.add(pipeline_id)
+    assert len(pipeline_ids) == 1  # one pipeline, one pipeline_id
+    keys = [c.cache_key for c in a.cacheables.values()]
+    assert len(set(keys)) == len(keys)
+
+
+def test_pipeline_ids_differ_between_pipelines():
+    ids = {analyze(fixture_pb(n), fixture_manifest(n)).digests.pipeline.hex() for n in FIXTURE_NAMES}
+    assert len(ids) == len(FIXTURE_NAMES)
+
+
+def test_var_only_changes_the_var_part():
+    a = analyze(fixture_pb("wordcount"))
+    pc = "ref_PCollection_PCollection_9"
+    k1 = a.digests.key_for("words", pc, a.index.producer[pc])
+    k2 = a.digests.key_for("other", pc, a.index.producer[pc])
+    assert k1.split("-")[1:] == k2.split("-")[1:]
+    assert k1.split("-")[0] != k2.split("-")[0]
+
+
+@given(st.lists(st.one_of(st.text(), st.integers()), min_size=1, max_size=4))
+def test_obfuscate_matches_beam(inputs):
+    from apache_beam.runners.interactive import utils
+
+    assert obfuscate(*inputs) == utils.obfuscate(*inputs)
+
+
+@given(st.text(min_size=1))
+def test_beam_var_matches_cache_key_post_init(var):
+    from apache_beam.runners.interactive.caching.cacheable import CacheKey
+
+    assert beam_var(var) == CacheKey(var, "1", "2", "3").var
+
+
+def test_split_key_rejects_non_keys():
+    for bad in ("a-b-c", "a-b-c-d-e", "a--c-d", ""):
+        with pytest.raises(ValueError):
+            split_key(bad)
+    assert split_key(make_key("x", "v", "p", "q")) == (beam_var("x"), "v", "p", "q")
+
+
+# --- determinism ---------------------------------------------------------------------------
+
+_EXPORT_IN_SUBPROCESS = textwrap.dedent(
+    """
+    import sys
+    import beaminst
+    from fixtures.pipelines import wordcount
+    built = wordcount()
+    beaminst.export(built.pipeline, built.bindings, sys.argv[1])
+    """
+)
+
+
+def test_same_pipeline_in_a_fresh_process_gives_same_bytes_and_keys(ib_env, tmp_path):
+    import beaminst
+    from fixtures.pipelines import wordcount
+
+    proc = run_python("-c", _EXPORT_IN_SUBPROCESS, str(tmp_path / "sub"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    built = wordcount()
+    here_pb, here_manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "here"))
+    sub_bytes = (tmp_path / "sub.pb").read_bytes()
+    assert sub_bytes == (tmp_path / "here.pb").read_bytes()
+    assert sub_bytes == (REPO / "fixtures" / "wordcount.pb").read_bytes()  # and the committed fixture
+    sub = analyze(str(tmp_path / "sub.pb"), str(tmp_path / "sub.manifest.json"))
+    here = analyze(here_pb, here_manifest)
+    assert keys_by_var(sub) == keys_by_var(here)
+    assert set(keys_by_var(here)) == {"lines", "words", "counts", "formatted"}
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_committed_fixture_keys_equal_a_fresh_build(ib_env, tmp_path, name):
+    """Keys survive the process that built the pipeline, for every fixture
+    (including side_inputs, whose .pb bytes are not reproducible: Create([x])
+    pickles a locally defined class with a random cloudpickle tracker id into
+    a pass-through leaf, which must not reach any key)."""
+    import beaminst
+    from fixtures.pipelines import BUILDERS
+
+    built = BUILDERS[name]()
+    pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / name))
+    fresh, committed = analyze(pb, manifest), analyze(fixture_pb(name), fixture_manifest(name))
+    assert keys_by_var(fresh) == keys_by_var(committed)
+    assert all_keys(fresh) == all_keys(committed)
+    # The committed fixtures are current: same manifest, and the same proto
+    # (up to that one nondeterministic pickle in side_inputs).
+    assert open(manifest, "rb").read() == open(fixture_manifest(name), "rb").read()
+    fresh_proto, committed_proto = fresh.index.pipeline, committed.index.pipeline
+    if name == "side_inputs":
+        for p in (fresh_proto, committed_proto):
+            p.components.transforms["ref_AppliedPTransform_Factor-MaybeReshuffle_29"].spec.payload = b""
+    assert fresh_proto == committed_proto, f"fixtures/{name}.pb is stale: python -m fixtures.generate"
+
+
+# --- what re-keys and what does not -----------------------------------------------------
+
+
+def pair_with_two(word: str) -> tuple[str, int]:
+    return (word, 2)
+
+
+def _wordcount_variant(lines: list[str], pair_fn: Callable[[str], Any]) -> Any:
+    import apache_beam as beam
+
+    from fixtures import pipelines as fp
+
+    p = fp._pipeline()
+    lines_pc = p | "ReadLines" >> beam.Create(lines)
+    words = lines_pc | "Split" >> beam.FlatMap(fp.split_words)
+    counts = words | "PairWithOne" >> beam.Map(pair_fn) | "CountWords" >> beam.CombinePerKey(sum)
+    formatted = counts | "Format" >> beam.Map(fp.format_count)
+    return fp.Built(p, {"lines": lines_pc, "words": words, "counts": counts, "formatted": formatted})
+
+
+def _compare_variant(tmp_path, base, variant, changed_producer: str) -> tuple[set[str], set[str]]:
+    """Export both, check that exactly the PCollections downstream of
+    ``changed_producer`` (a leaf unique name) changed key. Returns the
+    (changed, unchanged) bound variables."""
+    import beaminst
+
+    a_pb, a_m = beaminst.export(base.pipeline, base.bindings, str(tmp_path / "base"))
+    b_pb, b_m = beaminst.export(variant.pipeline, variant.bindings, str(tmp_path / "variant"))
+    a, b = analyze(a_pb, a_m), analyze(b_pb, b_m)
+    a_names, b_names = by_producer_name(a), by_producer_name(b)
+    assert set(a_names) == set(b_names)
+    changed_leaf = next(t for t in a.index.leaf_order if a.index.transforms[t].unique_name == changed_producer)
+    affected = downstream(a.index, {pc for pc in a.index.transforms[changed_leaf].outputs.values()})
+    a_keys, b_keys = all_keys(a), all_keys(b)
+    for ident, a_pc in a_names.items():
+        b_pc = b_names[ident]
+        if a_pc in affected:
+            assert a_keys[a_pc].split("-")[1] != b_keys[b_pc].split("-")[1], ident
+        else:
+            assert a_keys[a_pc] == b_keys[b_pc], ident
+    assert a.digests.pipeline == b.digests.pipeline  # same sources, same pipeline_id
+    ka, kb = keys_by_var(a), keys_by_var(b)
+    return {v for v in ka if ka[v] != kb[v]}, {v for v in ka if ka[v] == kb[v]}
+
+
+def test_different_map_function_rekeys_only_downstream(ib_env, tmp_path):
+    from fixtures.pipelines import pair_with_one
+
+    lines = ["to be or not to be", "that is the question"]
+    changed, unchanged = _compare_variant(
+        tmp_path, _wordcount_variant(lines, pair_with_one), _wordcount_variant(lines, pair_with_two), "PairWithOne"
+    )
+    assert changed == {"counts", "formatted"}
+    assert unchanged == {"lines", "words"}
+
+
+def test_different_create_value_rekeys_only_downstream(ib_env, tmp_path):
+    from fixtures.pipelines import pair_with_one
+
+    changed, unchanged = _compare_variant(
+        tmp_path,
+        _wordcount_variant(["to be or not to be"], pair_with_one),
+        _wordcount_variant(["to be or not to be!"], pair_with_one),
+        "ReadLines/FlatMap(<lambda at core.py:4094>)",
+    )
+    assert changed == {"lines", "words", "counts", "formatted"}
+    assert unchanged == set()
+
+
+def _windowing_variant(extra_branch: bool) -> Any:
+    import apache_beam as beam
+    from apache_beam.transforms import window
+
+    from fixtures import pipelines as fp
+
+    p = fp._pipeline()
+    nums = p | "Nums" >> beam.Create(list(range(20))) | "Stamp" >> beam.Map(fp.timestamp_it)
+    if extra_branch:
+        # A new branch, applied first: it registers a new coder, which shifts
+        # the ids Beam gives every coder registered after it.
+        nums | "AsStr" >> beam.Map(str).with_output_types(str) | "Len" >> beam.Map(len).with_output_types(int)
+    windowed = nums | "Fixed5" >> beam.WindowInto(window.FixedWindows(5))
+    sums = windowed | "SumPerWindow" >> beam.CombineGlobally(sum).without_defaults()
+    sessions = nums | "Sessions" >> beam.WindowInto(window.Sessions(3))
+    return fp.Built(p, {"nums": nums, "windowed": windowed, "sums": sums, "sessions": sessions})
+
+
+def test_added_branch_does_not_rekey_the_rest(ib_env, tmp_path):
+    """Beam names coders in registration order and the Python SDK's window_into
+    payload embeds the window coder's id, so an unrelated branch renumbers it;
+    keys must follow content, not those ids."""
+    import beaminst
+
+    base, variant = _windowing_variant(False), _windowing_variant(True)
+    a_pb, a_m = beaminst.export(base.pipeline, base.bindings, str(tmp_path / "base"))
+    b_pb, b_m = beaminst.export(variant.pipeline, variant.bindings, str(tmp_path / "variant"))
+    a_coders = set(load_pipeline_components(a_pb).coders)
+    b_coders = set(load_pipeline_components(b_pb).coders)
+    assert a_coders != b_coders  # the premise: ids did shift
+    assert keys_by_var(analyze(a_pb, a_m)) == keys_by_var(analyze(b_pb, b_m))
+
+
+def load_pipeline_components(path: str) -> Any:
+    from beaminst.protoio import load_pipeline
+
+    return load_pipeline(path)[0].components
+
+
+# --- renumbering ids -----------------------------------------------------------------------
+
+
+def rename_ids(proto: Any, kinds: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Rename every id of the given component kinds throughout the proto: the
+    maps, every structural reference, and the ids the Python SDK's window_into
+    payload (a WindowingStrategy) carries, as Beam itself would write them."""
+    c = proto.components
+    maps = {
+        "transforms": c.transforms,
+        "pcollections": c.pcollections,
+        "coders": c.coders,
+        "windowing_strategies": c.windowing_strategies,
+        "environments": c.environments,
+    }
+    renames: dict[str, dict[str, str]] = {}
+    for kind in kinds:
+        # Reversed numbering so that sort orders change too.
+        old = sorted(maps[kind])
+        renames[kind] = {o: f"renamed_{kind}_{len(old) - i}" for i, o in enumerate(old)}
+    t_ren = renames.get("transforms", {})
+    pc_ren = renames.get("pcollections", {})
+    coder_ren = renames.get("coders", {})
+    ws_ren = renames.get("windowing_strategies", {})
+    env_ren = renames.get("environments", {})
+
+    for kind, mapping in renames.items():
+        m = maps[kind]
+        items = {k: type(m[k])() for k in m}
+        for k in items:
+            items[k].CopyFrom(m[k])
+        for k in list(m):
+            del m[k]
+        for k, v in items.items():
+            m[mapping[k]].CopyFrom(v)
+
+    for t in c.transforms.values():
+        for field in (t.inputs, t.outputs):
+            for tag in list(field):
+                field[tag] = pc_ren.get(field[tag], field[tag])
+        subs = [t_ren.get(s, s) for s in t.subtransforms]
+        del t.subtransforms[:]
+        t.subtransforms.extend(subs)
+        if t.environment_id:
+            t.environment_id = env_ren.get(t.environment_id, t.environment_id)
+        if t.spec.urn == "beam:transform:window_into:v1":
+            from beaminst.beamproto import runner_api
+
+            ws = runner_api().WindowingStrategy.FromString(t.spec.payload)
+            ws.window_coder_id = coder_ren.get(ws.window_coder_id, ws.window_coder_id)
+            ws.environment_id = env_ren.get(ws.environment_id, ws.environment_id)
+            t.spec.payload = ws.SerializeToString(deterministic=True)
+    roots = [t_ren.get(r, r) for r in proto.root_transform_ids]
+    del proto.root_transform_ids[:]
+    proto.root_transform_ids.extend(roots)
+    for p in c.pcollections.values():
+        p.coder_id = coder_ren.get(p.coder_id, p.coder_id)
+        p.windowing_strategy_id = ws_ren.get(p.windowing_strategy_id, p.windowing_strategy_id)
+    for cd in c.coders.values():
+        comps = [coder_ren.get(x, x) for x in cd.component_coder_ids]
+        del cd.component_coder_ids[:]
+        cd.component_coder_ids.extend(comps)
+    for w in c.windowing_strategies.values():
+        w.window_coder_id = coder_ren.get(w.window_coder_id, w.window_coder_id)
+        if w.environment_id:
+            w.environment_id = env_ren.get(w.environment_id, w.environment_id)
+    return renames
+
+
+def _renamed_manifest(name: str, pc_ren: dict[str, str], path) -> str:
+    with open(fixture_manifest(name), encoding="utf-8") as f:
+        doc = json.load(f)
+    doc["bindings"] = {v: pc_ren.get(pc, pc) for v, pc in doc["bindings"].items()}
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_renaming_one_pcollection_keeps_every_key(tmp_path):
+    proto = load_fixture("wordcount")
+    old = "ref_PCollection_PCollection_9"
+    renames = {"pcollections": {pc: pc for pc in proto.components.pcollections}}
+    renames["pcollections"][old] = "words_renamed"
+    c = proto.components
+    c.pcollections["words_renamed"].CopyFrom(c.pcollections[old])
+    del c.pcollections[old]
+    for t in c.transforms.values():
+        for field in (t.inputs, t.outputs):
+            for tag in list(field):
+                if field[tag] == old:
+                    field[tag] = "words_renamed"
+    pb = tmp_path / "renamed.pb"
+    save_pipeline(proto, str(pb))
+    manifest = _renamed_manifest("wordcount", renames["pcollections"], tmp_path / "renamed.manifest.json")
+    before = analyze(fixture_pb("wordcount"), fixture_manifest("wordcount"))
+    after = analyze(str(pb), manifest)
+    assert keys_by_var(after) == keys_by_var(before)
+    assert after.cacheables["words_renamed"].var == "words"
+    assert {renames["pcollections"][pc]: k for pc, k in all_keys(before).items()} == all_keys(after)
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_renumbering_every_id_keeps_every_key(tmp_path, name):
+    kinds = ("transforms", "pcollections", "coders", "windowing_strategies", "environments")
+    proto = load_fixture(name)
+    renames = rename_ids(proto, kinds)
+    pb = tmp_path / "renamed.pb"
+    save_pipeline(proto, str(pb))
+    manifest = _renamed_manifest(name, renames["pcollections"], tmp_path / "renamed.manifest.json")
+    before = analyze(fixture_pb(name), fixture_manifest(name))
+    after = analyze(str(pb), manifest)
+    assert set(after.index.pcollections).isdisjoint(before.index.pcollections)  # really renamed
+    assert keys_by_var(after) == keys_by_var(before)
+    pc_ren = renames["pcollections"]
+    assert {pc_ren[pc]: k for pc, k in all_keys(before).items()} == all_keys(after)
+    # Synthetic variables follow content too.
+    assert sorted(c.var for c in after.cacheables.values()) == sorted(c.var for c in before.cacheables.values())
+
+
+# --- explicit keys ---------------------------------------------------------------------------
+
+
+def test_explicit_cache_key_overrides(tmp_path):
+    explicit = "abcdef0123-140234-140567-139999"
+    manifest = tmp_path / "m.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "bindings": {
+                    "words": {"pcollection": "ref_PCollection_PCollection_9", "cache_key": explicit},
+                    "counts": "ref_PCollection_PCollection_12",
+                }
+            }
+        )
+    )
+    cache = tmp_path / "cache"
+    (cache / "full").mkdir(parents=True)
+    (cache / "full" / f"{explicit}-00000-of-00001").write_bytes(b"")
+    a = analyze(fixture_pb("wordcount"), str(manifest), cache_dir=str(cache))
+    words = a.cacheables["ref_PCollection_PCollection_9"]
+    assert words.cache_key == explicit
+    assert words.cached  # looked up under the explicit key
+    assert a.pcollections["ref_PCollection_PCollection_9"].cache_key == explicit
+    derived = a.digests.key_for("words", "ref_PCollection_PCollection_9", a.index.producer["ref_PCollection_PCollection_9"])
+    assert derived != explicit
+    assert not (a.cacheables["ref_PCollection_PCollection_12"].cached)
+    assert KEY_RE.match(a.cacheables["ref_PCollection_PCollection_12"].cache_key)
