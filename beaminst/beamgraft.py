@@ -168,6 +168,10 @@ def rewrite_payload(urn: str, payload: bytes, old: bytes | None, new: bytes | No
     return out
 
 
+# Any key will do to learn a shape's pcoder; this one has beaminst's key shape.
+_PCODER_PROBE_KEY = "-".join(["p" * 10, "p" * 16, "p" * 16, "p" * 16])
+
+
 # ---------------------------------------------------------------------------
 # Subgraphs
 
@@ -253,19 +257,22 @@ class Grafter:
         )
 
     def save_pcoder(self, pc_id: str, key: str) -> None:
-        """Save the pcoder ``WriteCache.expand`` would save, derived from the proto.
+        """Save, for ``key``, the pcoder ``WriteCache.expand`` saved when the
+        cache of ``pc_id`` was written.
 
         Beam keeps pcoders only in the memory of the process that wrote the
-        cache; beaminst derives the same coder from the saved PCollection's
-        coder and windowing, so reads work in any later process."""
+        cache, so a read in a later process decodes with the wrong coder.
+        beaminst takes the coder from Beam's own write subgraph for this
+        PCollection's shape, so reads work in any process."""
         if key in self._pcoders_saved:
             return
-        wv = beam.coders.WindowedValueCoder(
-            beam.coders.registry.get_coder(self._element_type(pc_id)),
-            self._windowing(pc_id).windowfn.get_window_coder(),
-        )
-        self.cache_manager.save_pcoder(wv, "reify", key)
+        self.cache_manager.save_pcoder(self.written_pcoder(pc_id), "reify", key)
         self._pcoders_saved.add(key)
+
+    def written_pcoder(self, pc_id: str) -> Any:
+        """The coder cache files of ``pc_id`` are written with."""
+        template = self.write_template(pc_id, _PCODER_PROBE_KEY, is_capture=False)
+        return self.cache_manager.load_pcoder("reify", template.key)
 
     # -- building ------------------------------------------------------------
 
@@ -278,7 +285,6 @@ class Grafter:
             ph.element_type = self._element_type(pc_id)
             ph.is_bounded = p.is_bounded != rapi.IsBounded.UNBOUNDED
             ph._windowing = self._windowing(pc_id)
-            self.save_pcoder(pc_id, key)
             out = reify_to_cache(pcoll=ph, cache_key=key, cache_manager=self.cache_manager, is_capture=is_capture)
             proto, ctx = tmp.to_runner_api(return_context=True)
         ph_id = ctx.pcollections.get_id(ph)

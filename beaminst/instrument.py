@@ -180,6 +180,8 @@ def instrument(
     kept = set(out.components.transforms)
     kept_names = {t.unique_name for t in out.components.transforms.values()}
     report.rewired = [r for r in report.rewired if r["transform"] in kept_names]
+    # A read only its pruned consumers used is pruned too: report what is left.
+    report.reads = [r for r in report.reads if r["via"] == "TestStream" or r["transforms"][0] in kept_names]
     report.pruned = sorted(index.transforms[t].unique_name for t in index.transforms if t not in kept)
     check_output(out)
     return out, report
