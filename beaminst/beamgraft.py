@@ -40,7 +40,7 @@ from apache_beam.runners.interactive.caching.streaming_cache import StreamingCac
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
-from beaminst.canonical import Signatures
+from beaminst.canonical import Signatures, digest
 from beaminst.ids import IdAllocator, allocators_for
 
 PAR_DO = "beam:transform:pardo:v1"
@@ -121,6 +121,40 @@ def pickle_mentions(encoded: bytes, needle: bytes) -> bool:
     return needle in (opened[0] if opened else raw)
 
 
+def _unwrap_pickled_coder(payload: bytes) -> tuple[Any, bytes, bytes] | None:
+    """``beam:coder:pickled_python:v1`` payloads are a BytesValue holding
+    ``ClassName$<base64 zlib pickle>`` (``coders.serialize_coder``)."""
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload)
+    except Exception:
+        return None
+    name, sep, encoded = value.value.partition(b"$")
+    if not sep:
+        return None
+    return value, name, encoded
+
+
+def substitute_in_coder(payload: bytes, old: bytes, new: bytes) -> bytes:
+    unwrapped = _unwrap_pickled_coder(payload)
+    if unwrapped is None:
+        return substitute_in_pickle(payload, old, new)
+    value, name, encoded = unwrapped
+    replaced = substitute_in_pickle(encoded, old, new)
+    if replaced is encoded:
+        return payload
+    value.value = name + b"$" + replaced
+    return value.SerializeToString()
+
+
+def coder_mentions(payload: bytes, needle: bytes) -> bool:
+    unwrapped = _unwrap_pickled_coder(payload)
+    if unwrapped is None:
+        return pickle_mentions(payload, needle)
+    return pickle_mentions(unwrapped[2], needle)
+
+
 def canonical_payload(urn: str, payload: bytes) -> bytes:
     """ParDo payloads re-serialized deterministically (map order fixed)."""
     if urn == PAR_DO and payload:
@@ -188,6 +222,7 @@ class Subgraph:
     outputs: dict[str, str]  # name -> PCollection id (e.g. "main", or TestStream tags)
     key: str
     signatures: Signatures
+    key_coders: frozenset[str]  # coders whose (pickled) payload holds the key
 
 
 def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str, str], key: str) -> Subgraph:
@@ -205,7 +240,13 @@ def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[st
             if pc not in seen:
                 seen.add(pc)
                 pcs.append(pc)
-    return Subgraph(proto, tuple(top), tuple(order), tuple(pcs), placeholder, outputs, key, Signatures(proto.components))
+    needle = key.encode("utf-8")
+    key_coders = frozenset(
+        cid for cid, c in proto.components.coders.items() if needle and c.spec.payload and coder_mentions(c.spec.payload, needle)
+    )
+    return Subgraph(
+        proto, tuple(top), tuple(order), tuple(pcs), placeholder, outputs, key, Signatures(proto.components), key_coders
+    )
 
 
 def template_key(key: str) -> str:
@@ -336,7 +377,9 @@ class Grafter:
             }
         return self._by_sig
 
-    def _component_maps(self, sub: Subgraph) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    def _component_maps(
+        self, sub: Subgraph, old: bytes | None, new: bytes | None
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """Map the piece's coders / windowing strategies / environments onto the
         target, adding what the target lacks under content-derived ids."""
         src = sub.proto.components
@@ -370,13 +413,28 @@ class Grafter:
                 by_sig["environments"][sig] = new
             env_map[e] = by_sig["environments"][sig]
         coder_map: dict[str, str] = {}
+        # Pickled coders can carry the key too (a GroupByKey's deterministic key
+        # coder remembers its label): substitute it, and sign what results.
+        new_sig: dict[str, bytes] = {}
         for cid in _post_order(src.coders, coders):
-            sig = sigs.coder(cid)
+            c = src.coders[cid]
+            payload = c.spec.payload
+            if old is not None and new is not None and cid in sub.key_coders:
+                payload = substitute_in_coder(payload, old, new)
+            if payload is c.spec.payload and not any(x in new_sig for x in c.component_coder_ids):
+                sig = sigs.coder(cid)
+            else:
+                sig = digest(
+                    b"coder", c.spec.urn, payload,
+                    *(new_sig.get(x) or sigs.coder(x) for x in c.component_coder_ids),
+                )
+                new_sig[cid] = sig
             if sig not in by_sig["coders"]:
-                new = self.alloc["coders"].take(f"beaminst_coder_{sig.hex()[:12]}")
-                dst.coders[new].CopyFrom(src.coders[cid])
-                dst.coders[new].component_coder_ids[:] = [coder_map[x] for x in src.coders[cid].component_coder_ids]
-                by_sig["coders"][sig] = new
+                added = self.alloc["coders"].take(f"beaminst_coder_{sig.hex()[:12]}")
+                dst.coders[added].CopyFrom(c)
+                dst.coders[added].spec.payload = payload
+                dst.coders[added].component_coder_ids[:] = [coder_map[x] for x in c.component_coder_ids]
+                by_sig["coders"][sig] = added
             coder_map[cid] = by_sig["coders"][sig]
         ws_map: dict[str, str] = {}
         for w in sorted(wss):
@@ -396,9 +454,9 @@ class Grafter:
         """Copy ``sub`` into the target under fresh ids; its placeholder input
         becomes ``input_pc``; ``key`` replaces the key it was built with."""
         src, dst = sub.proto.components, self.target.components
-        coder_map, ws_map, env_map = self._component_maps(sub)
         old = sub.key.encode("utf-8") if key is not None and key != sub.key else None
         new = key.encode("utf-8") if old is not None else None
+        coder_map, ws_map, env_map = self._component_maps(sub, old, new)
         t_alloc, pc_alloc = self.alloc["transforms"], self.alloc["pcollections"]
         t_map = {t: t_alloc.take(f"beaminst_{label}_t{i}") for i, t in enumerate(sub.transforms)}
         pc_map = {p: pc_alloc.take(f"beaminst_{label}_p{i}") for i, p in enumerate(sub.pcollections)}
@@ -419,6 +477,10 @@ class Grafter:
             if old is not None and new is not None:
                 out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
             out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, coder_map)
+            if old is not None and new is not None:
+                for dd in out.display_data:  # e.g. the sink's "File Pattern"
+                    if old in dd.payload:
+                        dd.payload = dd.payload.replace(old, new)
             for tag, pc in s.inputs.items():
                 out.inputs[tag] = pc_map[pc]
             for tag, pc in s.outputs.items():
