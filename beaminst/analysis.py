@@ -58,6 +58,7 @@ class Analysis:
     cacheables: dict[str, Cacheable]  # by PCollection id, in manifest order
     unbounded_sources: tuple[UnboundedSource, ...]
     cache: CacheDir
+    manifest_source: str = "<manifest>"  # for errors about bindings found later
 
     @property
     def has_unbounded_sources(self) -> bool:
@@ -158,4 +159,4 @@ def analyze(
             cached=c.cached if c else False,
             computed=c.computed if c else False,
         )
-    return Analysis(index, digests, infos, cacheables, sources, cache)
+    return Analysis(index, digests, infos, cacheables, sources, cache, manifest.source)

@@ -63,8 +63,51 @@ def instrument_files(
     from beaminst.protoio import save_pipeline
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
+    check_output_path(output)
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
     out, report = instrument(analysis, cache_dir, test_stream_endpoint)
     report.format = save_pipeline(out, output, fmt)
     report.output = None if output == STDIO else output
     return report
+
+
+def background_caching_files(
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    cache_dir: str,
+    unbounded_urns: Iterable[str] = (),
+    infer_unbounded: bool = False,
+    output_format: str | None = None,
+    allow_empty: bool = False,
+) -> Any:
+    """``beaminst background-caching``: analyze, cut to sources + capture
+    writes, validate, write atomically (nothing is written on error)."""
+    from beaminst.background_caching import background_caching
+    from beaminst.protoio import output_format as choose_format
+    from beaminst.protoio import save_pipeline
+
+    fmt = choose_format(output, output_format)  # fail on a bad format before any work
+    check_output_path(output)
+    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
+    out, report = background_caching(analysis, cache_dir, allow_empty)
+    report.format = save_pipeline(out, output, fmt)
+    report.output = None if output == STDIO else output
+    return report
+
+
+def check_output_path(output: str) -> None:
+    """Fail before any work when ``output`` can never be written."""
+    import os
+
+    from beaminst.errors import OutputError
+
+    if output == STDIO:
+        return
+    if os.path.isdir(output):
+        raise OutputError("is a directory, expected an output file path", output)
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise OutputError(f"output directory {directory} does not exist", output)
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"output directory {directory} is not writable", output)

@@ -66,7 +66,8 @@ Examples:
 """,
 )
 @click.version_option(__version__, prog_name="beaminst")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show the Beam SDK's warnings and log messages.")
+def main(verbose: bool = False) -> None:
     """Interactive Beam's pipeline instrumentation, on saved pipeline protos.
 
     Reads a saved beam_runner_api.Pipeline and a variable-binding manifest,
@@ -74,6 +75,11 @@ def main() -> None:
     PCollections, cache reads for computed ones, pruned upstream, and the
     background-caching pipeline that records unbounded sources.
     """
+    import logging
+
+    # The SDK logs warnings about optional GCP dependencies on import; they are
+    # not about the user's pipeline. A handler here makes its basicConfig a no-op.
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="beaminst: %(name)s: %(message)s")
 
 
 def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,6 +206,56 @@ def instrument(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint
     )
     _emit_report(report, as_json, output, "instrument")
+
+
+@main.command(
+    name="background-caching",
+    epilog="""\b
+Examples:
+  beaminst background-caching pubsub.pb -m pubsub.manifest.json --cache-dir cache/ -o record.pb
+  beaminst background-caching stream.pb --unbounded-urn beam:transform:teststream:v1 --cache-dir cache/ -o record.pb
+  beaminst background-caching other_sdk.pb --infer-unbounded --cache-dir cache/ -o - --json > record.pb
+  beaminst background-caching batch.pb --cache-dir cache/ -o record.pb --allow-empty
+""",
+)
+@common_inputs
+@output_options
+@click.option(
+    "--allow-empty",
+    is_flag=True,
+    help="With no unbounded source, write an empty (root-only) pipeline and exit 0 instead of failing.",
+)
+@handle_errors
+def background_caching(
+    pipeline: str,
+    manifest: str | None,
+    cache_dir: str | None,
+    unbounded_urns: tuple[str, ...],
+    infer_unbounded: bool,
+    output: str,
+    output_format: str | None,
+    as_json: bool,
+    allow_empty: bool,
+) -> None:
+    """Write Interactive Beam's background caching job for PIPELINE.
+
+    Every unbounded source (same rules as analyze), each followed by Beam's
+    capture write into the StreamingCache in --cache-dir, keyed by the cache
+    key of the source output (its bound variable's, else the synthetic
+    variable's); everything else is cut. Run the result to record the sources;
+    then instrument replays the recording. With no unbounded source: exit 2,
+    unless --allow-empty.
+    """
+    from beaminst.api import background_caching_files
+
+    if pipeline == "-" and manifest == "-":
+        _fail("PIPELINE and --manifest cannot both be read from stdin")
+    if not cache_dir:
+        _fail("background-caching needs --cache-dir: the capture writes record there")
+    report = background_caching_files(
+        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty
+    )
+    _emit_report(report, as_json, output, "background-caching")
 
 
 if __name__ == "__main__":  # pragma: no cover

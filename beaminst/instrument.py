@@ -90,7 +90,8 @@ def plan(analysis: Analysis) -> Plan:
             source = next(a for a in index.ancestors(index.producer[pc]) if a in source_ids)
             raise ManifestError(
                 f"bindings/{c.var}: PCollection {pc!r} is produced inside unbounded source "
-                f"{index.transforms[source].unique_name!r}, which instrumentation replaces; bind the source's output instead"
+                f"{index.transforms[source].unique_name!r}, which instrumentation replaces; bind the source's output instead",
+                analysis.manifest_source,
             )
 
     ignored: set[str] = set(reads)
@@ -127,7 +128,7 @@ def instrument(
     working = type(index.pipeline)()
     working.CopyFrom(index.pipeline)
     grafter = Grafter(working, cache_dir, the_plan.streaming)
-    top_level = _top_level_list(working)
+    top_level = top_level_list(working)
     var_of = {pc: c.var for pc, c in analysis.cacheables.items()}
 
     # 2. reads
@@ -172,7 +173,7 @@ def instrument(
             {"pcollection": pc, "var": var_of[pc], "cache_key": key,
              "transforms": [working.components.transforms[t].unique_name for t in res.top]}
         )
-    _set_top_level(working, top_level)
+    set_top_level(working, top_level)
 
     # 5. prune
     targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
@@ -216,7 +217,7 @@ def check_output(pipeline: Any) -> GraphIndex:
     return idx
 
 
-def _python_root(pipeline: Any) -> str | None:
+def python_root(pipeline: Any) -> str | None:
     """The Python SDK's single synthetic root, whose subtransforms are the top level."""
     if len(pipeline.root_transform_ids) != 1:
         return None
@@ -227,15 +228,15 @@ def _python_root(pipeline: Any) -> str | None:
     return None
 
 
-def _top_level_list(pipeline: Any) -> list[str]:
-    root = _python_root(pipeline)
+def top_level_list(pipeline: Any) -> list[str]:
+    root = python_root(pipeline)
     if root is not None:
         return list(pipeline.components.transforms[root].subtransforms)
     return list(pipeline.root_transform_ids)
 
 
-def _set_top_level(pipeline: Any, top: list[str]) -> None:
-    root = _python_root(pipeline)
+def set_top_level(pipeline: Any, top: list[str]) -> None:
+    root = python_root(pipeline)
     if root is not None:
         pipeline.components.transforms[root].subtransforms[:] = top
     else:

@@ -1,0 +1,153 @@
+"""``beaminst instrument`` from the shell: reports, determinism, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+from conftest import CORRUPT, beam_noise_free, fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
+
+WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
+
+
+def sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_json_report_and_output(tmp_path):
+    out = tmp_path / "out.pb"
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep) >= {"writes", "reads", "pruned", "rewired", "test_stream", "output", "format", "warnings"}
+    assert rep["output"] == str(out) and rep["format"] == "binary"
+    assert {w["var"] for w in rep["writes"]} == {"lines", "words", "counts", "formatted"}
+    for w in rep["writes"]:
+        assert w["transforms"] == [f"ReifyBefore_WriteCache_{w['cache_key']}", f"WriteCache_{w['cache_key']}"]
+    assert out.stat().st_size > 0
+
+
+def test_human_summary(tmp_path):
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb"))
+    assert r.exit_code == 0
+    assert "4 write(s), 0 read(s)" in r.stdout
+
+
+def test_same_input_same_bytes_across_processes_and_inputs_untouched(tmp_path):
+    before = (sha(WC), sha(WC_M))
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"o{i}.pb"
+        proc = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert (sha(WC), sha(WC_M)) == before
+
+
+@pytest.mark.parametrize("fmt,ext", [("text", ".textproto"), ("json", ".json")])
+def test_output_format_from_extension(fmt, ext, tmp_path):
+    out = tmp_path / f"o{ext}"
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(out), "--json")
+    assert json.loads(r.stdout)["format"] == fmt
+    from beaminst.protoio import load_pipeline
+
+    assert load_pipeline(str(out))[1] == fmt
+
+
+def test_stdout_output_gets_the_proto_and_stderr_the_report(tmp_path):
+    proc = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-", "--json")
+    assert proc.returncode == 0
+    assert json.loads("\n".join(beam_noise_free(proc.stderr)))["output"] is None
+
+
+def test_stdout_binary_round_trips(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import CLI_PREFIX, REPO
+
+    proc = subprocess.run(
+        [*CLI_PREFIX, "instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-"],
+        capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )
+    assert proc.returncode == 0
+    from beaminst.protoio import parse_pipeline
+    from beaminst.validate import validate
+
+    proto, fmt = parse_pipeline(proc.stdout)
+    assert fmt == "binary"
+    validate(proto)
+    assert sys.executable
+
+
+def one_line_error(result) -> str:
+    lines = [line for line in beam_noise_free(result.stderr)]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_binding_inside_an_unbounded_source_is_an_error(tmp_path):
+    from beaminst.protoio import load_pipeline
+
+    pb = fixture_pb("pubsub_one")
+    proto, _ = load_pipeline(pb)
+    inner = next(pc for pc, t in ((pc, t) for t in proto.components.transforms.values() for pc in t.outputs.values()
+                                  if t.spec.urn == "beam:transform:pubsub_read:v1"))
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"bindings": {"raw_inner": inner}}))
+    out = tmp_path / "o.pb"
+    r = run_cli_subprocess("instrument", pb, "-m", str(manifest), "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.returncode == 2
+    msg = one_line_error(r)
+    assert "raw_inner" in msg and "unbounded source" in msg and str(manifest) in msg
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "is_dir", "read_only"])
+def test_unwritable_output(case, tmp_path):
+    if case == "missing_dir":
+        out = tmp_path / "nope" / "o.pb"
+    elif case == "is_dir":
+        out = tmp_path
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        out = ro / "o.pb"
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user that ignores directory permissions")
+    r = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.returncode == 2
+    assert str(out) in one_line_error(r)
+    if case != "is_dir":
+        assert not out.exists()
+
+
+def test_cache_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "cachefile"
+    f.write_text("x")
+    out = tmp_path / "o.pb"
+    r = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(f), "-o", str(out))
+    assert r.returncode == 2
+    assert "not a directory" in one_line_error(r)
+    assert not out.exists()
+
+
+def test_cache_dir_is_required(tmp_path):
+    r = run_cli("instrument", WC, "-m", WC_M, "-o", str(tmp_path / "o.pb"))
+    assert r.exit_code == 2
+    assert "--cache-dir" in r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORRUPT.iterdir()))
+def test_corrupt_inputs(name, tmp_path):
+    out = tmp_path / "o.pb"
+    r = run_cli_subprocess("instrument", str(CORRUPT / name), "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.returncode == 2
+    assert name in one_line_error(r)
+    assert not out.exists() and os.listdir(tmp_path) in ([], ["c"])
