@@ -1,7 +1,10 @@
 """beaminst: Interactive Beam's pipeline instrumentation on saved pipeline protos.
 
 The public library API is re-exported here lazily so that ``import beaminst``
-(and therefore ``beaminst --help``) never pulls in the Beam SDK.
+(and therefore ``beaminst --help``) never pulls in the Beam SDK. The passes
+live in modules of the same name (``from beaminst.instrument import
+instrument``); re-exporting them here would be shadowed by the submodule as
+soon as it is imported.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ _LAZY = {
     "load_manifest": ("beaminst.manifest", "load_manifest"),
     "build_index": ("beaminst.graph", "build_index"),
     "analyze": ("beaminst.analysis", "analyze"),
-    "instrument": ("beaminst.instrument", "instrument"),
-    "background_caching": ("beaminst.background_caching", "background_caching"),
     "BeaminstError": ("beaminst.errors", "BeaminstError"),
 }
 

@@ -20,7 +20,10 @@ managers split and parse keys), but derives the other parts from content:
 
 All three are 16 hex digits, so every beaminst key has the same length (the
 write-cache templates rely on that). Ids and environments are not part of the
-digest: renumbering ids or moving to another machine keeps every key.
+digest, and pickled payloads are signed without the absolute path of the
+site-packages directory their by-value functions were loaded from: renumbering
+ids, or building the same pipeline in another virtualenv or on another
+machine, keeps every key.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from beaminst.beamproto import runner_api
-from beaminst.canonical import Signatures, digest
+from beaminst.canonical import (
+    Signatures,
+    coder_payload_install_independent,
+    digest,
+    install_independent,
+)
 from beaminst.graph import GraphIndex
 
 DIGEST_HEX = 16
@@ -68,7 +76,9 @@ _ID_BEARING_PAYLOADS = {
     "beam:transform:window_into:v1": "WindowingStrategy",
     "beam:transform:pardo:v1": "ParDoPayload",
     "beam:transform:teststream:v1": "TestStreamPayload",
+    "beam:transform:read:v1": "ReadPayload",
 }
+_PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
 _COMBINE_URN_PREFIX = "beam:transform:combine_"
 
 
@@ -77,6 +87,8 @@ def payload_signature(spec: Any, coder_sig: Callable[[str], bytes], coder_ids: A
     content digest and every ``environment_id`` cleared; the raw payload when
     the URN is not a known id-bearing one, it does not parse, or it names no ids."""
     name = _ID_BEARING_PAYLOADS.get(spec.urn)
+    if spec.urn == _PICKLED_TRANSFORM:
+        return install_independent(spec.payload)
     if name is None and spec.urn.startswith(_COMBINE_URN_PREFIX):
         name = "CombinePayload"
     if name is None or not spec.payload:
@@ -104,6 +116,13 @@ def _replace_ids(msg: Any, coder_sig: Callable[[str], bytes], coder_ids: Any) ->
                 children = [value]
             for child in children:
                 changed |= _replace_ids(child, coder_sig, coder_ids)
+        elif fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+            # Pickled DoFns, CombineFns, sources, view fns: sign them without
+            # the install path their by-value functions carry.
+            stable = install_independent(value)
+            if stable is not value:
+                setattr(msg, fd.name, stable)
+                changed = True
         elif fd.name.endswith("coder_id") and fd.label != fd.LABEL_REPEATED and value in coder_ids:
             setattr(msg, fd.name, coder_sig(value).hex())
             changed = True
@@ -134,7 +153,7 @@ class ContentDigests:
 
 def content_digests(index: GraphIndex) -> ContentDigests:
     """Digest every PCollection and leaf transform, in one topological pass."""
-    sigs = Signatures(index.pipeline.components)
+    sigs = Signatures(index.pipeline.components, coder_payload_install_independent)
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
     for tid in index.leaf_order:

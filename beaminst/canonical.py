@@ -7,8 +7,22 @@ instead of minted twice, like ``add_or_get_coder_id`` in Beam's translations).
 
 from __future__ import annotations
 
+import base64
+import bz2
 import hashlib
+import re
+import zlib
+from collections.abc import Callable
 from typing import Any
+
+# An absolute path up to and including a site-packages / dist-packages
+# directory, inside a decompressed pickle, with the opcode and length of the
+# string it starts (SHORT_BINUNICODE or BINUNICODE): the length changes with
+# the path. Segments are printable ASCII without '/'.
+_INSTALL_PREFIX = re.compile(
+    rb"(?:\x8c[\x00-\xff]|X[\x00-\xff]{4})?/(?:[\x21-\x2e\x30-\x7e]+/)*?(?:site|dist)-packages/", re.DOTALL
+)
+_PICKLED_CODER = "beam:coder:pickled_python:v1"
 
 
 def digest(*parts: bytes | str) -> bytes:
@@ -21,11 +35,66 @@ def digest(*parts: bytes | str) -> bytes:
     return h.digest()
 
 
-class Signatures:
-    """Memoised content signatures over one ``Components`` message."""
+def decompress_pickle(encoded: bytes) -> bytes | None:
+    """The cloudpickle bytes inside a Beam pickled payload (base64 of bz2 or
+    zlib), or None when ``encoded`` is not one. Never unpickles."""
+    if not encoded or len(encoded) % 4:
+        return None
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except Exception:
+        return None
+    for magic, decompress in ((b"BZh", bz2.decompress), (b"\x78", zlib.decompress)):
+        if raw.startswith(magic):
+            try:
+                return decompress(raw)
+            except Exception:
+                return None
+    return None
 
-    def __init__(self, components: Any) -> None:
+
+_STABLE_MEMO: dict[bytes, bytes] = {}
+
+
+def install_independent(encoded: bytes) -> bytes:
+    """A stand-in for a pickled payload that does not depend on where Python
+    packages are installed: functions pickled by value (Beam's own lambdas
+    among them) carry their absolute source path, so the same pipeline built
+    in two virtualenvs pickles differently. Non-pickles come back unchanged."""
+    if len(_STABLE_MEMO) > 100_000:
+        _STABLE_MEMO.clear()
+    memo = _STABLE_MEMO.get(encoded)
+    if memo is None:
+        data = decompress_pickle(encoded)
+        memo = encoded if data is None else b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", data)).digest()
+        _STABLE_MEMO[encoded] = memo
+    return memo
+
+
+def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:
+    """Pickled coders are a BytesValue of ``ClassName$<pickle>``."""
+    if urn != _PICKLED_CODER or not payload:
+        return payload
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload).value
+    except Exception:
+        return payload
+    name, sep, encoded = value.partition(b"$")
+    return name + sep + install_independent(encoded) if sep else payload
+
+
+class Signatures:
+    """Memoised content signatures over one ``Components`` message.
+
+    ``coder_payload`` maps a coder's (urn, payload) to the bytes that are
+    signed: exact by default (grafting must only merge identical coders);
+    cache keys pass :func:`coder_payload_install_independent`."""
+
+    def __init__(self, components: Any, coder_payload: Callable[[str, bytes], bytes] | None = None) -> None:
         self._c = components
+        self._coder_payload = coder_payload
         self._coder: dict[str, bytes] = {}
         self._ws: dict[str, bytes] = {}
         self._env: dict[str, bytes] = {}
@@ -44,7 +113,8 @@ class Signatures:
             if pending:
                 stack.extend(pending)
                 continue
-            memo[top] = digest(b"coder", c.spec.urn, c.spec.payload, *(memo[s] for s in c.component_coder_ids))
+            payload = self._coder_payload(c.spec.urn, c.spec.payload) if self._coder_payload else c.spec.payload
+            memo[top] = digest(b"coder", c.spec.urn, payload, *(memo[s] for s in c.component_coder_ids))
             stack.pop()
         return memo[cid]
 
