@@ -258,5 +258,100 @@ def background_caching(
     _emit_report(report, as_json, output, "background-caching")
 
 
+def _batch_modes() -> list[str]:
+    from beaminst.batch import MODES  # standard library only: --help stays light
+
+    return list(MODES)
+
+
+@main.command(
+    epilog="""\b
+Examples:
+  beaminst batch exports/ -o instrumented/ --cache-dir cache/
+  beaminst batch 'exports/**/*.pb' -o out/ --cache-dir cache/ -m bindings.json --jobs 8
+  beaminst batch streams/ -o record/ --mode background-caching --cache-dir cache/ --json > report.json
+  beaminst batch exports/ -o out/ --cache-dir cache/ --runner DirectRunner
+  beaminst batch /mnt/shared/in -o /mnt/shared/out --cache-dir /mnt/shared/cache \\
+      --runner FlinkRunner --pipeline-arg=--flink_master=flink:8081
+"""
+)
+@click.argument("src")
+@click.option(
+    "-o", "--output", "dest", required=True, type=click.Path(file_okay=False),
+    help="Destination directory; outputs mirror SRC's layout (same relative path and file name).",
+)
+@click.option(
+    "--mode", type=click.Choice(_batch_modes()), default="instrument", show_default=True,
+    help="The rewrite applied to every file, as the command of the same name.",
+)
+@click.option("--cache-dir", type=click.Path(), help="Cache directory shared by every file (required).")
+@click.option(
+    "-m", "--manifest", type=click.Path(dir_okay=False),
+    help="One manifest for every file (default: X.manifest.json beside each X.pb, else none).",
+)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: the CPU count).")
+@click.option("--force", is_flag=True, help="Rewrite even outputs newer than their input, manifest and cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (per-file results and totals).")
+@click.option(
+    "--runner", metavar="NAME",
+    help="Run the batch as a Beam pipeline on this runner (DirectRunner, PrismRunner, FlinkRunner, ...) "
+    "instead of local processes.",
+)
+@click.option(
+    "--pipeline-arg", "pipeline_args", multiple=True, metavar="ARG",
+    help="Option for the --runner pipeline, passed to Beam's PipelineOptions (repeatable), "
+    "e.g. --pipeline-arg=--flink_master=flink:8081.",
+)
+@click.option("--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", help="As for instrument (repeatable).")
+@click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
+@click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
+@handle_errors
+def batch(
+    src: str,
+    dest: str,
+    mode: str,
+    cache_dir: str | None,
+    manifest: str | None,
+    jobs: int | None,
+    force: bool,
+    as_json: bool,
+    runner: str | None,
+    pipeline_args: tuple[str, ...],
+    unbounded_urns: tuple[str, ...],
+    infer_unbounded: bool,
+    allow_empty: bool,
+) -> None:
+    """Rewrite every pipeline under SRC into DEST, in parallel.
+
+    SRC is a directory (walked recursively) or a quoted glob pattern; the
+    pipelines are *.pb, *.binpb, *.textproto, *.pbtxt, *.txtpb and *.json
+    files that are not *.manifest.json. X.pb pairs with X.manifest.json beside
+    it unless --manifest is given. Outputs newer than their input, manifest
+    and cache state are skipped. One bad file never stops the others: each
+    error is one line on stderr, and the exit code is 2 if any file failed.
+    """
+    from beaminst.batch import iter_errors, print_batch_report, progress_bar, run_batch
+
+    if not cache_dir:
+        _fail(f"batch --mode {mode} needs --cache-dir: the cache transforms read and write there")
+    if pipeline_args and not runner:
+        _fail("--pipeline-arg only applies with --runner")
+    if allow_empty and mode != "background-caching":
+        _fail("--allow-empty only applies with --mode background-caching")
+    with progress_bar(sys.stderr.isatty()) as progress:
+        report = run_batch(
+            src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
+            unbounded_urns, infer_unbounded, allow_empty, progress,
+        )
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        print_batch_report(_console(), report)
+    for line in iter_errors(report):
+        click.echo(f"beaminst: {line}", err=True)
+    if report.failed:
+        sys.exit(2)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
