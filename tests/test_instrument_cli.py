@@ -7,7 +7,14 @@ import json
 import os
 
 import pytest
-from conftest import CORRUPT, beam_noise_free, fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
+from conftest import (
+    CORRUPT,
+    beam_noise_free,
+    fixture_manifest,
+    fixture_pb,
+    run_cli,
+    run_cli_subprocess,
+)
 
 WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
 

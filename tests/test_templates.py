@@ -12,10 +12,10 @@ import base64
 import bz2
 
 import pytest
+from conftest import FIXTURES
 
 from beaminst.beamgraft import Grafter, template_key
 from beaminst.protoio import load_pipeline
-from conftest import FIXTURES
 
 KEYS = [
     "0123456789-aaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-cccccccccccccccc",  # beaminst's key shape

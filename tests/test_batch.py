@@ -1,0 +1,333 @@
+"""``beaminst batch``: many files, in parallel, one bad file never stops the rest.
+
+CI budget (2 cores): the 50-file tree runs once plus one re-run; every other
+case uses a handful of files, in-process (``--jobs 1``) where the pool itself
+is not under test, since each pool worker pays the ~2 s SDK import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CORRUPT, fixture_manifest, fixture_pb, run_cli
+
+from beaminst import api
+from beaminst.batch import discover
+from beaminst.protoio import load_pipeline
+from beaminst.validate import validate
+
+KINDS = ("wordcount", "multi_output", "side_inputs", "flatten_gbk", "cogbk", "nested_composites", "windowing")
+RESULT_FIELDS = {
+    "file", "input", "output", "manifest", "status", "writes", "reads", "pruned", "warnings", "error", "seconds",
+}
+TOTAL_FIELDS = {"files", "ok", "skipped", "error", "writes", "reads", "pruned", "seconds"}
+
+
+def make_tree(root: Path, n: int) -> list[str]:
+    """n renamed fixture copies (with manifests) in nested subdirectories;
+    returns their paths relative to root, '/'-separated."""
+    rels = []
+    for i in range(n):
+        kind = KINDS[i % len(KINDS)]
+        sub = Path() if i % 5 == 0 else Path(f"team{i % 3}") / (f"week{i % 2}" if i % 4 else "")
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        name = f"{kind}_{i:02d}"
+        shutil.copyfile(fixture_pb(kind), root / sub / f"{name}.pb")
+        shutil.copyfile(fixture_manifest(kind), root / sub / f"{name}.manifest.json")
+        rels.append((sub / f"{name}.pb").as_posix())
+    return rels
+
+
+def add_corrupt(root: Path) -> list[str]:
+    (root / "broken").mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in CORRUPT.iterdir())
+    for name in names:
+        shutil.copyfile(CORRUPT / name, root / "broken" / name)
+    return [f"broken/{name}" for name in names]
+
+
+def tree_state(root: Path) -> dict[str, str | None]:
+    """Every entry under root: file -> sha256, directory -> None."""
+    state: dict[str, str | None] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        state[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return state
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def batch_json(*args: str):
+    r = run_cli("batch", *args, "--json")
+    return r, json.loads(r.stdout)
+
+
+def by_status(rep: dict, status: str) -> set[str]:
+    return {r["file"] for r in rep["results"] if r["status"] == status}
+
+
+def test_fifty_files_plus_corrupt_ones_then_rerun_skips(tmp_path):
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    good = make_tree(src, 50)
+    bad = add_corrupt(src)
+    before = tree_state(src)
+
+    r, rep = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "2")
+    assert r.exit_code == 2, r.stderr
+    assert set(rep) == {"mode", "src", "dest", "cache_dir", "runner", "jobs", "results", "totals"}
+    assert rep["mode"] == "instrument" and rep["runner"] is None and rep["jobs"] == 2
+    assert set(rep["totals"]) == TOTAL_FIELDS
+    assert all(set(res) == RESULT_FIELDS for res in rep["results"])
+    assert [res["file"] for res in rep["results"]] == sorted(good + bad)
+    assert by_status(rep, "ok") == set(good)
+    assert by_status(rep, "error") == set(bad)
+    t = rep["totals"]
+    assert (t["files"], t["ok"], t["skipped"], t["error"]) == (len(good) + len(bad), 50, 0, len(bad))
+    assert t["writes"] == sum(res["writes"] for res in rep["results"] if res["status"] == "ok") > 0
+
+    # Each error: one line naming its file, also on stderr as `beaminst: <path>: <problem>`.
+    errors = [res for res in rep["results"] if res["status"] == "error"]
+    for res in errors:
+        assert res["error"].startswith(str(src / res["file"]) + ": ") and "\n" not in res["error"]
+        assert res["writes"] is None
+    err_lines = [line for line in r.stderr.splitlines() if line.startswith("beaminst: ")]
+    assert sorted(err_lines) == sorted(f"beaminst: {res['error']}" for res in errors)
+
+    # Mirrored layout, nothing else in DEST (no temp files), SRC untouched.
+    assert files_under(dest) == set(good)
+    for res in rep["results"]:
+        if res["status"] == "ok":
+            assert res["output"] == str(dest / res["file"]) and res["writes"] > 0
+            assert res["manifest"] == str(src / res["file"]).removesuffix(".pb") + ".manifest.json"
+    for rel in good[:: len(KINDS) + 1]:  # a spread of kinds: each output is a valid pipeline
+        validate(load_pipeline(str(dest / rel))[0])
+    assert tree_state(src) == before
+    mtimes = {rel: (dest / rel).stat().st_mtime_ns for rel in good}
+
+    # Re-run: every good output is up to date; the corrupt files fail again.
+    r2, rep2 = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "2")
+    assert r2.exit_code == 2
+    assert by_status(rep2, "skipped") == set(good) and by_status(rep2, "error") == set(bad)
+    assert {rel: (dest / rel).stat().st_mtime_ns for rel in good} == mtimes
+    assert tree_state(src) == before
+
+
+def test_skip_rules_force_and_human_table(tmp_path):
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    a, b = make_tree(src, 2)
+    args = (str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "1")
+
+    r = run_cli("batch", *args)
+    assert r.exit_code == 0, r.stderr
+    assert "2 ok, 0 skipped, 0 failed of 2 file(s)" in r.stdout
+    assert "writes" in r.stdout and "pruned" in r.stdout and a in r.stdout
+
+    r = run_cli("batch", *args)
+    assert r.exit_code == 0 and "0 ok, 2 skipped" in r.stdout
+
+    # A manifest changed after the output was written: only that file is redone.
+    man_b = src / b.replace(".pb", ".manifest.json")
+    future = (dest / b).stat().st_mtime + 10
+    os.utime(man_b, (future, future))
+    _, rep = batch_json(*args)
+    assert by_status(rep, "ok") == {b} and by_status(rep, "skipped") == {a}
+
+    _, rep = batch_json(*args, "--force")
+    assert by_status(rep, "ok") == {a, b}
+
+    # New cache contents change what instrument plans: everything is stale.
+    (cache / "full").mkdir(parents=True)
+    (cache / "full" / "unrelated-key").write_bytes(b"")
+    _, rep = batch_json(*args)
+    assert by_status(rep, "ok") == {a, b}
+
+
+def test_beam_runner_matches_local_pool_byte_for_byte(tmp_path):
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    good = make_tree(src, len(KINDS))
+    # Other formats: the output format follows the (mirrored) extension.
+    (src / "formats").mkdir()
+    for ext in (".textproto", ".json"):
+        shutil.copyfile(str(fixture_pb("wordcount")).replace(".pb", ext), src / "formats" / f"wc{ext}")
+        shutil.copyfile(fixture_manifest("wordcount"), src / "formats" / f"wc{ext}".replace(ext, ".manifest.json"))
+        good.append(f"formats/wc{ext}")
+    shutil.copyfile(CORRUPT / "garbage.pb", src / "formats" / "garbage.pb")
+    before = tree_state(src)
+
+    r_local, local = batch_json(str(src), "-o", str(tmp_path / "local"), "--cache-dir", str(cache), "--jobs", "2")
+    r_beam, beam = batch_json(
+        str(src), "-o", str(tmp_path / "beam"), "--cache-dir", str(cache), "--runner", "DirectRunner"
+    )
+    assert r_local.exit_code == r_beam.exit_code == 2, r_beam.stderr
+    assert beam["runner"] == "DirectRunner" and beam["jobs"] is None
+    assert by_status(beam, "ok") == by_status(local, "ok") == set(good)
+    assert by_status(beam, "error") == {"formats/garbage.pb"}
+
+    def comparable(rep):
+        return [{k: v for k, v in res.items() if k not in ("seconds", "output")} for res in rep["results"]]
+
+    assert comparable(beam) == comparable(local)
+    # The results files and Beam's temp directory are gone: DEST holds outputs only.
+    assert files_under(tmp_path / "beam") == files_under(tmp_path / "local") == set(good)
+    assert [p.name for p in (tmp_path / "beam").iterdir() if p.name.startswith((".", "beam-temp"))] == []
+    for rel in good:
+        assert (tmp_path / "beam" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes(), rel
+    assert load_pipeline(str(tmp_path / "beam" / "formats" / "wc.json"))[1] == "json"
+    assert load_pipeline(str(tmp_path / "beam" / "formats" / "wc.textproto"))[1] == "text"
+    # Same bytes as the single-file command.
+    single = tmp_path / "single.pb"
+    assert run_cli("instrument", str(src / good[0]), "-m", fixture_manifest(KINDS[0]),
+                   "--cache-dir", str(cache), "-o", str(single)).exit_code == 0
+    assert single.read_bytes() == (tmp_path / "beam" / good[0]).read_bytes()
+    assert tree_state(src) == before
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "deeper", "output_lands_in_src"])
+def test_destination_in_source_is_refused(where, tmp_path):
+    if where == "output_lands_in_src":
+        # SRC inside DEST: DEST/src/x.pb would be SRC's own src/x.pb.
+        dest = tmp_path / "d"
+        src = dest / "src"
+        (src / "src").mkdir(parents=True)
+        shutil.copyfile(fixture_pb("wordcount"), src / "src" / "x.pb")
+    else:
+        src = tmp_path / "src"
+        make_tree(src, 1)
+        dest = {"same": src, "inside": src / "out", "deeper": src / "a" / "b"}[where]
+    before = tree_state(src)
+    r = run_cli("batch", str(src), "-o", str(dest), "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    expected = {
+        "same": "destination is the source directory",
+        "inside": "destination is inside the source directory",
+        "deeper": "destination is inside the source directory",
+        "output_lands_in_src": f"output {dest / 'src' / 'x.pb'} would be written into the source directory",
+    }[where]
+    assert len(lines) == 1 and expected in lines[0] and lines[0].startswith(f"beaminst: {dest}: "), lines
+    assert not (tmp_path / "c").exists()
+    assert tree_state(src) == before
+
+
+@pytest.mark.skipif(
+    not hasattr(api, "background_caching_files"),
+    reason="api.background_caching_files (the background-caching command) is not in this tree yet",
+)
+def test_background_caching_mode(tmp_path):
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    (src / "streams").mkdir(parents=True)
+    for name in ("pubsub_one", "pubsub_two", "mixed", "wordcount"):
+        shutil.copyfile(fixture_pb(name), src / "streams" / f"{name}.pb")
+        shutil.copyfile(fixture_manifest(name), src / "streams" / f"{name}.manifest.json")
+    r, rep = batch_json(
+        str(src), "-o", str(dest), "--cache-dir", str(cache), "--mode", "background-caching", "--jobs", "1"
+    )
+    assert r.exit_code == 2
+    assert rep["mode"] == "background-caching"
+    ok = {"streams/pubsub_one.pb", "streams/pubsub_two.pb", "streams/mixed.pb"}
+    assert by_status(rep, "ok") == ok and files_under(dest) == ok
+    (err,) = [res["error"] for res in rep["results"] if res["status"] == "error"]
+    assert err.startswith(str(src / "streams" / "wordcount.pb")) and "no unbounded source" in err
+    single = tmp_path / "single.pb"
+    assert run_cli("background-caching", fixture_pb("mixed"), "-m", fixture_manifest("mixed"),
+                   "--cache-dir", str(cache), "-o", str(single)).exit_code == 0
+    assert single.read_bytes() == (dest / "streams" / "mixed.pb").read_bytes()
+
+
+def test_glob_source_and_shared_manifest(tmp_path):
+    src, dest = tmp_path / "in", tmp_path / "out"
+    for rel in ("x/wc.pb", "x/y/wc.pb", "x/y/wc.textproto"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fixture_pb("wordcount"), src / rel)
+    r, rep = batch_json(
+        str(src / "x" / "**" / "*.pb"), "-o", str(dest), "--cache-dir", str(tmp_path / "c"),
+        "-m", fixture_manifest("wordcount"), "--jobs", "1",
+    )
+    assert r.exit_code == 0, r.stderr
+    # Relative to the directory before the first wildcard; the .textproto is not matched.
+    assert by_status(rep, "ok") == {"wc.pb", "y/wc.pb"} == files_under(dest)
+    assert {res["manifest"] for res in rep["results"]} == {fixture_manifest("wordcount")}
+    assert all(res["writes"] == 4 for res in rep["results"])
+
+
+def test_which_files_count_as_pipelines(tmp_path):
+    for rel in ("a.pb", "b.binpb", "c.textproto", "d.pbtxt", "e.txtpb", "f.json", "f.manifest.json",
+                "g.txt", "h.bin", "README.md", ".hidden.pb", ".git/x.pb", "sub/i.PB"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    root, rels = discover(str(tmp_path))
+    assert root == str(tmp_path)
+    assert rels == ["a.pb", "b.binpb", "c.textproto", "d.pbtxt", "e.txtpb", "f.json", "sub/i.PB"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--cache-dir", "C"), "no pipeline files found"),
+        ((), "needs --cache-dir"),
+        (("--cache-dir", "C", "--pipeline-arg=--foo"), "only applies with --runner"),
+        (("--cache-dir", "C", "--allow-empty"), "only applies with --mode background-caching"),
+        (("--cache-dir", "C", "-m", "missing.json"), "missing.json"),
+    ],
+)
+def test_batch_wide_problems_exit_2_before_any_work(args, needle, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    if needle != "no pipeline files found":
+        make_tree(src, 1)
+    args = tuple(str(tmp_path / a) if a in ("C", "missing.json") else a for a in args)
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), *args)
+    assert r.exit_code == 2
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_has_examples_and_imports_no_sdk():
+    from conftest import run_python
+
+    probe = (
+        "import sys\n"
+        "from beaminst.cli import main\n"
+        "try:\n"
+        "    main(['batch', '--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('BEAM=' + str(any(m.startswith('apache_beam') for m in sys.modules)))\n"
+    )
+    proc = run_python("-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    assert "Examples:" in proc.stdout and "beaminst batch exports/" in proc.stdout
+    assert "[instrument|background-caching]" in proc.stdout
+    assert "BEAM=False" in proc.stdout
+
+
+class _KillsItsWorker:
+    """Unpickles as ``os._exit(13)``: a worker that dies mid-batch."""
+
+    def __reduce__(self):
+        return (os._exit, (13,))
+
+
+def test_a_file_that_kills_its_worker_does_not_take_the_others_down(tmp_path):
+    from beaminst.batch import _NoProgress, plan_batch, run_local
+
+    src = tmp_path / "src"
+    rels = make_tree(src, 3)
+    plan = plan_batch(str(src), str(tmp_path / "out"), "instrument", str(tmp_path / "c"))
+    jobs = list(plan.jobs)
+    jobs[1] = {**jobs[1], "infer_unbounded": _KillsItsWorker()}
+    results = run_local(jobs, 2, _NoProgress())
+    files = [job["file"] for job in jobs]
+    assert sorted(files) == sorted(rels)
+    status = {r["file"]: r["status"] for r in results}
+    assert status == {files[0]: "ok", files[1]: "error", files[2]: "ok"}
+    (err,) = [r["error"] for r in results if r["status"] == "error"]
+    assert err.startswith(jobs[1]["input"] + ": a worker process died")
+    assert files_under(tmp_path / "out") == {files[0], files[2]}
