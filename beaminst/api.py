@@ -111,3 +111,38 @@ def check_output_path(output: str) -> None:
         raise OutputError(f"output directory {directory} does not exist", output)
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output directory {directory} is not writable", output)
+
+
+def diff_files(before_path: str, after_path: str, show_payloads: bool = False) -> Any:
+    """``beaminst diff``: load and validate both pipelines, then diff them by meaning."""
+    from beaminst.diff import diff_indexes
+
+    before, after = load(before_path), load(after_path)
+    return diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
+
+
+def graph_files(
+    pipeline_path: str,
+    output: str = STDIO,
+    fmt: str | None = None,
+    manifest_path: str | None = None,
+    against_path: str | None = None,
+) -> str:
+    """``beaminst graph``: draw a pipeline (DOT, or SVG/PNG through Graphviz),
+    written atomically; returns the format written. With ``against_path`` the
+    manifest describes that original pipeline (the one instrumented)."""
+    from beaminst import render
+    from beaminst.protoio import write_atomic
+
+    chosen = render.graph_format(output, fmt)
+    if chosen != "dot":
+        render.require_graphviz(chosen)  # before any work
+    check_output_path(output)
+    loaded = load(pipeline_path)
+    original = load(against_path) if against_path else None
+    manifest = load_manifest(manifest_path)
+    variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
+    title = loaded.source if original is None else f"{loaded.source} against {original.source}"
+    dot = render.render_dot(loaded.index, variables, original.index if original else None, title)
+    write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
+    return chosen

@@ -353,5 +353,87 @@ def batch(
         sys.exit(2)
 
 
+@main.command(
+    name="diff",
+    epilog="""\b
+Examples:
+  beaminst diff wordcount.pb instrumented.pb
+  beaminst diff wordcount.pb instrumented.pb --json | jq '.transforms.added[].name'
+  beaminst diff before.textproto after.pb --show-payloads
+  beaminst diff old.pb new.pb > /dev/null || echo "pipeline changed"
+
+\b
+Exit codes: 0 identical, 1 differences found, 2 error (as diff(1)).
+""",
+)
+@click.argument("before", type=click.Path(allow_dash=True))
+@click.argument("after", type=click.Path(allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+@click.option("--show-payloads", is_flag=True, help="Show an escaped prefix of payload bytes (default: URN and length only).")
+@handle_errors
+def diff_command(before: str, after: str, as_json: bool, show_payloads: bool) -> None:
+    """Compare two pipelines by meaning, not by id.
+
+    Transforms are matched by unique name, PCollections by producer and output
+    tag, coders, windowing strategies and environments by content. Reports
+    transforms added, removed and changed, rewired inputs, PCollections added,
+    removed and changed, and components added and removed.
+    """
+    from beaminst.api import diff_files
+
+    if before == "-" and after == "-":
+        _fail("BEFORE and AFTER cannot both be read from stdin")
+    result = diff_files(before, after, show_payloads)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        from beaminst.diff import print_diff
+
+        print_diff(_console(), result, show_payloads)
+    if not result.identical:
+        sys.exit(1)
+
+
+@main.command(
+    name="graph",
+    epilog="""\b
+Examples:
+  beaminst graph wordcount.pb -m wordcount.manifest.json > wordcount.dot
+  beaminst graph wordcount.pb -m wordcount.manifest.json -o wordcount.svg
+  beaminst graph instrumented.pb --against wordcount.pb -m wordcount.manifest.json -o changes.png
+  beaminst graph pipeline.pb | dot -Tpdf > pipeline.pdf
+""",
+)
+@click.argument("pipeline", type=click.Path(allow_dash=True))
+@click.option(
+    "--format", "fmt", type=click.Choice(["dot", "svg", "png"]),
+    help="Output format (default: from the -o extension, else dot). svg and png need Graphviz.",
+)
+@click.option("-o", "--output", default="-", show_default=True, type=click.Path(allow_dash=True), help="Output path; - for stdout.")
+@click.option(
+    "--against", metavar="ORIGINAL", type=click.Path(allow_dash=True),
+    help="Highlight transforms added relative to ORIGINAL and draw the ones it had that are gone ghosted.",
+)
+@click.option(
+    "-m", "--manifest", type=click.Path(allow_dash=True),
+    help="Binding manifest: label edges with variable names (with --against, ORIGINAL's manifest).",
+)
+@handle_errors
+def graph_command(pipeline: str, fmt: str | None, output: str, against: str | None, manifest: str | None) -> None:
+    """Draw PIPELINE as a Graphviz graph.
+
+    Composites are clusters, leaf transforms are nodes, PCollections are edges
+    labelled with their bound variable (else their output tag). The output is
+    deterministic.
+    """
+    from beaminst.api import graph_files
+
+    if [pipeline, against, manifest].count("-") > 1:
+        _fail("only one of PIPELINE, --against and --manifest can be read from stdin")
+    if output == "-" and fmt == "png" and sys.stdout.isatty():
+        _fail("refusing to write PNG to a terminal: use -o FILE.png")
+    graph_files(pipeline, output, fmt, manifest, against)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

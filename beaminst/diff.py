@@ -1,0 +1,558 @@
+"""``beaminst diff``: a structural diff of two pipeline protos, by meaning.
+
+Nothing is matched by id or position, because ids are renumbered freely (and
+instrumentation allocates new ones):
+
+* transforms by unique name (a Python SDK synthetic root is ``<root>``);
+* PCollections by (producer unique name, output tag), the producer being the
+  innermost leaf that outputs it without reading it (``GraphIndex.producer``);
+* coders, windowing strategies and environments by content signature
+  (:class:`beaminst.canonical.Signatures`); payloads by
+  :func:`beaminst.cachekeys.payload_signature`, which puts coder content in
+  place of the coder ids some payloads carry. Pickled payloads and coders
+  are compared without the site-packages path Beam's pickles embed, so the
+  same pipeline built in another virtualenv is no change.
+
+Each pass below is a pure function of the two indexed sides. Only protobuf is
+needed: the Beam SDK is never imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from beaminst.cachekeys import payload_signature
+from beaminst.canonical import Signatures, coder_payload_install_independent
+from beaminst.graph import GraphIndex
+
+ROOT = "<root>"
+HEX = 16
+# Beam's interactive cache transforms, as instrument and background-caching graft them.
+INSTRUMENTED_PREFIXES = (
+    "WriteCache_",
+    "ReifyBefore_WriteCache_",
+    "ReadCache_",
+    "UnreifyAfter_ReadCache_",
+    "TestStream",
+)
+PAYLOAD_PREFIX_BYTES = 64
+_COMPONENT_KINDS = ("coders", "windowing_strategies", "environments")
+
+
+def is_instrumented(name: str) -> bool:
+    return name.startswith(INSTRUMENTED_PREFIXES)
+
+
+Ref = tuple[str, str]  # (producer unique name, output tag)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One pipeline, with every id translated into its meaning."""
+
+    index: GraphIndex
+    source: str
+    sigs: Signatures
+    name: dict[str, str]  # transform id -> unique name
+    tid: dict[str, str]  # unique name -> transform id
+    ref: dict[str, Ref]  # PCollection id -> (producer name, tag)
+    pcoll: dict[Ref, str]  # (producer name, tag) -> PCollection id
+
+    @property
+    def components(self) -> Any:
+        return self.index.pipeline.components
+
+
+def side(index: GraphIndex, source: str = "<pipeline>") -> Side:
+    """Index ``index``'s ids by meaning (one linear pass)."""
+    names: dict[str, str] = {}
+    for tid, t in index.transforms.items():
+        names[tid] = t.unique_name or f"<unnamed {tid}>"
+    synthetic = [r for r in index.roots if is_synthetic_root(index.transforms[r], r)]
+    for i, r in enumerate(synthetic):
+        names[r] = ROOT if len(synthetic) == 1 else f"<root {i}>"
+    refs = {pc: (names[tid], index.producer_tag(pc)) for pc, tid in index.producer.items()}
+    return Side(
+        index, source, Signatures(index.pipeline.components, coder_payload_install_independent), names,
+        {n: t for t, n in names.items()}, refs, {r: pc for pc, r in refs.items()},
+    )
+
+
+def is_synthetic_root(t: Any, tid: str) -> bool:
+    """The Python SDK's root: no name of its own (its id, or empty), no I/O."""
+    return t.unique_name in ("", tid) and bool(t.subtransforms) and not t.inputs and not t.outputs
+
+
+@dataclass
+class Diff:
+    before: str
+    after: str
+    transforms: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rewired: list[dict[str, Any]] = field(default_factory=list)
+    pcollections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    components: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    requirements: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return not any(self.summary().values())
+
+    def summary(self) -> dict[str, int]:
+        out = {f"transforms_{k}": len(v) for k, v in self.transforms.items()}
+        out["inputs_rewired"] = len(self.rewired)
+        out.update({f"pcollections_{k}": len(v) for k, v in self.pcollections.items()})
+        for kind, changes in (("components", self.components.values()), ("requirements", [self.requirements])):
+            for change in ("added", "removed"):
+                out[f"{kind}_{change}"] = sum(len(c.get(change, ())) for c in changes)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identical": self.identical,
+            "before": self.before,
+            "after": self.after,
+            "summary": self.summary(),
+            "transforms": self.transforms,
+            "rewired": self.rewired,
+            "pcollections": self.pcollections,
+            "components": self.components,
+            "requirements": self.requirements,
+        }
+
+
+def diff_indexes(
+    before: GraphIndex,
+    after: GraphIndex,
+    before_source: str = "<before>",
+    after_source: str = "<after>",
+    show_payloads: bool = False,
+) -> Diff:
+    """The structural difference from ``before`` to ``after`` (both validated)."""
+    b, a = side(before, before_source), side(after, after_source)
+    d = Diff(before_source, after_source)
+    d.transforms = transform_changes(b, a, show_payloads)
+    added = {t["name"] for t in d.transforms["added"]}
+    removed = {t["name"] for t in d.transforms["removed"]}
+    d.rewired = rewired_inputs(b, a)
+    d.pcollections = pcollection_changes(b, a, added, removed)
+    d.components = component_changes(b, a)
+    req_b, req_a = set(before.pipeline.requirements), set(after.pipeline.requirements)
+    d.requirements = {"added": sorted(req_a - req_b), "removed": sorted(req_b - req_a)}
+    return d
+
+
+# --- transforms ---------------------------------------------------------------
+
+
+def transform_changes(b: Side, a: Side, show_payloads: bool = False) -> dict[str, list[dict[str, Any]]]:
+    added = sorted(set(a.tid) - set(b.tid))
+    removed = sorted(set(b.tid) - set(a.tid))
+    gone = set(added) | set(removed)
+    changed = []
+    for name in sorted(set(a.tid) & set(b.tid)):
+        changes = _transform_fields(b, a, name, gone, show_payloads)
+        if changes:
+            changed.append({"name": name, "urn": a.index.transforms[a.tid[name]].spec.urn, "changes": changes})
+    return {
+        "added": [_transform_entry(a, n, set(added), show_payloads) for n in added],
+        "removed": [_transform_entry(b, n, set(removed), show_payloads) for n in removed],
+        "changed": changed,
+    }
+
+
+def _transform_entry(s: Side, name: str, same_change: set[str], show_payloads: bool) -> dict[str, Any]:
+    tid = s.tid[name]
+    t = s.index.transforms[tid]
+    parent = s.index.parent.get(tid)
+    parent_name = s.name[parent] if parent is not None else None
+    return {
+        "name": name,
+        "id": tid,
+        "urn": t.spec.urn,
+        "leaf": not t.subtransforms,
+        "parent": parent_name,
+        # The top of an added (removed) subtree: its parent was there before (is still there).
+        "outermost": parent_name not in same_change,
+        "instrumented": is_instrumented(name),
+        "payload": _payload(s, t, show_payloads),
+        "environment": _environment(s, t.environment_id),
+    }
+
+
+def _payload(s: Side, t: Any, show_payloads: bool, start: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {"length": len(t.spec.payload), "digest": _payload_digest(s, t)}
+    if show_payloads:
+        out["prefix_offset"] = start
+        out["prefix"] = escape_bytes(t.spec.payload[start : start + PAYLOAD_PREFIX_BYTES])
+    return out
+
+
+def _payload_digest(s: Side, t: Any) -> str:
+    signed = payload_signature(t.spec, s.sigs.coder, s.components.coders)
+    return hashlib.sha256(signed).hexdigest()[:HEX]
+
+
+def _environment(s: Side, eid: str) -> dict[str, str] | None:
+    if not eid:
+        return None
+    return {"digest": s.sigs.environment(eid).hex()[:HEX], "urn": s.components.environments[eid].urn, "id": eid}
+
+
+def _transform_fields(b: Side, a: Side, name: str, gone: set[str], show_payloads: bool) -> dict[str, Any]:
+    tb, ta = b.index.transforms[b.tid[name]], a.index.transforms[a.tid[name]]
+    out: dict[str, Any] = {}
+    if tb.spec.urn != ta.spec.urn:
+        out["urn"] = {"before": tb.spec.urn, "after": ta.spec.urn}
+    # Under another URN the same bytes normalise differently; the URN change is reported already.
+    same_bytes_new_urn = tb.spec.urn != ta.spec.urn and tb.spec.payload == ta.spec.payload
+    if not same_bytes_new_urn and _payload_digest(b, tb) != _payload_digest(a, ta):
+        first = first_difference(tb.spec.payload, ta.spec.payload)
+        start = max(0, (first or 0) - 16)
+        out["payload"] = {
+            "before": _payload(b, tb, show_payloads, start),
+            "after": _payload(a, ta, show_payloads, start),
+            "first_difference": first,
+        }
+    env_b, env_a = _environment(b, tb.environment_id), _environment(a, ta.environment_id)
+    if (env_b or {}).get("digest") != (env_a or {}).get("digest"):
+        out["environment"] = {"before": env_b, "after": env_a}
+    # Added and removed children are reported as such; what is left must match
+    # in order (a move or a reorder is a change of the parent).
+    subs_b = [b.name[s] for s in tb.subtransforms if b.name[s] not in gone]
+    subs_a = [a.name[s] for s in ta.subtransforms if a.name[s] not in gone]
+    if subs_b != subs_a:
+        out["subtransforms"] = {"before": subs_b, "after": subs_a}
+    # Inputs present on both sides but reading elsewhere are "rewired"; here:
+    # tags that exist on one side only.
+    only_b = {tag: _ref_json(b.ref[pc]) for tag, pc in sorted(tb.inputs.items()) if tag not in ta.inputs}
+    only_a = {tag: _ref_json(a.ref[pc]) for tag, pc in sorted(ta.inputs.items()) if tag not in tb.inputs}
+    if only_b or only_a:
+        out["inputs"] = {"before": only_b, "after": only_a}
+    outs_b = {tag: b.ref[pc] for tag, pc in tb.outputs.items()}
+    outs_a = {tag: a.ref[pc] for tag, pc in ta.outputs.items()}
+    if outs_b != outs_a:
+        tags = sorted(t for t in set(outs_b) | set(outs_a) if outs_b.get(t) != outs_a.get(t))
+        out["outputs"] = {
+            "before": {t: _ref_json(outs_b[t]) for t in tags if t in outs_b},
+            "after": {t: _ref_json(outs_a[t]) for t in tags if t in outs_a},
+        }
+    return out
+
+
+def first_difference(x: bytes, y: bytes) -> int | None:
+    """Offset of the first differing byte (the shorter length if one is a
+    prefix of the other), None when equal."""
+    if x == y:
+        return None
+    for i, (p, q) in enumerate(zip(x, y, strict=False)):
+        if p != q:
+            return i
+    return min(len(x), len(y))
+
+
+def escape_bytes(data: bytes) -> str:
+    """Printable ASCII as is, everything else (and backslash) as ``\\xNN``."""
+    return "".join(chr(c) if 0x20 <= c < 0x7F and c != 0x5C else f"\\x{c:02x}" for c in data)
+
+
+# --- wiring -------------------------------------------------------------------
+
+
+def _ref_json(ref: Ref) -> dict[str, str]:
+    return {"producer": ref[0], "tag": ref[1]}
+
+
+def rewired_inputs(b: Side, a: Side) -> list[dict[str, Any]]:
+    """Inputs of a transform present on both sides whose tag now reads a
+    different PCollection (compared as producer name + tag)."""
+    out = []
+    for name in sorted(set(a.tid) & set(b.tid)):
+        tb, ta = b.index.transforms[b.tid[name]], a.index.transforms[a.tid[name]]
+        sides = a.index.side_input_tags.get(a.tid[name], frozenset())
+        for tag in sorted(set(tb.inputs) & set(ta.inputs)):
+            was, now = b.ref[tb.inputs[tag]], a.ref[ta.inputs[tag]]
+            if was != now:
+                out.append({
+                    "transform": name,
+                    "tag": tag,
+                    "side_input": tag in sides,
+                    "leaf": not ta.subtransforms,
+                    "before": _ref_json(was),
+                    "after": _ref_json(now),
+                    "instrumented": is_instrumented(now[0]),
+                })
+    return out
+
+
+# --- PCollections -------------------------------------------------------------
+
+
+def pcollection_changes(b: Side, a: Side, added: set[str], removed: set[str]) -> dict[str, list[dict[str, Any]]]:
+    changed = []
+    for ref in sorted(set(a.pcoll) & set(b.pcoll)):
+        pb, pa = b.index.pcollections[b.pcoll[ref]], a.index.pcollections[a.pcoll[ref]]
+        changes: dict[str, Any] = {}
+        if b.sigs.coder(pb.coder_id) != a.sigs.coder(pa.coder_id):
+            changes["coder"] = {"before": _coder_json(b, pb.coder_id), "after": _coder_json(a, pa.coder_id)}
+        if b.sigs.windowing(pb.windowing_strategy_id) != a.sigs.windowing(pa.windowing_strategy_id):
+            changes["windowing"] = {
+                "before": _windowing_json(b, pb.windowing_strategy_id),
+                "after": _windowing_json(a, pa.windowing_strategy_id),
+            }
+        if pb.is_bounded != pa.is_bounded:
+            changes["is_bounded"] = {"before": _enum_name(pb, "is_bounded"), "after": _enum_name(pa, "is_bounded")}
+        if changes:
+            changed.append({**_ref_json(ref), "changes": changes})
+    return {
+        "added": [_pcollection_entry(a, r, added) for r in sorted(set(a.pcoll) - set(b.pcoll))],
+        "removed": [_pcollection_entry(b, r, removed) for r in sorted(set(b.pcoll) - set(a.pcoll))],
+        "changed": changed,
+    }
+
+
+def _pcollection_entry(s: Side, ref: Ref, same_change: set[str]) -> dict[str, Any]:
+    pc = s.pcoll[ref]
+    p = s.index.pcollections[pc]
+    return {
+        **_ref_json(ref),
+        "id": pc,
+        "coder": _coder_json(s, p.coder_id),
+        "windowing": _windowing_json(s, p.windowing_strategy_id),
+        "is_bounded": _enum_name(p, "is_bounded"),
+        # Follows from its producer being added (removed) itself.
+        "implied": ref[0] in same_change,
+        "instrumented": is_instrumented(ref[0]),
+    }
+
+
+def _coder_json(s: Side, cid: str) -> dict[str, str]:
+    return {"digest": s.sigs.coder(cid).hex()[:HEX], "description": describe_coder(s.components, cid)}
+
+
+def _windowing_json(s: Side, wid: str) -> dict[str, str]:
+    return {"digest": s.sigs.windowing(wid).hex()[:HEX], "description": describe_windowing(s.components, wid)}
+
+
+def _enum_name(msg: Any, field_name: str) -> str:
+    value = getattr(msg, field_name)
+    enum = msg.DESCRIPTOR.fields_by_name[field_name].enum_type
+    v = enum.values_by_number.get(value)
+    return v.name if v is not None else str(value)
+
+
+def _short_urn(urn: str) -> str:
+    # beam:coder:kv:v1 -> kv; anything unusual stays whole.
+    parts = urn.split(":")
+    return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
+
+
+def describe_coder(components: Any, cid: str, depth: int = 0) -> str:
+    """``kv(bytes, iterable(varint))``: for people; the digest is the identity."""
+    c = components.coders[cid]
+    text = _short_urn(c.spec.urn)
+    if c.spec.payload:
+        text += f"[{len(c.spec.payload)} B]"
+    if c.component_coder_ids:
+        inner = "…" if depth >= 6 else ", ".join(describe_coder(components, s, depth + 1) for s in c.component_coder_ids)
+        text += f"({inner})"
+    return text
+
+
+def describe_windowing(components: Any, wid: str) -> str:
+    w = components.windowing_strategies[wid]
+    trigger = w.trigger.WhichOneof("trigger") or "default"
+    return (
+        f"{_short_urn(w.window_fn.urn)}, trigger {trigger}, {_enum_name(w, 'accumulation_mode').lower()}, "
+        f"lateness {w.allowed_lateness} ms, window coder {describe_coder(components, w.window_coder_id)}"
+    )
+
+
+def describe_environment(components: Any, eid: str) -> str:
+    e = components.environments[eid]
+    return f"{e.urn or '(no urn)'} [{len(e.payload)} B], {len(e.dependencies)} dependencies, {len(e.capabilities)} capabilities"
+
+
+# --- components ---------------------------------------------------------------
+
+
+def component_changes(b: Side, a: Side) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Coders, windowing strategies and environments whose content exists on
+    one side only (ids are irrelevant; duplicates by content count once)."""
+    out = {}
+    for kind in _COMPONENT_KINDS:
+        by_b, by_a = _by_signature(b, kind), _by_signature(a, kind)
+        out[kind] = {
+            "added": _component_entries(a, kind, by_a, set(by_a) - set(by_b)),
+            "removed": _component_entries(b, kind, by_b, set(by_b) - set(by_a)),
+        }
+    return out
+
+
+def _signature(s: Side, kind: str, cid: str) -> bytes:
+    if kind == "coders":
+        return s.sigs.coder(cid)
+    if kind == "windowing_strategies":
+        return s.sigs.windowing(cid)
+    return s.sigs.environment(cid)
+
+
+def _by_signature(s: Side, kind: str) -> dict[bytes, list[str]]:
+    out: dict[bytes, list[str]] = {}
+    for cid in sorted(getattr(s.components, kind)):
+        out.setdefault(_signature(s, kind, cid), []).append(cid)
+    return out
+
+
+def _component_entries(s: Side, kind: str, by_sig: dict[bytes, list[str]], sigs: Iterable[bytes]) -> list[dict[str, Any]]:
+    describe = {"coders": describe_coder, "windowing_strategies": describe_windowing, "environments": describe_environment}[kind]
+    entries = [
+        {"digest": sig.hex()[:HEX], "description": describe(s.components, by_sig[sig][0]), "ids": by_sig[sig]}
+        for sig in sigs
+    ]
+    return sorted(entries, key=lambda e: (e["description"], e["digest"]))
+
+
+# --- people -------------------------------------------------------------------
+
+
+def print_diff(console: Any, d: Diff, show_payloads: bool = False) -> None:
+    """A rich tree grouped by kind of change; instrumented additions in magenta."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    if d.identical:
+        console.print(f"[green]identical[/green]: {escape(d.before)} and {escape(d.after)} have the same structure")
+        return
+    tree = Tree(f"[bold]beaminst diff[/bold] {escape(d.before)} → {escape(d.after)}")
+    _print_transform_set(tree, d.transforms["added"], "added", "green", "+", show_payloads)
+    _print_transform_set(tree, d.transforms["removed"], "removed", "red", "-", show_payloads)
+    if d.transforms["changed"]:
+        branch = tree.add(f"[bold yellow]Transforms changed[/bold yellow] ({len(d.transforms['changed'])})")
+        for t in d.transforms["changed"]:
+            node = branch.add(f"[yellow]~[/yellow] {escape(t['name'])} [dim]{escape(t['urn'] or '(no urn)')}[/dim]")
+            for what, change in t["changes"].items():
+                _print_field_change(node, what, change, show_payloads)
+    if d.rewired:
+        branch = tree.add(f"[bold cyan]Inputs rewired[/bold cyan] ({len(d.rewired)})")
+        for r in d.rewired:
+            mark = " [magenta](instrumented)[/magenta]" if r["instrumented"] else ""
+            kind = " side input" if r["side_input"] else ""
+            where = "" if r["leaf"] else " [dim](composite)[/dim]"
+            branch.add(
+                f"{escape(r['transform'])} [dim]\\[{escape(r['tag'])}{kind}][/dim]{where}: "
+                f"{escape(_ref_text(r['before']))} → [cyan]{escape(_ref_text(r['after']))}[/cyan]{mark}"
+            )
+    _print_pcollection_set(tree, d.pcollections["added"], "added", "green", "+")
+    _print_pcollection_set(tree, d.pcollections["removed"], "removed", "red", "-")
+    if d.pcollections["changed"]:
+        branch = tree.add(f"[bold yellow]PCollections changed[/bold yellow] ({len(d.pcollections['changed'])})")
+        for p in d.pcollections["changed"]:
+            node = branch.add(f"[yellow]~[/yellow] {escape(_ref_text(p))}")
+            for what, change in p["changes"].items():
+                was, now = change["before"], change["after"]
+                if isinstance(was, dict):
+                    was, now = was["description"], now["description"]
+                node.add(f"{what}: {escape(was)} → {escape(now)}")
+    for kind, changes in d.components.items():
+        for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
+            if changes[change]:
+                branch = tree.add(f"[bold {colour}]{kind.replace('_', ' ').capitalize()} {change}[/bold {colour}] ({len(changes[change])})")
+                for c in changes[change]:
+                    branch.add(f"[{colour}]{mark}[/{colour}] {escape(c['description'])} [dim]{c['digest']} ({escape(', '.join(c['ids']))})[/dim]")
+    for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
+        if d.requirements.get(change):
+            branch = tree.add(f"[bold {colour}]Requirements {change}[/bold {colour}]")
+            for r in d.requirements[change]:
+                branch.add(f"[{colour}]{mark}[/{colour}] {escape(r)}")
+    console.print(tree)
+    counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in d.summary().items() if n)
+    console.print(f"differences: {counts}")
+
+
+def _ref_text(ref: dict[str, str]) -> str:
+    return f"{ref['producer']}.{ref['tag']}"
+
+
+def _payload_text(p: dict[str, Any]) -> str:
+    return f"{p['length']} B, digest {p['digest']}"
+
+
+def _print_transform_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str, show_payloads: bool) -> None:
+    from rich.markup import escape
+
+    if not entries:
+        return
+    n_inst = sum(1 for e in entries if e["instrumented"])
+    extra = f", {n_inst} instrumented" if n_inst else ""
+    branch = tree.add(f"[bold {colour}]Transforms {change}[/bold {colour}] ({len(entries)}{extra})")
+    by_name = {e["name"]: e for e in entries}
+    nested: dict[str, int] = {}
+    for e in entries:
+        top = e
+        while not top["outermost"]:
+            top = by_name[top["parent"]]
+        if top is not e:
+            nested[top["name"]] = nested.get(top["name"], 0) + 1
+    for e in entries:
+        if not e["outermost"]:
+            continue
+        style = "magenta" if e["instrumented"] else colour
+        tag = " [magenta](instrumented)[/magenta]" if e["instrumented"] else ""
+        more = f" [dim]+{nested[e['name']]} nested[/dim]" if nested.get(e["name"]) else ""
+        node = branch.add(
+            f"[{style}]{mark} {escape(e['name'])}[/{style}]{tag} [dim]{escape(e['urn'] or '(no urn)')}, "
+            f"{e['payload']['length']} B payload[/dim]{more}"
+        )
+        if show_payloads and e["payload"]["length"]:
+            node.add(f"[dim]payload[/dim] {escape(e['payload']['prefix'])}{'…' if e['payload']['length'] > PAYLOAD_PREFIX_BYTES else ''}")
+    if nested:
+        branch.add("[dim](nested transforms are listed one by one in --json)[/dim]")
+
+
+def _print_field_change(node: Any, what: str, change: dict[str, Any], show_payloads: bool) -> None:
+    from rich.markup import escape
+
+    was, now = change["before"], change["after"]
+    if what == "payload":
+        where = f", first difference at byte {change['first_difference']}" if change["first_difference"] is not None else ""
+        sub = node.add(f"payload: {_payload_text(was)} → {_payload_text(now)}{where}")
+        if show_payloads:
+            for label, p in (("before", was), ("after", now)):
+                sub.add(f"[dim]{label} @{p['prefix_offset']}[/dim] {escape(p['prefix'])}")
+        return
+    if what == "environment":
+        def env(e: dict[str, str] | None) -> str:
+            return "(none)" if e is None else f"{e['urn']} {e['digest']}"
+
+        node.add(f"environment: {escape(env(was))} → {escape(env(now))}")
+        return
+    if what in ("inputs", "outputs"):
+        def refs(m: dict[str, dict[str, str]]) -> str:
+            return ", ".join(f"{t}={_ref_text(r)}" for t, r in m.items()) or "(none)"
+
+        node.add(f"{what}: {escape(refs(was))} → {escape(refs(now))}")
+        return
+    if what == "subtransforms":
+        node.add(f"subtransforms: {escape(', '.join(was))} → {escape(', '.join(now))}")
+        return
+    node.add(f"{what}: {escape(str(was))} → {escape(str(now))}")
+
+
+def _print_pcollection_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str) -> None:
+    from rich.markup import escape
+
+    if not entries:
+        return
+    shown = [e for e in entries if not e["implied"]]
+    hidden = len(entries) - len(shown)
+    note = f"; {hidden} output(s) of {change} transforms not shown" if hidden else ""
+    branch = tree.add(f"[bold {colour}]PCollections {change}[/bold {colour}] ({len(entries)}{note})")
+    for e in shown:
+        style = "magenta" if e["instrumented"] else colour
+        branch.add(
+            f"[{style}]{mark} {escape(_ref_text(e))}[/{style}] [dim]{escape(e['coder']['description'])}, "
+            f"{e['is_bounded'].lower()}[/dim]"
+        )

@@ -1,0 +1,131 @@
+"""Inputs for the diff and graph tests: instrumented fixtures (with and
+without cache reads) and copies of a pipeline with every id renamed."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from conftest import fixture_manifest, fixture_pb
+
+_ID_BEARING = {
+    "beam:transform:pardo:v1": "ParDoPayload",
+    "beam:transform:window_into:v1": "WindowingStrategy",
+    "beam:transform:teststream:v1": "TestStreamPayload",
+}
+_KINDS = (("transforms", "t"), ("pcollections", "p"), ("coders", "c"), ("windowing_strategies", "w"), ("environments", "e"))
+
+
+def instrument_case(directory: Path, name: str, computed: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """Instrument fixture ``name``; the ``computed`` variables are given a
+    complete (one-shard) cache first, so they are read back. Returns the output
+    path and the ``instrument --json`` report."""
+    from beaminst.api import analyze_files, instrument_files
+
+    label = "_".join((name, *computed))
+    cache = directory / f"cache_{label}"
+    manifest = fixture_manifest(name)
+    if computed:
+        keys = {c.var: c.cache_key for c in analyze_files(fixture_pb(name), manifest).cacheables.values()}
+        (cache / "full").mkdir(parents=True)
+        for var in computed:
+            (cache / "full" / f"{keys[var]}-00000-of-00001").write_bytes(b"")
+        doc = json.loads(Path(manifest).read_text())
+        doc["computed"] = list(computed)
+        manifest = str(directory / f"{label}.manifest.json")
+        Path(manifest).write_text(json.dumps(doc))
+    out = directory / f"{label}.instrumented.pb"
+    report = instrument_files(fixture_pb(name), str(out), manifest, str(cache))
+    return str(out), report.to_json()
+
+
+def renamed(proto: Any, seed: int = 0) -> Any:
+    """A copy of ``proto`` with every transform, PCollection, coder, windowing
+    strategy and environment id replaced by a fresh one (in shuffled order),
+    every reference followed, coder and environment ids inside ParDo, Combine,
+    WindowInto and TestStream payloads included."""
+    rng = random.Random(seed)
+    out = type(proto)()
+    out.CopyFrom(proto)
+    c = out.components
+    maps: dict[str, dict[str, str]] = {}
+    for kind, prefix in _KINDS:
+        old = sorted(getattr(c, kind))
+        new = [f"{prefix}{seed}_{i}" for i in range(len(old))]
+        rng.shuffle(new)
+        maps[kind] = dict(zip(old, new, strict=True))
+        entries = {k: type(v)() for k, v in getattr(c, kind).items()}
+        for k, v in getattr(c, kind).items():
+            entries[k].CopyFrom(v)
+        getattr(c, kind).clear()
+        for k in rng.sample(old, len(old)):
+            getattr(c, kind)[maps[kind][k]].CopyFrom(entries[k])
+    tr, pc, co, ws, env = (maps[k] for k, _ in _KINDS)
+    out.root_transform_ids[:] = [tr[r] for r in out.root_transform_ids]
+    for old_id, new_id in tr.items():
+        t = c.transforms[new_id]
+        if t.unique_name == old_id:  # the Python SDK's root is named by its id
+            t.unique_name = new_id
+        t.subtransforms[:] = [tr[s] for s in t.subtransforms]
+        for io in (t.inputs, t.outputs):
+            for tag in list(io):
+                io[tag] = pc[io[tag]]
+        if t.environment_id:
+            t.environment_id = env[t.environment_id]
+        _rename_in_payload(t.spec, co, env)
+    for p in c.pcollections.values():
+        p.coder_id, p.windowing_strategy_id = co[p.coder_id], ws[p.windowing_strategy_id]
+    for coder in c.coders.values():
+        coder.component_coder_ids[:] = [co[x] for x in coder.component_coder_ids]
+    for w in c.windowing_strategies.values():
+        w.window_coder_id = co[w.window_coder_id]
+        if w.environment_id:
+            w.environment_id = env[w.environment_id]
+    return out
+
+
+def _rename_in_payload(spec: Any, coders: dict[str, str], envs: dict[str, str]) -> None:
+    from beaminst.beamproto import runner_api
+
+    name = _ID_BEARING.get(spec.urn) or ("CombinePayload" if spec.urn.startswith("beam:transform:combine_") else None)
+    if name is None or not spec.payload:
+        return
+    msg = getattr(runner_api(), name).FromString(spec.payload)
+    if _rename_ids(msg, coders, envs):
+        spec.payload = msg.SerializeToString(deterministic=True)
+
+
+def _rename_ids(msg: Any, coders: dict[str, str], envs: dict[str, str]) -> bool:
+    changed = False
+    for fd, value in msg.ListFields():
+        if fd.message_type is not None:
+            if fd.message_type.GetOptions().map_entry:
+                is_message = fd.message_type.fields_by_name["value"].message_type is not None
+                children = list(value.values()) if is_message else []
+            else:
+                children = list(value) if fd.is_repeated else [value]
+            for child in children:
+                changed |= _rename_ids(child, coders, envs)
+        elif fd.name.endswith("coder_id") and value in coders:
+            setattr(msg, fd.name, coders[value])
+            changed = True
+        elif fd.name == "environment_id" and value in envs:
+            setattr(msg, fd.name, envs[value])
+            changed = True
+    return changed
+
+
+def pcollection_refs(proto: Any) -> dict[str, tuple[str, str]]:
+    """PCollection id -> (producer unique name, tag), computed here from
+    scratch (the innermost leaf that outputs it without reading it)."""
+    out = {}
+    for t in proto.components.transforms.values():
+        if t.subtransforms:
+            continue
+        ins = set(t.inputs.values())
+        for tag, p in t.outputs.items():
+            if p not in ins:
+                out[p] = (t.unique_name, tag)
+    return out

@@ -1,0 +1,404 @@
+"""``beaminst diff``: matching by meaning, instrumentation seen as a diff,
+precise single changes, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    CORRUPT,
+    FIXTURE_NAMES,
+    FIXTURES,
+    beam_noise_free,
+    fixture_pb,
+    load_fixture,
+    run_cli,
+    run_python,
+)
+from diffcases import instrument_case, pcollection_refs, renamed
+
+from beaminst.protoio import load_pipeline, save_pipeline
+
+# (fixture, variables computed): cache reads, pruning, composites rewired too.
+READ_CASES = [
+    ("wordcount", ("words",)),
+    ("multi_output", ("nums",)),
+    ("cogbk", ("emails",)),
+    ("nested_composites", ("lines",)),
+    ("windowing", ("windowed",)),
+]
+
+
+def diff_json(before: str, after: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    r = run_cli("diff", before, after, "--json", *extra)
+    assert r.exit_code in (0, 1), r.stderr
+    return r.exit_code, json.loads(r.stdout)
+
+
+def diff_protos(before: Any, after: Any) -> dict[str, Any]:
+    from beaminst.diff import diff_indexes
+    from beaminst.validate import validate
+
+    return diff_indexes(validate(before), validate(after)).to_json()
+
+
+def save(proto: Any, path: Path) -> str:
+    save_pipeline(proto, str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def instrumented(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, tuple[str, ...]], tuple[str, dict]]:
+    d = tmp_path_factory.mktemp("instrumented")
+    cases = [(n, ()) for n in FIXTURE_NAMES] + READ_CASES
+    return {(n, c): instrument_case(d, n, c) for n, c in cases}
+
+
+# --- nothing changed -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_fixture_against_itself_is_identical(name):
+    code, doc = diff_json(fixture_pb(name), fixture_pb(name))
+    assert code == 0
+    assert doc["identical"] is True
+    assert not any(doc["summary"].values())
+    assert doc["transforms"] == {"added": [], "removed": [], "changed": []}
+    r = run_cli("diff", fixture_pb(name), fixture_pb(name))
+    assert r.exit_code == 0 and "identical" in r.stdout
+
+
+def test_formats_do_not_matter():
+    for other in ("wordcount.textproto", "wordcount.json"):
+        assert diff_json(fixture_pb("wordcount"), str(FIXTURES / other))[0] == 0
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_every_id_renamed_is_no_change(name, tmp_path):
+    original = load_fixture(name)
+    moved = renamed(original, seed=len(name))
+    c, m = original.components, moved.components
+    for kind in ("transforms", "pcollections", "coders", "windowing_strategies", "environments"):
+        assert set(getattr(c, kind)).isdisjoint(getattr(m, kind)), kind  # not a vacuous test
+    doc = diff_protos(original, moved)
+    assert doc["identical"], json.dumps(doc["summary"])
+    code, _ = diff_json(fixture_pb(name), save(moved, tmp_path / "moved.pb"))
+    assert code == 0
+
+
+def test_renamed_coder_ids_without_fixing_payloads_is_a_change():
+    # The other side of the coin: Combine payloads name coders by id, and a
+    # dangling name there is a real difference, not "same content".
+    original = load_fixture("wordcount")
+    moved = load_fixture("wordcount")
+    c = moved.components
+    old = "ref_Coder_FastPrimitivesCoder_8"
+    c.coders["fresh"].CopyFrom(c.coders[old])
+    for p in c.pcollections.values():
+        if p.coder_id == old:
+            p.coder_id = "fresh"
+    for coder in c.coders.values():
+        coder.component_coder_ids[:] = ["fresh" if x == old else x for x in coder.component_coder_ids]
+    del c.coders[old]
+    doc = diff_protos(original, moved)
+    assert {t["name"] for t in doc["transforms"]["changed"]} == {"CountWords", "CountWords/Combine"}
+    assert doc["pcollections"]["changed"] == []
+    assert doc["components"]["coders"] == {"added": [], "removed": []}
+
+
+# --- instrumentation as a diff ---------------------------------------------------------------
+
+
+def check_instrumentation_diff(before_path: str, after_path: str, report: dict[str, Any]) -> dict[str, Any]:
+    code, doc = diff_json(before_path, after_path)
+    assert code == 1 and not doc["identical"]
+    t = doc["transforms"]
+    grafted = {n for w in report["writes"] for n in w["transforms"]}
+    grafted |= {n for r in report["reads"] if r["via"] == "ReadCache" for n in r["transforms"]}
+    if report["test_stream"]:
+        grafted.add(report["test_stream"]["transform"])
+    outermost = [a for a in t["added"] if a["outermost"]]
+    assert {a["name"] for a in outermost} == grafted
+    assert all(a["parent"] == "<root>" for a in outermost)
+    assert all(a["instrumented"] for a in t["added"])
+    assert {r["name"] for r in t["removed"]} == set(report["pruned"])
+    assert t["changed"] == []
+
+    before, after = load_pipeline(before_path)[0], load_pipeline(after_path)[0]
+    ref_b, ref_a = pcollection_refs(before), pcollection_refs(after)
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["transform"], r["tag"], (r["before"]["producer"], r["before"]["tag"]), (r["after"]["producer"], r["after"]["tag"]))
+
+    expected = {(r["transform"], r["tag"], ref_b[r["from"]], ref_a[r["to"]]) for r in report["rewired"]}
+    assert {key(r) for r in doc["rewired"] if r["leaf"]} == expected
+    # Composites holding a rewired consumer read the same PCollection: same rewiring.
+    assert {key(r)[2:] for r in doc["rewired"] if not r["leaf"]} <= {e[2:] for e in expected}
+    assert all(r["instrumented"] and not r["side_input"] for r in doc["rewired"])
+
+    pcs = doc["pcollections"]
+    assert pcs["changed"] == []
+    assert all(p["implied"] and p["instrumented"] for p in pcs["added"])
+    assert all(p["implied"] for p in pcs["removed"])
+    assert {(p["producer"], p["tag"]) for p in pcs["added"]} == set(ref_a.values()) - set(ref_b.values())
+    assert {(p["producer"], p["tag"]) for p in pcs["removed"]} == set(ref_b.values()) - set(ref_a.values())
+
+    from beaminst.canonical import Signatures, coder_payload_install_independent
+
+    sb = Signatures(before.components, coder_payload_install_independent)
+    sa = Signatures(after.components, coder_payload_install_independent)
+    coders_b = {sb.coder(c).hex()[:16] for c in before.components.coders}
+    coders_a = {sa.coder(c).hex()[:16] for c in after.components.coders}
+    assert {c["digest"] for c in doc["components"]["coders"]["added"]} == coders_a - coders_b
+    assert {c["digest"] for c in doc["components"]["coders"]["removed"]} == coders_b - coders_a
+    return doc
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_writes_only_instrumentation(name, instrumented):
+    out, report = instrumented[(name, ())]
+    doc = check_instrumentation_diff(fixture_pb(name), out, report)
+    if not report["test_stream"]:
+        assert doc["rewired"] == [] and doc["transforms"]["removed"] == []
+
+
+@pytest.mark.parametrize(("name", "computed"), READ_CASES, ids=[f"{n}-{c[0]}" for n, c in READ_CASES])
+def test_read_instrumentation(name, computed, instrumented):
+    out, report = instrumented[(name, computed)]
+    assert report["reads"] and report["rewired"] and report["pruned"]
+    check_instrumentation_diff(fixture_pb(name), out, report)
+
+
+def test_unbounded_sources_replaced_by_the_test_stream(instrumented):
+    out, report = instrumented[("pubsub_two", ())]
+    doc = check_instrumentation_diff(fixture_pb("pubsub_two"), out, report)
+    assert {r["after"]["producer"] for r in doc["rewired"]} == {"TestStream"}
+    assert {r["name"] for r in doc["transforms"]["removed"] if r["outermost"]} == {"ReadA", "ReadB"}
+
+
+def test_ids_do_not_matter_after_instrumentation_either(instrumented):
+    out, _ = instrumented[("wordcount", ("words",))]
+    after = load_pipeline(out)[0]
+    original = load_fixture("wordcount")
+    # Only what is reported for reference differs: ids, and raw payload lengths
+    # (the payloads that embed ids); content digests do not.
+    moved = diff_protos(original, renamed(after, seed=7))
+    assert moved != diff_protos(original, after)
+    assert _without_ids(moved) == _without_ids(diff_protos(original, after))
+
+
+def _without_ids(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _without_ids(v) for k, v in doc.items() if k not in ("id", "ids", "length")}
+    if isinstance(doc, list):
+        return [_without_ids(v) for v in doc]
+    return doc
+
+
+def test_human_report_marks_instrumented_additions(instrumented):
+    out, report = instrumented[("wordcount", ("words",))]
+    r = run_cli("diff", fixture_pb("wordcount"), out)
+    assert r.exit_code == 1
+    text = r.stdout
+    for section in ("Transforms added", "Transforms removed", "Inputs rewired", "Coders added"):
+        assert section in text
+    for name in {n for w in report["writes"] for n in w["transforms"]}:
+        assert f"+ {name} (instrumented)" in text
+    assert "- Split" in text
+    assert "PairWithOne [None]: Split.None → UnreifyAfter_ReadCache_" in text
+    assert "differences: transforms added:" in text
+
+
+# --- single hand-made changes ----------------------------------------------------------------
+
+
+def _only(doc: dict[str, Any], **expected_counts: int) -> None:
+    counts = {k: v for k, v in doc["summary"].items() if v}
+    assert counts == expected_counts
+
+
+def test_one_payload_byte(tmp_path):
+    from beaminst.beamproto import runner_api
+
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    split = next(t for t in changed.components.transforms.values() if t.unique_name == "Split")
+    raw = bytearray(split.spec.payload)
+    inner = runner_api().ParDoPayload.FromString(bytes(raw)).do_fn.payload
+    offset = bytes(raw).find(inner) + len(inner) // 2  # inside the pickled DoFn: still parses
+    raw[offset] ^= 0x01
+    split.spec.payload = bytes(raw)
+
+    path = save(changed, tmp_path / "changed.pb")
+    code, doc = diff_json(fixture_pb("wordcount"), path)
+    assert code == 1
+    _only(doc, transforms_changed=1)
+    (entry,) = doc["transforms"]["changed"]
+    assert entry["name"] == "Split" and set(entry["changes"]) == {"payload"}
+    assert entry["urn"] == "beam:transform:pardo:v1"
+    p = entry["changes"]["payload"]
+    assert p["first_difference"] == offset
+    assert p["before"]["length"] == p["after"]["length"] == len(raw)
+    assert p["before"]["digest"] != p["after"]["digest"]
+    assert "prefix" not in p["before"]  # elided unless asked for
+
+    _, shown = diff_json(fixture_pb("wordcount"), path, "--show-payloads")
+    sp = shown["transforms"]["changed"][0]["changes"]["payload"]
+    assert sp["before"]["prefix_offset"] == sp["after"]["prefix_offset"] == offset - 16
+    assert sp["before"]["prefix"] != sp["after"]["prefix"]
+
+    text = run_cli("diff", fixture_pb("wordcount"), path, "--show-payloads").stdout
+    assert "~ Split beam:transform:pardo:v1" in text and f"first difference at byte {offset}" in text
+    assert sp["after"]["prefix"][:20] in text
+    assert diff_protos(original, changed)["transforms"]["changed"][0]["name"] == "Split"
+
+
+def test_one_coder_swapped():
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    refs = pcollection_refs(changed)
+    words = next(pc for pc, ref in refs.items() if ref == ("Split", "None"))
+    changed.components.pcollections[words].coder_id = "ref_Coder_StrUtf8Coder_12"
+    doc = diff_protos(original, changed)
+    _only(doc, pcollections_changed=1)
+    (entry,) = doc["pcollections"]["changed"]
+    assert (entry["producer"], entry["tag"]) == ("Split", "None")
+    assert set(entry["changes"]) == {"coder"}
+    coder = entry["changes"]["coder"]
+    assert coder["before"]["description"].startswith("pickled_python")  # FastPrimitivesCoder
+    assert coder["after"]["description"] == "string_utf8"
+    assert coder["before"]["digest"] != coder["after"]["digest"]
+
+
+def test_one_input_rewired_by_hand():
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    refs = pcollection_refs(changed)
+    lines = next(pc for pc, ref in refs.items() if ref == ("ReadLines/Map(decode)", "None"))
+    pair = next(t for t in changed.components.transforms.values() if t.unique_name == "PairWithOne")
+    pair.inputs["None"] = lines
+    doc = diff_protos(original, changed)
+    _only(doc, inputs_rewired=1)
+    assert doc["rewired"] == [{
+        "transform": "PairWithOne", "tag": "None", "side_input": False, "leaf": True, "instrumented": False,
+        "before": {"producer": "Split", "tag": "None"},
+        "after": {"producer": "ReadLines/Map(decode)", "tag": "None"},
+    }]
+
+
+def test_boundedness_urn_and_environment_changes():
+    from beaminst.beamproto import runner_api
+
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    c = changed.components
+    refs = pcollection_refs(changed)
+    words = next(pc for pc, ref in refs.items() if ref == ("Split", "None"))
+    c.pcollections[words].is_bounded = runner_api().IsBounded.UNBOUNDED
+    fmt = next(t for t in c.transforms.values() if t.unique_name == "Format")
+    fmt.spec.urn = "beam:transform:something_else:v1"
+    c.environments["other_env"].CopyFrom(c.environments[fmt.environment_id])
+    c.environments["other_env"].capabilities.append("beam:coder:made_up:v1")
+    fmt.environment_id = "other_env"
+    doc = diff_protos(original, changed)
+    _only(doc, pcollections_changed=1, transforms_changed=1, components_added=1)
+    assert doc["pcollections"]["changed"][0]["changes"] == {"is_bounded": {"before": "BOUNDED", "after": "UNBOUNDED"}}
+    (t,) = doc["transforms"]["changed"]
+    assert t["name"] == "Format" and set(t["changes"]) == {"urn", "environment"}
+    assert t["changes"]["urn"]["after"] == "beam:transform:something_else:v1"
+    assert doc["components"]["environments"]["added"][0]["ids"] == ["other_env"]
+
+
+def test_renamed_transform_is_removed_and_added():
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    fmt = next(t for t in changed.components.transforms.values() if t.unique_name == "Format")
+    fmt.unique_name = "FormatAgain"
+    doc = diff_protos(original, changed)
+    _only(doc, transforms_added=1, transforms_removed=1, pcollections_added=1, pcollections_removed=1)
+    assert doc["transforms"]["added"][0]["name"] == "FormatAgain"
+    assert doc["transforms"]["added"][0]["instrumented"] is False
+    assert doc["pcollections"]["added"][0]["implied"] is True
+
+
+# --- errors and I/O --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORRUPT.iterdir()))
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_corrupt_input_exits_2(name, position):
+    bad, good = str(CORRUPT / name), fixture_pb("wordcount")
+    args = (bad, good) if position == "before" else (good, bad)
+    r = run_cli("diff", *args)
+    assert r.exit_code == 2
+    lines = beam_noise_free(r.stderr)
+    assert len(lines) == 1 and name in lines[0] and lines[0].startswith("beaminst: ")
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_missing_file_and_double_stdin():
+    r = run_cli("diff", fixture_pb("wordcount"), "/nonexistent/x.pb")
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    r = run_cli("diff", "-", "-")
+    assert r.exit_code == 2 and "stdin" in r.stderr
+
+
+def test_stdin(tmp_path):
+    data = Path(fixture_pb("wordcount")).read_bytes()
+    r = run_cli("diff", "-", fixture_pb("wordcount"), input=data)
+    assert r.exit_code == 0
+
+
+def test_json_schema():
+    code, doc = diff_json(fixture_pb("wordcount"), fixture_pb("wordcount"))
+    assert set(doc) == {"identical", "before", "after", "summary", "transforms", "rewired", "pcollections", "components", "requirements"}
+    assert set(doc["summary"]) == {
+        "transforms_added", "transforms_removed", "transforms_changed", "inputs_rewired",
+        "pcollections_added", "pcollections_removed", "pcollections_changed",
+        "components_added", "components_removed", "requirements_added", "requirements_removed",
+    }
+    assert set(doc["components"]) == {"coders", "windowing_strategies", "environments"}
+    assert doc["before"] == doc["after"] == fixture_pb("wordcount")
+
+
+def test_entry_fields(instrumented):
+    out, _ = instrumented[("wordcount", ("words",))]
+    _, doc = diff_json(fixture_pb("wordcount"), out)
+    assert set(doc["transforms"]["added"][0]) == {
+        "name", "id", "urn", "leaf", "parent", "outermost", "instrumented", "payload", "environment",
+    }
+    assert set(doc["transforms"]["added"][0]["payload"]) == {"length", "digest"}
+    assert set(doc["pcollections"]["added"][0]) == {
+        "producer", "tag", "id", "coder", "windowing", "is_bounded", "implied", "instrumented",
+    }
+    assert set(doc["rewired"][0]) == {"transform", "tag", "side_input", "leaf", "before", "after", "instrumented"}
+    assert set(doc["components"]["coders"]["added"][0]) == {"digest", "description", "ids"}
+
+
+def test_diff_never_imports_the_beam_sdk(instrumented):
+    out, _ = instrumented[("wordcount", ("words",))]
+    probe = (
+        "import sys\nfrom beaminst.cli import main\n"
+        "try:\n    main(sys.argv[1:], standalone_mode=False)\nexcept SystemExit as e:\n    print('EXIT', e.code)\n"
+        "print('BEAM', any(m.startswith('apache_beam') for m in sys.modules))\n"
+    )
+    proc = run_python("-c", probe, "diff", fixture_pb("wordcount"), out, "--json")
+    assert "EXIT 1" in proc.stdout and "BEAM False" in proc.stdout, proc.stderr
+
+
+def test_a_side_input_rewired_by_hand():
+    original = load_fixture("side_inputs")
+    changed = load_fixture("side_inputs")
+    refs = pcollection_refs(changed)
+    add = next(t for t in changed.components.transforms.values() if t.unique_name == "AddSizes")
+    was = refs[add.inputs["python_side_input0"]]
+    add.inputs["python_side_input0"] = add.inputs["None"]
+    doc = diff_protos(original, changed)
+    _only(doc, inputs_rewired=1)
+    (r,) = doc["rewired"]
+    assert (r["transform"], r["tag"], r["side_input"]) == ("AddSizes", "python_side_input0", True)
+    assert (r["before"]["producer"], r["before"]["tag"]) == was
+    assert (r["after"]["producer"], r["after"]["tag"]) == refs[add.inputs["None"]]
