@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,16 +59,11 @@ def instrument_files(
 ) -> Any:
     """``beaminst instrument``: analyze, instrument, validate, write atomically."""
     from beaminst.instrument import instrument
-    from beaminst.protoio import output_format as choose_format
-    from beaminst.protoio import save_pipeline
 
-    fmt = choose_format(output, output_format)  # fail on a bad format before any work
-    check_output_path(output)
-    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
-    out, report = instrument(analysis, cache_dir, test_stream_endpoint)
-    report.format = save_pipeline(out, output, fmt)
-    report.output = None if output == STDIO else output
-    return report
+    return _rewrite_file(
+        lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint),
+        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
+    )
 
 
 def background_caching_files(
@@ -84,13 +79,32 @@ def background_caching_files(
     """``beaminst background-caching``: analyze, cut to sources + capture
     writes, validate, write atomically (nothing is written on error)."""
     from beaminst.background_caching import background_caching
+
+    return _rewrite_file(
+        lambda analysis: background_caching(analysis, cache_dir, allow_empty),
+        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
+    )
+
+
+def _rewrite_file(
+    rewrite: Callable[[Analysis], tuple[Any, Any]],
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    cache_dir: str,
+    unbounded_urns: Iterable[str],
+    infer_unbounded: bool,
+    output_format: str | None,
+) -> Any:
+    """The shell both rewriting commands share: check the output can be
+    written, analyze, rewrite, save atomically; returns the pass's report."""
     from beaminst.protoio import output_format as choose_format
     from beaminst.protoio import save_pipeline
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output)
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
-    out, report = background_caching(analysis, cache_dir, allow_empty)
+    out, report = rewrite(analysis)
     report.format = save_pipeline(out, output, fmt)
     report.output = None if output == STDIO else output
     return report
