@@ -63,6 +63,9 @@ Examples:
   beaminst analyze pipeline.pb -m bindings.json --cache-dir /tmp/cache --json | jq .cacheables
   beaminst instrument pipeline.pb -m bindings.json --cache-dir /tmp/cache -o instrumented.pb
   beaminst background-caching streaming.pb --cache-dir /tmp/cache -o record.pb
+  beaminst diff pipeline.pb instrumented.pb --json
+  beaminst graph instrumented.pb --against pipeline.pb -o changes.svg
+  beaminst batch exports/ -o instrumented/ --cache-dir /tmp/cache --jobs 4
 """,
 )
 @click.version_option(__version__, prog_name="beaminst")
@@ -151,6 +154,13 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | None, no_cache_dir: str) -> None:
+    if pipeline == "-" and manifest == "-":
+        _fail("PIPELINE and --manifest cannot both be read from stdin")
+    if not cache_dir:
+        _fail(no_cache_dir)
+
+
 def _emit_report(report: Any, as_json: bool, output: str, title: str) -> None:
     # With the proto on stdout, the report goes to stderr.
     to_err = output == "-"
@@ -198,10 +208,7 @@ def instrument(
     """
     from beaminst.api import instrument_files
 
-    if pipeline == "-" and manifest == "-":
-        _fail("PIPELINE and --manifest cannot both be read from stdin")
-    if not cache_dir:
-        _fail("instrument needs --cache-dir: the cache transforms read and write there")
+    _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     report = instrument_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint
     )
@@ -248,10 +255,7 @@ def background_caching(
     """
     from beaminst.api import background_caching_files
 
-    if pipeline == "-" and manifest == "-":
-        _fail("PIPELINE and --manifest cannot both be read from stdin")
-    if not cache_dir:
-        _fail("background-caching needs --cache-dir: the capture writes record there")
+    _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     report = background_caching_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty
     )
