@@ -202,6 +202,9 @@ def rewrite_payload(urn: str, payload: bytes, old: bytes | None, new: bytes | No
     return out
 
 
+_TEMPLATES: dict[tuple[Any, ...], tuple[Subgraph, Any]] = {}
+_MAX_TEMPLATES = 256
+
 # Any key will do to learn a shape's pcoder; this one has beaminst's key shape.
 _PCODER_PROBE_KEY = "-".join(["p" * 10, "p" * 16, "p" * 16, "p" * 16])
 
@@ -272,7 +275,6 @@ class Grafter:
         self._context = PipelineContext(target.components)
         self._target_sigs = Signatures(target.components)
         self._by_sig: dict[str, dict[bytes, str]] | None = None
-        self._templates: dict[tuple[Any, ...], Subgraph] = {}
         self._pcoders_saved: set[str] = set()
         self.cache_manager = self._new_cache_manager()
 
@@ -312,8 +314,7 @@ class Grafter:
 
     def written_pcoder(self, pc_id: str) -> Any:
         """The coder cache files of ``pc_id`` are written with."""
-        template = self.write_template(pc_id, _PCODER_PROBE_KEY, is_capture=False)
-        return self.cache_manager.load_pcoder("reify", template.key)
+        return self._write_template_and_pcoder(pc_id, _PCODER_PROBE_KEY, is_capture=False)[1]
 
     # -- building ------------------------------------------------------------
 
@@ -335,12 +336,23 @@ class Grafter:
         return _piece(proto, top, ph_id, outputs, key)
 
     def write_template(self, pc_id: str, key: str, is_capture: bool) -> Subgraph:
-        shape = (*self._shape(pc_id), is_capture, tuple(len(x) for x in key.split("-")))
-        sub = self._templates.get(shape)
-        if sub is None:
+        return self._write_template_and_pcoder(pc_id, key, is_capture)[0]
+
+    def _write_template_and_pcoder(self, pc_id: str, key: str, is_capture: bool) -> tuple[Subgraph, Any]:
+        # Templates are a pure function of the Beam SDK, the shape, the cache
+        # directory and the cache manager kind, so the process keeps them: a
+        # batch or a service pays for each shape once.
+        shape = (
+            *self._shape(pc_id), is_capture, tuple(len(x) for x in key.split("-")), self.cache_dir, self.streaming
+        )
+        entry = _TEMPLATES.get(shape)
+        if entry is None:
             sub = self.build_write(pc_id, template_key(key), is_capture)
-            self._templates[shape] = sub
-        return sub
+            entry = (sub, self.cache_manager.load_pcoder("reify", sub.key))
+            if len(_TEMPLATES) >= _MAX_TEMPLATES:
+                _TEMPLATES.pop(next(iter(_TEMPLATES)))
+            _TEMPLATES[shape] = entry
+        return entry
 
     def build_read(self, pc_id: str, key: str) -> Subgraph:
         """Beam's ``unreify_from_cache`` for ``key`` (its files must exist)."""

@@ -72,3 +72,17 @@ def test_one_template_per_shape(tmp_path):
     subs = {id(grafter.write_template(pc, KEYS[0], False)) for pc in pcs}
     shapes = {grafter._shape(pc) for pc in pcs}
     assert len(subs) == len(shapes) < len(pcs)
+
+
+def test_templates_are_kept_for_the_process_with_their_pcoder(tmp_path):
+    """A second instrumentation in the same process (batch, a service) builds
+    no template again, and still knows the coder the cache is written with."""
+    first, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
+    second, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
+    pc = sorted(first.components.pcollections)[-1]
+    g1, g2 = Grafter(first, str(tmp_path), False), Grafter(second, str(tmp_path), False)
+    assert g1.write_template(pc, KEYS[0], False) is g2.write_template(pc, KEYS[0], False)
+    assert g1.written_pcoder(pc) is g2.written_pcoder(pc)
+    assert "WindowedValueCoder" in type(g2.written_pcoder(pc)).__name__
+    other_dir = Grafter(second, str(tmp_path / "other"), False)
+    assert other_dir.write_template(pc, KEYS[0], False) is not g1.write_template(pc, KEYS[0], False)
