@@ -226,6 +226,9 @@ class Subgraph:
     key: str
     signatures: Signatures
     key_coders: frozenset[str]  # coders whose (pickled) payload holds the key
+    # Transforms whose payload holds the key or coder ids; every other payload
+    # is copied as it is (decompressing and re-serializing it would change nothing).
+    rewrite_sites: frozenset[str]
 
 
 def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str, str], key: str) -> Subgraph:
@@ -247,9 +250,24 @@ def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[st
     key_coders = frozenset(
         cid for cid, c in proto.components.coders.items() if needle and c.spec.payload and coder_mentions(c.spec.payload, needle)
     )
+    sites = frozenset(t for t in order if _needs_rewrite(ts[t], needle))
     return Subgraph(
-        proto, tuple(top), tuple(order), tuple(pcs), placeholder, outputs, key, Signatures(proto.components), key_coders
+        proto, tuple(top), tuple(order), tuple(pcs), placeholder, outputs, key, Signatures(proto.components),
+        key_coders, sites,
     )
+
+
+def _needs_rewrite(t: Any, needle: bytes) -> bool:
+    payload = t.spec.payload
+    if not payload:
+        return False
+    if _payload_coder_ids(t) or (needle and needle in payload):
+        return True
+    if not needle:
+        return False
+    if t.spec.urn == PAR_DO:
+        return pickle_mentions(rapi.ParDoPayload.FromString(payload).do_fn.payload, needle)
+    return t.spec.urn == PICKLED_TRANSFORM and pickle_mentions(payload, needle)
 
 
 def template_key(key: str) -> str:
@@ -488,7 +506,8 @@ class Grafter:
             out.CopyFrom(s)
             if old is not None and new is not None:
                 out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
-            out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, coder_map)
+            if t in sub.rewrite_sites:
+                out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, coder_map)
             if old is not None and new is not None:
                 for dd in out.display_data:  # e.g. the sink's "File Pattern"
                     if old in dd.payload:

@@ -95,18 +95,19 @@ class GraphIndex:
         return [c for c in self.consumers.get(pcoll_id, ()) if not c.is_side]
 
 
-def side_input_tags(transform: Any, is_leaf: bool) -> frozenset[str]:
+def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = None) -> frozenset[str]:
     """Input tags that are side inputs: the ParDo payload says so for leaves;
     Python composites mark them by tag name."""
-    tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)}
+    # A side input always comes with a main input: skip the tag scan otherwise
+    # (the payload is still parsed: it must parse, and name only real inputs).
+    tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)} if len(transform.inputs) > 1 else set()
     if is_leaf and transform.spec.urn == PAR_DO_URN and transform.spec.payload:
         payload = runner_api().ParDoPayload()
         try:
             payload.ParseFromString(transform.spec.payload)
         except Exception:
-            raise ValidationError(
-                f"transform {transform.unique_name!r} has a ParDo payload that does not parse"
-            ) from None
+            named = f"{transform_id!r} ({transform.unique_name!r})" if transform_id is not None else repr(transform.unique_name)
+            raise ValidationError(f"transform {named} has a ParDo payload that does not parse") from None
         tags.update(payload.side_inputs.keys())
     return frozenset(tags)
 
@@ -144,7 +145,7 @@ def build_index(pipeline: Any) -> GraphIndex:
     for tid in order:
         t = transforms[tid]
         leaf = not t.subtransforms
-        sides = side_input_tags(t, leaf)
+        sides = side_input_tags(t, leaf, tid)
         if sides:
             side_tags[tid] = sides
         for tag, pc in t.inputs.items():
