@@ -117,42 +117,57 @@ def instrument(
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
         raise CacheDirError("is not a directory", cache_dir)
     the_plan = plan(analysis)
-    index = analysis.index
     report = Report()
     report.skipped = [{"var": v, "reason": r} for v, r in the_plan.skipped]
-    for problem in analysis.cache.problems:
-        report.warnings.append(f"cache: {problem}")
+    report.warnings.extend(f"cache: {problem}" for problem in analysis.cache.problems)
 
     from beaminst.beamgraft import Grafter  # the Beam SDK, only now
 
-    working = type(index.pipeline)()
-    working.CopyFrom(index.pipeline)
+    working = type(analysis.index.pipeline)()
+    working.CopyFrom(analysis.index.pipeline)
     grafter = Grafter(working, cache_dir, the_plan.streaming)
     top_level = top_level_list(working)
-    var_of = {pc: c.var for pc, c in analysis.cacheables.items()}
+    read_out = _graft_reads(grafter, the_plan, analysis, test_stream_endpoint, top_level, report)
+    _rewire(working, analysis.index, read_out, report)
+    write_targets = _graft_writes(grafter, the_plan, analysis, top_level, report)
+    set_top_level(working, top_level)
+    targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
+    out = prune_to(working, targets)
+    _report_what_survived(out, analysis.index, report)
+    check_output(out)
+    return out, report
 
-    # 2. reads
+
+def _graft_reads(
+    grafter: Any, the_plan: Plan, analysis: Analysis, endpoint: str | None, top_level: list[str], report: Report
+) -> dict[str, str]:
+    """Pass 2: one TestStream (unbounded sources) or a ReadCache per read;
+    returns PCollection id -> the id that replaces it."""
+    working = grafter.target
+    var_of = {pc: c.var for pc, c in analysis.cacheables.items()}
     read_out: dict[str, str] = {}
     if the_plan.streaming and the_plan.test_stream_tags:
-        sub = grafter.build_test_stream(list(the_plan.test_stream_tags))
-        res = grafter.graft(sub, None, None, "TestStream")
+        res = grafter.graft(grafter.build_test_stream(list(the_plan.test_stream_tags)), None, None, "TestStream")
         top_level.extend(res.top)
-        ts_id = res.top[0]
         for pc, key in the_plan.reads.items():
             read_out[pc] = res.outputs[key]
             report.reads.append({"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "TestStream"})
-        report.test_stream = _fill_test_stream(working, ts_id, the_plan, analysis, test_stream_endpoint, report)
-    else:
-        for pc, key in the_plan.reads.items():
-            res = grafter.graft(grafter.build_read(pc, key), None, None, f"ReadCache_{key}")
-            top_level.extend(res.top)
-            read_out[pc] = res.outputs["main"]
-            report.reads.append(
-                {"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "ReadCache",
-                 "transforms": [working.components.transforms[t].unique_name for t in res.top]}
-            )
+        report.test_stream = _fill_test_stream(working, res.top[0], the_plan, analysis, endpoint, report)
+        return read_out
+    for pc, key in the_plan.reads.items():
+        res = grafter.graft(grafter.build_read(pc, key), None, None, f"ReadCache_{key}")
+        top_level.extend(res.top)
+        read_out[pc] = res.outputs["main"]
+        report.reads.append(
+            {"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "ReadCache",
+             "transforms": [working.components.transforms[t].unique_name for t in res.top]}
+        )
+    return read_out
 
-    # 3. rewire main inputs
+
+def _rewire(working: Any, index: GraphIndex, read_out: dict[str, str], report: Report) -> None:
+    """Pass 3: every consumer's main input reads the cache instead (side inputs
+    stay, as in Beam's ReadCacheWireVisitor)."""
     for pc, new_pc in read_out.items():
         for use in index.main_consumers(pc):
             working.components.transforms[use.transform_id].inputs[use.tag] = new_pc
@@ -162,30 +177,29 @@ def instrument(
                      "from": pc, "to": new_pc}
                 )
 
-    # 4. writes
+
+def _graft_writes(grafter: Any, the_plan: Plan, analysis: Analysis, top_level: list[str], report: Report) -> list[str]:
+    """Pass 4: Beam's cache write after each PCollection to write; returns the
+    writes' outputs (extra pruning targets, as ``_extended_targets`` in Beam)."""
     write_targets: list[str] = []
     for pc, key in the_plan.writes.items():
-        sub = grafter.write_template(pc, key, is_capture=False)
-        res = grafter.graft(sub, key, pc, f"WriteCache_{key}")
+        res = grafter.graft(grafter.write_template(pc, key, is_capture=False), key, pc, f"WriteCache_{key}")
         top_level.extend(res.top)
         write_targets.extend(res.outputs.values())
         report.writes.append(
-            {"pcollection": pc, "var": var_of[pc], "cache_key": key,
-             "transforms": [working.components.transforms[t].unique_name for t in res.top]}
+            {"pcollection": pc, "var": analysis.cacheables[pc].var, "cache_key": key,
+             "transforms": [grafter.target.components.transforms[t].unique_name for t in res.top]}
         )
-    set_top_level(working, top_level)
+    return write_targets
 
-    # 5. prune
-    targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
-    out = prune_to(working, targets)
-    kept = set(out.components.transforms)
+
+def _report_what_survived(out: Any, index: GraphIndex, report: Report) -> None:
+    """Rewirings and reads of transforms pruning removed are not reported;
+    the input's transforms that are gone are."""
     kept_names = {t.unique_name for t in out.components.transforms.values()}
     report.rewired = [r for r in report.rewired if r["transform"] in kept_names]
-    # A read only its pruned consumers used is pruned too: report what is left.
     report.reads = [r for r in report.reads if r["via"] == "TestStream" or r["transforms"][0] in kept_names]
-    report.pruned = sorted(index.transforms[t].unique_name for t in index.transforms if t not in kept)
-    check_output(out)
-    return out, report
+    report.pruned = sorted(index.transforms[t].unique_name for t in index.transforms if t not in out.components.transforms)
 
 
 def prune_to(pipeline: Any, targets: Iterable[str]) -> Any:
