@@ -40,23 +40,12 @@ from apache_beam.runners.interactive.caching.streaming_cache import StreamingCac
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
-from beaminst.canonical import Signatures, digest
+from beaminst.canonical import Signatures, digest, payload_coder_ids
 from beaminst.ids import IdAllocator, allocators_for
 
 PAR_DO = "beam:transform:pardo:v1"
 PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
 TEST_STREAM = "beam:transform:teststream:v1"
-COMBINE_URNS = frozenset(
-    {
-        "beam:transform:combine_per_key:v1",
-        "beam:transform:combine_globally:v1",
-        "beam:transform:combine_grouped_values:v1",
-        "beam:transform:combine_per_key_precombine:v1",
-        "beam:transform:combine_per_key_merge_accumulators:v1",
-        "beam:transform:combine_per_key_extract_outputs:v1",
-        "beam:transform:combine_per_key_convert_to_accumulators:v1",
-    }
-)
 
 
 @contextlib.contextmanager
@@ -189,7 +178,7 @@ def rewrite_payload(urn: str, payload: bytes, old: bytes | None, new: bytes | No
         p = rapi.TestStreamPayload.FromString(payload)
         p.coder_id = coder_map.get(p.coder_id, p.coder_id)
         out = p.SerializeToString(deterministic=True)
-    elif urn in COMBINE_URNS:
+    elif urn.startswith("beam:transform:combine_"):
         p = rapi.CombinePayload.FromString(payload)
         p.accumulator_coder_id = coder_map.get(p.accumulator_coder_id, p.accumulator_coder_id)
         out = p.SerializeToString(deterministic=True)
@@ -522,29 +511,8 @@ class Grafter:
         return GraftResult([t_map[t] for t in sub.top], [t_map[t] for t in sub.transforms], {k: pc_map[v] for k, v in sub.outputs.items()})
 
 
-def _payload_coder_ids(t: Any) -> set[str]:
-    out: set[str] = set()
-    if not t.spec.payload:
-        return out
-    if t.spec.urn == PAR_DO:
-        p = rapi.ParDoPayload.FromString(t.spec.payload)
-        for s in p.state_specs.values():
-            kind = s.WhichOneof("spec")
-            if kind:
-                msg = getattr(s, kind)
-                for field in ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id"):
-                    if getattr(msg, field, ""):
-                        out.add(getattr(msg, field))
-        for tf in p.timer_family_specs.values():
-            if tf.timer_family_coder_id:
-                out.add(tf.timer_family_coder_id)
-        if p.restriction_coder_id:
-            out.add(p.restriction_coder_id)
-    elif t.spec.urn == TEST_STREAM:
-        out.add(rapi.TestStreamPayload.FromString(t.spec.payload).coder_id)
-    elif t.spec.urn in COMBINE_URNS:
-        out.add(rapi.CombinePayload.FromString(t.spec.payload).accumulator_coder_id)
-    return out
+def _payload_coder_ids(t: Any) -> frozenset[str]:
+    return payload_coder_ids(t.spec.urn, t.spec.payload)
 
 
 def _post_order(coders: Any, ids: set[str]) -> list[str]:

@@ -13,6 +13,7 @@ as :class:`~beaminst.errors.ValidationError`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -102,14 +103,22 @@ def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = No
     # (the payload is still parsed: it must parse, and name only real inputs).
     tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)} if len(transform.inputs) > 1 else set()
     if is_leaf and transform.spec.urn == PAR_DO_URN and transform.spec.payload:
-        payload = runner_api().ParDoPayload()
-        try:
-            payload.ParseFromString(transform.spec.payload)
-        except Exception:
+        declared = _pardo_side_inputs(transform.spec.payload)
+        if declared is None:
             named = f"{transform_id!r} ({transform.unique_name!r})" if transform_id is not None else repr(transform.unique_name)
-            raise ValidationError(f"transform {named} has a ParDo payload that does not parse") from None
-        tags.update(payload.side_inputs.keys())
+            raise ValidationError(f"transform {named} has a ParDo payload that does not parse")
+        tags.update(declared)
     return frozenset(tags)
+
+
+@functools.lru_cache(maxsize=65536)
+def _pardo_side_inputs(payload: bytes) -> frozenset[str] | None:
+    """Side input tags a ParDo payload declares (None: it does not parse).
+    Memoised: the input, the working copy and the output share payloads."""
+    try:
+        return frozenset(runner_api().ParDoPayload.FromString(payload).side_inputs.keys())
+    except Exception:
+        return None
 
 
 def build_index(pipeline: Any) -> GraphIndex:

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from beaminst.canonical import payload_coder_ids
+
 
 def necessary_transforms(
     transforms: Any,
@@ -125,56 +127,11 @@ def referenced_components(pipeline: Any) -> dict[str, set[str]]:
     }
 
 
-_TEST_STREAM_URN = "beam:transform:teststream:v1"
-_PAR_DO_URN = "beam:transform:pardo:v1"
-_COMBINE_URNS = {
-    "beam:transform:combine_per_key:v1",
-    "beam:transform:combine_globally:v1",
-    "beam:transform:combine_per_key_precombine:v1",
-    "beam:transform:combine_per_key_merge_accumulators:v1",
-    "beam:transform:combine_per_key_extract_outputs:v1",
-    "beam:transform:combine_grouped_values:v1",
-    "beam:transform:combine_per_key_convert_to_accumulators:v1",
-}
-
-
 def _coders_in_payloads(c: Any, transforms: Iterable[str]) -> set[str]:
-    from beaminst.beamproto import runner_api
-
-    rapi = runner_api()
     out: set[str] = set()
     for tid in transforms:
         spec = c.transforms[tid].spec
-        if not spec.payload:
-            continue
-        try:
-            if spec.urn == _TEST_STREAM_URN:
-                p = rapi.TestStreamPayload()
-                p.ParseFromString(spec.payload)
-                out.add(p.coder_id)
-            elif spec.urn in _COMBINE_URNS:
-                p = rapi.CombinePayload()
-                p.ParseFromString(spec.payload)
-                out.add(p.accumulator_coder_id)
-            elif spec.urn == _PAR_DO_URN:
-                p = rapi.ParDoPayload()
-                p.ParseFromString(spec.payload)
-                out.update(s.key_coder_id for s in p.state_specs.values() if s.HasField("map_spec") and s.map_spec.key_coder_id)
-                for s in p.state_specs.values():
-                    kind = s.WhichOneof("spec")
-                    if kind is None:
-                        continue
-                    spec_msg = getattr(s, kind)
-                    for field in ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id"):
-                        v = getattr(spec_msg, field, "")
-                        if v:
-                            out.add(v)
-                for t in p.timer_family_specs.values():
-                    if t.timer_family_coder_id:
-                        out.add(t.timer_family_coder_id)
-        except Exception:
-            continue
-    out.discard("")
+        out.update(payload_coder_ids(spec.urn, spec.payload))
     return {x for x in out if x in c.coders}
 
 
