@@ -93,7 +93,14 @@ class GraphIndex:
         raise KeyError(pcoll_id)  # pragma: no cover - producer map guarantees it
 
     def main_consumers(self, pcoll_id: str) -> list[Consumer]:
-        return [c for c in self.consumers.get(pcoll_id, ()) if not c.is_side]
+        """Main-input uses of ``pcoll_id`` whose input can be replaced. A
+        pass-through (a transform that also outputs ``pcoll_id``, like the
+        Python SDK's ``MaybeReshuffle``) is left out: rewiring its input would
+        make it a second producer of ``pcoll_id``."""
+        return [
+            c for c in self.consumers.get(pcoll_id, ())
+            if not c.is_side and pcoll_id not in self.transforms[c.transform_id].outputs.values()
+        ]
 
 
 def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = None) -> frozenset[str]:
@@ -190,10 +197,21 @@ def build_index(pipeline: Any) -> GraphIndex:
 
 
 def _topological_leaves(order: list[str], transforms: Any, producer: Mapping[str, str]) -> tuple[str, ...]:
-    """Kahn's algorithm over leaf data dependencies; ties keep hierarchy order."""
+    """Kahn's algorithm over leaf data dependencies; ties keep hierarchy order.
+
+    SDKs apply transforms after their inputs exist, so hierarchy order is
+    usually topological already: one linear check returns it as it is, and
+    the heap only runs when it is not (the result is the same either way)."""
     import heapq
 
     leaves = [t for t in order if not transforms[t].subtransforms]
+    done: set[str] = set()
+    for t in leaves:
+        if any(producer.get(pc, t) not in done and producer.get(pc, t) != t for pc in transforms[t].inputs.values()):
+            break
+        done.add(t)
+    else:
+        return tuple(leaves)
     rank = {t: i for i, t in enumerate(leaves)}
     indegree = dict.fromkeys(leaves, 0)
     downstream: dict[str, list[str]] = {}

@@ -152,7 +152,7 @@ def trim_components(pipeline: Any) -> Any:
         ("environments", "environment"),
     ):
         s, d = getattr(src, name), getattr(dst, name)
-        for k in sorted(keep[kind]):
+        for k in keep[kind]:  # map order is irrelevant: serialization sorts
             if k in s:
                 d[k].CopyFrom(s[k])
     return out
