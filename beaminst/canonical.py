@@ -67,9 +67,26 @@ def install_independent(encoded: bytes) -> bytes:
     memo = _STABLE_MEMO.get(encoded)
     if memo is None:
         data = decompress_pickle(encoded)
-        memo = encoded if data is None else b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", data)).digest()
+        if data is None:
+            memo = encoded
+        else:
+            memo = b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", _unframe(data))).digest()
         _STABLE_MEMO[encoded] = memo
     return memo
+
+
+def _unframe(data: bytes) -> bytes:
+    """Pickle protocol 4+ wraps opcodes in FRAMEs whose 8-byte length header
+    changes with every path inside: keep the opcodes, drop the headers."""
+    if len(data) < 2 or data[0] != 0x80 or data[1] < 4:
+        return data
+    out, pos = [data[:2]], 2
+    while pos + 9 <= len(data) and data[pos] == 0x95:
+        length = int.from_bytes(data[pos + 1 : pos + 9], "little")
+        out.append(data[pos + 9 : pos + 9 + length])
+        pos += 9 + length
+    out.append(data[pos:])
+    return b"".join(out)
 
 
 def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:

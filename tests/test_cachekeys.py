@@ -459,3 +459,17 @@ def test_pickles_are_signed_without_the_install_path():
     assert install_independent(_beam_pickle(user)) != install_independent(_beam_pickle(a))
     # Not a pickle: unchanged.
     assert install_independent(b"plain bytes") == b"plain bytes"
+
+
+def test_pickle_frame_lengths_do_not_leak_the_install_path():
+    """Protocol 5 pickles start with a FRAME whose length counts the path."""
+    from beaminst.canonical import install_independent
+
+    def framed(path: bytes) -> bytes:
+        body = b"\x8c" + bytes([len(path)]) + path + b"\x94\x8c\x04core\x94."
+        return b"\x80\x05\x95" + len(body).to_bytes(8, "little") + body
+
+    short = framed(b"/work/venv/lib/python3.11/site-packages/apache_beam/transforms/core.py")
+    long_ = framed(b"/tmp/beaminst-ci.Ab12Cd/lib/python3.11/site-packages/apache_beam/transforms/core.py")
+    assert short[3:11] != long_[3:11]
+    assert install_independent(_beam_pickle(short)) == install_independent(_beam_pickle(long_))
