@@ -104,7 +104,10 @@ def _rewrite_file(
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output)
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
-    out, report = rewrite(analysis)
+    try:
+        out, report = rewrite(analysis)
+    except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
+        raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
     report.format = save_pipeline(out, output, fmt)
     report.output = None if output == STDIO else output
     return report

@@ -26,6 +26,7 @@ import bz2
 import contextlib
 import hashlib
 import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +42,27 @@ from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
 from beaminst.canonical import Signatures, digest, payload_coder_ids
+from beaminst.errors import BeaminstError
 from beaminst.ids import IdAllocator, allocators_for
 
 PAR_DO = "beam:transform:pardo:v1"
 PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
 TEST_STREAM = "beam:transform:teststream:v1"
+
+
+class UnsupportedComponentError(BeaminstError):
+    """The pipeline uses a coder or windowing the Python SDK cannot decode."""
+
+
+@contextlib.contextmanager
+def scratch_pipeline() -> Iterator[Any]:
+    """A throwaway ``beam.Pipeline`` to build a subgraph in; Beam makes a
+    local temp directory for every pipeline and only removes it on run()."""
+    p = beam.Pipeline()
+    try:
+        yield p
+    finally:
+        shutil.rmtree(getattr(p, "local_tempdir", ""), ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -293,10 +310,24 @@ class Grafter:
     # -- shapes --------------------------------------------------------------
 
     def _element_type(self, pc_id: str) -> Any:
-        return self._context.element_type_from_coder_id(self.target.components.pcollections[pc_id].coder_id)
+        coder_id = self.target.components.pcollections[pc_id].coder_id
+        try:
+            return self._context.element_type_from_coder_id(coder_id)
+        except Exception as e:
+            raise UnsupportedComponentError(
+                f"PCollection {pc_id!r} has coder {coder_id!r}, which the Python SDK cannot decode "
+                f"({type(e).__name__}), so Beam's Python cache transforms cannot be built for it"
+            ) from None
 
     def _windowing(self, pc_id: str) -> Any:
-        return self._context.windowing_strategies.get_by_id(self.target.components.pcollections[pc_id].windowing_strategy_id)
+        ws_id = self.target.components.pcollections[pc_id].windowing_strategy_id
+        try:
+            return self._context.windowing_strategies.get_by_id(ws_id)
+        except Exception as e:
+            raise UnsupportedComponentError(
+                f"PCollection {pc_id!r} has windowing strategy {ws_id!r}, which the Python SDK cannot decode "
+                f"({type(e).__name__}), so Beam's Python cache transforms cannot be built for it"
+            ) from None
 
     def _shape(self, pc_id: str) -> tuple[Any, ...]:
         p = self.target.components.pcollections[pc_id]
@@ -328,8 +359,7 @@ class Grafter:
     def build_write(self, pc_id: str, key: str, is_capture: bool) -> Subgraph:
         """Beam's ``reify_to_cache`` after a stand-in for ``pc_id``, built with ``key``."""
         p = self.target.components.pcollections[pc_id]
-        with deterministic_pickling():
-            tmp = beam.Pipeline()
+        with deterministic_pickling(), scratch_pipeline() as tmp:
             ph = tmp | "CreatePInput" >> beam.Create([], reshuffle=False)
             ph.element_type = self._element_type(pc_id)
             ph.is_bounded = p.is_bounded != rapi.IsBounded.UNBOUNDED
@@ -364,8 +394,7 @@ class Grafter:
     def build_read(self, pc_id: str, key: str) -> Subgraph:
         """Beam's ``unreify_from_cache`` for ``key`` (its files must exist)."""
         self.save_pcoder(pc_id, key)
-        with deterministic_pickling():
-            tmp = beam.Pipeline()
+        with deterministic_pickling(), scratch_pipeline() as tmp:
             out = unreify_from_cache(pipeline=tmp, cache_key=key, cache_manager=self.cache_manager)
             proto, ctx = tmp.to_runner_api(return_context=True)
         root = proto.components.transforms[proto.root_transform_ids[0]]
@@ -373,8 +402,7 @@ class Grafter:
 
     def build_test_stream(self, tags: list[str]) -> Subgraph:
         """The TestStream ``_replace_with_cached_inputs`` adds, one output per key."""
-        with deterministic_pickling():
-            tmp = beam.Pipeline()
+        with deterministic_pickling(), scratch_pipeline() as tmp:
             outs = tmp | test_stream.TestStream(
                 output_tags=set(tags), coder=self.cache_manager._default_pcoder
             )

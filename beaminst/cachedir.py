@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from beaminst.errors import CacheDirError
@@ -47,24 +48,44 @@ def scan_cache_dir(path: str | None) -> CacheDir:
     """List ``path/full`` once. A missing directory is an empty cache."""
     if path is None:
         return CacheDir(None)
+    if not path:
+        raise CacheDirError("the cache directory path is empty", "--cache-dir")
+    if os.path.lexists(path) and not os.path.exists(path):
+        raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise CacheDirError("is not a directory", path)
+    if not os.path.exists(path):
+        _check_creatable(path)
+        return CacheDir(path)
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise CacheDirError("permission denied reading the cache directory", path)
     full = os.path.join(path, "full")
+    if os.path.lexists(full) and not os.path.exists(full):
+        raise CacheDirError(f"full is a symbolic link to {os.readlink(full)}, which does not exist", path)
     if not os.path.exists(full):
         return CacheDir(path)
     if not os.path.isdir(full):
         raise CacheDirError("full is not a directory", path)
     try:
-        names = os.listdir(full)
+        with os.scandir(full) as it:
+            entries = sorted(it, key=lambda e: e.name)
     except PermissionError:
         raise CacheDirError("permission denied listing full/", path) from None
     except OSError as e:
         raise CacheDirError(f"cannot list full/: {e.strerror or e}", path) from None
+    if not os.access(full, os.R_OK | os.X_OK):
+        raise CacheDirError("permission denied reading full/", path)
     shards: dict[str, tuple[int, set[int]]] = {}
     streaming = set()
     problems = []
-    for name in names:
+    for entry in entries:
+        name = entry.name
         if name.startswith("."):
+            continue
+        if not _is_regular_file(entry, path):
+            # Beam writes only files here: a directory or a dangling link with a
+            # cache file's name is not a cache (and Beam's reader finds no file).
+            problems.append(f"full/{name}: not a regular file, ignored")
             continue
         m = _SHARD.match(name)
         if m:
@@ -77,6 +98,35 @@ def scan_cache_dir(path: str | None) -> CacheDir:
             streaming.add(name)
     complete, partial = set(), set()
     for key, (total, seen) in shards.items():
-        (complete if seen == set(range(total)) else partial).add(key)
+        # seen == {0, ..., total-1}, without materialising a range a junk
+        # file name like 'k-0-of-99999999999999999999' would make huge.
+        (complete if len(seen) == total and max(seen) < total else partial).add(key)
     problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
     return CacheDir(path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems))
+
+
+def _check_creatable(path: str) -> None:
+    """A missing cache directory is an empty cache, created when the pipeline
+    runs: fail now if it never can be (an ancestor is a file)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CacheDirError(f"cannot be created: {parent} is not a directory", path)
+
+
+def _is_regular_file(entry: os.DirEntry[str], cache_dir: str) -> bool:
+    """Whether ``entry`` (links followed) is a regular file. A FIFO, socket or
+    device is an error: opening it to look for a recording would block, or
+    read a device. Costs no system call for plain files and directories."""
+    try:
+        if entry.is_file():
+            return True
+        if entry.is_dir():
+            return False
+        mode = os.stat(entry.path).st_mode
+    except OSError:
+        return False  # a dangling link, or an entry that vanished
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # pragma: no cover - raced with a rename
+        return stat.S_ISREG(mode)
+    raise CacheDirError(f"full/{entry.name} is not a regular file (a FIFO, socket or device)", cache_dir)

@@ -20,8 +20,24 @@ class BeaminstError(Exception):
         return self
 
     def __str__(self) -> str:
-        one_line = " ".join(self.message.split())
-        return f"{self.source}: {one_line}" if self.source else one_line
+        one_line = printable(" ".join(self.message.split()))
+        return f"{printable(self.source)}: {one_line}" if self.source else one_line
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character (control, format, lone
+    surrogate, line separator...) escaped, so an error quoting bytes from a
+    bad input stays one plain line on any terminal and encodes as UTF-8."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class ProtoLoadError(BeaminstError):

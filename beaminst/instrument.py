@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from beaminst.analysis import Analysis
+from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, CacheDirError, InternalError, ManifestError
 from beaminst.graph import GraphIndex, build_index
 from beaminst.prune import necessary_transforms, trim_components
@@ -102,6 +103,15 @@ def plan(analysis: Analysis) -> Plan:
         elif not c.cached:
             writes[pc] = c.cache_key
     streaming = analysis.has_unbounded_sources
+    if not streaming:
+        unbounded = runner_api().IsBounded.UNBOUNDED
+        for pc in writes:
+            if index.pcollections[pc].is_bounded == unbounded:
+                raise BeaminstError(
+                    f"PCollection {pc!r} ({analysis.cacheables[pc].var!r}) is UNBOUNDED but no unbounded source "
+                    "was recognised, so Beam's bounded cache write cannot take it: name the source's URN with "
+                    "--unbounded-urn, or use --infer-unbounded"
+                )
     tags = tuple(sorted(set(reads.values()))) if streaming else ()
     return Plan(reads, writes, frozenset(ignored), side_effects, streaming, tags, tuple(skipped))
 
@@ -206,6 +216,13 @@ def prune_to(pipeline: Any, targets: Iterable[str]) -> Any:
     """``PipelineFragment(targets).deduce_fragment()`` on a proto."""
     idx = build_index(pipeline)
     keep = necessary_transforms(idx.transforms, idx.roots, idx.parent, idx.producer, targets)
+    # Transforms Beam never prunes inside keep everything under them.
+    stack = [s for tid in keep if _skip_pruning(pipeline.components.transforms[tid]) for s in idx.transforms[tid].subtransforms]
+    while stack:
+        tid = stack.pop()
+        if tid not in keep:
+            keep.add(tid)
+            stack.extend(idx.transforms[tid].subtransforms)
     for tid in keep:
         t = pipeline.components.transforms[tid]
         if t.subtransforms and not _skip_pruning(t):

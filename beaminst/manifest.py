@@ -20,6 +20,12 @@ from beaminst.graph import GraphIndex
 
 MAIN_TAG = "None"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+# A manifest is four levels deep; anything far deeper is not one, and would
+# make the schema check and error messages recurse into Python's stack limit.
+MAX_DEPTH = 32
+# Cache keys become file names and Beam's cache lookup globs '<key>*-*-of-*':
+# a key with these would match other keys' files (or no file at all).
+_GLOB_CHARACTERS = frozenset("*?[]")
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,9 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except ManifestError as e:
         raise e.with_source(source) from None
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer too long to convert
         raise ManifestError(f"not valid JSON: {e}", source) from None
+    _check_depth_and_strings(doc, source)
     _check_schema(doc, source)
     bindings = []
     for var, spec in doc.get("bindings", {}).items():
@@ -97,12 +104,65 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
             bindings.append(
                 Binding(var, producer=spec["producer"], tag=spec.get("tag", MAIN_TAG), cache_key=spec.get("cache_key"))
             )
+    pinned: dict[str, str] = {}
+    for b in bindings:
+        if b.cache_key is not None:
+            _check_cache_key(b, source)
+            if b.cache_key in pinned:
+                raise ManifestError(
+                    f"bindings/{b.var}/cache_key: {b.cache_key!r} is already the cache key of "
+                    f"{pinned[b.cache_key]!r}; two PCollections cannot share one cache file",
+                    source,
+                )
+            pinned[b.cache_key] = b.var
     computed = doc.get("computed", [])
     known = {b.var for b in bindings}
     for var in computed:
         if var not in known:
             raise ManifestError(f"computed: {var!r} is not a bound variable", source)
     return Manifest(tuple(bindings), frozenset(computed), source)
+
+
+def _check_depth_and_strings(doc: Any, source: str) -> None:
+    """Reject nesting deeper than MAX_DEPTH and strings that are not valid
+    Unicode (a JSON ``\\ud800`` escape decodes to a lone surrogate, which no
+    file name, hash or terminal accepts). Iterative: never recurses."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(doc, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            where = "/".join(path[:3])
+            raise ManifestError(f"{where}/...: nested more than {MAX_DEPTH} levels deep; not a binding manifest", source)
+        if isinstance(value, str):
+            _check_unicode(value, path, source)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _check_unicode(k, path, source)
+                stack.append((v, (*path, k)))
+        elif isinstance(value, list):
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(value))
+
+
+def _check_unicode(text: str, path: tuple[str, ...], source: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        where = "/".join(path) or "(top level)"
+        bad = text[e.start]
+        raise ManifestError(
+            f"{where}: string has a lone surrogate \\u{ord(bad):04x} at character {e.start} (not valid Unicode)", source
+        ) from None
+
+
+def _check_cache_key(b: Binding, source: str) -> None:
+    assert b.cache_key is not None
+    bad = [ch for ch in b.cache_key if ch in _GLOB_CHARACTERS or not ch.isprintable()]
+    if bad:
+        raise ManifestError(
+            f"bindings/{b.var}/cache_key: {b.cache_key!r} contains {bad[0]!r}; cache keys become cache file "
+            "names, so control characters and the glob characters * ? [ ] are not allowed",
+            source,
+        )
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -129,11 +189,29 @@ def _check_schema(doc: Any, source: str) -> None:
     value = json.dumps(err.instance)
     if len(value) > 80:
         value = value[:77] + "..."
-    detail = {
-        "oneOf": "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}",
-        "pattern": "expected a Beam cache key var-version-producer_version-pipeline_id",
-    }.get(err.validator, err.message)
-    raise ManifestError(f"{where}: {detail} (got {value})", source)
+    raise ManifestError(f"{where}: {_detail(err)} (got {value})", source)
+
+
+def _detail(err: Any) -> str:
+    """What is wrong, without jsonschema's repr of the (possibly huge) value:
+    the value itself follows, shortened, in "(got ...)"."""
+    v = err.validator_value
+    if err.validator == "oneOf":
+        return "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}"
+    if err.validator == "pattern":
+        return "expected a Beam cache key var-version-producer_version-pipeline_id"
+    if err.validator == "type":
+        return "expected " + " or ".join([v] if isinstance(v, str) else v)
+    if err.validator == "const":
+        return f"expected {json.dumps(v)}"
+    if err.validator == "uniqueItems":
+        return "has duplicate items"
+    if err.validator == "minLength":
+        return "must not be empty" if v == 1 else f"must be at least {v} characters long"
+    if err.validator == "maxLength":
+        return f"must be at most {v} characters long"
+    message = str(err.message)
+    return message if len(message) <= 160 else message[:157] + "..."
 
 
 def _intended_branch_error(err: Any) -> Any:

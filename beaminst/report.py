@@ -8,6 +8,7 @@ from beaminst.analysis import Analysis
 
 
 def print_analysis(console: Any, a: Analysis) -> None:
+    from rich.markup import escape as e
     from rich.table import Table
 
     table = Table(title="PCollections", show_lines=False)
@@ -21,10 +22,12 @@ def print_analysis(console: Any, a: Analysis) -> None:
             state = "computed" if c.cached and c.computed else ("cached" if c.cached else "missing")
         var = i.var or ""
         if c and c.synthetic:
-            var = f"[dim]{var}[/dim] (synthetic)"
+            var = f"[dim]{e(var)}[/dim] (synthetic)"
+        else:
+            var = e(var)
         table.add_row(
-            pc, i.producer, i.tag, "yes" if i.is_bounded else "[bold]no[/bold]", var,
-            i.cache_key or "", state,
+            e(pc), e(i.producer), e(i.tag), "yes" if i.is_bounded else "[bold]no[/bold]", var,
+            e(i.cache_key or ""), state,
         )
     console.print(table)
     if a.unbounded_sources:
@@ -32,10 +35,11 @@ def print_analysis(console: Any, a: Analysis) -> None:
         for col in ("transform id", "unique name", "urn", "outputs", "rule"):
             src.add_column(col, overflow="fold")
         for s in a.unbounded_sources:
-            src.add_row(s.transform_id, s.unique_name, s.urn, ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items())), s.rule)
+            outs = ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items()))
+            src.add_row(e(s.transform_id), e(s.unique_name), e(s.urn), e(outs), s.rule)
         console.print(src)
     for problem in a.cache.problems:
-        console.print(f"[yellow]cache:[/yellow] {problem}")
+        console.print(f"[yellow]cache:[/yellow] {e(problem)}")
     n_cached = sum(1 for c in a.cacheables.values() if c.cached)
     console.print(
         f"{len(a.index.transforms)} transforms, {len(a.pcollections)} PCollections, "
@@ -51,21 +55,22 @@ def _ordered(a: Analysis) -> list[str]:
 
 
 def print_instrument_report(console: Any, report: Any, title: str) -> None:
+    from rich.markup import escape as e
     from rich.table import Table
 
     table = Table(title=f"beaminst {title}")
     for col in ("action", "variable", "cache key", "via"):
         table.add_column(col, overflow="fold")
     for w in report.writes:
-        table.add_row("[green]write[/green]", w["var"], w["cache_key"], "WriteCache")
+        table.add_row("[green]write[/green]", e(w["var"]), e(w["cache_key"]), "WriteCache")
     for r in report.reads:
-        table.add_row("[cyan]read[/cyan]", r["var"], r["cache_key"], r["via"])
+        table.add_row("[cyan]read[/cyan]", e(r["var"]), e(r["cache_key"]), r["via"])
     if report.writes or report.reads:
         console.print(table)
     for s in report.skipped:
-        console.print(f"[yellow]skipped[/yellow] {s['var']}: {s['reason']}")
+        console.print(f"[yellow]skipped[/yellow] {e(s['var'])}: {e(s['reason'])}")
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {e(w)}")
     ts = report.test_stream
     if ts:
         where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
@@ -73,5 +78,5 @@ def print_instrument_report(console: Any, report: Any, title: str) -> None:
     dest = report.output or "stdout"
     console.print(
         f"{len(report.writes)} write(s), {len(report.reads)} read(s), "
-        f"{len(report.rewired)} input(s) rewired, {len(report.pruned)} transform(s) pruned -> {dest}"
+        f"{len(report.rewired)} input(s) rewired, {len(report.pruned)} transform(s) pruned -> {e(dest)}"
     )

@@ -19,8 +19,16 @@ def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], 
         return [], missing
     from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
 
+    from beaminst.errors import CacheDirError
+
     cache = StreamingCache(cache_dir, is_cache_complete=lambda _pid: True)
-    events = list(cache.read_multiple([("full", k) for k in present], tail=False))
+    try:
+        events = list(cache.read_multiple([("full", k) for k in present], tail=False))
+    except Exception as e:
+        raise CacheDirError(
+            f"full/{{{', '.join(present)}}} is not a StreamingCache recording Beam can read ({type(e).__name__})",
+            cache_dir,
+        ) from None
     return events, missing
 
 

@@ -63,6 +63,7 @@ def check_references(pipeline: Any) -> None:
             if comp not in coders:
                 raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
     _check_coder_cycles(coders)
+    _check_pickled_coders(coders)
     for wid in sorted(strategies):
         w = strategies[wid]
         if w.window_coder_id not in coders:
@@ -89,6 +90,55 @@ def _check_coder_cycles(coders: Any) -> None:
             elif not state.get(nxt):
                 state[nxt] = 1
                 stack.append((nxt, iter(coders[nxt].component_coder_ids)))
+
+
+PICKLED_CODER_URN = "beam:coder:pickled_python:v1"
+
+
+def _check_pickled_coders(coders: Any) -> None:
+    """A ``pickled_python`` coder's payload must get as far as Beam's
+    ``deserialize_coder`` gets before unpickling: a ``BytesValue`` holding
+    ``Name$<base64 of zlib>``. Checked without unpickling (which would run code
+    from the file) and in bounded memory; the zlib checksum catches a
+    corrupted pickle."""
+    import base64
+    import binascii
+
+    from google.protobuf import wrappers_pb2
+
+    for cid in sorted(coders):
+        spec = coders[cid].spec
+        if spec.urn != PICKLED_CODER_URN:
+            continue
+        problem = None
+        try:
+            value = wrappers_pb2.BytesValue.FromString(spec.payload).value
+        except Exception:
+            value, problem = b"", "is not a BytesValue"
+        if problem is None and b"$" not in value:
+            problem = "has no 'Name$' prefix"
+        if problem is None:
+            try:
+                problem = _zlib_problem(base64.b64decode(value.split(b"$", 1)[1]))
+            except (binascii.Error, ValueError):
+                problem = "is not base64"
+        if problem is not None:
+            raise ValidationError(f"coder {cid!r} ({PICKLED_CODER_URN}) has a corrupt payload: it {problem}")
+
+
+def _zlib_problem(data: bytes) -> str | None:
+    """What is wrong with a zlib stream, decompressed a megabyte at a time and
+    thrown away (a small payload may inflate to gigabytes)."""
+    import zlib
+
+    d = zlib.decompressobj()
+    try:
+        while data:
+            d.decompress(data, 1 << 20)
+            data = d.unconsumed_tail
+    except zlib.error as e:
+        return f"does not decompress ({e})"
+    return None if d.eof else "does not decompress (truncated)"
 
 
 def validate(pipeline: Any) -> GraphIndex:

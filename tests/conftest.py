@@ -131,3 +131,34 @@ def ib_env() -> Any:
         yield env
     finally:
         ie.new_env()  # cleans up the test's environment (cache dirs included)
+
+
+# --- Hypothesis profiles and the hardening case count ---------------------------------
+# Profiles live in hypothesis_profiles.py: "ci" (default: small, derandomized) and
+# "soak" (pytest --hypothesis-profile=soak). Registered here, at conftest import,
+# so the Hypothesis plugin finds them when it handles --hypothesis-profile.
+
+import hypothesis_profiles  # noqa: E402
+
+hypothesis_profiles.register()
+
+# Generated cases tried per hardening property, filled by tests/test_hardening.py;
+# known-bug hits are cases excused by its KNOWN_BUGS list (see there).
+HARDENING_CASES: dict[str, int] = {}
+HARDENING_KNOWN_BUG_HITS: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not HARDENING_CASES:
+        return
+    from hypothesis import settings
+
+    total = sum(HARDENING_CASES.values())
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(HARDENING_CASES.items()))
+    terminalreporter.write_line(
+        f"hardening: {total} generated cases tried ({parts}); "
+        f"hypothesis profile {settings.get_current_profile_name()!r}"
+    )
+    if HARDENING_KNOWN_BUG_HITS:
+        hits = ", ".join(f"{k} x{v}" for k, v in sorted(HARDENING_KNOWN_BUG_HITS.items()))
+        terminalreporter.write_line(f"hardening: cases excused as known (reported) bugs: {hits}")
