@@ -45,7 +45,16 @@ from typing import Any
 from beaminst.analysis import Analysis, Cacheable
 from beaminst.errors import BeaminstError, CacheDirError, ManifestError
 from beaminst.ids import IdAllocator
-from beaminst.instrument import Report, check_output, python_root, set_top_level, top_level_list
+from beaminst.instrument import (
+    Report,
+    check_output,
+    new_grafter,
+    python_root,
+    report_environment,
+    set_top_level,
+    top_level_list,
+)
+from beaminst.options import WorkerOptions
 from beaminst.prune import trim_components
 from beaminst.sources import UnboundedSource
 
@@ -113,7 +122,10 @@ def plan_writes(analysis: Analysis) -> list[PlannedWrite]:
 
 
 def background_caching(
-    analysis: Analysis, cache_dir: str, allow_empty: bool = False
+    analysis: Analysis,
+    cache_dir: str,
+    allow_empty: bool = False,
+    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> tuple[Any, BackgroundCachingReport]:
     """The background caching pipeline proto and a report of what was done."""
     if cache_dir is None:
@@ -146,11 +158,9 @@ def background_caching(
              "rule": s.rule, "outputs": dict(sorted(s.outputs.items()))}
         )
 
-    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
-
     working = type(index.pipeline)()
     working.CopyFrom(index.pipeline)
-    grafter = Grafter(working, cache_dir, streaming=True)
+    grafter = new_grafter(working, cache_dir, True, worker, report)
 
     # 2. the capture writes
     write_top: list[str] = []
@@ -184,6 +194,7 @@ def background_caching(
     set_top_level(working, top + write_top)
     out = trim_components(working)
     report.pruned = sorted(t.unique_name for tid, t in index.transforms.items() if tid not in out.components.transforms)
+    report_environment(grafter, out, report)
     check_output(out)
     return out, report
 

@@ -41,13 +41,11 @@ from apache_beam.runners.interactive.caching.streaming_cache import StreamingCac
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
-from beaminst.canonical import Signatures, digest, payload_coder_ids
+from beaminst import urns
+from beaminst.canonical import Signatures, digest
+from beaminst.environments import new_python_environment, python_environment
 from beaminst.errors import BeaminstError
 from beaminst.ids import IdAllocator, allocators_for
-
-PAR_DO = "beam:transform:pardo:v1"
-PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
-TEST_STREAM = "beam:transform:teststream:v1"
 
 
 class UnsupportedComponentError(BeaminstError):
@@ -161,48 +159,26 @@ def coder_mentions(payload: bytes, needle: bytes) -> bool:
     return pickle_mentions(unwrapped[2], needle)
 
 
-def canonical_payload(urn: str, payload: bytes) -> bytes:
-    """ParDo payloads re-serialized deterministically (map order fixed)."""
-    if urn == PAR_DO and payload:
-        p = rapi.ParDoPayload.FromString(payload)
-        return p.SerializeToString(deterministic=True)
-    return payload
-
-
-def rewrite_payload(urn: str, payload: bytes, old: bytes | None, new: bytes | None, coder_map: dict[str, str]) -> bytes:
-    """Substitute the key and remap coder ids held inside a transform payload."""
+def rewrite_payload(
+    urn: str, payload: bytes, old: bytes | None, new: bytes | None, maps: dict[str, dict[str, str]]
+) -> bytes:
+    """Substitute the key and remap the ids held inside a transform payload
+    (:mod:`beaminst.urns` says where they are); table payloads come out
+    deterministically serialized, so a clone matches a direct build."""
     if not payload:
         return payload
-    if urn == PAR_DO:
-        p = rapi.ParDoPayload.FromString(payload)
-        if old is not None and new is not None:
+    out = payload
+    if old is not None and new is not None:
+        if urn in urns.PAR_DO_FAMILY:
+            p = rapi.ParDoPayload.FromString(payload)
             p.do_fn.payload = substitute_in_pickle(p.do_fn.payload, old, new)
-        for s in p.state_specs.values():
-            kind = s.WhichOneof("spec")
-            if kind is None:
-                continue
-            msg = getattr(s, kind)
-            for field in ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id"):
-                if getattr(msg, field, ""):
-                    setattr(msg, field, coder_map.get(getattr(msg, field), getattr(msg, field)))
-        for t in p.timer_family_specs.values():
-            if t.timer_family_coder_id:
-                t.timer_family_coder_id = coder_map.get(t.timer_family_coder_id, t.timer_family_coder_id)
-        if p.restriction_coder_id:
-            p.restriction_coder_id = coder_map.get(p.restriction_coder_id, p.restriction_coder_id)
-        out = p.SerializeToString(deterministic=True)
-    elif urn == TEST_STREAM:
-        p = rapi.TestStreamPayload.FromString(payload)
-        p.coder_id = coder_map.get(p.coder_id, p.coder_id)
-        out = p.SerializeToString(deterministic=True)
-    elif urn.startswith("beam:transform:combine_"):
-        p = rapi.CombinePayload.FromString(payload)
-        p.accumulator_coder_id = coder_map.get(p.accumulator_coder_id, p.accumulator_coder_id)
-        out = p.SerializeToString(deterministic=True)
-    elif urn == PICKLED_TRANSFORM and old is not None and new is not None:
-        out = substitute_in_pickle(payload, old, new)
-    else:
-        out = payload
+            out = p.SerializeToString(deterministic=True)
+        elif urn == urns.PICKLED_TRANSFORM:
+            out = substitute_in_pickle(payload, old, new)
+    out = urns.remap_payload(urn, out, maps)
+    msg = urns.parse_payload(urn, out)
+    if msg is not None:
+        out = msg.SerializeToString(deterministic=True)
     if old is not None and new is not None and old in out:
         out = out.replace(old, new)  # plain strings (composite reprs and the like)
     return out
@@ -267,13 +243,14 @@ def _needs_rewrite(t: Any, needle: bytes) -> bool:
     payload = t.spec.payload
     if not payload:
         return False
-    if _payload_coder_ids(t) or (needle and needle in payload):
+    info = urns.payload_info(t.spec.urn, payload)
+    if info.coders or info.windowing_strategies or info.environments or (needle and needle in payload):
         return True
     if not needle:
         return False
-    if t.spec.urn == PAR_DO:
+    if t.spec.urn in urns.PAR_DO_FAMILY:
         return pickle_mentions(rapi.ParDoPayload.FromString(payload).do_fn.payload, needle)
-    return t.spec.urn == PICKLED_TRANSFORM and pickle_mentions(payload, needle)
+    return t.spec.urn == urns.PICKLED_TRANSFORM and pickle_mentions(payload, needle)
 
 
 def template_key(key: str) -> str:
@@ -291,7 +268,14 @@ class GraftResult:
 class Grafter:
     """Builds Beam's cache subgraphs and grafts them into ``target`` (mutated)."""
 
-    def __init__(self, target: Any, cache_dir: str, streaming: bool) -> None:
+    def __init__(
+        self,
+        target: Any,
+        cache_dir: str,
+        streaming: bool,
+        environment_type: str | None = None,
+        environment_config: str | None = None,
+    ) -> None:
         self.target = target
         self.cache_dir = os.path.abspath(cache_dir)
         self.streaming = streaming
@@ -301,6 +285,20 @@ class Grafter:
         self._by_sig: dict[str, dict[bytes, str]] | None = None
         self._pcoders_saved: set[str] = set()
         self.cache_manager = self._new_cache_manager()
+        # Grafted Python transforms run in the pipeline's own Python environment;
+        # one is added (and reported) only when the pipeline has none.
+        self._python_env = python_environment(target)
+        self._environment_options = (environment_type, environment_config)
+        self.added_environment: str | None = None
+
+    def python_env(self) -> str:
+        """The environment id grafted Python transforms and windowing strategies name."""
+        if self._python_env is None:
+            env = new_python_environment(*self._environment_options)
+            eid = self.alloc["environments"].take("beaminst_python_env")
+            self.target.components.environments[eid].CopyFrom(env)
+            self._python_env = self.added_environment = eid
+        return self._python_env
 
     def _new_cache_manager(self) -> Any:
         if self.streaming:
@@ -419,30 +417,34 @@ class Grafter:
             c, s = self.target.components, self._target_sigs
             self._by_sig = {
                 "coders": {s.coder(k): k for k in sorted(c.coders, reverse=True)},
-                "windowing_strategies": {s.windowing(k): k for k in sorted(c.windowing_strategies, reverse=True)},
-                "environments": {s.environment(k): k for k in sorted(c.environments, reverse=True)},
+                "windowing_strategies": {
+                    _windowing_key(s, k, c.windowing_strategies[k].environment_id): k
+                    for k in sorted(c.windowing_strategies, reverse=True)
+                },
             }
         return self._by_sig
 
-    def _component_maps(
-        self, sub: Subgraph, old: bytes | None, new: bytes | None
-    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    def _component_maps(self, sub: Subgraph, old: bytes | None, new_key: bytes | None) -> dict[str, dict[str, str]]:
         """Map the piece's coders / windowing strategies / environments onto the
-        target, adding what the target lacks under content-derived ids."""
+        target (kind -> piece id -> target id), adding what the target lacks
+        under content-derived ids. Environments all map to the pipeline's own
+        Python environment: the template's is never copied."""
         src = sub.proto.components
         sigs = sub.signatures
         by_sig = self._target_index()
         dst = self.target.components
-        used_pcs = list(sub.pcollections)
         envs = {src.transforms[t].environment_id for t in sub.transforms if src.transforms[t].environment_id}
-        wss = {src.pcollections[p].windowing_strategy_id for p in used_pcs}
-        coders = {src.pcollections[p].coder_id for p in used_pcs}
+        wss = {src.pcollections[p].windowing_strategy_id for p in sub.pcollections}
+        coders = {src.pcollections[p].coder_id for p in sub.pcollections}
+        for t in sub.transforms:
+            info = urns.payload_info(src.transforms[t].spec.urn, src.transforms[t].spec.payload)
+            coders |= info.coders
+            wss |= info.windowing_strategies
+            envs |= info.environments
         for w in wss:
             coders.add(src.windowing_strategies[w].window_coder_id)
             if src.windowing_strategies[w].environment_id:
                 envs.add(src.windowing_strategies[w].environment_id)
-        for t in sub.transforms:
-            coders.update(_payload_coder_ids(src.transforms[t]))
         # Close coders over their components.
         stack = list(coders)
         while stack:
@@ -451,14 +453,7 @@ class Grafter:
                     coders.add(comp)
                     stack.append(comp)
 
-        env_map: dict[str, str] = {}
-        for e in sorted(envs):
-            sig = sigs.environment(e)
-            if sig not in by_sig["environments"]:
-                new = self.alloc["environments"].take(f"beaminst_env_{sig.hex()[:12]}")
-                dst.environments[new].CopyFrom(src.environments[e])
-                by_sig["environments"][sig] = new
-            env_map[e] = by_sig["environments"][sig]
+        env_map = {e: self.python_env() for e in sorted(envs)}
         coder_map: dict[str, str] = {}
         # Pickled coders can carry the key too (a GroupByKey's deterministic key
         # coder remembers its label): substitute it, and sign what results.
@@ -466,8 +461,8 @@ class Grafter:
         for cid in _post_order(src.coders, coders):
             c = src.coders[cid]
             payload = c.spec.payload
-            if old is not None and new is not None and cid in sub.key_coders:
-                payload = substitute_in_coder(payload, old, new)
+            if old is not None and new_key is not None and cid in sub.key_coders:
+                payload = substitute_in_coder(payload, old, new_key)
             if payload is c.spec.payload and not any(x in new_sig for x in c.component_coder_ids):
                 sig = sigs.coder(cid)
             else:
@@ -485,17 +480,17 @@ class Grafter:
             coder_map[cid] = by_sig["coders"][sig]
         ws_map: dict[str, str] = {}
         for w in sorted(wss):
-            sig = sigs.windowing(w)
+            env = env_map.get(src.windowing_strategies[w].environment_id, "")
+            sig = _windowing_key(sigs, w, env)
             if sig not in by_sig["windowing_strategies"]:
-                new = self.alloc["windowing_strategies"].take(f"beaminst_windowing_{sig.hex()[:12]}")
-                dst.windowing_strategies[new].CopyFrom(src.windowing_strategies[w])
-                ws = dst.windowing_strategies[new]
+                added = self.alloc["windowing_strategies"].take(f"beaminst_windowing_{sig.hex()[:12]}")
+                dst.windowing_strategies[added].CopyFrom(src.windowing_strategies[w])
+                ws = dst.windowing_strategies[added]
                 ws.window_coder_id = coder_map[ws.window_coder_id]
-                if ws.environment_id:
-                    ws.environment_id = env_map[ws.environment_id]
-                by_sig["windowing_strategies"][sig] = new
+                ws.environment_id = env
+                by_sig["windowing_strategies"][sig] = added
             ws_map[w] = by_sig["windowing_strategies"][sig]
-        return coder_map, ws_map, env_map
+        return {"coders": coder_map, "windowing_strategies": ws_map, "environments": env_map}
 
     def graft(self, sub: Subgraph, key: str | None, input_pc: str | None, label: str) -> GraftResult:
         """Copy ``sub`` into the target under fresh ids; its placeholder input
@@ -503,7 +498,8 @@ class Grafter:
         src, dst = sub.proto.components, self.target.components
         old = sub.key.encode("utf-8") if key is not None and key != sub.key else None
         new = key.encode("utf-8") if old is not None else None
-        coder_map, ws_map, env_map = self._component_maps(sub, old, new)
+        maps = self._component_maps(sub, old, new)
+        coder_map, ws_map, env_map = maps["coders"], maps["windowing_strategies"], maps["environments"]
         t_alloc, pc_alloc = self.alloc["transforms"], self.alloc["pcollections"]
         t_map = {t: t_alloc.take(f"beaminst_{label}_t{i}") for i, t in enumerate(sub.transforms)}
         pc_map = {p: pc_alloc.take(f"beaminst_{label}_p{i}") for i, p in enumerate(sub.pcollections)}
@@ -524,7 +520,7 @@ class Grafter:
             if old is not None and new is not None:
                 out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
             if t in sub.rewrite_sites:
-                out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, coder_map)
+                out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, maps)
             if old is not None and new is not None:
                 for dd in out.display_data:  # e.g. the sink's "File Pattern"
                     if old in dd.payload:
@@ -539,8 +535,10 @@ class Grafter:
         return GraftResult([t_map[t] for t in sub.top], [t_map[t] for t in sub.transforms], {k: pc_map[v] for k, v in sub.outputs.items()})
 
 
-def _payload_coder_ids(t: Any) -> frozenset[str]:
-    return payload_coder_ids(t.spec.urn, t.spec.payload)
+def _windowing_key(sigs: Signatures, ws_id: str, environment_id: str) -> bytes:
+    """A windowing strategy by content, with the environment it ends up naming
+    in the target (an id there, not a signature: pieces map theirs first)."""
+    return digest(b"windowing-in-target", sigs.windowing(ws_id, with_environment=False), environment_id)
 
 
 def _post_order(coders: Any, ids: set[str]) -> list[str]:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from beaminst.beamproto import runner_api
+from beaminst import urns
 from beaminst.canonical import (
     Signatures,
     coder_payload_install_independent,
@@ -67,68 +67,56 @@ def split_key(key: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-# Payloads that name other components by id. The Python SDK's window_into
-# payload is a whole WindowingStrategy (window coder and environment ids);
-# ParDo, Combine and TestStream payloads can name coders. Ids follow
-# registration order, so an unrelated branch elsewhere in the pipeline shifts
-# them: left as they are, they would re-key PCollections that did not change.
-_ID_BEARING_PAYLOADS = {
-    "beam:transform:window_into:v1": "WindowingStrategy",
-    "beam:transform:pardo:v1": "ParDoPayload",
-    "beam:transform:teststream:v1": "TestStreamPayload",
-    "beam:transform:read:v1": "ReadPayload",
-}
-_PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
-_COMBINE_URN_PREFIX = "beam:transform:combine_"
-
-
 def payload_signature(spec: Any, coder_sig: Callable[[str], bytes], coder_ids: Any) -> bytes:
-    """``spec.payload`` with every ``*coder_id`` in it replaced by that coder's
-    content digest and every ``environment_id`` cleared; the raw payload when
-    the URN is not a known id-bearing one, it does not parse, or it names no ids."""
-    name = _ID_BEARING_PAYLOADS.get(spec.urn)
-    if spec.urn == _PICKLED_TRANSFORM:
+    """``spec.payload`` with every coder id in it replaced by that coder's
+    content digest and every environment id cleared (the references
+    :mod:`beaminst.urns` knows), and pickled function payloads signed without
+    their install path. Ids follow registration order, so an unrelated branch
+    elsewhere shifts them: left as they are, they would re-key PCollections
+    that did not change. The raw payload when the URN has no payload message
+    in the table, or it does not parse."""
+    if spec.urn == urns.PICKLED_TRANSFORM:
         return install_independent(spec.payload)
-    if name is None and spec.urn.startswith(_COMBINE_URN_PREFIX):
-        name = "CombinePayload"
-    if name is None or not spec.payload:
+    if not spec.payload:
         return spec.payload
-    msg = getattr(runner_api(), name)()
     try:
-        msg.ParseFromString(spec.payload)
-    except Exception:
+        msg = urns.parse_payload(spec.urn, spec.payload)
+    except ValueError:
         return spec.payload
-    if not _replace_ids(msg, coder_sig, coder_ids):
+    if msg is None:
         return spec.payload
-    return msg.SerializeToString(deterministic=True)
+
+    def by_content(kind: str, value: str) -> str | None:
+        if kind == "coders":
+            return coder_sig(value).hex() if value in coder_ids else None
+        return "" if kind == "environments" else None
+
+    changed = urns.replace_references(msg, by_content)
+    changed |= _stable_function_payloads(msg)
+    return msg.SerializeToString(deterministic=True) if changed else spec.payload
 
 
-def _replace_ids(msg: Any, coder_sig: Callable[[str], bytes], coder_ids: Any) -> bool:
+def _stable_function_payloads(msg: Any) -> bool:
+    """Pickled DoFns, CombineFns, sources, view fns (``payload`` bytes fields,
+    at any depth): signed without the install path their by-value functions carry."""
     changed = False
-    for fd, value in msg.ListFields():
-        if fd.message_type is not None:
-            if fd.message_type.GetOptions().map_entry:
-                is_message = fd.message_type.fields_by_name["value"].message_type is not None
-                children = list(value.values()) if is_message else []
-            elif fd.label == fd.LABEL_REPEATED:
-                children = list(value)
-            else:
-                children = [value]
-            for child in children:
-                changed |= _replace_ids(child, coder_sig, coder_ids)
-        elif fd.name == "payload" and fd.type == fd.TYPE_BYTES:
-            # Pickled DoFns, CombineFns, sources, view fns: sign them without
-            # the install path their by-value functions carry.
-            stable = install_independent(value)
-            if stable is not value:
-                setattr(msg, fd.name, stable)
-                changed = True
-        elif fd.name.endswith("coder_id") and fd.label != fd.LABEL_REPEATED and value in coder_ids:
-            setattr(msg, fd.name, coder_sig(value).hex())
-            changed = True
-        elif fd.name == "environment_id":
-            msg.ClearField(fd.name)
-            changed = True
+    stack = [msg]
+    while stack:
+        m = stack.pop()
+        for fd, value in m.ListFields():
+            if fd.message_type is not None:
+                if fd.message_type.GetOptions().map_entry:
+                    if fd.message_type.fields_by_name["value"].message_type is not None:
+                        stack.extend(value.values())
+                elif fd.label == fd.LABEL_REPEATED:
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+            elif fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+                stable = install_independent(value)
+                if stable is not value:
+                    setattr(m, fd.name, stable)
+                    changed = True
     return changed
 
 

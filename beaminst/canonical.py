@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import bz2
-import functools
 import hashlib
 import re
 import zlib
@@ -150,41 +149,3 @@ class Signatures:
             ws.environment_id = self.environment(ws.environment_id).hex() if with_environment and ws.environment_id else ""
             self._ws[memo_key] = digest(b"windowing", ws.SerializeToString(deterministic=True))
         return self._ws[memo_key]
-
-
-_PAR_DO = "beam:transform:pardo:v1"
-_TEST_STREAM = "beam:transform:teststream:v1"
-_COMBINE_PREFIX = "beam:transform:combine_"
-_SPEC_CODER_FIELDS = ("element_coder_id", "accumulator_coder_id", "key_coder_id", "value_coder_id")
-
-
-@functools.lru_cache(maxsize=65536)
-def payload_coder_ids(urn: str, payload: bytes) -> frozenset[str]:
-    """Coder ids named inside a transform payload (ParDo state, timer and
-    restriction coders, a Combine's accumulator coder, a TestStream's coder):
-    references a runner resolves that the transform's PCollections do not show.
-    Memoised: every pass over a pipeline asks again about the same payloads."""
-    from beaminst.beamproto import runner_api
-
-    if not payload:
-        return frozenset()
-    rapi = runner_api()
-    out: set[str] = set()
-    try:
-        if urn == _PAR_DO:
-            p = rapi.ParDoPayload.FromString(payload)
-            for s in p.state_specs.values():
-                kind = s.WhichOneof("spec")
-                if kind:
-                    msg = getattr(s, kind)
-                    out.update(getattr(msg, f, "") for f in _SPEC_CODER_FIELDS)
-            out.update(t.timer_family_coder_id for t in p.timer_family_specs.values())
-            out.add(p.restriction_coder_id)
-        elif urn == _TEST_STREAM:
-            out.add(rapi.TestStreamPayload.FromString(payload).coder_id)
-        elif urn.startswith(_COMBINE_PREFIX):
-            out.add(rapi.CombinePayload.FromString(payload).accumulator_coder_id)
-    except Exception:
-        return frozenset()  # an unparsable payload names nothing we can follow
-    out.discard("")
-    return frozenset(out)

@@ -13,17 +13,15 @@ as :class:`~beaminst.errors.ValidationError`.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from beaminst.beamproto import runner_api
+from beaminst import urns
 from beaminst.errors import ValidationError
 
-PAR_DO_URN = "beam:transform:pardo:v1"
 # Python SDK composites carry side inputs under these tags (pipeline.py).
 _PYTHON_SIDE_INPUT = re.compile(r"^python_side_input\d+$")
 
@@ -104,28 +102,24 @@ class GraphIndex:
 
 
 def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = None) -> frozenset[str]:
-    """Input tags that are side inputs: the ParDo payload says so for leaves;
-    Python composites mark them by tag name."""
+    """Input tags that are side inputs: the payload says so for leaves (see
+    :mod:`beaminst.urns`); Python composites mark them by tag name."""
     # A side input always comes with a main input: skip the tag scan otherwise
     # (the payload is still parsed: it must parse, and name only real inputs).
     tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)} if len(transform.inputs) > 1 else set()
-    if is_leaf and transform.spec.urn == PAR_DO_URN and transform.spec.payload:
-        declared = _pardo_side_inputs(transform.spec.payload)
-        if declared is None:
-            named = f"{transform_id!r} ({transform.unique_name!r})" if transform_id is not None else repr(transform.unique_name)
-            raise ValidationError(f"transform {named} has a ParDo payload that does not parse")
-        tags.update(declared)
+    if is_leaf:
+        tags.update(payload_info_of(transform, transform_id).side_inputs)
     return frozenset(tags)
 
 
-@functools.lru_cache(maxsize=65536)
-def _pardo_side_inputs(payload: bytes) -> frozenset[str] | None:
-    """Side input tags a ParDo payload declares (None: it does not parse).
-    Memoised: the input, the working copy and the output share payloads."""
+def payload_info_of(transform: Any, transform_id: str | None = None) -> urns.PayloadInfo:
+    """:func:`beaminst.urns.payload_info` of a transform; a payload that does
+    not parse is a ValidationError naming the transform."""
     try:
-        return frozenset(runner_api().ParDoPayload.FromString(payload).side_inputs.keys())
-    except Exception:
-        return None
+        return urns.payload_info(transform.spec.urn, transform.spec.payload)
+    except ValueError as e:
+        named = f"{transform_id!r} ({transform.unique_name!r})" if transform_id is not None else repr(transform.unique_name)
+        raise ValidationError(f"transform {named} has a {transform.spec.urn} payload that does not parse ({e})") from None
 
 
 def build_index(pipeline: Any) -> GraphIndex:

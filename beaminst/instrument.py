@@ -26,10 +26,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from beaminst import urns
 from beaminst.analysis import Analysis
 from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, CacheDirError, InternalError, ManifestError
 from beaminst.graph import GraphIndex, build_index
+from beaminst.options import WorkerOptions
 from beaminst.prune import necessary_transforms, trim_components
 from beaminst.validate import check_unreferenced, validate
 
@@ -56,6 +58,8 @@ class Report:
     test_stream: dict[str, Any] | None = None
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    environment: dict[str, Any] | None = None  # where the grafted transforms run
+    requirements: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,8 @@ class Report:
             "test_stream": self.test_stream,
             "skipped": self.skipped,
             "warnings": self.warnings,
+            "environment": self.environment,
+            "requirements": self.requirements,
         }
 
 
@@ -82,7 +88,10 @@ def plan(analysis: Analysis) -> Plan:
     reads: dict[str, str] = {}
     skipped: list[tuple[str, str]] = []
     for pc, c in analysis.cacheables.items():
-        if pc in source_outputs or (c.cached and c.computed):
+        if pc in source_outputs:
+            # Beam's TestStream has a tag for every watched source output, consumed or not.
+            reads[pc] = c.cache_key
+        elif c.cached and c.computed:
             if pc in consumed and any(not u.is_side for u in index.consumers[pc]):
                 reads[pc] = c.cache_key
         elif c.cached and not c.computed and not c.synthetic:
@@ -120,6 +129,7 @@ def instrument(
     analysis: Analysis,
     cache_dir: str,
     test_stream_endpoint: str | None = None,
+    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> tuple[Any, Report]:
     """The instrumented pipeline proto and a report of what was done."""
     if cache_dir is None:
@@ -131,21 +141,51 @@ def instrument(
     report.skipped = [{"var": v, "reason": r} for v, r in the_plan.skipped]
     report.warnings.extend(f"cache: {problem}" for problem in analysis.cache.problems)
 
-    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
-
     working = type(analysis.index.pipeline)()
     working.CopyFrom(analysis.index.pipeline)
-    grafter = Grafter(working, cache_dir, the_plan.streaming)
+    grafter = new_grafter(working, cache_dir, the_plan.streaming, worker, report)
     top_level = top_level_list(working)
     read_out = _graft_reads(grafter, the_plan, analysis, test_stream_endpoint, top_level, report)
     _rewire(working, analysis.index, read_out, report)
     write_targets = _graft_writes(grafter, the_plan, analysis, top_level, report)
     set_top_level(working, top_level)
     targets = (set(analysis.cacheables) | set(write_targets) | the_plan.side_effects) - the_plan.ignored
+    if the_plan.streaming:
+        # Beam's rule: the TestStream stays when it feeds a watched PCollection,
+        # even one nobody consumes (a pipeline that is only a source).
+        targets |= set(read_out.values())
     out = prune_to(working, targets)
     _report_what_survived(out, analysis.index, report)
+    report_environment(grafter, out, report)
     check_output(out)
     return out, report
+
+
+def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOptions, report: Report) -> Any:
+    """The Grafter for ``working``, after checking that the workers that will
+    run it can load what the installed Beam builds (a warning goes to ``report``)."""
+    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
+    from beaminst.environments import check_worker_sdk
+
+    warning = check_worker_sdk(working, worker.target_sdk)
+    if warning:
+        report.warnings.append(warning)
+    return Grafter(working, cache_dir, streaming, worker.environment_type, worker.environment_config)
+
+
+def report_environment(grafter: Any, out: Any, report: Report) -> None:
+    """Where the grafted transforms run, and the requirements the output declares."""
+    report.requirements = list(out.requirements)
+    eid = grafter._python_env
+    if eid is None or eid not in out.components.environments:
+        return
+    env = out.components.environments[eid]
+    report.environment = {"id": eid, "urn": env.urn, "added": grafter.added_environment == eid}
+    if report.environment["added"]:
+        report.warnings.append(
+            f"the pipeline has no Python SDK environment: added {eid!r} ({env.urn}) for the grafted transforms; "
+            "choose another with --environment-type / --environment-config"
+        )
 
 
 def _graft_reads(
@@ -168,6 +208,14 @@ def _graft_reads(
         res = grafter.graft(grafter.build_read(pc, key), None, None, f"ReadCache_{key}")
         top_level.extend(res.top)
         read_out[pc] = res.outputs["main"]
+        # Unreify emits each element in the windows it was cached with, so the
+        # read's output is the original PCollection again: same coder, same
+        # windowing. (Beam leaves the template's global windowing here, and a
+        # downstream GroupByKey then fails: "Cannot convert GlobalWindow to
+        # _IntervalWindowBase".)
+        original, replacement = working.components.pcollections[pc], working.components.pcollections[res.outputs["main"]]
+        replacement.windowing_strategy_id = original.windowing_strategy_id
+        replacement.coder_id = original.coder_id
         report.reads.append(
             {"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "ReadCache",
              "transforms": [working.components.transforms[t].unique_name for t in res.top]}
@@ -243,6 +291,9 @@ def check_output(pipeline: Any) -> GraphIndex:
     try:
         idx = validate(pipeline)
         check_unreferenced(pipeline)
+        missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
+        if missing:
+            raise BeaminstError(f"requirement {sorted(missing)[0]!r} is not declared")
     except BeaminstError as e:
         raise InternalError(f"produced an invalid pipeline ({e.message}); please report this") from None
     return idx

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from beaminst.canonical import payload_coder_ids
+from beaminst import urns
 
 
 def necessary_transforms(
@@ -104,13 +104,18 @@ def referenced_components(pipeline: Any) -> dict[str, set[str]]:
             envs.add(t.environment_id)
     strategies = {c.pcollections[p].windowing_strategy_id for p in pcolls if p in c.pcollections}
     coders = {c.pcollections[p].coder_id for p in pcolls if p in c.pcollections}
+    # Ids inside payloads the runner still resolves (beaminst.urns).
+    for tid in transforms:
+        spec = c.transforms[tid].spec
+        info = urns.payload_info(spec.urn, spec.payload)
+        coders.update(info.coders)
+        strategies.update(info.windowing_strategies)
+        envs.update(info.environments)
     for w in strategies:
         ws = c.windowing_strategies[w]
         coders.add(ws.window_coder_id)
         if ws.environment_id:
             envs.add(ws.environment_id)
-    # Coder ids hidden inside payloads the runner still resolves.
-    coders.update(_coders_in_payloads(c, transforms))
     stack = list(coders)
     while stack:
         cid = stack.pop()
@@ -127,21 +132,15 @@ def referenced_components(pipeline: Any) -> dict[str, set[str]]:
     }
 
 
-def _coders_in_payloads(c: Any, transforms: Iterable[str]) -> set[str]:
-    out: set[str] = set()
-    for tid in transforms:
-        spec = c.transforms[tid].spec
-        out.update(payload_coder_ids(spec.urn, spec.payload))
-    return {x for x in out if x in c.coders}
-
-
 def trim_components(pipeline: Any) -> Any:
     """A copy of ``pipeline`` with unreachable transforms and unreferenced
-    components dropped. Root subtransform lists are filtered to what exists."""
+    components dropped, and ``requirements`` recomputed for the transforms
+    that remain (:func:`beaminst.urns.recompute_requirements`): a grafted
+    cache read holds a splittable DoFn, a streaming cache write stateful
+    ones, and a pruned stateful ParDo no longer needs its declaration."""
     keep = referenced_components(pipeline)
     out = type(pipeline)()
     out.root_transform_ids.extend(pipeline.root_transform_ids)
-    out.requirements.extend(pipeline.requirements)
     out.display_data.extend(pipeline.display_data)
     src, dst = pipeline.components, out.components
     for name, kind in (
@@ -155,4 +154,5 @@ def trim_components(pipeline: Any) -> Any:
         for k in keep[kind]:  # map order is irrelevant: serialization sorts
             if k in s:
                 d[k].CopyFrom(s[k])
+    out.requirements.extend(urns.recompute_requirements(pipeline.requirements, dst.transforms))
     return out

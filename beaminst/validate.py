@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from beaminst.errors import ValidationError
-from beaminst.graph import GraphIndex, build_index
+from beaminst.graph import GraphIndex, build_index, payload_info_of
+from beaminst.urns import PICKLED_CODER as PICKLED_CODER_URN
 
 
 def check_references(pipeline: Any) -> None:
@@ -43,6 +44,7 @@ def check_references(pipeline: Any) -> None:
                     raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
         if t.environment_id and t.environment_id not in envs:
             raise ValidationError(f"transform {tid!r} names environment {t.environment_id!r} that does not exist")
+        _check_payload_references(tid, t, c)
         if t.unique_name:
             if t.unique_name in names:
                 raise ValidationError(
@@ -72,6 +74,22 @@ def check_references(pipeline: Any) -> None:
             raise ValidationError(f"windowing strategy {wid!r} names environment {w.environment_id!r} that does not exist")
 
 
+_KIND_NAMES = {"coders": "coder", "windowing_strategies": "windowing strategy", "environments": "environment"}
+
+
+def _check_payload_references(tid: str, t: Any, components: Any) -> None:
+    """References inside the payload (a Combine's accumulator coder, ParDo
+    state and restriction coders, ...) must exist too, as Java checks them."""
+    info = payload_info_of(t, tid)
+    for kind, label in _KIND_NAMES.items():
+        existing = getattr(components, kind)
+        for ref in sorted(info.references(kind)):
+            if ref not in existing:
+                raise ValidationError(
+                    f"transform {tid!r} ({t.spec.urn}) names {label} {ref!r} in its payload, which does not exist"
+                )
+
+
 def _check_coder_cycles(coders: Any) -> None:
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     for start in sorted(coders):
@@ -92,7 +110,6 @@ def _check_coder_cycles(coders: Any) -> None:
                 stack.append((nxt, iter(coders[nxt].component_coder_ids)))
 
 
-PICKLED_CODER_URN = "beam:coder:pickled_python:v1"
 
 
 def _check_pickled_coders(coders: Any) -> None:

@@ -329,13 +329,13 @@ def rename_ids(proto: Any, kinds: tuple[str, ...]) -> dict[str, dict[str, str]]:
         t.subtransforms.extend(subs)
         if t.environment_id:
             t.environment_id = env_ren.get(t.environment_id, t.environment_id)
-        if t.spec.urn == "beam:transform:window_into:v1":
-            from beaminst.beamproto import runner_api
+        # Ids inside payloads too (window_into's WindowingStrategy, a Combine's
+        # accumulator coder, ParDo state coders), as an SDK would write them.
+        from beaminst.urns import remap_payload
 
-            ws = runner_api().WindowingStrategy.FromString(t.spec.payload)
-            ws.window_coder_id = coder_ren.get(ws.window_coder_id, ws.window_coder_id)
-            ws.environment_id = env_ren.get(ws.environment_id, ws.environment_id)
-            t.spec.payload = ws.SerializeToString(deterministic=True)
+        t.spec.payload = remap_payload(
+            t.spec.urn, t.spec.payload, {"coders": coder_ren, "windowing_strategies": ws_ren, "environments": env_ren}
+        )
     roots = [t_ren.get(r, r) for r in proto.root_transform_ids]
     del proto.root_transform_ids[:]
     proto.root_transform_ids.extend(roots)

@@ -20,6 +20,7 @@ from conftest import (
 )
 from diffcases import instrument_case, pcollection_refs, renamed
 
+from beaminst.errors import ValidationError
 from beaminst.protoio import load_pipeline, save_pipeline
 
 # (fixture, variables computed): cache reads, pruning, composites rewired too.
@@ -89,9 +90,10 @@ def test_every_id_renamed_is_no_change(name, tmp_path):
     assert code == 0
 
 
-def test_renamed_coder_ids_without_fixing_payloads_is_a_change():
+def test_renamed_coder_ids_without_fixing_payloads_is_refused():
     # The other side of the coin: Combine payloads name coders by id, and a
-    # dangling name there is a real difference, not "same content".
+    # dangling name there is a broken pipeline (Java's PipelineValidator
+    # rejects it), refused by name rather than diffed.
     original = load_fixture("wordcount")
     moved = load_fixture("wordcount")
     c = moved.components
@@ -103,10 +105,8 @@ def test_renamed_coder_ids_without_fixing_payloads_is_a_change():
     for coder in c.coders.values():
         coder.component_coder_ids[:] = ["fresh" if x == old else x for x in coder.component_coder_ids]
     del c.coders[old]
-    doc = diff_protos(original, moved)
-    assert {t["name"] for t in doc["transforms"]["changed"]} == {"CountWords", "CountWords/Combine"}
-    assert doc["pcollections"]["changed"] == []
-    assert doc["components"]["coders"] == {"added": [], "removed": []}
+    with pytest.raises(ValidationError, match=f"names coder '{old}' in its payload, which does not exist"):
+        diff_protos(original, moved)
 
 
 # --- instrumentation as a diff ---------------------------------------------------------------
