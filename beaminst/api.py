@@ -11,6 +11,7 @@ from beaminst.cachedir import scan_cache_dir
 from beaminst.errors import BeaminstError
 from beaminst.graph import GraphIndex
 from beaminst.manifest import load_manifest
+from beaminst.options import WorkerOptions
 from beaminst.protoio import STDIO, Format, load_pipeline
 from beaminst.validate import validate
 
@@ -56,12 +57,13 @@ def instrument_files(
     infer_unbounded: bool = False,
     output_format: str | None = None,
     test_stream_endpoint: str | None = None,
+    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> Any:
     """``beaminst instrument``: analyze, instrument, validate, write atomically."""
     from beaminst.instrument import instrument
 
     return _rewrite_file(
-        lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint),
+        lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint, worker),
         pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
     )
 
@@ -75,13 +77,14 @@ def background_caching_files(
     infer_unbounded: bool = False,
     output_format: str | None = None,
     allow_empty: bool = False,
+    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> Any:
     """``beaminst background-caching``: analyze, cut to sources + capture
     writes, validate, write atomically (nothing is written on error)."""
     from beaminst.background_caching import background_caching
 
     return _rewrite_file(
-        lambda analysis: background_caching(analysis, cache_dir, allow_empty),
+        lambda analysis: background_caching(analysis, cache_dir, allow_empty, worker),
         pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
     )
 

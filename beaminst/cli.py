@@ -154,6 +154,30 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--target-sdk", metavar="VERSION",
+        help="Beam Python SDK version of the workers, for pipelines whose environment does not say it "
+        "(refused when the installed Beam builds cache transforms that version cannot load).",
+    )(fn)
+    fn = click.option(
+        "--environment-config", metavar="CONFIG",
+        help="As Beam's --environment_config: image, process command JSON or worker pool address.",
+    )(fn)
+    fn = click.option(
+        "--environment-type", metavar="TYPE",
+        help="As Beam's --environment_type (DOCKER, PROCESS, EXTERNAL): the Python SDK environment added for "
+        "the grafted transforms when the pipeline has none of its own (default DOCKER, the installed Beam's image).",
+    )(fn)
+    return fn
+
+
+def _worker(environment_type: str | None, environment_config: str | None, target_sdk: str | None) -> Any:
+    from beaminst.options import WorkerOptions
+
+    return WorkerOptions(environment_type, environment_config, target_sdk)
+
+
 def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | None, no_cache_dir: str) -> None:
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
@@ -182,6 +206,7 @@ Examples:
 )
 @common_inputs
 @output_options
+@worker_options
 @click.option(
     "--test-stream-endpoint",
     metavar="HOST:PORT",
@@ -197,6 +222,9 @@ def instrument(
     output: str,
     output_format: str | None,
     as_json: bool,
+    environment_type: str | None,
+    environment_config: str | None,
+    target_sdk: str | None,
     test_stream_endpoint: str | None,
 ) -> None:
     """Write the pipeline Interactive Beam would run for PIPELINE.
@@ -210,7 +238,8 @@ def instrument(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     report = instrument_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint
+        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
+        worker=_worker(environment_type, environment_config, target_sdk),
     )
     _emit_report(report, as_json, output, "instrument")
 
@@ -227,6 +256,7 @@ Examples:
 )
 @common_inputs
 @output_options
+@worker_options
 @click.option(
     "--allow-empty",
     is_flag=True,
@@ -242,6 +272,9 @@ def background_caching(
     output: str,
     output_format: str | None,
     as_json: bool,
+    environment_type: str | None,
+    environment_config: str | None,
+    target_sdk: str | None,
     allow_empty: bool,
 ) -> None:
     """Write Interactive Beam's background caching job for PIPELINE.
@@ -257,7 +290,8 @@ def background_caching(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     report = background_caching_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty
+        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty,
+        worker=_worker(environment_type, environment_config, target_sdk),
     )
     _emit_report(report, as_json, output, "background-caching")
 

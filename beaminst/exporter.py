@@ -25,15 +25,18 @@ def export(
     stem: str,
     computed: Iterable[str] = (),
     cache_keys: Mapping[str, str] | None = None,
+    default_environment: Any = None,
 ) -> tuple[str, str]:
     """Save ``pipeline`` as ``stem.pb`` and its bindings as ``stem.manifest.json``.
 
     ``bindings`` maps variable names to PCollections of ``pipeline``;
     ``computed`` names variables whose cache is complete; ``cache_keys``
-    optionally pins explicit cache keys (e.g. a live notebook's). Returns the
-    two paths.
+    optionally pins explicit cache keys (e.g. a live notebook's);
+    ``default_environment`` (a Beam ``Environment``, e.g.
+    ``Environment.from_options(options)``) replaces the placeholder
+    environment, as a runner does at submission. Returns the two paths.
     """
-    proto, context = pipeline.to_runner_api(return_context=True)
+    proto, context = pipeline.to_runner_api(return_context=True, default_environment=default_environment)
     cache_keys = dict(cache_keys or {})
     doc_bindings: dict[str, Any] = {}
     for var, pcoll in bindings.items():

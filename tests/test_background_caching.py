@@ -131,6 +131,11 @@ def assert_parity(side, ours, report, only_ours=()):
     assert len(keys) == len(report.writes) == len(report.sources)
     assert keys <= set(side.keys.values())
     assert {f"WriteCache_{k}" for k in keys} == {n for n in nested if "/" not in n and n.startswith("WriteCache_")}
+    # Deliberate difference 0: the capture writes hold stateful DoFns, and
+    # Beam builds this proto by hand without declaring it (so portable runners
+    # refuse it: "Missing requirement declaration"); ours declares it.
+    assert list(side.background.requirements) == []
+    assert list(ours.requirements) == ["beam:requirement:pardo:stateful:v1"]
     # Deliberate difference 2: Beam carries no environment at all.
     assert not side.background.components.environments
     used = {t.environment_id for t in ours.components.transforms.values() if t.environment_id}

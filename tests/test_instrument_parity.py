@@ -53,6 +53,9 @@ def assert_parity(side, ours):
     assert all(not n.startswith(prefix + "/") for n in our_nodes)
     if plain_ours:
         assert nested, "Beam's grafted transforms were expected under the root label"
+    # Requirements too: Beam's proto declares what its transforms need (a
+    # ReadCache's splittable DoFn, a StreamingCache write's stateful DoFns).
+    assert sorted(ours.requirements) == sorted(side.proto.requirements)
     validate(ours)
 
 

@@ -1,0 +1,362 @@
+"""What portable runners check in a proto, asserted on the proto itself.
+
+Python's ``Pipeline.from_runner_api`` rebuilds a pipeline and recomputes its
+requirements and environments, so a test that only goes through it cannot see
+these: ``Pipeline.requirements`` (FnApiRunner and Java's PipelineValidator
+refuse a stateful or splittable ParDo that is not declared), the environment
+each grafted transform names, references held inside payloads, the SDK version
+of the workers, and the windowing of what a cache read produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+from apache_beam.transforms import environments, userstate
+from conftest import fixture_manifest, fixture_pb, run_cli
+
+from beaminst import urns
+from beaminst.api import analyze_files, load
+from beaminst.beamproto import runner_api
+from beaminst.errors import BeaminstError, ValidationError
+from beaminst.instrument import instrument
+from beaminst.options import WorkerOptions
+from beaminst.protoio import load_pipeline, save_pipeline
+from fixtures import pipelines as fp
+
+GRAFTED = ("WriteCache_", "ReifyBefore_", "ReadCache_", "UnreifyAfter_", "TestStream")
+
+
+def _cached(cache_dir, analysis_or_keys):
+    """Complete (empty) shard sets for the given keys, as Beam's manager lays them out."""
+    os.makedirs(os.path.join(cache_dir, "full"), exist_ok=True)
+    for key in analysis_or_keys:
+        open(os.path.join(cache_dir, "full", f"{key}-00000-of-00001"), "wb").close()
+
+
+def _manifest(tmp_path, bindings, computed=()):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"bindings": bindings, "computed": list(computed)}))
+    return str(path)
+
+
+def _read_pass(tmp_path, pb, manifest_path, var):
+    """Instrument with ``var`` cached and computed."""
+    cache = str(tmp_path / "cache")
+    first = analyze_files(pb, manifest_path)
+    key = next(c.cache_key for c in first.cacheables.values() if c.var == var)
+    _cached(cache, [key])
+    with open(manifest_path) as f:
+        doc = json.load(f)
+    doc["computed"] = [var]
+    with open(manifest_path, "w") as f:
+        json.dump(doc, f)
+    return instrument(analyze_files(pb, manifest_path, cache), cache)
+
+
+# --- requirements -------------------------------------------------------------------
+
+
+def test_read_pass_declares_the_splittable_dofn_of_readcache(tmp_path):
+    man = tmp_path / "m.json"
+    man.write_text(open(fixture_manifest("wordcount")).read())
+    out, report = _read_pass(tmp_path, fixture_pb("wordcount"), str(man), "words")
+    assert report.reads
+    assert urns.REQUIRES_SPLITTABLE_DOFN in out.requirements
+    assert list(out.requirements) == report.requirements == sorted(out.requirements)
+
+
+def test_write_pass_of_a_bounded_pipeline_declares_nothing(tmp_path):
+    out, _ = instrument(analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount")), str(tmp_path))
+    assert list(out.requirements) == []
+
+
+@pytest.mark.parametrize("name", ["pubsub_one", "pubsub_two", "mixed"])
+def test_streaming_writes_declare_stateful(name, tmp_path):
+    out, report = instrument(analyze_files(fixture_pb(name), fixture_manifest(name)), str(tmp_path))
+    if report.writes:
+        assert urns.REQUIRES_STATEFUL in out.requirements
+    assert set(out.requirements) == urns.transform_requirements(out.components.transforms)
+
+
+COUNT = userstate.CombiningValueStateSpec("count", combine_fn=sum)
+COUNT_PARAM = beam.DoFn.StateParam(COUNT)
+
+
+class _Stateful(beam.DoFn):
+    def process(self, kv, count=COUNT_PARAM):
+        count.add(1)
+        yield kv
+
+
+def _stateful_pipeline():
+    p = beam.Pipeline()
+    pairs = p | beam.Create([("a", 1), ("b", 2)])
+    counted = pairs | "Stateful" >> beam.ParDo(_Stateful())
+    doubled = counted | "Double" >> beam.Map(fp.identity)
+    return p, {"counted": counted, "doubled": doubled}
+
+
+def test_a_pruned_stateful_pardo_no_longer_needs_its_requirement_and_unknown_ones_stay(tmp_path):
+    p, bindings = _stateful_pipeline()
+    import beaminst
+
+    pb, man = beaminst.export(p, bindings, str(tmp_path / "p"))
+    proto, _ = load_pipeline(pb)
+    assert urns.REQUIRES_STATEFUL in proto.requirements  # what Beam declared
+    proto.requirements.append("beam:requirement:someone_else:v1")  # one beaminst cannot derive
+    save_pipeline(proto, pb)
+    out, report = _read_pass(tmp_path, pb, man, "counted")
+    names = {t.unique_name for t in out.components.transforms.values()}
+    assert "Stateful" not in names and "Double" in names
+    assert urns.REQUIRES_STATEFUL not in out.requirements
+    assert "beam:requirement:someone_else:v1" in out.requirements
+    assert urns.REQUIRES_SPLITTABLE_DOFN in out.requirements
+
+
+def test_a_stateful_pardo_that_stays_keeps_its_requirement(tmp_path):
+    p, bindings = _stateful_pipeline()
+    import beaminst
+
+    pb, man = beaminst.export(p, bindings, str(tmp_path / "p"))
+    out, _ = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    assert list(out.requirements) == [urns.REQUIRES_STATEFUL]
+
+
+# --- references inside payloads --------------------------------------------------------
+
+
+def test_a_combine_whose_accumulator_coder_is_missing_is_refused(tmp_path):
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    combine = next(t for t in proto.components.transforms.values() if t.spec.urn.startswith("beam:transform:combine_"))
+    payload = urns.parse_payload(combine.spec.urn, combine.spec.payload)
+    payload.accumulator_coder_id = "no_such_coder"
+    combine.spec.payload = payload.SerializeToString()
+    pb = str(tmp_path / "bad.pb")
+    save_pipeline(proto, pb)
+    with pytest.raises(ValidationError, match="names coder 'no_such_coder' in its payload"):
+        load(pb)
+    r = run_cli("analyze", pb)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "no_such_coder" in r.stderr
+
+
+def test_payload_table_sees_every_reference_kind():
+    proto, _ = load_pipeline(fixture_pb("windowing"))
+    seen = {"coders": set(), "windowing_strategies": set(), "environments": set()}
+    for t in proto.components.transforms.values():
+        info = urns.payload_info(t.spec.urn, t.spec.payload)
+        for kind in seen:
+            seen[kind] |= info.references(kind)
+    # The Python SDK's window_into payload is a WindowingStrategy: coder and environment.
+    assert seen["coders"] and seen["environments"]
+
+
+# --- environments --------------------------------------------------------------------
+
+
+ENVIRONMENT_KINDS = {
+    "default": None,
+    "docker": ["--environment_type=DOCKER", "--environment_config=example.com/team/beam_python3.11_sdk:2.77.0"],
+    "process": ["--environment_type=PROCESS", '--environment_config={"command": "/opt/apache/beam/boot"}'],
+    "external": ["--environment_type=EXTERNAL", "--environment_config=localhost:50000"],
+}
+
+
+def export_with_environment(built, stem: str, kind: str) -> tuple[str, str]:
+    """A fixture pipeline saved with a real environment, as a job submission
+    carries it (capabilities, dependencies), plus a resource hint."""
+    import beaminst
+
+    args = ENVIRONMENT_KINDS[kind]
+    env = None
+    if args is not None:
+        env = environments.Environment.from_options(PipelineOptions(args).view_as(PortableOptions))
+    return beaminst.export(built.pipeline, built.bindings, stem, default_environment=env)
+
+
+def python_env_of(proto):
+    envs = {t.environment_id for t in proto.components.transforms.values()
+            if t.environment_id and not t.unique_name.startswith(GRAFTED)}
+    assert len(envs) == 1
+    return envs.pop()
+
+
+@pytest.mark.parametrize("kind", sorted(ENVIRONMENT_KINDS))
+@pytest.mark.parametrize("mode", ["write", "read"])
+def test_grafted_transforms_run_in_the_pipelines_own_environment(kind, mode, tmp_path):
+    pb, man = export_with_environment(fp.wordcount(), str(tmp_path / "p"), kind)
+    proto, _ = load_pipeline(pb)
+    env_id = python_env_of(proto)
+    original_env = proto.components.environments[env_id]
+    if kind != "default":
+        assert original_env.capabilities  # a real environment, as submitted
+    if mode == "write":
+        out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    else:
+        out, report = _read_pass(tmp_path, pb, man, "words")
+        assert report.reads
+    grafted = [t for t in out.components.transforms.values() if t.unique_name.startswith(GRAFTED)]
+    assert grafted
+    assert {t.environment_id for t in grafted if t.environment_id} == {env_id}
+    # Nothing copied from the template: the pipeline's one environment, byte for byte.
+    assert list(out.components.environments) == [env_id]
+    assert out.components.environments[env_id] == original_env
+    for ws in out.components.windowing_strategies.values():
+        assert ws.environment_id in ("", env_id)
+    assert report.environment == {"id": env_id, "urn": original_env.urn, "added": False}
+
+
+def test_a_second_sdks_environment_beside_pythons(tmp_path):
+    pb, man = export_with_environment(fp.wordcount(), str(tmp_path / "p"), "docker")
+    proto, _ = load_pipeline(pb)
+    env_id = python_env_of(proto)
+    java = proto.components.environments["java"]
+    java.urn = urns.ENV_DOCKER
+    java.payload = runner_api().DockerPayload(container_image="apache/beam_java17_sdk:2.77.0").SerializeToString()
+    java.capabilities.append("beam:version:sdk_base:apache/beam_java17_sdk:2.77.0")
+    # One transform of another SDK (a cross-language expansion looks like this).
+    fmt = next(t for t in proto.components.transforms.values() if t.unique_name == "Format")
+    fmt.environment_id = "java"
+    save_pipeline(proto, pb)
+    out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    grafted = {t.environment_id for t in out.components.transforms.values()
+               if t.unique_name.startswith(GRAFTED) and t.environment_id}
+    assert grafted == {env_id}
+    assert set(out.components.environments) == {env_id, "java"}
+    assert report.environment["id"] == env_id and not report.environment["added"]
+
+
+def _strip_python(proto):
+    """The wordcount proto as if another SDK had written it: its environment
+    says nothing about Python and no transform carries a Python function."""
+    env = proto.components.environments[python_env_of(proto)]
+    env.urn = urns.ENV_DOCKER
+    env.payload = runner_api().DockerPayload(container_image="apache/beam_go_sdk:2.77.0").SerializeToString()
+    del env.capabilities[:]
+    for t in proto.components.transforms.values():
+        if t.spec.urn == urns.PICKLED_TRANSFORM:  # Python's Create composite
+            t.spec.urn, t.spec.payload = "", b""
+        elif t.spec.urn in urns.PAR_DO_FAMILY:
+            p = runner_api().ParDoPayload.FromString(t.spec.payload)
+            p.do_fn.urn = "beam:go:transform:dofn:v1"
+            t.spec.payload = p.SerializeToString()
+        elif t.spec.urn in urns.COMBINE_FAMILY:
+            p = runner_api().CombinePayload.FromString(t.spec.payload)
+            p.combine_fn.urn = "beam:go:transform:combinefn:v1"
+            t.spec.payload = p.SerializeToString()
+    for ws in proto.components.windowing_strategies.values():
+        ws.environment_id = ""
+
+
+@pytest.mark.parametrize(
+    "options,urn",
+    [
+        (WorkerOptions(), urns.ENV_DOCKER),
+        (WorkerOptions(environment_type="PROCESS", environment_config='{"command": "/opt/apache/beam/boot"}'), urns.ENV_PROCESS),
+        (WorkerOptions(environment_type="EXTERNAL", environment_config="localhost:50000"), urns.ENV_EXTERNAL),
+    ],
+)
+def test_a_pipeline_without_python_environment_gets_one(options, urn, tmp_path):
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    _strip_python(proto)
+    pb = str(tmp_path / "go.pb")
+    save_pipeline(proto, pb)
+    out, report = instrument(analyze_files(pb, fixture_manifest("wordcount")), str(tmp_path / "cache"), worker=options)
+    assert report.environment["added"] and report.environment["urn"] == urn
+    added = out.components.environments[report.environment["id"]]
+    assert any(c.startswith(urns.SDK_BASE_CAPABILITY + "apache/beam_python") for c in added.capabilities)
+    if urn == urns.ENV_DOCKER:
+        assert b"apache/beam_python" in added.payload and beam.version.__version__.encode() in added.payload
+    assert any("no Python SDK environment" in w for w in report.warnings)
+    grafted = {t.environment_id for t in out.components.transforms.values()
+               if t.unique_name.startswith(GRAFTED) and t.environment_id}
+    assert grafted == {report.environment["id"]}
+
+
+def test_environment_type_loopback_is_refused_for_a_saved_pipeline(tmp_path):
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    _strip_python(proto)
+    pb = str(tmp_path / "go.pb")
+    save_pipeline(proto, pb)
+    with pytest.raises(BeaminstError, match="LOOPBACK only exists while a runner process is alive"):
+        instrument(analyze_files(pb, fixture_manifest("wordcount")), str(tmp_path / "c"),
+                   worker=WorkerOptions(environment_type="LOOPBACK"))
+
+
+# --- worker SDK versions ----------------------------------------------------------------
+
+
+def _with_image(tmp_path, image: str) -> tuple[str, str]:
+    args = ["--environment_type=DOCKER", f"--environment_config={image}"]
+    env = environments.Environment.from_options(PipelineOptions(args).view_as(PortableOptions))
+    import beaminst
+
+    built = fp.wordcount()
+    return beaminst.export(built.pipeline, built.bindings, str(tmp_path / "p"), default_environment=env)
+
+
+def test_an_old_worker_sdk_is_refused_by_name(tmp_path):
+    pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.60.0")
+    proto, _ = load_pipeline(pb)
+    # The capability says 2.77 (the installed SDK wrote it); the image wins only
+    # when no capability says otherwise, so say 2.60 there too, as 2.60 would.
+    env = proto.components.environments[python_env_of(proto)]
+    caps = [c for c in env.capabilities if not c.startswith(urns.SDK_BASE_CAPABILITY)]
+    del env.capabilities[:]
+    env.capabilities.extend([*caps, urns.SDK_BASE_CAPABILITY + "apache/beam_python3.11_sdk:2.60.0"])
+    save_pipeline(proto, pb)
+    out = tmp_path / "out.pb"
+    r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert "2.60.0" in r.stderr and "2.71" in r.stderr and "--target-sdk" in r.stderr
+    assert not out.exists()
+
+
+def test_target_sdk_overrides_and_checks(tmp_path):
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    out = tmp_path / "out.pb"
+    base = ["instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(out)]
+    r = run_cli(*base, "--target-sdk", "2.66.0")
+    assert r.exit_code == 2 and "2.66.0" in r.stderr and not out.exists()
+    r = run_cli(*base, "--target-sdk", "not-a-version")
+    assert r.exit_code == 2 and "not a Beam version" in r.stderr
+    r = run_cli(*base, "--target-sdk", "2.71.0")
+    assert r.exit_code == 0, r.stderr
+    r = run_cli(*base, "--target-sdk", "2.99.0", "--json")
+    assert r.exit_code == 0 and any("newer than" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_the_image_tag_is_read_when_no_capability_says_more(tmp_path):
+    pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.62.0")
+    proto, _ = load_pipeline(pb)
+    env = proto.components.environments[python_env_of(proto)]
+    caps = [c for c in env.capabilities if not c.startswith(urns.SDK_BASE_CAPABILITY)]
+    del env.capabilities[:]
+    env.capabilities.extend(caps)
+    save_pipeline(proto, pb)
+    with pytest.raises(BeaminstError, match="2.62.0"):
+        instrument(analyze_files(pb, man), str(tmp_path / "c"))
+
+
+# --- source-only pipelines ------------------------------------------------------------
+
+
+def test_a_watched_source_with_nothing_downstream_keeps_its_teststream(tmp_path):
+    """Beam's background_caching_job_test shape: the pipeline is only
+    ``elems = ReadFromPubSub(...)``; Beam's instrumented proto is a TestStream
+    feeding ``elems`` (compared with Beam in test_instrument_parity)."""
+    import beaminst
+
+    p = fp._pipeline(streaming=True)
+    elems = p | "Read" >> beam.io.ReadFromPubSub(subscription=fp.SUBSCRIPTION.format("only"))
+    pb, man = beaminst.export(p, {"elems": elems}, str(tmp_path / "p"))
+    out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    roots = set(out.root_transform_ids)
+    names = {t.unique_name: t for tid, t in out.components.transforms.items() if tid not in roots}
+    assert set(names) == {"TestStream"}
+    assert report.test_stream["tags"] == [report.reads[0]["cache_key"]]
+    assert list(names["TestStream"].outputs) == report.test_stream["tags"]
