@@ -36,7 +36,7 @@ import apache_beam as beam
 from apache_beam.internal import cloudpickle_pickler
 from apache_beam.portability.api import beam_runner_api_pb2 as rapi
 from apache_beam.runners.interactive import cache_manager as cache
-from apache_beam.runners.interactive.caching.reify import reify_to_cache, unreify_from_cache
+from apache_beam.runners.interactive.caching.reify import WRITE_CACHE, unreify_from_cache
 from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
@@ -182,6 +182,36 @@ def rewrite_payload(
     if old is not None and new is not None and old in out:
         out = out.replace(old, new)  # plain strings (composite reprs and the like)
     return out
+
+
+def _reify_per_window() -> Any:
+    """Beam's ``Reify``, invoked once per window.
+
+    Beam's ``Reify`` holds each element's whole ``WindowedValue`` but is
+    invoked once per *element*, so its output sits in all of the element's
+    windows and the cache sink (which rewindows into the global window) writes
+    it once per window: with sliding windows every element comes back k times
+    in each of its k windows. Asking for the window makes the runner invoke it
+    once per window with a one-window value, so the cache holds each
+    (element, window) exactly once. A function defined here is pickled by
+    value (workers need Beam, not beaminst); a fresh one per build, since
+    unpickling a dynamic *class* in this process would mutate the one we
+    pickle next (cloudpickle tracks classes by id), and bytes would drift."""
+
+    def reify_per_window(e: Any, wv: Any = beam.DoFn.WindowedValueParam, w: Any = beam.DoFn.WindowParam) -> Any:
+        yield test_stream.WindowedValueHolder(wv)
+
+    return reify_per_window
+
+
+def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: bool) -> Any:
+    """Beam's ``caching.reify.reify_to_cache`` (same labels, Beam's
+    ``WriteCache``), with :func:`_reify_per_window`'s ``Reify``."""
+    return (
+        pcoll
+        | f"ReifyBefore_{WRITE_CACHE}{cache_key}" >> beam.FlatMap(_reify_per_window())
+        | f"{WRITE_CACHE}{cache_key}" >> cache.WriteCache(cache_manager, cache_key, is_capture=is_capture)
+    )
 
 
 _TEMPLATES: dict[tuple[Any, ...], tuple[Subgraph, Any]] = {}
@@ -362,7 +392,7 @@ class Grafter:
             ph.element_type = self._element_type(pc_id)
             ph.is_bounded = p.is_bounded != rapi.IsBounded.UNBOUNDED
             ph._windowing = self._windowing(pc_id)
-            out = reify_to_cache(pcoll=ph, cache_key=key, cache_manager=self.cache_manager, is_capture=is_capture)
+            out = reify_to_cache(ph, key, self.cache_manager, is_capture)
             proto, ctx = tmp.to_runner_api(return_context=True)
         ph_id = ctx.pcollections.get_id(ph)
         root = proto.components.transforms[proto.root_transform_ids[0]]

@@ -177,3 +177,15 @@ def test_mixed_streaming_batch_with_bounded_source_cached_and_computed(tmp_path)
     assert_parity(side, ours)
     ts = [t for t in ours.components.transforms.values() if t.spec.urn == "beam:transform:teststream:v1"]
     assert len(ts) == 1 and len(ts[0].outputs) == 2  # the PubSub source and the cached Create
+
+
+def test_a_source_with_nothing_downstream_keeps_its_test_stream(tmp_path):
+    # Beam's background_caching_job_test: the pipeline is only the source.
+    # Beam's instrumented proto is one TestStream feeding the watched
+    # PCollection; pruning it away would leave an empty pipeline.
+    p = fp._pipeline(streaming=True)
+    elems = p | "Read" >> beam.io.ReadFromPubSub(subscription=fp.SUBSCRIPTION.format("only"))
+    side, ours, report = run_both(fp.Built(p, {"elems": elems}), tmp_path, cached=["elems"])
+    assert_parity(side, ours)
+    assert [n for n in structure(ours)] == ["TestStream"]
+    assert [r["var"] for r in report.reads] == ["elems"]
