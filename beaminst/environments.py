@@ -160,7 +160,7 @@ def new_python_environment(environment_type: str | None, environment_config: str
 
 # The oldest Python SDK worker that loads the cache transforms the installed
 # Beam builds (measured: see the README's "Worker SDK versions").
-OLDEST_WORKER = SdkVersion(2, 71)
+OLDEST_WORKER = SdkVersion(2, 68)
 
 
 def installed_sdk_version() -> SdkVersion:

@@ -263,7 +263,12 @@ def _report_what_survived(out: Any, index: GraphIndex, report: Report) -> None:
 def prune_to(pipeline: Any, targets: Iterable[str]) -> Any:
     """``PipelineFragment(targets).deduce_fragment()`` on a proto."""
     idx = build_index(pipeline)
-    keep = necessary_transforms(idx.transforms, idx.roots, idx.parent, idx.producer, targets)
+    # Beam never prunes the Python SDK's one synthetic root; other SDKs' roots
+    # are top-level transforms like any other, and pruned like them.
+    root = python_root(pipeline)
+    keep = necessary_transforms(idx.transforms, () if root is None else (root,), idx.parent, idx.producer, targets)
+    if root is None:
+        pipeline.root_transform_ids[:] = [r for r in pipeline.root_transform_ids if r in keep]
     # Transforms Beam never prunes inside keep everything under them.
     stack = [s for tid in keep if _skip_pruning(pipeline.components.transforms[tid]) for s in idx.transforms[tid].subtransforms]
     while stack:

@@ -51,6 +51,8 @@ PICKLED_TRANSFORM = "beam:transform:pickled_python:v1"
 IMPULSE = "beam:transform:impulse:v1"
 GROUP_BY_KEY = "beam:transform:group_by_key:v1"
 FLATTEN = "beam:transform:flatten:v1"
+# Transforms the runner implements itself: they must name no environment (Java's PipelineValidator).
+RUNNER_IMPLEMENTED = frozenset({GROUP_BY_KEY, IMPULSE})
 
 # -- functions, coders, windows and environments -------------------------------
 PICKLED_DOFN = "beam:dofn:pickled_python_info:v1"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from beaminst import urns
 from beaminst.errors import ValidationError
 from beaminst.graph import GraphIndex, build_index, payload_info_of
 from beaminst.urns import PICKLED_CODER as PICKLED_CODER_URN
@@ -45,6 +46,14 @@ def check_references(pipeline: Any) -> None:
         if t.environment_id and t.environment_id not in envs:
             raise ValidationError(f"transform {tid!r} names environment {t.environment_id!r} that does not exist")
         _check_payload_references(tid, t, c)
+        if not t.spec.urn and not t.subtransforms and not set(t.outputs.values()) <= set(t.inputs.values()):
+            # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
+            raise ValidationError(f"transform {tid!r} ({t.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
+        if t.spec.urn in urns.RUNNER_IMPLEMENTED and t.environment_id:
+            raise ValidationError(
+                f"transform {tid!r} ({t.spec.urn}) names environment {t.environment_id!r}, "
+                "but the runner implements it and it must name none"
+            )
         if t.unique_name:
             if t.unique_name in names:
                 raise ValidationError(

@@ -454,8 +454,12 @@ def java_validator_problem() -> str | None:
 
 
 def require_java_validator() -> None:
-    """``pytest.skip`` unless ``java`` and the validator are there."""
+    """``pytest.skip`` unless ``java`` and the validator are there; in CI
+    (``CI`` set) a missing validator fails instead, so the check cannot
+    silently stop running."""
     problem = java_validator_problem()
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"Beam Java validator unavailable in CI: {problem}")
     if problem:
         pytest.skip(f"Beam Java validator unavailable: {problem}")
 

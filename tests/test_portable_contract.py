@@ -312,7 +312,7 @@ def test_an_old_worker_sdk_is_refused_by_name(tmp_path):
     out = tmp_path / "out.pb"
     r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
-    assert "2.60.0" in r.stderr and "2.71" in r.stderr and "--target-sdk" in r.stderr
+    assert "2.60.0" in r.stderr and "2.68" in r.stderr and "--target-sdk" in r.stderr
     assert not out.exists()
 
 
@@ -320,11 +320,11 @@ def test_target_sdk_overrides_and_checks(tmp_path):
     pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
     out = tmp_path / "out.pb"
     base = ["instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(out)]
-    r = run_cli(*base, "--target-sdk", "2.66.0")
-    assert r.exit_code == 2 and "2.66.0" in r.stderr and not out.exists()
+    r = run_cli(*base, "--target-sdk", "2.67.0")
+    assert r.exit_code == 2 and "2.67.0" in r.stderr and not out.exists()
     r = run_cli(*base, "--target-sdk", "not-a-version")
     assert r.exit_code == 2 and "not a Beam version" in r.stderr
-    r = run_cli(*base, "--target-sdk", "2.71.0")
+    r = run_cli(*base, "--target-sdk", "2.68.0")
     assert r.exit_code == 0, r.stderr
     r = run_cli(*base, "--target-sdk", "2.99.0", "--json")
     assert r.exit_code == 0 and any("newer than" in w for w in json.loads(r.stdout)["warnings"])
