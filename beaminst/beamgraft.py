@@ -341,21 +341,32 @@ class Grafter:
         coder_id = self.target.components.pcollections[pc_id].coder_id
         try:
             return self._context.element_type_from_coder_id(coder_id)
-        except Exception as e:
-            raise UnsupportedComponentError(
-                f"PCollection {pc_id!r} has coder {coder_id!r}, which the Python SDK cannot decode "
-                f"({type(e).__name__}), so Beam's Python cache transforms cannot be built for it"
-            ) from None
+        except Exception:
+            raise UnsupportedComponentError(self.undecodable(pc_id) or f"PCollection {pc_id!r}: coder {coder_id!r}") from None
 
     def _windowing(self, pc_id: str) -> Any:
         ws_id = self.target.components.pcollections[pc_id].windowing_strategy_id
         try:
             return self._context.windowing_strategies.get_by_id(ws_id)
-        except Exception as e:
-            raise UnsupportedComponentError(
-                f"PCollection {pc_id!r} has windowing strategy {ws_id!r}, which the Python SDK cannot decode "
-                f"({type(e).__name__}), so Beam's Python cache transforms cannot be built for it"
-            ) from None
+        except Exception:
+            raise UnsupportedComponentError(self.undecodable(pc_id) or f"PCollection {pc_id!r}: windowing {ws_id!r}") from None
+
+    def undecodable(self, pc_id: str) -> str | None:
+        """What of ``pc_id`` the Python SDK cannot decode (so Beam's Python
+        cache transforms cannot be built for it), named; None when all is well."""
+        c = self.target.components
+        p = c.pcollections[pc_id]
+        try:
+            self._context.element_type_from_coder_id(p.coder_id)
+            self._context.coders.get_by_id(p.coder_id)
+        except Exception:
+            return f"coder {p.coder_id!r} ({_coder_urns(c.coders, p.coder_id)})"
+        try:
+            self._context.windowing_strategies.get_by_id(p.windowing_strategy_id)
+        except Exception:
+            ws = c.windowing_strategies[p.windowing_strategy_id]
+            return f"windowing strategy {p.windowing_strategy_id!r} ({ws.window_fn.urn})"
+        return None
 
     def _shape(self, pc_id: str) -> tuple[Any, ...]:
         p = self.target.components.pcollections[pc_id]
@@ -563,6 +574,25 @@ class Grafter:
             if s.environment_id:
                 out.environment_id = env_map[s.environment_id]
         return GraftResult([t_map[t] for t in sub.top], [t_map[t] for t in sub.transforms], {k: pc_map[v] for k, v in sub.outputs.items()})
+
+
+def _coder_urns(coders: Any, coder_id: str) -> str:
+    """The URNs of a coder and its components the Python SDK does not know
+    (all of them when it knows each one alone)."""
+    from apache_beam.coders.coders import Coder
+
+    known = set(Coder._known_urns)
+    seen, stack, unknown, every = set(), [coder_id], [], []
+    while stack:
+        cid = stack.pop()
+        if cid in seen or cid not in coders:
+            continue
+        seen.add(cid)
+        every.append(coders[cid].spec.urn)
+        if coders[cid].spec.urn not in known:
+            unknown.append(coders[cid].spec.urn)
+        stack.extend(coders[cid].component_coder_ids)
+    return ", ".join(dict.fromkeys(unknown or every))
 
 
 def _windowing_key(sigs: Signatures, ws_id: str, environment_id: str) -> bytes:

@@ -144,6 +144,7 @@ def instrument(
     working = type(analysis.index.pipeline)()
     working.CopyFrom(analysis.index.pipeline)
     grafter = new_grafter(working, cache_dir, the_plan.streaming, worker, report)
+    check_decodable(grafter, analysis, [*the_plan.writes, *([] if the_plan.streaming else the_plan.reads)])
     top_level = top_level_list(working)
     read_out = _graft_reads(grafter, the_plan, analysis, test_stream_endpoint, top_level, report)
     _rewire(working, analysis.index, read_out, report)
@@ -171,6 +172,25 @@ def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOpt
     if warning:
         report.warnings.append(warning)
     return Grafter(working, cache_dir, streaming, worker.environment_type, worker.environment_config)
+
+
+def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str]) -> None:
+    """Refuse, naming every variable at once, bindings whose coder or
+    windowing the Python SDK cannot decode (another SDK's own coders): Beam's
+    Python cache transforms cannot be built for them."""
+    from beaminst.beamgraft import UnsupportedComponentError
+
+    bad = []
+    for pc in dict.fromkeys(pcollections):
+        why = grafter.undecodable(pc)
+        if why is not None:
+            bad.append(f"{analysis.cacheables[pc].var!r} (PCollection {pc!r}: {why})")
+    if bad:
+        raise UnsupportedComponentError(
+            "the Python SDK cannot decode what these bindings hold, so Beam's Python cache transforms cannot be built "
+            f"for them: {'; '.join(bad)}; bind PCollections with Beam's standard coders (bytes, string_utf8, varint, "
+            "kv, iterable, length_prefix, windowed_value, row) instead"
+        )
 
 
 def report_environment(grafter: Any, out: Any, report: Report) -> None:
