@@ -162,3 +162,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if HARDENING_KNOWN_BUG_HITS:
         hits = ", ".join(f"{k} x{v}" for k, v in sorted(HARDENING_KNOWN_BUG_HITS.items()))
         terminalreporter.write_line(f"hardening: cases excused as known (reported) bugs: {hits}")
+
+
+@pytest.fixture(scope="session")
+def job_service(tmp_path_factory: Any) -> Any:
+    """Beam's local job service (``local_job_service_main``), one for the session."""
+    from portable import running_job_service
+
+    with running_job_service(tmp_path_factory.mktemp("job_service")) as service:
+        yield service

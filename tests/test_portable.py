@@ -43,7 +43,6 @@ from portable import (
     java_validate,
     java_validator_problem,
     java_verdicts,
-    running_job_service,
     submit,
     swap_environment,
 )
@@ -52,13 +51,6 @@ pytestmark = pytest.mark.slow
 
 BOUNDED = tuple(n for n in FIXTURE_NAMES if n not in UNBOUNDED_FIXTURES)
 JOB_TIMEOUT = 180.0
-
-
-@pytest.fixture(scope="session")
-def job_service(tmp_path_factory: Any) -> Any:
-    """Beam's local job service, one for the session."""
-    with running_job_service(tmp_path_factory.mktemp("job_service")) as service:
-        yield service
 
 
 # --- helpers --------------------------------------------------------------------------
