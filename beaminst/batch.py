@@ -19,6 +19,7 @@ file needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from beaminst.errors import BeaminstError, CacheDirError, ManifestError, OutputError
+from beaminst.options import WorkerOptions
 
 # What counts as a pipeline file: the extensions protoio reads as a Pipeline,
 # minus the generic ``.bin``/``.txt``, and never a binding manifest.
@@ -48,6 +50,7 @@ class Job(TypedDict):
     unbounded_urns: list[str]
     infer_unbounded: bool
     allow_empty: bool  # background-caching only
+    worker: dict[str, str | None]  # WorkerOptions' fields
 
 
 class FileResult(TypedDict):
@@ -70,7 +73,8 @@ def _instrument(job: Job) -> Any:
     from beaminst.api import instrument_files
 
     return instrument_files(
-        job["input"], job["output"], job["manifest"], job["cache_dir"], job["unbounded_urns"], job["infer_unbounded"]
+        job["input"], job["output"], job["manifest"], job["cache_dir"], job["unbounded_urns"], job["infer_unbounded"],
+        worker=_worker(job),
     )
 
 
@@ -85,7 +89,14 @@ def _background_caching(job: Job) -> Any:
         job["unbounded_urns"],
         job["infer_unbounded"],
         allow_empty=job["allow_empty"],
+        worker=_worker(job),
     )
+
+
+def _worker(job: Job) -> Any:
+    from beaminst.options import WorkerOptions
+
+    return WorkerOptions(**job.get("worker", {}))
 
 
 # The one mode -> per-file function mapping; the CLI's --mode choices come from here.
@@ -254,6 +265,7 @@ def plan_batch(
     unbounded_urns: Iterable[str] = (),
     infer_unbounded: bool = False,
     allow_empty: bool = False,
+    worker: WorkerOptions | None = None,
 ) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC)."""
@@ -305,6 +317,7 @@ def plan_batch(
                 unbounded_urns=list(unbounded_urns),
                 infer_unbounded=infer_unbounded,
                 allow_empty=allow_empty,
+                worker=dataclasses.asdict(worker or WorkerOptions()),
             )
         )
     try:
@@ -531,6 +544,7 @@ def run_batch(
     infer_unbounded: bool = False,
     allow_empty: bool = False,
     progress: Progress | None = None,
+    worker: WorkerOptions | None = None,
 ) -> BatchReport:
     """``beaminst batch``: plan, run every job (pool or Beam runner), report.
 
@@ -540,7 +554,7 @@ def run_batch(
     start = time.perf_counter()
     progress = progress or _NoProgress()
     workers = jobs or os.cpu_count() or 1
-    plan = plan_batch(src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty)
+    plan = plan_batch(src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker)
     progress.start(len(plan.jobs))
     if not plan.jobs:
         done: list[FileResult] = []

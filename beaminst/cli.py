@@ -343,6 +343,7 @@ Examples:
 @click.option("--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", help="As for instrument (repeatable).")
 @click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
+@worker_options
 @handle_errors
 def batch(
     src: str,
@@ -358,6 +359,9 @@ def batch(
     unbounded_urns: tuple[str, ...],
     infer_unbounded: bool,
     allow_empty: bool,
+    environment_type: str | None,
+    environment_config: str | None,
+    target_sdk: str | None,
 ) -> None:
     """Rewrite every pipeline under SRC into DEST, in parallel.
 
@@ -380,6 +384,7 @@ def batch(
         report = run_batch(
             src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
             unbounded_urns, infer_unbounded, allow_empty, progress,
+            worker=_worker(environment_type, environment_config, target_sdk),
         )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))

@@ -192,11 +192,15 @@ def check_worker_sdk(pipeline: Any, target_sdk: str | None) -> str | None:
         where = f"environment {eid!r} ({where})"
     installed = installed_sdk_version()
     if version < OLDEST_WORKER:
+        span = f"{OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}"
+        fix = (
+            f"run its workers on apache-beam {span}" if target_sdk is not None else
+            f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass "
+            "--target-sdk if its workers run another version"
+        )
         raise BeaminstError(
-            f"{where} runs Beam Python {version}, but the cache transforms apache-beam {installed} builds load only "
-            f"on Python SDK workers {OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}: "
-            f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass --target-sdk "
-            "if its workers run another version"
+            f"{where} means Beam Python {version} workers, but the cache transforms apache-beam {installed} builds "
+            f"load only on Python SDK workers {span}: {fix}"
         )
     if (version.major, version.minor) > (installed.major, installed.minor):
         return (

@@ -360,3 +360,15 @@ def test_a_watched_source_with_nothing_downstream_keeps_its_teststream(tmp_path)
     assert set(names) == {"TestStream"}
     assert report.test_stream["tags"] == [report.reads[0]["cache_key"]]
     assert list(names["TestStream"].outputs) == report.test_stream["tags"]
+
+
+def test_batch_takes_the_worker_options(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for suffix in (".pb", ".manifest.json"):
+        (src / f"wordcount{suffix}").write_bytes(open(fixture_pb("wordcount")[:-3] + suffix, "rb").read())
+    base = ["batch", str(src), "-o", str(tmp_path / "dest"), "--cache-dir", str(tmp_path / "c"), "--jobs", "1", "--json"]
+    r = run_cli(*base, "--target-sdk", "2.60.0")
+    assert r.exit_code == 2 and "2.60.0" in json.loads(r.stdout)["results"][0]["error"]
+    r = run_cli(*base, "--target-sdk", "2.77.0", "--force")
+    assert r.exit_code == 0, r.stderr
