@@ -100,23 +100,12 @@ def _stable_function_payloads(msg: Any) -> bool:
     """Pickled DoFns, CombineFns, sources, view fns (``payload`` bytes fields,
     at any depth): signed without the install path their by-value functions carry."""
     changed = False
-    stack = [msg]
-    while stack:
-        m = stack.pop()
-        for fd, value in m.ListFields():
-            if fd.message_type is not None:
-                if fd.message_type.GetOptions().map_entry:
-                    if fd.message_type.fields_by_name["value"].message_type is not None:
-                        stack.extend(value.values())
-                elif fd.label == fd.LABEL_REPEATED:
-                    stack.extend(value)
-                else:
-                    stack.append(value)
-            elif fd.name == "payload" and fd.type == fd.TYPE_BYTES:
-                stable = install_independent(value)
-                if stable is not value:
-                    setattr(m, fd.name, stable)
-                    changed = True
+    for m, fd, value in list(urns.scalar_fields(msg)):
+        if fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+            stable = install_independent(value)
+            if stable is not value:
+                setattr(m, fd.name, stable)
+                changed = True
     return changed
 
 

@@ -19,7 +19,7 @@ payloads (pickles) are opaque bytes and are never opened here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,9 +127,9 @@ def _kind_of(field_name: str) -> str | None:
     return _ID_FIELDS.get(field_name)
 
 
-def _walk(msg: Any, visit: Callable[[Any, Any, str, str], None]) -> None:
-    """Call ``visit(msg, field, kind, value)`` for every id-holding string
-    field of ``msg``, at any depth (repeated and map fields included)."""
+def scalar_fields(msg: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """``(message, field, value)`` for every set scalar field of ``msg``, at
+    any depth (repeated and map fields included; data fields skipped)."""
     stack = [msg]
     while stack:
         m = stack.pop()
@@ -144,10 +144,17 @@ def _walk(msg: Any, visit: Callable[[Any, Any, str, str], None]) -> None:
                     stack.extend(value)
                 else:
                     stack.append(value)
-            elif fd.type == fd.TYPE_STRING and fd.label != fd.LABEL_REPEATED:
-                kind = _kind_of(fd.name)
-                if kind is not None and value:
-                    visit(m, fd, kind, value)
+            else:
+                yield m, fd, value
+
+
+def _walk(msg: Any, visit: Callable[[Any, Any, str, str], None]) -> None:
+    """Call ``visit(msg, field, kind, value)`` for every id-holding string field of ``msg``."""
+    for m, fd, value in scalar_fields(msg):
+        if fd.type == fd.TYPE_STRING and fd.label != fd.LABEL_REPEATED:
+            kind = _kind_of(fd.name)
+            if kind is not None and value:
+                visit(m, fd, kind, value)
 
 
 def parse_payload(urn: str, payload: bytes) -> Any | None:

@@ -299,16 +299,20 @@ def _with_image(tmp_path, image: str) -> tuple[str, str]:
     return beaminst.export(built.pipeline, built.bindings, str(tmp_path / "p"), default_environment=env)
 
 
-def test_an_old_worker_sdk_is_refused_by_name(tmp_path):
-    pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.60.0")
+def _set_sdk_capability(pb: str, image: str | None) -> None:
+    """Replace the ``sdk_base`` capability (the installed SDK wrote 2.77 there)
+    by ``image``'s, as that release would write it, or drop it."""
     proto, _ = load_pipeline(pb)
-    # The capability says 2.77 (the installed SDK wrote it); the image wins only
-    # when no capability says otherwise, so say 2.60 there too, as 2.60 would.
     env = proto.components.environments[python_env_of(proto)]
     caps = [c for c in env.capabilities if not c.startswith(urns.SDK_BASE_CAPABILITY)]
     del env.capabilities[:]
-    env.capabilities.extend([*caps, urns.SDK_BASE_CAPABILITY + "apache/beam_python3.11_sdk:2.60.0"])
+    env.capabilities.extend(caps + ([urns.SDK_BASE_CAPABILITY + image] if image else []))
     save_pipeline(proto, pb)
+
+
+def test_an_old_worker_sdk_is_refused_by_name(tmp_path):
+    pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.60.0")
+    _set_sdk_capability(pb, "apache/beam_python3.11_sdk:2.60.0")
     out = tmp_path / "out.pb"
     r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
@@ -332,12 +336,7 @@ def test_target_sdk_overrides_and_checks(tmp_path):
 
 def test_the_image_tag_is_read_when_no_capability_says_more(tmp_path):
     pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.62.0")
-    proto, _ = load_pipeline(pb)
-    env = proto.components.environments[python_env_of(proto)]
-    caps = [c for c in env.capabilities if not c.startswith(urns.SDK_BASE_CAPABILITY)]
-    del env.capabilities[:]
-    env.capabilities.extend(caps)
-    save_pipeline(proto, pb)
+    _set_sdk_capability(pb, None)
     with pytest.raises(BeaminstError, match="2.62.0"):
         instrument(analyze_files(pb, man), str(tmp_path / "c"))
 
