@@ -305,8 +305,11 @@ class Grafter:
         streaming: bool,
         environment_type: str | None = None,
         environment_config: str | None = None,
+        trust_pickles: bool = False,
     ) -> None:
         self.target = target
+        self.trust_pickles = trust_pickles
+        self._checked: set[str] = set()
         self.cache_dir = os.path.abspath(cache_dir)
         self.streaming = streaming
         self.alloc: dict[str, IdAllocator] = allocators_for(target)
@@ -337,7 +340,17 @@ class Grafter:
 
     # -- shapes --------------------------------------------------------------
 
+    def _check_pickles(self, pc_id: str) -> None:
+        """Before the SDK loads ``pc_id``'s coder or window function (which
+        unpickles them), make sure that runs no code from the file."""
+        if not self.trust_pickles and pc_id not in self._checked:
+            from beaminst.safepickle import check_pcollection
+
+            check_pcollection(self.target.components, pc_id)
+            self._checked.add(pc_id)
+
     def _element_type(self, pc_id: str) -> Any:
+        self._check_pickles(pc_id)
         coder_id = self.target.components.pcollections[pc_id].coder_id
         try:
             return self._context.element_type_from_coder_id(coder_id)
@@ -345,6 +358,7 @@ class Grafter:
             raise UnsupportedComponentError(self.undecodable(pc_id) or f"PCollection {pc_id!r}: coder {coder_id!r}") from None
 
     def _windowing(self, pc_id: str) -> Any:
+        self._check_pickles(pc_id)
         ws_id = self.target.components.pcollections[pc_id].windowing_strategy_id
         try:
             return self._context.windowing_strategies.get_by_id(ws_id)
@@ -354,6 +368,7 @@ class Grafter:
     def undecodable(self, pc_id: str) -> str | None:
         """What of ``pc_id`` the Python SDK cannot decode (so Beam's Python
         cache transforms cannot be built for it), named; None when all is well."""
+        self._check_pickles(pc_id)
         c = self.target.components
         p = c.pcollections[pc_id]
         try:

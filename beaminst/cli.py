@@ -156,6 +156,12 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--trust-pickles", is_flag=True,
+        help="Let the Beam SDK load the pipeline's pickled coders and window functions unchecked. "
+        "This RUNS CODE FROM THE FILE: only for pipelines you trust (default: only Beam's own classes "
+        "and plain data are loaded, anything else is refused by name).",
+    )(fn)
+    fn = click.option(
         "--target-sdk", metavar="VERSION",
         help="Beam Python SDK version of the workers, for pipelines whose environment does not say it "
         "(refused when the installed Beam builds cache transforms that version cannot load).",
@@ -172,10 +178,12 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _worker(environment_type: str | None, environment_config: str | None, target_sdk: str | None) -> Any:
+def _worker(
+    environment_type: str | None, environment_config: str | None, target_sdk: str | None, trust_pickles: bool
+) -> Any:
     from beaminst.options import WorkerOptions
 
-    return WorkerOptions(environment_type, environment_config, target_sdk)
+    return WorkerOptions(environment_type, environment_config, target_sdk, trust_pickles)
 
 
 def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | None, no_cache_dir: str) -> None:
@@ -225,6 +233,7 @@ def instrument(
     environment_type: str | None,
     environment_config: str | None,
     target_sdk: str | None,
+    trust_pickles: bool,
     test_stream_endpoint: str | None,
 ) -> None:
     """Write the pipeline Interactive Beam would run for PIPELINE.
@@ -239,7 +248,7 @@ def instrument(
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     report = instrument_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
-        worker=_worker(environment_type, environment_config, target_sdk),
+        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
     )
     _emit_report(report, as_json, output, "instrument")
 
@@ -275,6 +284,7 @@ def background_caching(
     environment_type: str | None,
     environment_config: str | None,
     target_sdk: str | None,
+    trust_pickles: bool,
     allow_empty: bool,
 ) -> None:
     """Write Interactive Beam's background caching job for PIPELINE.
@@ -291,7 +301,7 @@ def background_caching(
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     report = background_caching_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty,
-        worker=_worker(environment_type, environment_config, target_sdk),
+        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
     )
     _emit_report(report, as_json, output, "background-caching")
 
@@ -362,6 +372,7 @@ def batch(
     environment_type: str | None,
     environment_config: str | None,
     target_sdk: str | None,
+    trust_pickles: bool,
 ) -> None:
     """Rewrite every pipeline under SRC into DEST, in parallel.
 
@@ -384,7 +395,7 @@ def batch(
         report = run_batch(
             src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
             unbounded_urns, infer_unbounded, allow_empty, progress,
-            worker=_worker(environment_type, environment_config, target_sdk),
+            worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
         )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))

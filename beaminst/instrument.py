@@ -171,7 +171,9 @@ def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOpt
     warning = check_worker_sdk(working, worker.target_sdk)
     if warning:
         report.warnings.append(warning)
-    return Grafter(working, cache_dir, streaming, worker.environment_type, worker.environment_config)
+    return Grafter(
+        working, cache_dir, streaming, worker.environment_type, worker.environment_config, worker.trust_pickles
+    )
 
 
 def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str]) -> None:

@@ -31,9 +31,12 @@ def test_windowed_read_gives_the_first_pass_groups(kind, tmp_path):
     built = fp.windowed_groups(kind, str(marker), str(groups), str(sums))
     pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "p"))
     cache = tmp_path / "cache"
+    # A custom window function is a pickle of a user class: beaminst loads it
+    # only when told the pipeline is trusted (test_safety_pickles).
+    trust = ["--trust-pickles"] if kind == "custom_merging" else []
 
     first = tmp_path / "first.pb"
-    run([*CLI, "instrument", pb, "-m", manifest, "--cache-dir", str(cache), "-o", str(first)])
+    run([*CLI, "instrument", pb, "-m", manifest, "--cache-dir", str(cache), "-o", str(first), *trust])
     run([sys.executable, "-c", RUN, str(first)])
     first_groups, first_sums = _lines(groups), _lines(sums)
     assert marker.exists() and first_groups and first_sums
@@ -49,7 +52,8 @@ def test_windowed_read_gives_the_first_pass_groups(kind, tmp_path):
         f.unlink()
     second = tmp_path / "second.pb"
     report = json.loads(
-        run([*CLI, "instrument", pb, "-m", str(manifest2), "--cache-dir", str(cache), "-o", str(second), "--json"]).stdout
+        run([*CLI, "instrument", pb, "-m", str(manifest2), "--cache-dir", str(cache), "-o", str(second), "--json",
+             *trust]).stdout
     )
     assert [r["var"] for r in report["reads"]] == ["windowed"]
     run([sys.executable, "-c", RUN, str(second)])

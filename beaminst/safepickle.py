@@ -1,0 +1,159 @@
+"""Loading the pickles a pipeline carries without running code from them.
+
+A ``beam:coder:pickled_python:v1`` coder or a
+``beam:window_fn:pickled_python:v1`` window function is a pickle, and
+unpickling calls whatever callables the pickle names: a crafted one runs
+``os.system``. Beam's SDK unpickles them as soon as a coder or windowing
+strategy is looked up, so before beaminst asks the SDK about one, each pickle
+it would load is loaded here first by an unpickler that admits only classes of
+Beam's coders, windows, timestamps and type hints, and plain data; anything
+else (a function, code, a class pickled by value, ``os.system``) is refused by
+name. What the restricted load admits is exactly what the SDK's load then
+does, so the SDK's own load runs no code from the file. ``--trust-pickles``
+skips the check (for users who trust their own protos).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import pickle
+from typing import Any
+
+from beaminst import urns
+from beaminst.errors import BeaminstError
+
+# Classes (type objects only, never functions) under these modules may be
+# named by a pickle: Beam's coders, windows, timestamps, type hints.
+_SAFE_CLASS_MODULES = (
+    "apache_beam.coders.",
+    "apache_beam.typehints.",
+    "apache_beam.transforms.window",
+    "apache_beam.transforms.timeutil",
+    "apache_beam.utils.timestamp",
+    "apache_beam.utils.windowed_value",
+)
+# Plain data, and the helpers pickle protocols use to rebuild instances of
+# admitted classes.
+_SAFE_GLOBALS = frozenset({
+    ("builtins", n) for n in (
+        "int", "float", "complex", "bool", "str", "bytes", "bytearray", "tuple", "list", "dict",
+        "set", "frozenset", "object", "slice", "range", "NoneType",
+    )
+} | {
+    ("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("collections", "OrderedDict"),
+    ("datetime", "datetime"), ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal"),
+})
+# typing's special forms and aliases are objects, not callables that run code.
+_SAFE_OBJECT_MODULES = ("typing",)
+
+TRUST_FLAG = "--trust-pickles"
+
+
+class UntrustedPickleError(BeaminstError):
+    """A pickle in the input names something beaminst will not load."""
+
+
+class _Refused(Exception):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith(_SAFE_CLASS_MODULES) or module in ("apache_beam.coders", "apache_beam.typehints"):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type):
+                return obj
+        elif module in _SAFE_OBJECT_MODULES:
+            obj = super().find_class(module, name)
+            if not callable(obj) or type(obj).__module__ == "typing":
+                return obj
+        raise _Refused(module, name)
+
+
+def _pickle_bytes(encoded: bytes) -> bytes | None:
+    """The pickle inside Beam's ``base64(zlib|bz2(pickle))`` encoding."""
+    from beaminst.canonical import decompress_pickle
+
+    return decompress_pickle(encoded)
+
+
+def check_pickle(encoded: bytes, what: str) -> None:
+    """Load ``encoded`` (Beam's pickler format) with the restricted unpickler;
+    raise :class:`UntrustedPickleError` naming ``what`` when it names anything
+    that is not admitted, or is not a pickle at all."""
+    data = _pickle_bytes(encoded)
+    if data is None:
+        raise UntrustedPickleError(f"{what} is not a pickle beaminst can check; pass {TRUST_FLAG} if you trust it")
+    try:
+        _RestrictedUnpickler(io.BytesIO(data)).load()
+    except _Refused as e:
+        raise UntrustedPickleError(
+            f"{what} is a pickle naming {e}, which would run code from the file when loaded; "
+            f"beaminst loads only Beam's coder, window and type-hint classes and plain data "
+            f"(pass {TRUST_FLAG} to load it anyway if you trust this pipeline)"
+        ) from None
+    except Exception as e:  # truncated, corrupt: the SDK's load would fail too
+        raise UntrustedPickleError(f"{what} is a pickle that does not load ({type(e).__name__})") from None
+
+
+def _coder_pickle(payload: bytes) -> bytes | None:
+    """``serialize_coder``'s ``ClassName$<pickle>`` inside a BytesValue."""
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload).value
+    except Exception:
+        return None
+    _, sep, encoded = value.partition(b"$")
+    return encoded if sep else None
+
+
+def check_coder(components: Any, coder_id: str) -> None:
+    """Every pickled coder in ``coder_id``'s closure loads safely."""
+    seen: set[str] = set()
+    stack = [coder_id]
+    while stack:
+        cid = stack.pop()
+        if cid in seen or cid not in components.coders:
+            continue
+        seen.add(cid)
+        c = components.coders[cid]
+        if c.spec.urn == urns.PICKLED_CODER:
+            encoded = _coder_pickle(c.spec.payload)
+            what = f"coder {cid!r} ({urns.PICKLED_CODER})"
+            if encoded is None:
+                raise UntrustedPickleError(f"{what} has a payload that is not a serialized coder")
+            try:
+                base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise UntrustedPickleError(f"{what} has a payload that is not base64") from None
+            check_pickle(encoded, what)
+        stack.extend(c.component_coder_ids)
+
+
+def check_windowing(components: Any, ws_id: str) -> None:
+    """A windowing strategy's pickled window function and window coder load safely."""
+    ws = components.windowing_strategies[ws_id]
+    if ws.window_fn.urn == urns.PICKLED_WINDOW_FN:
+        what = f"windowing strategy {ws_id!r} window function ({urns.PICKLED_WINDOW_FN})"
+        # register_pickle_urn: the pickle inside a BytesValue.
+        from google.protobuf import wrappers_pb2
+
+        try:
+            encoded = wrappers_pb2.BytesValue.FromString(ws.window_fn.payload).value
+        except Exception:
+            raise UntrustedPickleError(f"{what} has a payload that is not a BytesValue") from None
+        check_pickle(encoded, what)
+    check_coder(components, ws.window_coder_id)
+
+
+def check_pcollection(components: Any, pc_id: str) -> None:
+    """What the SDK loads to build cache transforms for ``pc_id`` loads safely."""
+    p = components.pcollections[pc_id]
+    check_coder(components, p.coder_id)
+    check_windowing(components, p.windowing_strategy_id)
