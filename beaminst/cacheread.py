@@ -4,6 +4,12 @@ Beam's ``FileBasedCacheManager.read`` decodes with the pcoder its writer kept
 in memory; in a new process it falls back to a default coder that cannot
 decode what ``WriteCache`` wrote. beaminst derives the writer's coder from the
 saved pipeline instead (:meth:`beaminst.beamgraft.Grafter.written_pcoder`).
+
+Cache files are input like any other: an element Beam's coders would decode
+by unpickling (``FastPrimitivesCoder``'s fallback for types it does not know)
+goes through the restricted unpickler of :mod:`beaminst.safepickle`, and the
+pipeline's own pickled coders are checked before the SDK loads them, unless
+``trust_pickles``.
 """
 
 from __future__ import annotations
@@ -11,15 +17,25 @@ from __future__ import annotations
 from typing import Any
 
 
-def read_cached_values(pipeline: Any, pcoll_id: str, cache_dir: str, key: str) -> list[Any]:
+def read_cached_values(
+    pipeline: Any, pcoll_id: str, cache_dir: str, key: str, trust_pickles: bool = False
+) -> list[Any]:
     """The element values cached for ``pcoll_id`` of ``pipeline`` under ``key``."""
-    return [wv.value for wv in read_cached_windowed_values(pipeline, pcoll_id, cache_dir, key)]
+    return [wv.value for wv in read_cached_windowed_values(pipeline, pcoll_id, cache_dir, key, trust_pickles)]
 
 
-def read_cached_windowed_values(pipeline: Any, pcoll_id: str, cache_dir: str, key: str) -> list[Any]:
+def read_cached_windowed_values(
+    pipeline: Any, pcoll_id: str, cache_dir: str, key: str, trust_pickles: bool = False
+) -> list[Any]:
     from beaminst.beamgraft import Grafter
+    from beaminst.errors import CacheDirError
+    from beaminst.safepickle import UntrustedPickleError, restricted_decoder
 
-    grafter = Grafter(pipeline, cache_dir, streaming=False)  # only reads the proto
-    grafter.save_pcoder(pcoll_id, key)
+    grafter = Grafter(pipeline, cache_dir, streaming=False, trust_pickles=trust_pickles)  # only reads the proto
+    pcoder = grafter.written_pcoder(pcoll_id)
+    grafter.cache_manager.save_pcoder(pcoder if trust_pickles else restricted_decoder(pcoder), "reify", key)
     values, _version = grafter.cache_manager.read("full", key)
-    return list(values)
+    try:
+        return list(values)
+    except UntrustedPickleError as e:
+        raise CacheDirError(f"full/{key}*: {e.message}", cache_dir) from None

@@ -203,3 +203,31 @@ def test_beams_own_pickled_coders_are_admitted():
                 check_coder(proto.components, cid)
                 seen += 1
     assert seen
+
+
+def test_a_cache_shard_holding_a_pickle_is_never_unpickled_by_cacheread(tmp_path):
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from beaminst.beamgraft import Grafter
+    from beaminst.cacheread import read_cached_values
+    from beaminst.errors import CacheDirError
+
+    marker = tmp_path / "MARKER"
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    doc = json.loads(open(fixture_manifest("wordcount")).read())
+    pc = doc["bindings"]["words"]
+    key = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--json").stdout)[
+        "cacheables"][pc]["cache_key"]
+    cache = tmp_path / "cache"
+    (cache / "full").mkdir(parents=True)
+    # What WriteCache would write for an element of a type FastPrimitivesCoder
+    # does not know: its pickle fallback, which a plain reader unpickles.
+    pcoder = Grafter(proto, str(cache), streaming=False).written_pcoder(pc)
+    encoded = pcoder.encode(WindowedValue(_Touch(str(marker)), 0, [GlobalWindow()]))
+    (cache / "full" / f"{key}-00000-of-00001").write_bytes(bz2.compress(base64.b64encode(encoded) + b"\n"))
+    with pytest.raises(CacheDirError, match="--trust-pickles"):
+        read_cached_values(proto, pc, str(cache), key)
+    assert not marker.exists()
+    read_cached_values(proto, pc, str(cache), key, trust_pickles=True)  # armed
+    assert marker.exists()
