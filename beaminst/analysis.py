@@ -29,6 +29,7 @@ class Cacheable:
     computed: bool
     cached: bool
     under_source: bool  # produced inside an unbounded source: never written
+    reused: bool = False  # computed only because its complete cache exists (--reuse)
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,15 @@ def analyze(
     cache: CacheDir,
     unbounded_urns: Iterable[str] = (),
     infer_unbounded: bool = False,
+    reuse: bool = False,
 ) -> Analysis:
-    """Run the analysis stage. Linear in the size of the pipeline."""
+    """Run the analysis stage. Linear in the size of the pipeline.
+
+    With ``reuse`` (or ``"computed": "auto"`` in the manifest) every binding
+    whose complete cache exists under its content-derived key counts as
+    computed: keys change with everything upstream, so after an edit only
+    what lies downstream of it misses the cache and recomputes."""
+    reuse = reuse or manifest.reuse
     digests = content_digests(index)
     resolved = resolve_bindings(manifest, index)
     sources = find_unbounded_sources(index, unbounded_urns, infer_unbounded)
@@ -130,9 +138,11 @@ def analyze(
 
     def cacheable(pc: str, var: str, explicit_key: str | None, synthetic: bool, computed: bool) -> Cacheable:
         key = explicit_key or digests.key_for(var, pc, index.producer[pc])
+        cached = cache.is_cached(key, streaming)
+        reused = reuse and cached and not computed and not synthetic
         return Cacheable(
-            pc, var, key, synthetic, computed, cache.is_cached(key, streaming),
-            under_source(index, index.producer[pc], source_ids),
+            pc, var, key, synthetic, computed or reused, cached,
+            under_source(index, index.producer[pc], source_ids), reused,
         )
 
     cacheables: dict[str, Cacheable] = {}

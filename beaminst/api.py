@@ -41,11 +41,12 @@ def analyze_files(
     cache_dir: str | None = None,
     unbounded_urns: Iterable[str] = (),
     infer_unbounded: bool = False,
+    reuse: bool = False,
 ) -> Analysis:
     loaded = load(pipeline_path)
     manifest = load_manifest(manifest_path)
     cache = scan_cache_dir(cache_dir)
-    return analyze(loaded.index, manifest, cache, unbounded_urns, infer_unbounded)
+    return analyze(loaded.index, manifest, cache, unbounded_urns, infer_unbounded, reuse)
 
 
 def instrument_files(
@@ -58,13 +59,14 @@ def instrument_files(
     output_format: str | None = None,
     test_stream_endpoint: str | None = None,
     worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
+    reuse: bool = False,
 ) -> Any:
     """``beaminst instrument``: analyze, instrument, validate, write atomically."""
     from beaminst.instrument import instrument
 
     return _rewrite_file(
         lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint, worker),
-        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
+        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format, reuse,
     )
 
 
@@ -98,6 +100,7 @@ def _rewrite_file(
     unbounded_urns: Iterable[str],
     infer_unbounded: bool,
     output_format: str | None,
+    reuse: bool = False,
 ) -> Any:
     """The shell both rewriting commands share: check the output can be
     written, analyze, rewrite, save atomically; returns the pass's report."""
@@ -106,7 +109,7 @@ def _rewrite_file(
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output)
-    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded)
+    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded, reuse)
     try:
         out, report = rewrite(analysis)
     except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline

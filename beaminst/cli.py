@@ -209,12 +209,18 @@ def _emit_report(report: Any, as_json: bool, output: str, title: str) -> None:
 Examples:
   beaminst instrument wordcount.pb -m wordcount.manifest.json --cache-dir cache/ -o instrumented.pb
   beaminst instrument wordcount.pb -m m.json --cache-dir cache/ -o - > instrumented.pb
+  beaminst instrument edited.pb -m m.json --cache-dir cache/ --reuse -o rerun.pb
   beaminst instrument pubsub.pb -m m.json --cache-dir cache/ -o out.textproto --test-stream-endpoint localhost:12345
 """
 )
 @common_inputs
 @output_options
 @worker_options
+@click.option(
+    "--reuse", is_flag=True,
+    help="Count every binding whose complete cache exists under its content-derived key as computed "
+    "(as \"computed\": \"auto\" in the manifest): after an edit only what lies downstream of it recomputes.",
+)
 @click.option(
     "--test-stream-endpoint",
     metavar="HOST:PORT",
@@ -234,6 +240,7 @@ def instrument(
     environment_config: str | None,
     target_sdk: str | None,
     trust_pickles: bool,
+    reuse: bool,
     test_stream_endpoint: str | None,
 ) -> None:
     """Write the pipeline Interactive Beam would run for PIPELINE.
@@ -248,7 +255,7 @@ def instrument(
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     report = instrument_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
-        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
+        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles), reuse=reuse,
     )
     _emit_report(report, as_json, output, "instrument")
 

@@ -60,6 +60,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] | None = None  # where the grafted transforms run
     requirements: list[str] = field(default_factory=list)
+    reused: list[dict[str, Any]] = field(default_factory=list)  # reads of caches --reuse found
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class Report:
             "warnings": self.warnings,
             "environment": self.environment,
             "requirements": self.requirements,
+            "reused": self.reused,
         }
 
 
@@ -157,6 +159,10 @@ def instrument(
         targets |= set(read_out.values())
     out = prune_to(working, targets)
     _report_what_survived(out, analysis.index, report)
+    report.reused = [
+        {k: r[k] for k in ("var", "pcollection", "cache_key")} for r in report.reads
+        if analysis.cacheables[r["pcollection"]].reused
+    ]
     report_environment(grafter, out, report)
     check_output(out)
     return out, report

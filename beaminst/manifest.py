@@ -42,6 +42,8 @@ class Manifest:
     bindings: tuple[Binding, ...] = ()
     computed: frozenset[str] = frozenset()
     source: str = "<manifest>"
+    # "computed": "auto": every binding whose complete cache exists counts as computed.
+    reuse: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
                 )
             pinned[b.cache_key] = b.var
     computed = doc.get("computed", [])
+    if computed == "auto":
+        return Manifest(tuple(bindings), frozenset(), source, reuse=True)
     known = {b.var for b in bindings}
     for var in computed:
         if var not in known:

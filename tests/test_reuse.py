@@ -1,0 +1,106 @@
+"""The interactive loop from the shell: run, change a step, run again without
+recomputing what did not change (``instrument --reuse`` / ``"computed": "auto"``).
+
+Cache keys are content digests of everything upstream of a PCollection, so an
+edit re-keys only what lies downstream of it: after the edit, every binding
+whose complete cache still exists under its (unchanged) key is read back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import apache_beam as beam
+import pytest
+from conftest import fixture_manifest, fixture_pb, run_cli
+from test_e2e_run import CLI, RUN, run
+
+import beaminst
+from fixtures import pipelines as fp
+
+
+def squares_pipeline(marker: str, results: str, values: list[int], final=sum) -> fp.Built:
+    """Numbers pass a marker step, are squared, then combined by ``final``."""
+    p = fp._pipeline()
+    nums = p | "Numbers" >> beam.Create(values) | "Upstream" >> beam.ParDo(fp.AppendTo(marker))
+    squares = nums | "Square" >> beam.Map(fp.square)
+    _ = squares | "Final" >> beam.CombineGlobally(final) | "Record" >> beam.ParDo(fp.AppendTo(results))
+    return fp.Built(p, {"nums": nums, "squares": squares})
+
+
+def _instrument(pb, manifest, cache, out, *extra) -> dict:
+    return json.loads(run([*CLI, "instrument", pb, "-m", manifest, "--cache-dir", str(cache), "-o", str(out),
+                           "--json", *extra]).stdout)
+
+
+@pytest.mark.slow
+def test_edit_downstream_reuses_upstream_and_edit_upstream_recomputes(tmp_path):
+    marker, results, cache = tmp_path / "upstream.marker", tmp_path / "results.txt", tmp_path / "cache"
+
+    # 1. first run: everything computed and cached
+    built = squares_pipeline(str(marker), str(results), [1, 2, 3])
+    pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "v1"))
+    report = _instrument(pb, manifest, cache, tmp_path / "v1.run.pb")
+    assert {w["var"] for w in report["writes"]} == {"nums", "squares"}
+    run([sys.executable, "-c", RUN, str(tmp_path / "v1.run.pb")])
+    assert results.read_text().strip() == "14" and marker.read_text().count("\n") == 3
+
+    # 2. edit a step downstream of 'squares' (sum -> max) and re-run with --reuse
+    marker.unlink()
+    results.unlink()
+    built = squares_pipeline(str(marker), str(results), [1, 2, 3], final=max)
+    pb2, manifest2 = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "v2"))
+    report = _instrument(pb2, manifest2, cache, tmp_path / "v2.run.pb", "--reuse")
+    assert report["writes"] == []
+    assert [r["var"] for r in report["reused"]] == ["squares"]
+    assert "Upstream" in report["pruned"]
+    run([sys.executable, "-c", RUN, str(tmp_path / "v2.run.pb")])
+    assert not marker.exists(), "the unchanged upstream was recomputed"
+    assert results.read_text().strip() == "9"  # the edit is reflected
+
+    # 3. edit upstream (other numbers): every key after it changes, all recomputes
+    results.unlink()
+    built = squares_pipeline(str(marker), str(results), [1, 2, 3, 4], final=max)
+    pb3, manifest3 = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "v3"))
+    report = _instrument(pb3, manifest3, cache, tmp_path / "v3.run.pb", "--reuse")
+    assert report["reused"] == [] and report["reads"] == []
+    assert {w["var"] for w in report["writes"]} == {"nums", "squares"}
+    run([sys.executable, "-c", RUN, str(tmp_path / "v3.run.pb")])
+    assert marker.read_text().count("\n") == 4
+    assert results.read_text().strip() == "16"
+
+
+def test_computed_auto_in_the_manifest_is_reuse(tmp_path):
+    cache = tmp_path / "cache"
+    first = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
+                               "--json").stdout)
+    words = next(c for c in first["cacheables"].values() if c["var"] == "words")
+    (cache / "full").mkdir(parents=True)
+    (cache / "full" / f"{words['cache_key']}-00000-of-00001").write_bytes(b"")
+    doc = json.loads(open(fixture_manifest("wordcount")).read())
+    doc["computed"] = "auto"
+    auto = tmp_path / "auto.json"
+    auto.write_text(json.dumps(doc))
+    outs = {}
+    for name, args in {"auto": ["-m", str(auto)], "flag": ["-m", fixture_manifest("wordcount"), "--reuse"]}.items():
+        r = run_cli("instrument", fixture_pb("wordcount"), *args, "--cache-dir", str(cache),
+                    "-o", str(tmp_path / f"{name}.pb"), "--json")
+        assert r.exit_code == 0, r.stderr
+        outs[name] = json.loads(r.stdout)
+        assert [x["var"] for x in outs[name]["reused"]] == ["words"]
+        assert "words" not in {w["var"] for w in outs[name]["writes"]}
+    assert (tmp_path / "auto.pb").read_bytes() == (tmp_path / "flag.pb").read_bytes()
+    # Without either, a cached but uncomputed binding is neither read nor rewritten (Beam's rule).
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(cache),
+                "-o", str(tmp_path / "plain.pb"), "--json")
+    assert json.loads(r.stdout)["reused"] == []
+
+
+def test_computed_must_be_a_list_or_auto(tmp_path):
+    doc = json.loads(open(fixture_manifest("wordcount")).read())
+    doc["computed"] = "everything"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    r = run_cli("analyze", fixture_pb("wordcount"), "-m", str(bad))
+    assert r.exit_code == 2 and "computed" in r.stderr
