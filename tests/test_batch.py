@@ -18,6 +18,7 @@ from conftest import CORRUPT, fixture_manifest, fixture_pb, run_cli
 
 from beaminst import api
 from beaminst.batch import discover
+from beaminst.batch.freshness import STATE_FILE
 from beaminst.protoio import load_pipeline
 from beaminst.validate import validate
 
@@ -61,7 +62,8 @@ def tree_state(root: Path) -> dict[str, str | None]:
 
 
 def files_under(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """The files under root, minus batch's freshness record."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {STATE_FILE}
 
 
 def batch_json(*args: str):
@@ -142,11 +144,16 @@ def test_skip_rules_force_and_human_table(tmp_path):
     _, rep = batch_json(*args, "--force")
     assert by_status(rep, "ok") == {a, b}
 
-    # New cache contents change what instrument plans: everything is stale.
+    # Cache entries of no key of theirs (and full/ itself appearing) change nothing...
     (cache / "full").mkdir(parents=True)
     (cache / "full" / "unrelated-key").write_bytes(b"")
     _, rep = batch_json(*args)
-    assert by_status(rep, "ok") == {a, b}
+    assert by_status(rep, "skipped") == {a, b}
+    # ...an entry for one of b's keys changes what instrument plans for b only.
+    key = next(c.cache_key for c in api.analyze_files(str(src / b), str(man_b)).cacheables.values())
+    (cache / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+    _, rep = batch_json(*args)
+    assert by_status(rep, "ok") == {b} and by_status(rep, "skipped") == {a}
 
 
 def test_beam_runner_matches_local_pool_byte_for_byte(tmp_path):
@@ -176,7 +183,8 @@ def test_beam_runner_matches_local_pool_byte_for_byte(tmp_path):
     assert comparable(beam) == comparable(local)
     # The results files and Beam's temp directory are gone: DEST holds outputs only.
     assert files_under(tmp_path / "beam") == files_under(tmp_path / "local") == set(good)
-    assert [p.name for p in (tmp_path / "beam").iterdir() if p.name.startswith((".", "beam-temp"))] == []
+    hidden = [p.name for p in (tmp_path / "beam").iterdir() if p.name.startswith((".", "beam-temp"))]
+    assert hidden == [STATE_FILE]
     for rel in good:
         assert (tmp_path / "beam" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes(), rel
     assert load_pipeline(str(tmp_path / "beam" / "formats" / "wc.json"))[1] == "json"
@@ -316,14 +324,14 @@ class _KillsItsWorker:
 
 
 def test_a_file_that_kills_its_worker_does_not_take_the_others_down(tmp_path):
-    from beaminst.batch import _NoProgress, plan_batch, run_local
+    from beaminst.batch import plan_batch, run_local
 
     src = tmp_path / "src"
     rels = make_tree(src, 3)
     plan = plan_batch(str(src), str(tmp_path / "out"), "instrument", str(tmp_path / "c"))
     jobs = list(plan.jobs)
     jobs[1] = {**jobs[1], "infer_unbounded": _KillsItsWorker()}
-    results = run_local(jobs, 2, _NoProgress())
+    results = [o["result"] for o in run_local(jobs, 2, lambda outcome: None)]
     files = [job["file"] for job in jobs]
     assert sorted(files) == sorted(rels)
     status = {r["file"]: r["status"] for r in results}

@@ -70,6 +70,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis_profiles import budget
 
+from beaminst.batch.freshness import STATE_FILE as BATCH_STATE
 from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, ProtoLoadError, ValidationError
 from beaminst.protoio import FORMATS, parse_pipeline, serialize_pipeline
@@ -307,10 +308,10 @@ def contract_problems(run: Run, case: Case, out: str, out_before: list[str]) -> 
             problems.append(f"output directory changed: {out_after}")
     elif run.exit_code == 0:
         new = sorted(set(out_after) - set(out_before))
-        if run.cmd == "batch":
-            if set(new) - {os.path.basename(case.pipeline)}:
+        if run.cmd == "batch":  # the output, and batch's freshness record beside it
+            if set(new) - {os.path.basename(case.pipeline), BATCH_STATE}:
                 problems.append(f"output directory gained {new}")
-            for name in new:
+            for name in set(new) - {BATCH_STATE}:
                 try:
                     load_output((case.out_dir / name).read_bytes(), name)
                 except BeaminstError as e:

@@ -1,0 +1,99 @@
+"""What people see of a batch (machines get ``--json``): a progress bar on
+stderr and the final table. File names are escaped: they come from SRC."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from beaminst.batch.jobs import FileResult
+from beaminst.errors import printable
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self, result: FileResult) -> None: ...
+
+
+class NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, result: FileResult) -> None:
+        pass
+
+
+class RichProgress:
+    """A transient rich progress bar on stderr, advanced per finished file."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        self._bar = Bar(
+            TextColumn("[bold]batch[/bold]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}", markup=False),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def start(self, total: int) -> None:
+        self._task = self._bar.add_task("", total=total)
+
+    def advance(self, result: FileResult) -> None:
+        if self._task is not None:
+            self._bar.update(self._task, advance=1, description=printable(result["file"]))
+
+
+def progress_bar(enabled: bool) -> Any:
+    """A context manager yielding a Progress: a rich bar, or nothing."""
+    import contextlib
+
+    return RichProgress() if enabled else contextlib.nullcontext(NoProgress())
+
+
+_STATUS_STYLE = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]", "error": "[red]error[/red]"}
+
+
+def print_batch_report(console: Any, report: Any) -> None:
+    """The per-file table and the totals line of a ``BatchReport``."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"beaminst batch --mode {report.mode}")
+    table.add_column("file", overflow="fold")
+    table.add_column("status")
+    for col in ("writes", "reads", "pruned", "seconds"):
+        table.add_column(col, justify="right")
+
+    def num(v: int | None) -> str:
+        return "" if v is None else str(v)
+
+    for r in report.results:
+        secs = f"{r['seconds']:.2f}" if r["status"] != "skipped" else ""
+        name = escape(printable(r["file"]))
+        table.add_row(name, _STATUS_STYLE[r["status"]], num(r["writes"]), num(r["reads"]), num(r["pruned"]), secs)
+    console.print(table)
+    t = report.totals()
+    how = f"--runner {report.runner}" if report.runner else f"{report.jobs} job(s)"
+    console.print(
+        f"{t['ok']} ok, {t['skipped']} skipped, {t['error']} failed of {t['files']} file(s) "
+        f"in {t['seconds']:.1f} s ({how}) -> {escape(printable(report.dest))}"
+    )

@@ -1,0 +1,175 @@
+"""When an output in DEST is up to date, so a re-run can skip it.
+
+An output is up to date when ``DEST/.beaminst-batch-state.json`` records it
+as made by the same job (mode, cache directory, manifest path, unbounded
+URNs, ``--infer-unbounded``, ``--allow-empty``, the worker options, and the
+beaminst and Beam versions), from the input and manifest as they are now,
+with the cache entries its cache keys match as they are now, and the output
+is still the file that was written. Anything else (no record, an unreadable
+state file, a file replaced by another run or by hand) means "redo".
+
+Only the cache entries of the file's own keys count: a recording or shard
+written for another pipeline, or ``full/`` being created, leaves it alone.
+Files are compared by inode, size and mtime, never by reading them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterable
+from typing import Any
+
+from beaminst.batch.jobs import Job, Outcome
+
+STATE_FILE = ".beaminst-batch-state.json"
+_VERSION = 1
+_MAX_STATE_BYTES = 64 * 1024 * 1024  # far above any real batch: beyond it the record is ignored
+_PER_FILE = ("file", "output")  # fields that name the file, not how it is made
+
+
+def file_stamp(path: str) -> list[int] | None:
+    """[inode, size, mtime_ns], or None when ``path`` does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+@functools.cache
+def _versions() -> dict[str, str | None]:
+    """What else shapes an output: beaminst itself, and the Beam SDK whose
+    transforms it grafts (read from package metadata: no SDK import)."""
+    from importlib import metadata
+
+    from beaminst import __version__
+
+    try:
+        beam = metadata.version("apache-beam")
+    except metadata.PackageNotFoundError:
+        beam = None
+    return {"beaminst": __version__, "apache-beam": beam}
+
+
+def job_digest(job: Job) -> str:
+    how = {k: v for k, v in job.items() if k not in _PER_FILE}
+    text = json.dumps({"job": how, "versions": _versions()}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class CacheListing:
+    """``CACHE/full`` listed once; digests of the entries a set of keys matches.
+
+    A key matches every entry whose name starts with it: its StreamingCache
+    file and its shards (Beam's reader globs ``<key>*``), a superset at worst,
+    which can only cause a redo."""
+
+    def __init__(self, cache_dir: str) -> None:
+        self._full = os.path.join(cache_dir, "full")
+        try:
+            self._names = sorted(os.listdir(self._full))
+        except OSError:  # no full/ yet: an empty cache
+            self._names = []
+        self._stamps: dict[str, list[int] | None] = {}
+
+    def digest(self, keys: Iterable[str]) -> str:
+        matched: set[str] = set()
+        for key in keys:
+            i = bisect.bisect_left(self._names, key)
+            while i < len(self._names) and self._names[i].startswith(key):
+                matched.add(self._names[i])
+                i += 1
+        lines = [json.dumps([name, self._stamp(name)]) for name in sorted(matched)]
+        return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+    def _stamp(self, name: str) -> list[int] | None:
+        if name not in self._stamps:
+            st = file_stamp(os.path.join(self._full, name))
+            self._stamps[name] = None if st is None else st[1:]  # a rewrite in place keeps the inode
+        return self._stamps[name]
+
+
+class Freshness:
+    """DEST's record: read when planning, given each outcome as it arrives,
+    saved at the end (also when interrupted). Input and manifest stamps are
+    taken when planning: a file that changes during the run is redone next
+    time."""
+
+    def __init__(self, dest: str, cache_dir: str, jobs: Iterable[Job]) -> None:
+        self.path = os.path.join(dest, STATE_FILE)
+        self._dest = dest
+        self._cache = CacheListing(cache_dir)
+        self._recorded = _load(self.path)
+        self._jobs = {job["file"]: job for job in jobs}
+        self._inputs = {
+            f: (file_stamp(job["input"]), file_stamp(job["manifest"]) if job["manifest"] else None)
+            for f, job in self._jobs.items()
+        }
+        self._updates: dict[str, dict[str, Any]] = {}
+
+    def up_to_date(self, job: Job) -> bool:
+        entry = self._recorded.get(job["file"])
+        if not isinstance(entry, dict):
+            return False
+        inp, man = self._inputs[job["file"]]
+        try:
+            return (
+                inp is not None
+                and entry["job"] == job_digest(job)
+                and entry["input"] == inp
+                and entry["manifest"] == man
+                and entry["output"] == file_stamp(job["output"])
+                and entry["cache"] == self._cache.digest(_strings(entry["cache_keys"]))
+            )
+        except (KeyError, TypeError):  # a record of another shape: redo
+            return False
+
+    def record(self, outcome: Outcome) -> None:
+        res = outcome["result"]
+        job = self._jobs.get(res["file"])
+        keys, out = outcome["cache_keys"], outcome["output_stamp"]
+        if res["status"] != "ok" or job is None or keys is None or out is None:
+            return  # nothing written, or nothing to vouch for it with: redone next time
+        inp, man = self._inputs[res["file"]]
+        self._updates[res["file"]] = {
+            "job": job_digest(job), "input": inp, "manifest": man, "output": out,
+            "cache_keys": keys, "cache": self._cache.digest(keys),
+        }
+
+    def save(self) -> None:
+        """Merge this run's records into the file (re-read: another run may
+        have saved meanwhile) and write it atomically; records of outputs
+        that no longer exist are dropped."""
+        from beaminst.protoio import write_atomic
+
+        if not self._updates:
+            return
+        entries = {**_load(self.path), **self._updates}
+        entries = {f: e for f, e in entries.items() if os.path.isfile(os.path.join(self._dest, f))}
+        doc = {"version": _VERSION, "outputs": entries}
+        write_atomic(self.path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        self._updates.clear()
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("cache_keys")
+    return value
+
+
+def _load(path: str) -> dict[str, Any]:
+    """The recorded outputs; {} for a missing, oversized or malformed file."""
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size <= _MAX_STATE_BYTES:  # never open a FIFO
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            if isinstance(doc, dict) and doc.get("version") == _VERSION and isinstance(doc.get("outputs"), dict):
+                return doc["outputs"]
+    return {}

@@ -1,0 +1,162 @@
+"""One file's job, and what comes back from the worker that ran it.
+
+:func:`work` is the per-file function of both the process pool and the Beam
+path. It calls the same file-level function as the single-file command
+(``api.instrument_files`` or ``api.background_caching_files``, picked from
+:data:`MODES`), so outputs are byte-identical to running that command per
+file, written atomically. It never raises for a bad file: the outcome holds
+the error, so one bad file never stops the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypedDict
+
+from beaminst.errors import BeaminstError, OutputError
+
+
+class Job(TypedDict):
+    """One file to rewrite. A plain dict at runtime, so it pickles for a
+    process pool and encodes for any Beam runner. Paths are absolute: pool
+    workers and runner workers need not share the caller's cwd."""
+
+    file: str  # path relative to SRC's root, '/'-separated (report key)
+    input: str
+    output: str
+    manifest: str | None
+    mode: str
+    cache_dir: str
+    unbounded_urns: list[str]
+    infer_unbounded: bool
+    allow_empty: bool  # background-caching only
+    worker: dict[str, Any]  # WorkerOptions' fields
+
+
+class FileResult(TypedDict):
+    """One file's outcome; also one line of ``--json``'s ``results``."""
+
+    file: str
+    input: str
+    output: str
+    manifest: str | None
+    status: str  # ok | skipped | error
+    writes: int | None
+    reads: int | None
+    pruned: int | None
+    warnings: list[str]
+    error: str | None  # one line, starting with the offending path
+    seconds: float
+
+
+class Outcome(TypedDict):
+    """What a worker sends back: the result, and for a written output what
+    the freshness record needs (``beaminst.batch.freshness``)."""
+
+    result: FileResult
+    cache_keys: list[str] | None  # every cache key the analysis saw
+    output_stamp: list[int] | None  # the output as written: inode, size, mtime
+
+
+def _instrument(job: Job) -> Any:
+    from beaminst.api import instrument_files
+
+    return instrument_files(
+        job["input"], job["output"], job["manifest"], job["cache_dir"], job["unbounded_urns"], job["infer_unbounded"],
+        worker=_worker(job),
+    )
+
+
+def _background_caching(job: Job) -> Any:
+    from beaminst.api import background_caching_files
+
+    return background_caching_files(
+        job["input"],
+        job["output"],
+        job["manifest"],
+        job["cache_dir"],
+        job["unbounded_urns"],
+        job["infer_unbounded"],
+        allow_empty=job["allow_empty"],
+        worker=_worker(job),
+    )
+
+
+def _worker(job: Job) -> Any:
+    from beaminst.options import WorkerOptions
+
+    return WorkerOptions(**job.get("worker", {}))
+
+
+# The one mode -> per-file function mapping; the CLI's --mode choices come from here.
+MODES: dict[str, Callable[[Job], Any]] = {
+    "instrument": _instrument,
+    "background-caching": _background_caching,
+}
+
+
+def result(job: Job, status: str, seconds: float = 0.0, report: Any = None, error: str | None = None) -> FileResult:
+    return FileResult(
+        file=job["file"],
+        input=job["input"],
+        output=job["output"],
+        manifest=job["manifest"],
+        status=status,
+        writes=len(report.writes) if report is not None else None,
+        reads=len(report.reads) if report is not None else None,
+        pruned=len(report.pruned) if report is not None else None,
+        warnings=list(report.warnings) if report is not None else [],
+        error=error,
+        seconds=round(seconds, 3),
+    )
+
+
+def failed(job: Job, error: str) -> Outcome:
+    """The outcome of a job that never produced one of its own (its worker died)."""
+    return Outcome(result=result(job, "error", error=error), cache_keys=None, output_stamp=None)
+
+
+def rewrite_one(job: Job) -> FileResult:
+    """Rewrite one file. Returns a record, never raises for a bad input."""
+    start = time.perf_counter()
+    try:
+        try:
+            os.makedirs(os.path.dirname(job["output"]), exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create output directory: {e.strerror or e}", job["output"]) from None
+        report = MODES[job["mode"]](job)
+    except BeaminstError as e:
+        # Some errors name no file (the single-file command has only one); here the input does.
+        return result(job, "error", time.perf_counter() - start, error=str(e.with_source(job["input"])))
+    except Exception as e:  # a bug: reported for this file, the others go on
+        if os.environ.get("BEAMINST_DEBUG"):
+            raise
+        msg = " ".join(f"{job['input']}: internal error: {type(e).__name__}: {e}".split())
+        return result(job, "error", time.perf_counter() - start, error=msg)
+    return result(job, "ok", time.perf_counter() - start, report=report)
+
+
+def work(job: Job) -> Outcome:
+    """:func:`rewrite_one`, plus what the freshness record needs when it wrote."""
+    from beaminst.batch.freshness import file_stamp
+
+    res = rewrite_one(job)
+    if res["status"] != "ok":
+        return Outcome(result=res, cache_keys=None, output_stamp=None)
+    return Outcome(result=res, cache_keys=_cache_keys(job), output_stamp=file_stamp(job["output"]))
+
+
+def _cache_keys(job: Job) -> list[str] | None:
+    """Every cache key the file's analysis saw: the cache state its output
+    depends on, cached or not. A second analysis (a few percent of a rewrite):
+    the file-level functions return the pass's report, which leaves out keys
+    that led to nothing (a cached binding nobody reads)."""
+    from beaminst.api import analyze_files
+
+    try:
+        analysis = analyze_files(job["input"], job["manifest"], None, job["unbounded_urns"], job["infer_unbounded"])
+    except BeaminstError:  # the input changed under us: no record, so it is redone next time
+        return None
+    return sorted({c.cache_key for c in analysis.cacheables.values()})

@@ -1,0 +1,180 @@
+"""Planning a batch, once, in the calling process: find the files, pair
+manifests, refuse unsafe destinations, sweep what dead writers left, and
+split the jobs into those to run and those already up to date."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from beaminst.batch.freshness import STATE_FILE, Freshness
+from beaminst.batch.jobs import MODES, FileResult, Job, result
+from beaminst.batch.sweep import sweep
+from beaminst.errors import BeaminstError, CacheDirError, ManifestError, OutputError
+from beaminst.options import WorkerOptions
+
+# What counts as a pipeline file: the extensions protoio reads as a Pipeline,
+# minus the generic ``.bin``/``.txt``, and never a binding manifest.
+PIPELINE_SUFFIXES = (".pb", ".binpb", ".textproto", ".pbtxt", ".txtpb", ".json")
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+def is_pipeline_name(name: str) -> bool:
+    lower = name.lower()
+    if lower.startswith(".") or lower.endswith(MANIFEST_SUFFIX):
+        return False
+    return lower.endswith(PIPELINE_SUFFIXES)
+
+
+def _glob_root(pattern: str) -> str:
+    """The directory before the first wildcard: what outputs are relative to."""
+    import glob
+
+    parts = os.path.normpath(pattern).split(os.sep)
+    fixed: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    if not fixed:
+        return "."
+    return os.sep.join(fixed) or os.sep
+
+
+def discover(src: str) -> tuple[str, list[str]]:
+    """(root, sorted paths relative to root) of the pipeline files SRC names.
+
+    A directory is walked recursively (hidden files and directories skipped,
+    symlinked directories not followed); anything else is a glob pattern
+    (``**`` recursive) whose root is the directory before the first wildcard.
+    Either way only pipeline file names count (:func:`is_pipeline_name`).
+    """
+    import glob
+
+    if os.path.isdir(src):
+        root = src
+        found = []
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [os.path.join(dirpath, f) for f in filenames if is_pipeline_name(f)]
+    else:
+        root = _glob_root(src) if glob.has_magic(src) else (os.path.dirname(src) or ".")
+        if not glob.has_magic(src) and not os.path.exists(src):
+            raise BeaminstError("no such file or directory", src)
+        found = [
+            p
+            for p in glob.glob(src, recursive=True)
+            if os.path.isfile(p) and is_pipeline_name(os.path.basename(p))
+        ]
+    rels = sorted(os.path.relpath(p, root) for p in found)
+    if not rels:
+        raise BeaminstError(
+            f"no pipeline files found (looked for {', '.join('*' + s for s in PIPELINE_SUFFIXES)}, "
+            f"not *{MANIFEST_SUFFIX})",
+            src,
+        )
+    return root, rels
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def paired_manifest(pipeline: str) -> str:
+    """``X.pb`` -> ``X.manifest.json`` beside it."""
+    stem, _ = os.path.splitext(pipeline)
+    return stem + MANIFEST_SUFFIX
+
+
+@dataclass(frozen=True)
+class Plan:
+    root: str
+    dest: str
+    jobs: list[Job]  # to run
+    skipped: list[FileResult]
+    freshness: Freshness  # to record what the jobs write
+
+
+def plan_batch(
+    src: str,
+    dest: str,
+    mode: str,
+    cache_dir: str | None,
+    manifest: str | None = None,
+    force: bool = False,
+    unbounded_urns: Iterable[str] = (),
+    infer_unbounded: bool = False,
+    allow_empty: bool = False,
+    worker: WorkerOptions | None = None,
+) -> Plan:
+    """Find the files, pair manifests, refuse unsafe destinations, and split
+    into jobs to run and up-to-date outputs. Creates DEST (never under SRC)."""
+    from beaminst.cachedir import scan_cache_dir
+
+    if mode not in MODES:
+        raise BeaminstError(f"unknown mode {mode!r} (use one of {', '.join(MODES)})")
+    if not cache_dir:
+        raise CacheDirError(f"batch --mode {mode} needs --cache-dir")
+    if manifest == "-":
+        raise ManifestError("batch cannot read the manifest from stdin; give a file", "--manifest")
+    root, rels = discover(src)
+    root_real = os.path.realpath(root)
+    dest_real = os.path.realpath(dest)
+    if _inside(dest_real, root_real):
+        where = "is" if dest_real == root_real else "is inside"
+        raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise OutputError("is not a directory", dest)
+    scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
+    cache_abs = os.path.abspath(cache_dir)
+    manifest_abs = None
+    if manifest is not None:
+        from beaminst.manifest import load_manifest
+
+        load_manifest(manifest)  # malformed: one error, not one per file
+        manifest_abs = os.path.abspath(manifest)
+    dest_abs = os.path.abspath(dest)
+    jobs: list[Job] = []
+    for rel in rels:
+        inp = os.path.abspath(os.path.join(root, rel))
+        out = os.path.join(dest_abs, rel)
+        # SRC inside DEST: dest/rel may still land in SRC (rel starting with SRC's own name).
+        if _inside(os.path.realpath(out), root_real):
+            raise OutputError(f"output {out} would be written into the source directory {root}", dest)
+        if manifest_abs is None:
+            beside = paired_manifest(inp)
+            man = beside if os.path.exists(beside) else None
+        else:
+            man = manifest_abs
+        jobs.append(
+            Job(
+                file=rel.replace(os.sep, "/"),
+                input=inp,
+                output=out,
+                manifest=man,
+                mode=mode,
+                cache_dir=cache_abs,
+                unbounded_urns=list(unbounded_urns),
+                infer_unbounded=infer_unbounded,
+                allow_empty=allow_empty,
+                worker=dataclasses.asdict(worker or WorkerOptions()),
+            )
+        )
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create destination directory: {e.strerror or e}", dest) from None
+    sweep(dest_abs, [job["output"] for job in jobs], [os.path.join(dest_abs, STATE_FILE)])
+    freshness = Freshness(dest_abs, cache_abs, jobs)
+    if force:
+        return Plan(root, dest, jobs, [], freshness)
+    todo: list[Job] = []
+    skipped: list[FileResult] = []
+    for j in jobs:
+        if freshness.up_to_date(j):
+            skipped.append(result(j, "skipped"))
+        else:
+            todo.append(j)
+    return Plan(root, dest, todo, skipped, freshness)

@@ -1,0 +1,104 @@
+"""Running jobs in a local process pool.
+
+Workers come from a forkserver (never plain fork: the parent may have
+imported the Beam SDK, whose grpc threads are not fork-safe) and exit when
+the parent dies (``lifecycle``). A worker that dies itself (crash,
+out-of-memory kill) breaks the whole pool and takes every unfinished job with
+it; those are rerun in fresh pools, halving the set on each break, so the
+file that kills its worker ends up alone with an error and every other file
+still completes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from beaminst.batch.jobs import Job, Outcome, failed, work
+from beaminst.batch.lifecycle import parent_lifeline, watch_parent
+
+
+def run_local(jobs: list[Job], workers: int, done: Callable[[Outcome], None]) -> list[Outcome]:
+    """Run ``jobs`` (in this process for one worker or one job), calling
+    ``done`` with each outcome as it arrives; returns them all."""
+    outcomes: list[Outcome] = []
+
+    def finish(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        done(outcome)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            finish(work(job))
+        return outcomes
+    with parent_lifeline() as lifeline:
+        todo = [jobs]
+        while todo:
+            lost = _pool_round(todo.pop(), workers, lifeline, finish)
+            if len(lost) == 1:
+                (job,) = lost
+                finish(failed(job, f"{job['input']}: a worker process died rewriting this file "
+                                   "(crashed, or killed: out of memory?)"))
+            elif lost:
+                half = len(lost) // 2
+                todo += [lost[half:], lost[:half]]
+    return outcomes
+
+
+def _init_worker(log_level: int, lifeline: Connection) -> None:
+    import logging
+
+    watch_parent(lifeline)
+    # Workers do not inherit the CLI's logging setup; without this the SDK's
+    # import-time warnings would print once per worker.
+    logging.basicConfig(level=log_level, format="beaminst: %(name)s: %(message)s")
+
+
+def _pool_context() -> Any:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _pool_round(jobs: list[Job], workers: int, lifeline: Connection, finish: Callable[[Outcome], None]) -> list[Job]:
+    """One process pool over ``jobs``; returns the jobs lost to a dead worker."""
+    import logging
+    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(logging.getLogger().getEffectiveLevel(), lifeline),
+    )
+    lost: list[Job] = []
+    futures: dict[Future[Outcome], Job] = {}
+    seen: set[Future[Outcome]] = set()
+    try:
+        futures = {pool.submit(work, job): job for job in jobs}
+        for fut in as_completed(futures):
+            seen.add(fut)
+            job = futures[fut]
+            try:
+                outcome = fut.result()
+            except BrokenProcessPool:
+                lost.append(job)
+                continue
+            except Exception as e:  # e.g. a job that cannot be sent to a worker
+                if os.environ.get("BEAMINST_DEBUG"):
+                    raise
+                outcome = failed(job, f"{job['input']}: worker failed: {type(e).__name__}: {e}")
+            finish(outcome)
+    except BaseException:  # interrupted: files in flight finish, the rest are cancelled
+        pool.shutdown(wait=True, cancel_futures=True)
+        for fut in futures:  # what finished meanwhile was written: report it (and record it)
+            if fut not in seen and fut.done() and not fut.cancelled() and fut.exception() is None:
+                finish(fut.result())
+        raise
+    pool.shutdown(wait=True)
+    order = {id(job): i for i, job in enumerate(jobs)}
+    return sorted(lost, key=lambda job: order[id(job)])

@@ -1,0 +1,131 @@
+"""The driver: plan once, run every job (pool or Beam runner), record what
+was written, report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from beaminst.batch.beamrun import run_beam
+from beaminst.batch.console import NoProgress, Progress
+from beaminst.batch.freshness import Freshness
+from beaminst.batch.jobs import FileResult, Outcome
+from beaminst.batch.lifecycle import sigterm_as_interrupt
+from beaminst.batch.plan import plan_batch
+from beaminst.batch.pool import run_local
+from beaminst.errors import BeaminstError
+from beaminst.options import WorkerOptions
+
+
+@dataclass
+class BatchReport:
+    mode: str
+    src: str
+    dest: str
+    cache_dir: str
+    runner: str | None
+    jobs: int | None  # local worker processes; None with a runner
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r["status"] == "error"]
+
+    def totals(self) -> dict[str, Any]:
+        count = {s: sum(1 for r in self.results if r["status"] == s) for s in ("ok", "skipped", "error")}
+        return {
+            "files": len(self.results),
+            **count,
+            "writes": sum(r["writes"] or 0 for r in self.results),
+            "reads": sum(r["reads"] or 0 for r in self.results),
+            "pruned": sum(r["pruned"] or 0 for r in self.results),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "src": self.src,
+            "dest": self.dest,
+            "cache_dir": self.cache_dir,
+            "runner": self.runner,
+            "jobs": self.jobs,
+            "results": self.results,
+            "totals": self.totals(),
+        }
+
+
+def run_batch(
+    src: str,
+    dest: str,
+    mode: str = "instrument",
+    cache_dir: str | None = None,
+    manifest: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    runner: str | None = None,
+    pipeline_args: Iterable[str] = (),
+    unbounded_urns: Iterable[str] = (),
+    infer_unbounded: bool = False,
+    allow_empty: bool = False,
+    progress: Progress | None = None,
+    worker: WorkerOptions | None = None,
+) -> BatchReport:
+    """``beaminst batch``: plan, run every job (pool or Beam runner), report.
+
+    Raises BeaminstError only for problems with the batch as a whole (SRC,
+    DEST, cache dir, shared manifest, runner); per-file problems are results
+    with ``status == "error"``, in SRC order. Interrupted (Ctrl-C, SIGTERM),
+    it still records the outputs already written, so a re-run skips them."""
+    start = time.perf_counter()
+    progress = progress or NoProgress()
+    workers = jobs or os.cpu_count() or 1
+    plan = plan_batch(src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker)
+    progress.start(len(plan.jobs))
+    done: list[FileResult] = []
+
+    def finished(outcome: Outcome) -> None:
+        plan.freshness.record(outcome)
+        done.append(outcome["result"])
+        progress.advance(outcome["result"])
+
+    with sigterm_as_interrupt(), _saving(plan.freshness):
+        if not plan.jobs:
+            pass
+        elif runner:
+            run_beam(plan.jobs, plan.dest, runner, pipeline_args, finished)
+        else:
+            run_local(plan.jobs, workers, finished)
+    return BatchReport(
+        mode=mode,
+        src=src,
+        dest=dest,
+        cache_dir=os.path.abspath(cache_dir or ""),
+        runner=runner,
+        jobs=None if runner else workers,
+        results=sorted(done + plan.skipped, key=lambda r: r["file"]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+@contextlib.contextmanager
+def _saving(freshness: Freshness) -> Iterator[None]:
+    """Save the freshness record after the block, also when it raises (then
+    a failure to save never hides why it stopped)."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(BeaminstError):
+            freshness.save()
+        raise
+    freshness.save()
+
+
+def iter_errors(report: BatchReport) -> Iterator[str]:
+    for r in report.failed:
+        yield r["error"] or f"{r['input']}: failed"
