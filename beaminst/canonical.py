@@ -8,12 +8,12 @@ instead of minted twice, like ``add_or_get_coder_id`` in Beam's translations).
 from __future__ import annotations
 
 import base64
-import bz2
 import hashlib
 import re
-import zlib
 from collections.abc import Callable
 from typing import Any
+
+from beaminst import bounded
 
 # An absolute path up to and including a site-packages / dist-packages
 # directory, inside a decompressed pickle, with the opcode and length of the
@@ -35,22 +35,20 @@ def digest(*parts: bytes | str) -> bytes:
     return h.digest()
 
 
-def decompress_pickle(encoded: bytes) -> bytes | None:
+def decompress_pickle(encoded: bytes, what: str = "a pickled payload") -> bytes | None:
     """The cloudpickle bytes inside a Beam pickled payload (base64 of bz2 or
-    zlib), or None when ``encoded`` is not one. Never unpickles."""
+    zlib), or None when ``encoded`` is not one. Never unpickles; past the
+    decompression cap, a ValidationError naming ``what``."""
     if not encoded or len(encoded) % 4:
         return None
     try:
         raw = base64.b64decode(encoded, validate=True)
     except Exception:
         return None
-    for magic, decompress in ((b"BZh", bz2.decompress), (b"\x78", zlib.decompress)):
-        if raw.startswith(magic):
-            try:
-                return decompress(raw)
-            except Exception:
-                return None
-    return None
+    try:
+        return bounded.decompress(raw, what)
+    except bounded.CorruptStream:
+        return None
 
 
 _STABLE_MEMO: dict[bytes, bytes] = {}

@@ -85,7 +85,28 @@ def main(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="beaminst: %(name)s: %(message)s")
 
 
+def _set_decompression_cap(ctx: Any, _param: Any, value: int | None) -> None:
+    # Through the environment, so batch workers and every pass see it too;
+    # restored afterwards, for callers that run the CLI in-process.
+    if value is not None:
+        from beaminst.bounded import ENV
+
+        saved = os.environ.get(ENV)
+        os.environ[ENV] = str(value)
+        ctx.call_on_close(lambda: os.environ.pop(ENV) if saved is None else os.environ.update({ENV: saved}))
+
+
+def bounds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--max-decompressed-bytes", type=click.IntRange(min=1), metavar="N", envvar="BEAMINST_MAX_DECOMPRESSED_BYTES",
+        show_envvar=True, expose_value=False, callback=_set_decompression_cap,
+        help="Refuse a pickled payload that decompresses to more than N bytes (default 67108864, 64 MiB: "
+        "a few KB of bz2 can inflate to gigabytes). Raise it only for a file you trust.",
+    )(fn)
+
+
 def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = bounds_option(fn)
     fn = click.option(
         "--infer-unbounded",
         is_flag=True,
@@ -359,6 +380,7 @@ Examples:
 )
 @click.option("--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", help="As for instrument (repeatable).")
 @click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
+@bounds_option
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
 @worker_options
 @handle_errors
@@ -431,6 +453,7 @@ Exit codes: 0 identical, 1 differences found, 2 error (as diff(1)).
 @click.argument("after", type=click.Path(allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--show-payloads", is_flag=True, help="Show an escaped prefix of payload bytes (default: URN and length only).")
+@bounds_option
 @handle_errors
 def diff_command(before: str, after: str, as_json: bool, show_payloads: bool) -> None:
     """Compare two pipelines by meaning, not by id.
@@ -479,6 +502,7 @@ Examples:
     "-m", "--manifest", type=click.Path(allow_dash=True),
     help="Binding manifest: label edges with variable names (with --against, ORIGINAL's manifest).",
 )
+@bounds_option
 @handle_errors
 def graph_command(pipeline: str, fmt: str | None, output: str, against: str | None, manifest: str | None) -> None:
     """Draw PIPELINE as a Graphviz graph.

@@ -18,11 +18,10 @@ On a proto that becomes:
 from __future__ import annotations
 
 import base64
-import bz2
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from beaminst import bounded
 from beaminst.beamproto import runner_api
 from beaminst.graph import GraphIndex
 
@@ -50,27 +49,28 @@ class UnboundedSource:
         return None
 
 
-def unpickled_payload_mentions(payload: bytes, needle: bytes) -> bool:
+def unpickled_payload_mentions(payload: bytes, needle: bytes, what: str = "a pickled payload") -> bool:
     """Whether a Beam pickled payload (base64 of bz2/zlib cloudpickle) names ``needle``.
 
-    Decompresses only; never unpickles (that would run code from the file)."""
+    Decompresses only, within the cap (a bomb is an error naming ``what``);
+    never unpickles (that would run code from the file)."""
     try:
         raw = base64.b64decode(payload, validate=True)
     except Exception:
         return needle in payload
-    for decompress in (bz2.decompress, zlib.decompress):
-        try:
-            return needle in decompress(raw)
-        except Exception:
-            continue
-    return needle in raw
+    try:
+        return needle in bounded.decompress(raw, what)
+    except bounded.CorruptStream:
+        return needle in raw
 
 
 def _is_read_from_pubsub_wrapper(index: GraphIndex, tid: str | None) -> bool:
     if tid is None or tid in index.roots:
         return False
     t = index.transforms[tid]
-    return t.spec.urn == PICKLED_TRANSFORM_URN and not t.inputs and unpickled_payload_mentions(t.spec.payload, b"ReadFromPubSub")
+    return t.spec.urn == PICKLED_TRANSFORM_URN and not t.inputs and unpickled_payload_mentions(
+        t.spec.payload, b"ReadFromPubSub", f"transform {tid!r} ({t.unique_name!r}) payload"
+    )
 
 
 def find_unbounded_sources(

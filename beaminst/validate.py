@@ -9,9 +9,11 @@ Each message names the offending id. Linear in the size of the proto.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
-from beaminst import urns
+from beaminst import bounded, urns
 from beaminst.errors import ValidationError
 from beaminst.graph import GraphIndex, build_index, payload_info_of
 from beaminst.urns import PICKLED_CODER as PICKLED_CODER_URN
@@ -75,6 +77,7 @@ def check_references(pipeline: Any) -> None:
                 raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
     _check_coder_cycles(coders)
     _check_pickled_coders(coders)
+    _check_pickle_sizes(c)
     for wid in sorted(strategies):
         w = strategies[wid]
         if w.window_coder_id not in coders:
@@ -125,11 +128,8 @@ def _check_pickled_coders(coders: Any) -> None:
     """A ``pickled_python`` coder's payload must get as far as Beam's
     ``deserialize_coder`` gets before unpickling: a ``BytesValue`` holding
     ``Name$<base64 of zlib>``. Checked without unpickling (which would run code
-    from the file) and in bounded memory; the zlib checksum catches a
-    corrupted pickle."""
-    import base64
-    import binascii
-
+    from the file) and in bounded memory and time (:mod:`beaminst.bounded`);
+    the zlib checksum catches a corrupted pickle."""
     from google.protobuf import wrappers_pb2
 
     for cid in sorted(coders):
@@ -145,26 +145,58 @@ def _check_pickled_coders(coders: Any) -> None:
             problem = "has no 'Name$' prefix"
         if problem is None:
             try:
-                problem = _zlib_problem(base64.b64decode(value.split(b"$", 1)[1]))
+                raw = base64.b64decode(value.split(b"$", 1)[1])
             except (binascii.Error, ValueError):
-                problem = "is not base64"
+                raw, problem = b"", "is not base64"
+        if problem is None:
+            try:
+                bounded.decompress(raw, f"coder {cid!r} ({PICKLED_CODER_URN})", keep=False)
+            except bounded.CorruptStream as e:
+                problem = f"does not decompress ({e})"
         if problem is not None:
             raise ValidationError(f"coder {cid!r} ({PICKLED_CODER_URN}) has a corrupt payload: it {problem}")
 
 
-def _zlib_problem(data: bytes) -> str | None:
-    """What is wrong with a zlib stream, decompressed a megabyte at a time and
-    thrown away (a small payload may inflate to gigabytes)."""
-    import zlib
+_INFLATE_CHECKED: set[tuple[int, bytes]] = set()  # (cap, payload) found within it
 
-    d = zlib.decompressobj()
-    try:
-        while data:
-            d.decompress(data, 1 << 20)
-            data = d.unconsumed_tail
-    except zlib.error as e:
-        return f"does not decompress ({e})"
-    return None if d.eof else "does not decompress (truncated)"
+
+def _check_pickle_sizes(c: Any) -> None:
+    """Every pickled function in the file (a ``pickled_python`` transform, a
+    DoFn, CombineFn, source or view fn inside a payload, a window fn) inflates
+    within the cap, so no later pass (cache keys, diff, the SDK loading a
+    window fn) meets a decompression bomb, and the error names the component.
+    Corrupt pickles are not this check's business. Payloads seen once (the
+    output repeats the input's) are not inflated again."""
+    if len(_INFLATE_CHECKED) > 100_000:
+        _INFLATE_CHECKED.clear()
+    cap = bounded.max_decompressed_bytes()
+
+    def check(encoded: bytes, what: str) -> None:
+        if len(encoded) < 8 or (cap, encoded) in _INFLATE_CHECKED:
+            return
+        try:
+            bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False)
+        except (binascii.Error, ValueError):  # not base64, or not compressed: not a pickle
+            pass
+        _INFLATE_CHECKED.add((cap, encoded))
+
+    for tid in sorted(c.transforms):
+        t = c.transforms[tid]
+        what = f"transform {tid!r} ({t.unique_name!r}) payload"
+        if t.spec.urn == urns.PICKLED_TRANSFORM:
+            check(t.spec.payload, what)
+            continue
+        try:
+            msg = urns.parse_payload(t.spec.urn, t.spec.payload) if t.spec.payload else None
+        except ValueError:
+            continue  # reported by the reference check
+        for _m, fd, value in urns.scalar_fields(msg) if msg is not None else ():
+            if fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+                check(value, what)
+    for wid in sorted(c.windowing_strategies):
+        fn = c.windowing_strategies[wid].window_fn
+        if fn.urn == urns.PICKLED_WINDOW_FN:
+            check(fn.payload, f"windowing strategy {wid!r} window_fn")
 
 
 def validate(pipeline: Any) -> GraphIndex:

@@ -1,0 +1,247 @@
+"""Issue 10's bounds and escapes: every input is bounded, nothing from a file
+reaches a terminal or a DOT file raw, no output replaces an input.
+
+Bombs run every command in a real subprocess and are bounded by the work
+done (peak memory of that one child, from ``wait4``), never by wall-clock
+time, which a loaded two-core machine stretches.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import functools
+import os
+import subprocess
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI_PREFIX, REPO, beam_noise_free, fixture_manifest, fixture_pb, load_fixture
+
+from beaminst import bounded
+from beaminst.errors import ValidationError
+from beaminst.protoio import serialize_pipeline
+
+GiB = 1 << 30
+PICKLED_CODER = "beam:coder:pickled_python:v1"
+PICKLED_WINDOW_FN = "beam:window_fn:pickled_python:v1"
+MAX_RSS_BYTES = 500 << 20  # a command that inflated a bomb holds >= 1 GiB
+
+
+# --- bombs ------------------------------------------------------------------------
+
+
+@functools.cache
+def zlib_bomb() -> bytes:
+    """1 GiB of zeros as one zlib stream (about 1 MB)."""
+    z = zlib.compressobj(9)
+    chunk = bytes(1 << 20)
+    return b"".join(z.compress(chunk) for _ in range(GiB >> 20)) + z.flush()
+
+
+@functools.cache
+def bz2_bomb() -> bytes:
+    """1 GiB of zeros as 16 concatenated bz2 streams (about 1.3 KB): what
+    ``bz2.decompress``, and so Beam's unpickler, joins."""
+    return bz2.compress(bytes(64 << 20)) * 16
+
+
+def _transform(p: Any, name: str) -> Any:
+    return next(t for t in p.components.transforms.values() if t.unique_name == name)
+
+
+def bomb_pipeline(kind: str) -> Any:
+    from google.protobuf import wrappers_pb2
+
+    from beaminst.beamproto import runner_api
+
+    p = load_fixture("wordcount")
+    c = p.components
+    if kind == "pardo-bz2":  # the DoFn pickle inside a ParDoPayload
+        t = _transform(p, "Split")
+        payload = runner_api().ParDoPayload.FromString(t.spec.payload)
+        payload.do_fn.payload = base64.b64encode(bz2_bomb())
+        t.spec.payload = payload.SerializeToString()
+    elif kind == "coder-zlib":  # a bound PCollection's pickled coder
+        cid = next(k for k, x in c.coders.items() if x.spec.urn == PICKLED_CODER)
+        value = b"FastPrimitivesCoder$" + base64.b64encode(zlib_bomb())
+        c.coders[cid].spec.payload = wrappers_pb2.BytesValue(value=value).SerializeToString()
+    elif kind == "pickled-transform-zlib":
+        _transform(p, "ReadLines").spec.payload = base64.b64encode(zlib_bomb())
+    elif kind == "window-fn-bz2":
+        ws = next(iter(c.windowing_strategies.values()))
+        ws.window_fn.urn = PICKLED_WINDOW_FN
+        ws.window_fn.payload = base64.b64encode(bz2_bomb())
+    else:
+        raise AssertionError(kind)
+    return p
+
+
+BOMBS = ("pardo-bz2", "coder-zlib", "pickled-transform-zlib", "window-fn-bz2")
+COMMANDS = ("analyze", "instrument", "background-caching", "diff", "graph", "batch")
+
+
+def command_args(cmd: str, bomb: Path, tmp: Path) -> list[str]:
+    cache = str(tmp / "cache")
+    manifest = fixture_manifest("wordcount")
+    return {
+        "analyze": ["analyze", str(bomb), "-m", manifest],
+        "instrument": ["instrument", str(bomb), "-m", manifest, "--cache-dir", cache, "-o", str(tmp / "out.pb")],
+        "background-caching": ["background-caching", str(bomb), "--cache-dir", cache, "-o", str(tmp / "out.pb")],
+        "diff": ["diff", fixture_pb("wordcount"), str(bomb)],
+        "graph": ["graph", str(bomb), "-o", str(tmp / "out.dot")],
+        "batch": ["batch", str(bomb.parent), "-o", str(tmp / "dest"), "--cache-dir", cache, "--jobs", "1"],
+    }[cmd]
+
+
+def run_measured(args: list[str], tmp: Path, env: dict[str, str] | None = None) -> tuple[int, str, int]:
+    """(exit code, stderr, peak RSS in bytes) of one CLI run in its own process.
+    The kill timer only stops a hung run; it asserts nothing."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
+    full_env.pop("BEAMINST_DEBUG", None)
+    with open(tmp / "stderr", "wb") as err:
+        proc = subprocess.Popen([*CLI_PREFIX, *args], stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, env=full_env)
+        timer = threading.Timer(300, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, (tmp / "stderr").read_text("utf-8", "replace"), usage.ru_maxrss * 1024
+
+
+@pytest.fixture(scope="module")
+def bomb_files(tmp_path_factory: Any) -> dict[str, Path]:
+    out = {}
+    for kind in BOMBS:
+        d = tmp_path_factory.mktemp(kind)
+        path = d / "bomb.pb"
+        path.write_bytes(serialize_pipeline(bomb_pipeline(kind)))
+        out[kind] = path
+    return out
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+@pytest.mark.parametrize("kind", BOMBS)
+def test_bomb_bounded_in_every_command(kind: str, cmd: str, bomb_files: dict[str, Path], tmp_path: Path) -> None:
+    bomb = bomb_files[kind]
+    code, stderr, rss = run_measured(command_args(cmd, bomb, tmp_path), tmp_path)
+    lines = beam_noise_free(stderr)
+    assert code == 2, stderr
+    assert rss < MAX_RSS_BYTES, f"{cmd} on a {kind} bomb peaked at {rss >> 20} MiB"
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"beaminst: {bomb}: "), lines
+    assert "decompresses" in lines[0] and f"{64 << 20} bytes" in lines[0], lines
+    assert "internal error" not in lines[0]
+
+
+def test_bomb_error_names_the_component(bomb_files: dict[str, Path], tmp_path: Path) -> None:
+    from beaminst.api import load
+
+    expected = {
+        "pardo-bz2": "transform 'ref_AppliedPTransform_Split_14' ('Split') payload decompresses (bz2)",
+        "coder-zlib": "coder ",
+        "pickled-transform-zlib": "('ReadLines') payload decompresses (zlib)",
+        "window-fn-bz2": "window_fn decompresses (bz2)",
+    }
+    for kind, path in bomb_files.items():
+        with pytest.raises(ValidationError) as e:
+            load(str(path))
+        assert expected[kind] in str(e.value), (kind, str(e.value))
+        assert "--max-decompressed-bytes" in str(e.value) and bounded.ENV in str(e.value)
+
+
+def test_cap_can_be_raised_and_lowered(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    from beaminst.beamproto import runner_api
+
+    wordcount = fixture_pb("wordcount")
+    before = os.environ.get(bounded.ENV)
+    assert run_cli("analyze", wordcount).exit_code == 0
+    low = run_cli("analyze", wordcount, "--max-decompressed-bytes", "100")
+    assert low.exit_code == 2 and "decompresses" in low.stderr and "more than 100 bytes" in low.stderr
+    via_env = run_cli("diff", wordcount, wordcount, env={bounded.ENV: "100"})
+    assert via_env.exit_code == 2 and "more than 100 bytes" in via_env.stderr
+    bad = run_cli("analyze", wordcount, env={bounded.ENV: "lots"})
+    assert bad.exit_code == 2 and "--max-decompressed-bytes" in bad.stderr
+    # A 96 MiB pickle: over the default cap, loaded once the cap is raised.
+    p = load_fixture("wordcount")
+    t = _transform(p, "Split")
+    payload = runner_api().ParDoPayload.FromString(t.spec.payload)
+    payload.do_fn.payload = base64.b64encode(bz2.compress(bytes(96 << 20)))
+    t.spec.payload = payload.SerializeToString()
+    big = tmp_path / "big.pb"
+    big.write_bytes(serialize_pipeline(p))
+    assert run_cli("analyze", str(big)).exit_code == 2
+    assert run_cli("analyze", str(big), "--max-decompressed-bytes", str(128 << 20)).exit_code == 0
+    assert run_cli("graph", str(big), env={bounded.ENV: str(128 << 20)}).exit_code == 0
+    assert os.environ.get(bounded.ENV) == before  # the option does not outlive the command
+
+
+# --- the helper itself --------------------------------------------------------------
+
+
+def _streams() -> list[bytes]:
+    data = [b"", b"x", b"hello world " * 5000, os.urandom(200_000)]
+    out = []
+    for d in data:
+        out += [bz2.compress(d), zlib.compress(d), bz2.compress(d) * 3, bz2.compress(d) + b"junk", zlib.compress(d) + b"junk"]
+        out.append(zlib.compress(d, wbits=10))  # a smaller window: header 0x28
+    return out
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_decompress_matches_the_standard_library(keep: bool) -> None:
+    for raw in _streams():
+        expected = bz2.decompress(raw) if raw[:3] == b"BZh" else zlib.decompress(raw)
+        assert bounded.decompress(raw, "x", keep=keep) == (expected if keep else b"")
+
+
+@pytest.mark.parametrize(
+    "raw", [zlib.compress(b"abc" * 100)[:-3], bz2.compress(b"abc" * 100)[:-3], b"\x78\x9cgarbage", b"BZh9garbage", b"plain"]
+)
+def test_decompress_corrupt(raw: bytes) -> None:
+    with pytest.raises(bounded.CorruptStream):
+        bounded.decompress(raw, "x")
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_decompress_stops_at_the_cap(keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(bounded.ENV, "1000")
+    assert len(bounded.decompress(zlib.compress(bytes(1000)), "x", keep=keep)) == (1000 if keep else 0)
+    for raw in (zlib.compress(bytes(1001)), bz2.compress(bytes(600)) * 2):
+        with pytest.raises(ValidationError, match="coder 'c' decompresses .* to more than 1000 bytes"):
+            bounded.decompress(raw, "coder 'c'", keep=keep)
+
+
+def test_library_decompression_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unvalidated protos given to the library still never inflate past the cap."""
+    from beaminst.canonical import decompress_pickle, install_independent
+    from beaminst.sources import unpickled_payload_mentions
+
+    monkeypatch.setenv(bounded.ENV, str(1 << 20))
+    bomb = base64.b64encode(bz2.compress(bytes(8 << 20)))
+    for call in (
+        lambda: decompress_pickle(bomb),
+        lambda: install_independent(bomb),
+        lambda: unpickled_payload_mentions(bomb, b"ReadFromPubSub"),
+    ):
+        with pytest.raises(ValidationError, match="decompresses"):
+            call()
+
+
+def test_fixtures_are_far_below_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every committed fixture's pickles fit in a 1 MiB cap: 64 MiB is generous."""
+    from conftest import FIXTURE_NAMES
+
+    from beaminst.validate import validate
+
+    monkeypatch.setenv(bounded.ENV, str(1 << 20))
+    for name in FIXTURE_NAMES:
+        validate(load_fixture(name))
+
