@@ -10,6 +10,7 @@ package) for the format; :func:`load_manifest` validates against it, and
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -23,9 +24,13 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # A manifest is four levels deep; anything far deeper is not one, and would
 # make the schema check and error messages recurse into Python's stack limit.
 MAX_DEPTH = 32
-# Cache keys become file names and Beam's cache lookup globs '<key>*-*-of-*':
-# a key with these would match other keys' files (or no file at all).
-_GLOB_CHARACTERS = frozenset("*?[]")
+# Cache keys become file names, Beam's cache lookup globs '<key>*-*-of-*',
+# and grafting swaps them byte for byte inside pickles: ASCII, no glob or
+# path characters, nothing whose UTF-8 length differs from its length. The
+# schema says the same; this is exact (a JSON Schema '$' also matches before
+# a final newline).
+_CACHE_KEY = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+){3}")
+CACHE_KEY_RULE = "four parts of ASCII letters, digits, '_' and '.', joined by '-'"
 
 
 @dataclass(frozen=True)
@@ -160,11 +165,10 @@ def _check_unicode(text: str, path: tuple[str, ...], source: str) -> None:
 
 def _check_cache_key(b: Binding, source: str) -> None:
     assert b.cache_key is not None
-    bad = [ch for ch in b.cache_key if ch in _GLOB_CHARACTERS or not ch.isprintable()]
-    if bad:
+    if not _CACHE_KEY.fullmatch(b.cache_key):
         raise ManifestError(
-            f"bindings/{b.var}/cache_key: {b.cache_key!r} contains {bad[0]!r}; cache keys become cache file "
-            "names, so control characters and the glob characters * ? [ ] are not allowed",
+            f"bindings/{b.var}/cache_key: {b.cache_key!r} is not a Beam cache key var-version-producer_version-"
+            f"pipeline_id ({CACHE_KEY_RULE}: keys become cache file names)",
             source,
         )
 
@@ -203,7 +207,7 @@ def _detail(err: Any) -> str:
     if err.validator == "oneOf":
         return "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}"
     if err.validator == "pattern":
-        return "expected a Beam cache key var-version-producer_version-pipeline_id"
+        return f"expected a Beam cache key var-version-producer_version-pipeline_id, {CACHE_KEY_RULE}"
     if err.validator == "type":
         return "expected " + " or ".join([v] if isinstance(v, str) else v)
     if err.validator == "const":

@@ -253,7 +253,8 @@ def test_manifest_errors_through_cli_exit_2(tmp_path):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [f'beaminst: {bad}: bindings/words/cache_key: expected a Beam cache key '
-                     f'var-version-producer_version-pipeline_id (got "x")']
+                     f"var-version-producer_version-pipeline_id, four parts of ASCII letters, digits, '_' and '.', "
+                     f'joined by \'-\' (got "x")']
     assert result.stdout == ""
 
     unknown = tmp_path / "unknown.json"

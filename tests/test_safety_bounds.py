@@ -245,3 +245,52 @@ def test_fixtures_are_far_below_the_cap(monkeypatch: pytest.MonkeyPatch) -> None
     for name in FIXTURE_NAMES:
         validate(load_fixture(name))
 
+
+# --- cache keys: ASCII only -----------------------------------------------------------
+
+WORDS = "ref_PCollection_PCollection_9"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "é" * 10 + "-a-b-c",  # the issue's: UTF-8 bytes landed among pickle opcodes
+        "a-b-c-d\n",  # a JSON Schema '$' matches before a final newline
+        "a-b-c-ｄ",  # a fullwidth letter: isalnum(), not ASCII
+        "a-b-c-d\u200b",
+        "a*-b-c-d",
+        "a/b-c-d-e",
+        "a b-c-d-e",
+        "a-b-c-" + "d" * 300,
+    ],
+)
+def test_cache_key_must_be_ascii(key: str, tmp_path: Path) -> None:
+    import json
+
+    from conftest import run_cli
+
+    from beaminst.errors import ManifestError
+    from beaminst.manifest import parse_manifest
+
+    doc = {"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}
+    with pytest.raises(ManifestError) as e:
+        parse_manifest(json.dumps(doc).encode())
+    assert str(e.value).startswith("<manifest>: bindings/words/cache_key: "), str(e.value)
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps(doc, ensure_ascii=False), "utf-8")
+    out = tmp_path / "out.pb"
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", str(manifest), "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.exit_code == 2 and not out.exists()
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"beaminst: {manifest}: bindings/words/cache_key: "), lines
+    assert lines[0].isprintable()
+
+
+@pytest.mark.parametrize("key", ["0700cd3e2c-22f0bc0689d8d10d-ddb4b2046b58e0d2-95c898241d91745b", "a_1.x-B-c.d-9", "..-..-..-.."])
+def test_ascii_cache_keys_still_accepted(key: str) -> None:
+    import json
+
+    from beaminst.manifest import parse_manifest
+
+    m = parse_manifest(json.dumps({"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}).encode())
+    assert m.bindings[0].cache_key == key
