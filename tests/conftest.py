@@ -142,10 +142,8 @@ import hypothesis_profiles  # noqa: E402
 
 hypothesis_profiles.register()
 
-# Generated cases tried per hardening property, filled by tests/test_hardening.py;
-# known-bug hits are cases excused by its KNOWN_BUGS list (see there).
+# Generated cases tried per hardening property, filled by tests/test_hardening.py.
 HARDENING_CASES: dict[str, int] = {}
-HARDENING_KNOWN_BUG_HITS: dict[str, int] = {}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -159,9 +157,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"hardening: {total} generated cases tried ({parts}); "
         f"hypothesis profile {settings.get_current_profile_name()!r}"
     )
-    if HARDENING_KNOWN_BUG_HITS:
-        hits = ", ".join(f"{k} x{v}" for k, v in sorted(HARDENING_KNOWN_BUG_HITS.items()))
-        terminalreporter.write_line(f"hardening: cases excused as known (reported) bugs: {hits}")
 
 
 @pytest.fixture(scope="session")
