@@ -282,6 +282,106 @@ def instrument(
 
 
 @main.command(
+    name="run",
+    epilog="""\b
+Examples:
+  beaminst run instrumented.pb
+  beaminst run record.pb --max-duration 30 --max-bytes 10000000
+  beaminst run instrumented.pb --job-endpoint localhost:8099
+  beaminst run instrumented.pb --job-endpoint flink:8099 --environment-type DOCKER \\
+      --environment-config apache/beam_python3.11_sdk:2.77.0
+  beaminst run instrumented.pb --pipeline-arg=--direct_num_workers=2 --json | jq .state
+
+\b
+Exit codes: 0 when the job is DONE (or a recording was stopped at its limit),
+2 otherwise: the job's state and last error on one line, its messages after it.
+This runs the pipeline's code: only run pipelines you trust.
+""",
+)
+@click.argument("pipeline", type=click.Path(allow_dash=True))
+@click.option(
+    "--job-endpoint", metavar="HOST:PORT",
+    help="Submit the proto as it is through the Job API to this job server (Flink, Spark, Prism, Beam's job "
+    "service) instead of running it locally on the DirectRunner.",
+)
+@click.option(
+    "--environment-type", metavar="TYPE",
+    help="With --job-endpoint: as Beam's --environment_type (LOOPBACK, DOCKER, PROCESS, EXTERNAL), the environment "
+    "that replaces the placeholder beam:env:default:v1 (default LOOPBACK for a job server on this machine, else DOCKER).",
+)
+@click.option(
+    "--environment-config", metavar="CONFIG",
+    help="With --job-endpoint: as Beam's --environment_config (image, process command JSON, worker pool address).",
+)
+@click.option(
+    "--pipeline-arg", "pipeline_args", multiple=True, metavar="ARG",
+    help="Beam pipeline option, passed to PipelineOptions (repeatable), e.g. --pipeline-arg=--direct_num_workers=2 "
+    "or --pipeline-arg=--runner=PrismRunner.",
+)
+@click.option(
+    "--max-duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    help="Recording limit: cancel a background caching job after SECONDS (default 60, as "
+    "ib.options.recording_duration).",
+)
+@click.option(
+    "--max-bytes", type=click.IntRange(min=1), metavar="N",
+    help="Recording limit: cancel a background caching job once its capture files hold N bytes (default "
+    "1000000000, as ib.options.recording_size_limit).",
+)
+@click.option(
+    "--cache-dir", type=click.Path(file_okay=False),
+    help="Where to measure the recording (default: the directory the capture writes name in the proto).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (state, seconds, errors, recorded, ...).")
+@handle_errors
+def run_command(
+    pipeline: str,
+    job_endpoint: str | None,
+    environment_type: str | None,
+    environment_config: str | None,
+    pipeline_args: tuple[str, ...],
+    max_duration: float | None,
+    max_bytes: int | None,
+    cache_dir: str | None,
+    as_json: bool,
+) -> None:
+    """Run PIPELINE as it is and follow the job to its end.
+
+    Locally on Beam's Python runners by default (DirectRunner, streaming when
+    the proto has UNBOUNDED PCollections), or through the Job API with
+    --job-endpoint. A background caching proto (capture writes of unbounded
+    sources) is a recording: it is cancelled at --max-duration or --max-bytes,
+    as Interactive Beam stops its background caching job, and the report says
+    what was recorded.
+    """
+    from beaminst.run import RunOptions, run_file
+    from beaminst.run.console import print_run_report, status_line
+
+    if (environment_type or environment_config) and not job_endpoint:
+        _fail("--environment-type and --environment-config only apply with --job-endpoint")
+    for arg in pipeline_args:
+        if not arg.startswith("--"):
+            _fail(f"--pipeline-arg {arg!r}: expected a Beam option, --flag=value")
+    options = RunOptions(
+        job_endpoint, environment_type, environment_config, pipeline_args, max_duration, max_bytes, cache_dir
+    )
+    with status_line(sys.stderr.isatty()) as status:
+        report = run_file(pipeline, options, status)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        print_run_report(_console(), report)
+    failure = report.failure()
+    if failure:
+        from beaminst.errors import printable
+
+        click.echo(f"beaminst: {printable(report.pipeline)}: {failure}", err=True)
+        for m in report.distinct_messages():
+            click.echo(m.text.rstrip(), err=True)
+        sys.exit(2)
+
+
+@main.command(
     name="background-caching",
     epilog="""\b
 Examples:

@@ -1,0 +1,123 @@
+"""What people see of a run (machines get ``--json``): the job's state as it
+changes, on stderr (a live rich status line on a terminal, plain lines when
+piped), then a summary on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+from beaminst.errors import printable
+from beaminst.run.job import Job
+from beaminst.run.report import RunReport
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _job_name(job: Job) -> str:
+    return f"job {printable(job.job_id)}" if job.job_id else "job"
+
+
+class PlainStatus:
+    """One line on ``stream`` whenever the state changes (and for each note)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._last: str | None = None
+
+    def update(self, job: Job, elapsed: float, recorded_bytes: int | None) -> None:
+        state = job.state
+        if state != self._last:
+            self._last = state
+            tail = f", recorded {human_bytes(recorded_bytes)}" if recorded_bytes is not None else ""
+            print(f"beaminst: {_job_name(job)}: {state} ({elapsed:.1f} s{tail})", file=self._stream, flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"beaminst: {text}", file=self._stream, flush=True)
+
+
+class RichStatus:
+    """A live status line (spinner, state, seconds, bytes recorded) on stderr."""
+
+    def __init__(self, status: Any, console: Any) -> None:
+        self._status = status
+        self._console = console
+
+    def update(self, job: Job, elapsed: float, recorded_bytes: int | None) -> None:
+        from rich.markup import escape
+
+        tail = f" · recorded {human_bytes(recorded_bytes)}" if recorded_bytes is not None else ""
+        self._status.update(f"[bold]{escape(_job_name(job))}[/bold] {escape(job.state)} · {elapsed:.1f} s{tail}")
+
+    def note(self, text: str) -> None:
+        from rich.markup import escape
+
+        self._console.print(f"[yellow]{escape(text)}[/yellow]")
+
+
+class NoStatus:
+    def update(self, job: Job, elapsed: float, recorded_bytes: int | None) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def status_line(tty: bool) -> Iterator[Any]:
+    """A rich status on a terminal, else plain state lines."""
+    if not tty:
+        yield PlainStatus()
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    with console.status("starting the job") as status:
+        yield RichStatus(status, console)
+
+
+def print_run_report(console: Any, report: RunReport) -> None:
+    """The summary: final state, what was recorded or written, the next step."""
+    from rich.markup import escape as e
+    from rich.table import Table
+
+    where = f"{report.runner} at {report.job_endpoint}" if report.job_endpoint else report.runner
+    mode = "streaming" if report.streaming else "batch"
+    colour = "green" if report.ok else "red"
+    job = f"job {e(printable(report.job_id))}" if report.job_id else "job"
+    stopped = ""
+    if report.stopped_by:
+        stopped = f", stopped at --{report.stopped_by.replace('_', '-')}"
+    console.print(f"{job} [{colour}]{e(report.state)}[/{colour}] in {report.seconds:.1f} s ({e(where)}, {mode}{stopped})")
+    rec = report.recorded
+    if rec is not None:
+        table = Table(title="recorded")
+        for col in ("cache key", "source", "bytes", "elements"):
+            table.add_column(col, overflow="fold", justify="right" if col in ("bytes", "elements") else "left")
+        for k in rec["keys"]:
+            elements = "" if k["elements"] is None else str(k["elements"])
+            table.add_row(e(k["key"]), e(printable(k["source"])), human_bytes(k["bytes"]), elements)
+        console.print(table)
+        limits = f"limits: --max-duration {rec['max_duration']:g} s, --max-bytes {rec['max_bytes']}"
+        console.print(f"{human_bytes(rec['bytes'])} recorded in {e(printable(rec['cache_dir'] or '?'))} ({limits})")
+    elif report.cache_writes:
+        dirs = sorted({w["cache_dir"] or "?" for w in report.cache_writes})
+        total = sum(w["bytes"] or 0 for w in report.cache_writes)
+        console.print(
+            f"{len(report.cache_writes)} cache write(s), {human_bytes(total)} in {e(printable(', '.join(dirs)))}"
+        )
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {e(printable(w))}", soft_wrap=True)
+    for step in report.next_steps:
+        console.print(f"next: {e(printable(step))}", soft_wrap=True)

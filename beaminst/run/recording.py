@@ -1,0 +1,144 @@
+"""A recording in progress: where the capture writes record, how big it is,
+and what was recorded.
+
+Size is measured as Interactive Beam's ``SizeLimiter`` does for the
+background caching job: ``StreamingCache.capture_size``, the sum of the file
+sizes of the capture sinks (``<dir>/full/<key>``, 0 while a file does not
+exist yet). Elements are counted afterwards from the recording itself,
+decoded as ``instrument`` decodes it (never unpickled), when that is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.errors import BeaminstError
+from beaminst.run.capture import CacheWrite
+
+COUNT_ELEMENTS_UP_TO = 64 << 20  # bytes of recording read back to count elements
+
+
+@dataclass(frozen=True)
+class Capture:
+    write: CacheWrite
+    cache_dir: str | None  # where it is measured: --cache-dir, else the one its sink names
+
+    @property
+    def path(self) -> str | None:
+        return os.path.join(self.cache_dir, "full", self.write.key) if self.cache_dir else None
+
+
+@dataclass(frozen=True)
+class Recording:
+    captures: tuple[Capture, ...]
+
+    @property
+    def cache_dir(self) -> str | None:
+        """The one directory everything is recorded in, if there is one."""
+        dirs = {c.cache_dir for c in self.captures}
+        return dirs.pop() if len(dirs) == 1 else None
+
+    def size(self) -> int:
+        """Total bytes of the capture files now (Beam's ``capture_size``)."""
+        return sum(_size(c.path) for c in self.captures if c.path)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per key: source, file, bytes and (when cheap) elements recorded."""
+        sizes = {c.write.key: _size(c.path) if c.path else None for c in self.captures}
+        total = sum(s for s in sizes.values() if s)
+        out = []
+        for c in self.captures:
+            elements = None
+            if c.cache_dir and sizes[c.write.key] and total <= COUNT_ELEMENTS_UP_TO:
+                elements = _count_elements(c.cache_dir, c.write.key)
+            elif sizes[c.write.key] == 0:
+                elements = 0
+            out.append({
+                "key": c.write.key, "pcollection": c.write.pcollection, "source": c.write.producer,
+                "path": c.path, "bytes": sizes[c.write.key], "elements": elements,
+            })
+        return out
+
+
+def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tuple[Recording | None, list[str]]:
+    """The recording the capture writes among ``writes`` make (None when there
+    are none), measured in ``cache_dir`` if given, else where each sink
+    writes; and warnings for the person running it."""
+    captures = [w for w in writes if w.capture]
+    if not captures:
+        return None, []
+    warnings: list[str] = []
+    chosen = os.path.abspath(cache_dir) if cache_dir else None
+    named = sorted({w.cache_dir for w in captures if w.cache_dir})
+    if chosen and named and chosen not in named:
+        warnings.append(
+            f"the capture writes record into {', '.join(named)}; measuring the recording in --cache-dir {chosen} "
+            "(right only if that is the same directory seen from here)"
+        )
+    recording = Recording(tuple(Capture(w, chosen or w.cache_dir) for w in captures))
+    for c in recording.captures:
+        if c.path is None:
+            warnings.append(
+                f"cannot tell where {c.write.unique_name} records (no path found in its sink): "
+                "--max-bytes does not count it; pass --cache-dir"
+            )
+        elif _size(c.path):
+            warnings.append(
+                f"full/{c.write.key} already holds {_size(c.path)} bytes: the capture write appends to it "
+                "(Interactive Beam clears it before recording; delete it to record afresh)"
+            )
+    return recording, warnings
+
+
+def make_sink_dirs(writes: tuple[CacheWrite, ...]) -> list[str]:
+    """Create ``<dir>/full`` for every StreamingCache write whose directory is
+    known: the sink makes it when it is constructed, that is when the proto
+    was built, and fails at its first bundle if it is gone since. The
+    directories created."""
+    made = []
+    for w in writes:
+        if w.streaming and w.cache_dir:
+            full = os.path.join(w.cache_dir, "full")
+            if not os.path.isdir(full):
+                try:
+                    os.makedirs(full, exist_ok=True)
+                except OSError:
+                    continue  # the job will say so, in its own words
+                made.append(full)
+    return made
+
+
+def written_bytes(write: CacheWrite) -> int | None:
+    """What a cache write holds now: its StreamingCache file, or its
+    FileBasedCacheManager shards (``<key>-SSSSS-of-NNNNN``); None when its
+    directory is not known."""
+    if write.cache_dir is None:
+        return None
+    full = os.path.join(write.cache_dir, "full")
+    if write.streaming:
+        return _size(os.path.join(full, write.key))
+    try:
+        names = os.listdir(full)
+    except OSError:
+        return 0
+    prefix = write.key + "-"
+    return sum(_size(os.path.join(full, n)) for n in names if n.startswith(prefix) and "-of-" in n[len(prefix):])
+
+
+def _size(path: str | None) -> int:
+    try:
+        return os.stat(path).st_size if path else 0
+    except OSError:
+        return 0
+
+
+def _count_elements(cache_dir: str, key: str) -> int | None:
+    from beaminst.streaming import recorded_events
+
+    try:
+        events, _missing = recorded_events(cache_dir, [key])
+    except (BeaminstError, OSError):
+        return None
+    return sum(len(e.element_event.elements) for e in events if e.HasField("element_event"))

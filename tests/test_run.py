@@ -1,0 +1,498 @@
+"""``beaminst run``: a saved proto run as it is, locally or through the Job API.
+
+The fast tests hold the pieces to their contract without running a pipeline
+(capture writes and cache directories read from the proto, the watcher's
+limits on a scripted job, exit codes, bad input in one line). The slow ones
+run real protos: instrumented fixtures and background caching protos on the
+DirectRunner, the same through ``--job-endpoint`` on Beam's own job service,
+failing pipelines, and recordings stopped at their limits and then replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from conftest import fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
+
+import beaminst
+from beaminst.api import load
+from beaminst.run import RunOptions, RunReport
+from beaminst.run.capture import find_cache_writes, pickled_string_ending_with
+from beaminst.run.job import Job, Message
+from beaminst.run.recording import plan_recording
+from beaminst.run.watch import Limits, follow
+
+TEST_STREAM = "beam:transform:teststream:v1"
+# fixtures.pipelines.wordcount: "to be or not to be", "that is the question"
+WORD_COUNTS = [("be", 2), ("is", 1), ("not", 1), ("or", 1), ("question", 1), ("that", 1), ("the", 1), ("to", 2)]
+
+
+# --- pipelines ------------------------------------------------------------------------
+
+
+def events_pipeline(stem: str, n: int = 3) -> tuple[str, str]:
+    """A TestStream-sourced streaming pipeline (no network): ``n`` events one
+    second apart, each on its own watermark step. Small ``n`` finishes at once;
+    thousands keep the DirectRunner busy for many seconds."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_stream import TestStream
+
+    opts = PipelineOptions()
+    opts.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(options=opts)
+    stream = TestStream()
+    for i in range(n):
+        stream = stream.add_elements([beam.window.TimestampedValue(f"e{i}", i)]).advance_watermark_to(i + 1)
+    events = p | "Events" >> stream.advance_watermark_to_infinity()
+    upper = events | "Upper" >> beam.Map(str.upper)
+    _ = upper | "Len" >> beam.Map(len)
+    return beaminst.export(p, {"events": events, "upper": upper}, stem)
+
+
+def failing_pipeline(stem: str) -> tuple[str, str]:
+    p = beam.Pipeline()
+    nums = p | "Create" >> beam.Create(["1", "2", "x"]) | "Parse" >> beam.Map(int)
+    return beaminst.export(p, {"nums": nums}, stem)
+
+
+def cli(*args: str, timeout: float = 300) -> tuple[int, str, str]:
+    proc = run_cli_subprocess(*args, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def ok(*args: str) -> str:
+    code, out, err = cli(*args)
+    assert code == 0, err[-4000:]
+    return out
+
+
+def rewrite(*args: str) -> str:
+    """A rewriting command, in-process (only ``run`` needs a fresh interpreter:
+    nothing the test process imported may help the pipeline run)."""
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.stderr
+    return r.stdout
+
+
+def record_proto(tmp_path: Path, n: int = 3, name: str = "ev") -> tuple[str, str, str, str]:
+    """(pipeline, manifest, background caching proto, cache dir)."""
+    pb, man = events_pipeline(str(tmp_path / name), n)
+    cache, bg = str(tmp_path / f"{name}-cache"), str(tmp_path / f"{name}-bg.pb")
+    rewrite("background-caching", pb, "-m", man, "--cache-dir", cache, "-o", bg, "--unbounded-urn", TEST_STREAM)
+    return pb, man, bg, cache
+
+
+def instrument(pb: str, man: str, cache: str, out: str, *extra: str) -> dict:
+    return json.loads(rewrite("instrument", pb, "-m", man, "--cache-dir", cache, "-o", out, "--json", *extra))
+
+
+def run_json(*args: str) -> tuple[int, dict, str]:
+    code, out, err = cli("run", *args, "--json")
+    assert out.strip(), err[-4000:]
+    return code, json.loads(out), err
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("beaminst: ") and ": job " in line
+            and not line.startswith("beaminst: job")]
+
+
+# --- fast: the proto side ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [5, 200, 300, 70_000])
+def test_a_pickled_path_is_read_by_its_opcode_and_length(length):
+    path = "/d/" + "x" * length + "/full/KEY"
+    data = pickle.dumps({"other": "/full/KEY-not-this", "p": path}, protocol=4)
+    assert pickled_string_ending_with(data, b"/full/KEY") == (path if length < 4000 else None)
+    assert pickled_string_ending_with(b"\x8c\x05/full/KEY", b"/full/KEY") is None  # a length that cannot hold it
+
+
+def test_capture_writes_and_their_directory_are_read_from_a_background_caching_proto(tmp_path):
+    pb, man = events_pipeline(str(tmp_path / "ev"))
+    cache, bg = str(tmp_path / "cache"), str(tmp_path / "bg.pb")
+    r = run_cli("background-caching", pb, "-m", man, "--cache-dir", cache, "-o", bg, "--unbounded-urn", TEST_STREAM, "--json")
+    assert r.exit_code == 0, r.stderr
+    (planned,) = json.loads(r.stdout)["writes"]
+    (w,) = find_cache_writes(load(bg).index)
+    assert (w.key, w.streaming, w.capture, w.producer) == (planned["cache_key"], True, True, "Events")
+    assert w.cache_dir == os.path.abspath(cache)
+    recording, warnings = plan_recording((w,), None)
+    assert recording is not None and warnings == []
+    assert recording.cache_dir == os.path.abspath(cache) and recording.size() == 0
+
+
+def test_an_instrumented_protos_writes_are_not_a_recording(tmp_path):
+    cache = str(tmp_path / "cache")
+    out = str(tmp_path / "wc.pb")
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", cache,
+                "-o", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    keys = sorted(w["cache_key"] for w in json.loads(r.stdout)["writes"])
+    writes = find_cache_writes(load(out).index)
+    assert sorted(w.key for w in writes) == keys
+    assert all(not w.capture and not w.streaming and w.cache_dir == os.path.abspath(cache) for w in writes)
+    assert plan_recording(writes, None) == (None, [])
+
+
+def test_an_instrumented_streaming_protos_writes_are_not_a_recording(tmp_path):
+    """Its sources are replaced by the replaying TestStream, whose outputs are
+    read back, never written: its StreamingCache writes record no source."""
+    pb, man = events_pipeline(str(tmp_path / "ev"))
+    out = str(tmp_path / "inst.pb")
+    r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", out, "--unbounded-urn", TEST_STREAM)
+    assert r.exit_code == 0, r.stderr
+    writes = find_cache_writes(load(out).index)
+    assert writes and all(w.streaming and not w.capture for w in writes)
+
+
+def test_recording_defaults_are_interactive_beams():
+    from apache_beam.runners.interactive.options.capture_control import CaptureControl
+
+    control = CaptureControl()
+    opts = RunOptions()
+    assert opts.duration_limit == control._capture_duration.total_seconds()
+    assert opts.size_limit == control._capture_size_limit
+
+
+# --- fast: the watcher, on a scripted job ---------------------------------------------------
+
+
+class ScriptedJob(Job):
+    """Runs until cancelled (or until ``done_after`` seconds), growing ``grow``
+    by ``rate`` bytes a second while it runs."""
+
+    runner = "Scripted"
+
+    def __init__(self, grow: Path | None = None, rate: int = 0, done_after: float | None = None,
+                 confirms_cancel: bool = True) -> None:
+        super().__init__()
+        self.job_id = "scripted"
+        self.grow, self.rate, self.done_after, self.confirms = grow, rate, done_after, confirms_cancel
+        self.started = time.monotonic()
+        self.cancelled = False
+        self.set_state("RUNNING")
+
+    def wait(self, seconds: float) -> str:
+        time.sleep(min(seconds, 0.05))
+        elapsed = time.monotonic() - self.started
+        if self.state == "RUNNING" and self.grow is not None:
+            self.grow.write_bytes(b"x" * int(self.rate * elapsed))
+        if self.state == "RUNNING" and self.done_after is not None and elapsed >= self.done_after:
+            self.set_state("DONE")
+        return self.state
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.set_state("CANCELLED" if self.confirms else "CANCELLING")
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.updates = 0
+
+    def update(self, job, elapsed, recorded_bytes) -> None:
+        self.updates += 1
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def _recording(tmp_path: Path, key: str = "k"):
+    from beaminst.run.capture import CacheWrite
+    from beaminst.run.recording import Recording
+
+    write = CacheWrite(key, "t", f"WriteCache_{key}", "pc", "Src", True, True, str(tmp_path))
+    (tmp_path / "full").mkdir(exist_ok=True)
+    recording, _ = plan_recording((write,), None)
+    assert isinstance(recording, Recording)
+    return recording, tmp_path / "full" / key
+
+
+def test_the_size_limit_cancels_a_growing_recording(tmp_path):
+    recording, path = _recording(tmp_path)
+    job, notes = ScriptedJob(grow=path, rate=20_000), Notes()
+    outcome = follow(job, Limits(recording, 60, 5_000), notes)
+    assert job.cancelled and outcome.stopped_by == "max_bytes" and outcome.state == "CANCELLED"
+    assert outcome.recorded_bytes >= 5_000 and outcome.seconds < 5
+    assert any("--max-bytes 5000" in n for n in notes.notes)
+
+
+def test_the_duration_limit_cancels_a_recording(tmp_path):
+    recording, _ = _recording(tmp_path)
+    job = ScriptedJob()
+    outcome = follow(job, Limits(recording, 0.5, 10**9), Notes())
+    assert job.cancelled and outcome.stopped_by == "max_duration" and 0.5 <= outcome.seconds < 3
+
+
+def test_a_job_that_ends_first_is_not_cancelled(tmp_path):
+    recording, _ = _recording(tmp_path)
+    job = ScriptedJob(done_after=0.3)
+    outcome = follow(job, Limits(recording, 30, 10**9), Notes())
+    assert not job.cancelled and outcome.state == "DONE" and outcome.stopped_by is None
+
+
+def test_an_unconfirmed_cancel_is_given_up_on(tmp_path):
+    recording, _ = _recording(tmp_path)
+    job = ScriptedJob(confirms_cancel=False)
+    outcome = follow(job, Limits(recording, 0.2, 10**9), Notes(), cancel_grace=0.5)
+    assert outcome.state == "CANCELLING" and outcome.cancel_unconfirmed
+
+
+def test_without_limits_only_the_runner_ends_a_job():
+    job = ScriptedJob(done_after=0.2)
+    assert follow(job, None, Notes()).state == "DONE" and not job.cancelled
+
+
+@pytest.mark.parametrize(
+    "state, stopped_by, ok",
+    [
+        ("DONE", None, True),
+        ("FAILED", None, False),
+        ("CANCELLED", None, False),  # cancelled by someone else: not a success
+        ("CANCELLED", "max_duration", True),  # a recording stopped at its limit, as Beam counts it
+        ("CANCELLING", "max_bytes", True),
+        ("RUNNING", "max_bytes", False),
+        ("UNKNOWN", None, False),
+    ],
+)
+def test_exit_status_follows_the_terminal_state(state, stopped_by, ok):
+    report = RunReport("p.pb", "DirectRunner", False, state=state, stopped_by=stopped_by)
+    assert report.ok is ok
+    assert (report.failure() is None) is ok
+    if not ok:
+        assert report.failure().startswith(f"job {state}")
+
+
+def test_the_failure_line_is_the_last_line_of_the_last_error():
+    tb = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad 'x'\n"
+    report = RunReport("p.pb", "PortableRunner", False, state="FAILED",
+                       messages=[Message("JOB_MESSAGE_ERROR", tb), Message("JOB_MESSAGE_ERROR", tb),
+                                 Message("JOB_MESSAGE_BASIC", "Job state changed to FAILED")])
+    assert report.failure() == "job FAILED: ValueError: bad 'x'"
+    assert [m.text for m in report.distinct_messages()] == [tb]  # sent twice, shown once
+
+
+def test_a_local_job_server_defaults_to_loopback():
+    from beaminst.run.jobapi import default_environment_type, parse_endpoint
+
+    assert default_environment_type("localhost:8099") == "LOOPBACK"
+    assert default_environment_type("127.0.0.1:8099") == "LOOPBACK"
+    assert default_environment_type("[::1]:8099") == "LOOPBACK"
+    assert default_environment_type("flink.example.com:8099") == "DOCKER"
+    assert parse_endpoint("[::1]:8099") == ("::1", 8099)
+
+
+# --- fast: bad input, one line ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("run", "MISSING.pb"), "MISSING.pb: no such file"),
+        (("run", "PB", "--environment-type", "DOCKER"), "only apply with --job-endpoint"),
+        (("run", "PB", "--job-endpoint", "nonsense"), "expected HOST:PORT"),
+        (("run", "PB", "--pipeline-arg", "streaming"), "expected a Beam option"),
+        (("run", "PB", "--max-bytes", "0"), "--max-bytes"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1"),
+         "no job service answering at localhost:1"),
+    ],
+)
+def test_bad_input_is_one_line(args, needle, tmp_path):
+    args = tuple(fixture_pb("wordcount") if a == "PB" else str(tmp_path / a) if a == "MISSING.pb" else a for a in args)
+    r = run_cli(*args)
+    assert r.exit_code == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert any(needle in line for line in lines), r.stderr
+    assert "Traceback" not in r.stderr and (len(lines) == 1 or lines[0].startswith("Usage:"))
+
+
+def test_garbage_is_refused_before_any_runner(tmp_path):
+    bad = tmp_path / "bad.pb"
+    bad.write_bytes(b"\x00garbage\xff" * 10)
+    r = run_cli("run", str(bad))
+    assert r.exit_code == 2 and r.stderr.startswith(f"beaminst: {bad}: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_help_has_examples_and_imports_no_sdk():
+    from conftest import run_python
+
+    probe = (
+        "import sys\n"
+        "from beaminst.cli import main\n"
+        "try:\n"
+        "    main(['run', '--help'], standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('BEAM=' + str(any(m.startswith('apache_beam') for m in sys.modules)))\n"
+    )
+    proc = run_python("-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    assert "Examples:" in proc.stdout and "beaminst run instrumented.pb --job-endpoint localhost:8099" in proc.stdout
+    assert "BEAM=False" in proc.stdout
+
+
+# --- slow: running real protos --------------------------------------------------------------
+
+
+def _read_back(out: str, write: dict, cache: str) -> list:
+    from beaminst.cacheread import read_cached_values
+    from beaminst.protoio import load_pipeline
+
+    proto, _ = load_pipeline(out)
+    return read_cached_values(proto, write["pcollection"], cache, write["cache_key"])
+
+
+@pytest.mark.slow
+def test_an_instrumented_fixture_runs_on_the_direct_runner_and_fills_its_cache(tmp_path):
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "wc.pb")
+    report = instrument(fixture_pb("wordcount"), fixture_manifest("wordcount"), cache, out)
+    code, doc, err = run_json(out)
+    assert code == 0, err[-4000:]
+    assert (doc["state"], doc["ok"], doc["runner"], doc["streaming"]) == ("DONE", True, "DirectRunner", False)
+    assert doc["errors"] == [] and doc["recorded"] is None
+    assert sorted(w["key"] for w in doc["cache_writes"]) == sorted(w["cache_key"] for w in report["writes"])
+    assert all(w["bytes"] > 0 for w in doc["cache_writes"])
+    assert any(step.startswith("beaminst show ") for step in doc["next"])
+    (counts,) = [w for w in report["writes"] if w["var"] == "counts"]
+    assert sorted(_read_back(out, counts, cache)) == WORD_COUNTS
+    # Human output: the state, then the next step; state lines on stderr (not a terminal).
+    out_text = ok("run", out)
+    assert "DONE" in out_text and "next: beaminst show PIPELINE -m MANIFEST --cache-dir" in out_text
+
+
+@pytest.mark.slow
+def test_a_background_caching_proto_records_then_instrument_replays_it(tmp_path):
+    pb, man, bg, cache = record_proto(tmp_path)
+    code, doc, err = run_json(bg)
+    assert code == 0, err[-4000:]
+    assert doc["state"] == "DONE" and doc["streaming"] and doc["stopped_by"] is None
+    rec = doc["recorded"]
+    (key,) = rec["keys"]
+    assert (rec["cache_dir"], rec["max_duration"], rec["max_bytes"]) == (os.path.abspath(cache), 60.0, 1_000_000_000)
+    assert key["elements"] == 3 and key["source"] == "Events"
+    assert key["bytes"] == rec["bytes"] == os.path.getsize(os.path.join(cache, "full", key["key"]))
+    assert doc["next"][0].startswith("beaminst instrument PIPELINE -m MANIFEST --cache-dir ")
+    assert "DONE" in err  # the state lines
+    # The recording is what the next instrument replays; the replay runs too.
+    inst = instrument(pb, man, cache, str(tmp_path / "inst.pb"), "--unbounded-urn", TEST_STREAM)
+    assert inst["test_stream"]["tags"] == [key["key"]] and inst["test_stream"]["events"] >= 1
+    code, replay, err = run_json(str(tmp_path / "inst.pb"))
+    assert code == 0, err[-4000:]
+    assert replay["state"] == "DONE" and replay["streaming"] and replay["recorded"] is None
+    # Recording again appends to the recording: say so.
+    code, again, _ = run_json(bg)
+    assert code == 0 and any("already holds" in w for w in again["warnings"])
+
+
+@pytest.mark.slow
+def test_recording_limits_stop_a_long_recording_and_report_what_was_recorded(tmp_path):
+    n = 4000  # several seconds of DirectRunner work per thousand events
+    pb, man, bg, cache = record_proto(tmp_path, n)
+    start = time.monotonic()
+    code, doc, err = run_json(bg, "--max-duration", "3")
+    took = time.monotonic() - start
+    assert code == 0, err[-4000:]
+    assert (doc["state"], doc["stopped_by"], doc["ok"]) == ("CANCELLED", "max_duration", True)
+    assert 3 <= doc["seconds"] < 15 and took < 60
+    (key,) = doc["recorded"]["keys"]
+    assert 0 < key["elements"] < n and key["bytes"] > 0
+    assert "cancelling the job" in err
+
+    # The partial recording is a good one: instrument replays it and the replay runs.
+    inst = instrument(pb, man, cache, str(tmp_path / "inst.pb"), "--unbounded-urn", TEST_STREAM)
+    assert inst["test_stream"]["events"] >= 1
+    code, replay, err = run_json(str(tmp_path / "inst.pb"))
+    assert code == 0 and replay["state"] == "DONE", err[-4000:]
+
+    # The size limit, on a fresh recording, in human output.
+    os.remove(key["path"])
+    code, out, err = cli("run", bg, "--max-bytes", "20000")
+    assert code == 0, err[-4000:]
+    assert "CANCELLED" in out and "stopped at --max-bytes" in out and "recorded" in out
+    size = os.path.getsize(key["path"])
+    assert 20_000 <= size < 400 * 1000  # cancelled soon after the limit (n events are ~4 MB)
+
+
+@pytest.mark.slow
+def test_a_failing_pipeline_gives_its_error_in_one_line_then_the_jobs_messages(tmp_path):
+    pb, _ = failing_pipeline(str(tmp_path / "fail"))
+    code, out, err = cli("run", pb)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert line == f"beaminst: {pb}: job FAILED: ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+    after = err[err.index(line) + len(line):]
+    assert "Traceback" in after and "ValueError" in after  # the job's messages, after the line
+    assert "beaminst: apache_beam" not in err  # the SDK's log is not printed as well
+    code, doc, _ = run_json(pb)
+    assert code == 2 and doc["state"] == "FAILED" and not doc["ok"]
+    assert doc["errors"] and "invalid literal" in doc["errors"][-1]
+
+
+@pytest.mark.slow
+def test_a_pipeline_that_cannot_be_rebuilt_is_one_line(tmp_path):
+    pb, _ = failing_pipeline(str(tmp_path / "p"))
+    from beaminst.protoio import load_pipeline, save_pipeline
+
+    proto, _ = load_pipeline(pb)
+    (t,) = [t for t in proto.components.transforms.values() if t.unique_name == "Parse"]
+    from apache_beam.portability.api import beam_runner_api_pb2 as rapi
+
+    payload = rapi.ParDoPayload.FromString(t.spec.payload)
+    payload.do_fn.payload = b"not a pickle"
+    t.spec.payload = payload.SerializeToString()
+    save_pipeline(proto, pb)
+    code, _, err = cli("run", pb)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "cannot rebuild the pipeline for the DirectRunner" in lines[0], err
+
+
+# --- slow: through the Job API -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_instrumented_fixture_runs_through_the_job_api(job_service, tmp_path):
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "wc.pb")
+    report = instrument(fixture_pb("wordcount"), fixture_manifest("wordcount"), cache, out)
+    code, doc, err = run_json(out, "--job-endpoint", job_service.endpoint)
+    assert code == 0, err[-4000:] + job_service.log_tail()
+    assert (doc["state"], doc["runner"], doc["job_endpoint"]) == ("DONE", "PortableRunner", job_service.endpoint)
+    assert doc["job_id"] and doc["states"][-1] == "DONE"
+    env = doc["environment"]
+    assert env["type"] == "LOOPBACK" and env["replaced"]  # only the placeholder, as PortableRunner does
+    (counts,) = [w for w in report["writes"] if w["var"] == "counts"]
+    assert sorted(_read_back(out, counts, cache)) == WORD_COUNTS
+
+
+@pytest.mark.slow
+def test_a_failing_pipeline_through_the_job_api(job_service, tmp_path):
+    pb, _ = failing_pipeline(str(tmp_path / "fail"))
+    code, out, err = cli("run", pb, "--job-endpoint", job_service.endpoint)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert line.startswith(f"beaminst: {pb}: job FAILED: ")
+    assert "invalid literal for int() with base 10: 'x'" in line
+    after = err[err.index(line) + len(line):]
+    assert "Traceback" in after and after.count("RuntimeError: Traceback") <= 1  # sent twice, shown once
+    code, doc, _ = run_json(pb, "--job-endpoint", job_service.endpoint)
+    assert code == 2 and doc["state"] == "FAILED" and doc["job_id"]
+
+
+@pytest.mark.slow
+def test_a_recording_through_the_job_api_is_warned_about_and_fails_at_the_runner(job_service, tmp_path):
+    """Beam's job service (the FnApiRunner) runs neither a TestStream nor the
+    Python-only transforms of the StreamingCache sink: said before submitting,
+    and the job fails there, exit 2."""
+    _, _, bg, _ = record_proto(tmp_path)
+    code, doc, err = run_json(bg, "--job-endpoint", job_service.endpoint)
+    assert code == 2 and doc["state"] == "FAILED"
+    assert any("TestStream" in w for w in doc["warnings"])
+    assert any("beam:transform:pickled_python:v1" in w for w in doc["warnings"])
+    assert doc["recorded"] is not None  # still measured and reported
