@@ -3,10 +3,13 @@ stderr and the final table. File names are escaped: they come from SRC."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from beaminst.batch.jobs import FileResult
 from beaminst.errors import printable
+
+if TYPE_CHECKING:  # run imports this module
+    from beaminst.batch.run import BatchReport
 
 
 class Progress(Protocol):
@@ -72,8 +75,8 @@ def progress_bar(enabled: bool) -> Any:
 _STATUS_STYLE = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]", "error": "[red]error[/red]"}
 
 
-def print_batch_report(console: Any, report: Any) -> None:
-    """The per-file table and the totals line of a ``BatchReport``."""
+def print_batch_report(console: Any, report: BatchReport) -> None:
+    """The per-file table and the totals line."""
     from rich.markup import escape
     from rich.table import Table
 

@@ -23,9 +23,10 @@ import json
 import os
 import stat
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from beaminst.batch.jobs import Job, Outcome
+if TYPE_CHECKING:  # jobs imports file_stamp from here
+    from beaminst.batch.jobs import Job, Outcome
 
 STATE_FILE = ".beaminst-batch-state.json"
 _VERSION = 1

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+from beaminst.batch.freshness import file_stamp
 from beaminst.errors import BeaminstError, OutputError
 
 
@@ -140,8 +141,6 @@ def rewrite_one(job: Job) -> FileResult:
 
 def work(job: Job) -> Outcome:
     """:func:`rewrite_one`, plus what the freshness record needs when it wrote."""
-    from beaminst.batch.freshness import file_stamp
-
     res = rewrite_one(job)
     if res["status"] != "ok":
         return Outcome(result=res, cache_keys=None, output_stamp=None)
