@@ -108,7 +108,7 @@ def _rewrite_file(
     from beaminst.protoio import save_pipeline
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
-    check_output_path(output)
+    check_output_path(output, (pipeline_path, manifest_path))
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded, reuse)
     try:
         out, report = rewrite(analysis)
@@ -119,14 +119,19 @@ def _rewrite_file(
     return report
 
 
-def check_output_path(output: str) -> None:
-    """Fail before any work when ``output`` can never be written."""
+def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:
+    """Fail before any work when ``output`` can never be written, or is one
+    of ``inputs`` under any name (the path itself, a symlink or a hard link:
+    the same device and inode), which the rename would replace."""
     import os
 
     from beaminst.errors import OutputError
 
     if output == STDIO:
         return
+    for path in inputs:
+        if path and path != STDIO and _same_file(output, path):
+            raise OutputError(f"is the same file as the input {path}; an output never replaces an input", output)
     if os.path.isdir(output):
         raise OutputError("is a directory, expected an output file path", output)
     directory = os.path.dirname(os.path.abspath(output))
@@ -134,6 +139,16 @@ def check_output_path(output: str) -> None:
         raise OutputError(f"output directory {directory} does not exist", output)
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output directory {directory} is not writable", output)
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        sa, sb = os.stat(a), os.stat(b)  # both follow symlinks
+    except (OSError, ValueError):  # a missing output, an embedded NUL
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def diff_files(before_path: str, after_path: str, show_payloads: bool = False) -> Any:
@@ -160,7 +175,7 @@ def graph_files(
     chosen = render.graph_format(output, fmt)
     if chosen != "dot":
         render.require_graphviz(chosen)  # before any work
-    check_output_path(output)
+    check_output_path(output, (pipeline_path, against_path, manifest_path))
     loaded = load(pipeline_path)
     original = load(against_path) if against_path else None
     manifest = load_manifest(manifest_path)

@@ -7,6 +7,8 @@ usage or failure. Errors are one line on stderr, never a traceback (set
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
@@ -26,13 +28,18 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+_FULL_STDOUT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from beaminst.errors import BeaminstError
 
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()
+            return result
         except BeaminstError as e:
             _fail(str(e))
         except KeyboardInterrupt:
@@ -42,6 +49,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:
             sys.exit(2)
         except Exception as e:  # a bug: still one line, still exit 2
+            if isinstance(e, OSError) and e.filename is None and e.errno in _FULL_STDOUT:
+                # Not a bug: the report went to a full disk, or > /dev/full.
+                with contextlib.suppress(OSError, ValueError):  # no second error at exit
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
             if os.environ.get("BEAMINST_DEBUG"):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (BEAMINST_DEBUG=1 shows a traceback)")

@@ -180,8 +180,13 @@ def save_pipeline(proto: Any, path: str, fmt: Format | None = None) -> Format:
 def write_atomic(path: str, data: bytes) -> None:
     """Write bytes so that ``path`` is either untouched or complete."""
     if path == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # e.g. > /dev/full
+            raise OutputError(f"cannot write to stdout: {e.strerror or e}", "<stdout>") from None
         return
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -191,7 +196,7 @@ def write_atomic(path: str, data: bytes) -> None:
     try:
         with _temp_beside(directory, os.path.basename(path)) as (tmp, name):
             tmp.write(data)
-            os.chmod(name, 0o666 & ~_umask())
+            os.chmod(name, _mode_for(path))
             tmp.flush()
             os.fsync(tmp.fileno())
             tmp.close()
@@ -200,6 +205,15 @@ def write_atomic(path: str, data: bytes) -> None:
         raise OutputError("permission denied writing output", path) from None
     except OSError as e:
         raise OutputError(f"cannot write output: {e.strerror or e}", path) from None
+
+
+def _mode_for(path: str) -> int:
+    """A replaced file keeps its permissions (a 0600 output stays private);
+    a new one gets what ``open`` would give it under the umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -294,3 +294,95 @@ def test_ascii_cache_keys_still_accepted(key: str) -> None:
 
     m = parse_manifest(json.dumps({"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}).encode())
     assert m.bindings[0].cache_key == key
+
+
+# --- outputs never replace an input -----------------------------------------------------
+
+
+def _inputs(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    pipeline, manifest = tmp_path / "p.pb", tmp_path / "p.manifest.json"
+    shutil.copy(fixture_pb("wordcount"), pipeline)
+    shutil.copy(fixture_manifest("wordcount"), manifest)
+    return pipeline, manifest
+
+
+@pytest.mark.parametrize("which", ["pipeline", "manifest"])
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink"])
+@pytest.mark.parametrize("cmd", ["instrument", "background-caching", "graph"])
+def test_output_never_replaces_an_input(cmd: str, how: str, which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_cli
+
+    pipeline, manifest = _inputs(tmp_path)
+    target = pipeline if which == "pipeline" else manifest
+    out = {"same": target, "relative": Path(".") / target.name, "symlink": tmp_path / "link", "hardlink": tmp_path / "hard"}[how]
+    if how == "symlink":
+        out.symlink_to(target)
+    elif how == "hardlink":
+        os.link(target, out)
+    monkeypatch.chdir(tmp_path)
+    before = {p: (p.read_bytes(), p.stat().st_ino) for p in (pipeline, manifest)}
+    args = [cmd, str(pipeline), "-m", str(manifest), "-o", str(out)]
+    args += ["--format", "dot"] if cmd == "graph" else ["--cache-dir", str(tmp_path / "cache")]
+    r = run_cli(*args)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [f"beaminst: {out}: is the same file as the input {target}; an output never replaces an input"]
+    assert {p: (p.read_bytes(), p.stat().st_ino) for p in (pipeline, manifest)} == before
+    assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_graph_against_is_an_input_too(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    pipeline, _ = _inputs(tmp_path)
+    original = tmp_path / "original.pb"
+    original.write_bytes(pipeline.read_bytes())
+    r = run_cli("graph", str(pipeline), "--against", str(original), "--format", "dot", "-o", str(original))
+    assert r.exit_code == 2 and "an output never replaces an input" in r.stderr
+
+
+def test_replaced_output_keeps_its_mode(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    pipeline, manifest = _inputs(tmp_path)
+    out = tmp_path / "out.pb"
+    out.write_bytes(b"old")
+    out.chmod(0o600)
+    r = run_cli("instrument", str(pipeline), "-m", str(manifest), "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert out.read_bytes() != b"old"
+    assert out.stat().st_mode & 0o7777 == 0o600
+    dot = tmp_path / "g.dot"
+    dot.write_text("old")
+    dot.chmod(0o640)
+    assert run_cli("graph", str(pipeline), "-o", str(dot)).exit_code == 0
+    assert dot.stat().st_mode & 0o7777 == 0o640
+    fresh = tmp_path / "new.pb"
+    assert run_cli("instrument", str(pipeline), "--cache-dir", str(tmp_path / "c"), "-o", str(fresh)).exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert fresh.stat().st_mode & 0o7777 == 0o666 & ~umask
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["instrument", fixture_pb("wordcount"), "--cache-dir", "{tmp}/c", "-o", "-"],
+        ["graph", fixture_pb("wordcount")],
+        ["analyze", fixture_pb("wordcount")],
+        ["analyze", fixture_pb("wordcount"), "--json"],
+        ["diff", fixture_pb("wordcount"), fixture_pb("multi_output"), "--json"],
+    ],
+)
+def test_full_stdout_is_one_output_error(args: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("BEAMINST_DEBUG", None)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [*CLI_PREFIX, *(a.format(tmp=tmp_path) for a in args)], stdout=full, stderr=subprocess.PIPE, env=env, timeout=300
+        )
+    lines = beam_noise_free(proc.stderr.decode())
+    assert proc.returncode == 2, lines
+    assert lines == ["beaminst: <stdout>: cannot write to stdout: No space left on device"], lines
