@@ -205,6 +205,22 @@ def test_stale_temp_files_of_dead_writers_are_swept_live_ones_kept(tmp_path):
     assert [rel for rel in kept if not (dest / rel).exists()] == []
 
 
+def test_a_worker_applies_the_callers_decompression_cap(tmp_path, monkeypatch):
+    """A forkserver worker has the environment the forkserver started with
+    (an earlier batch's, in a long-lived process), a runner's worker none of
+    the caller's: the cap travels in the job."""
+    from beaminst import bounded
+    from beaminst.batch import plan_batch, rewrite_one
+
+    copies(tmp_path / "src", 1)
+    monkeypatch.setenv(bounded.ENV, "10")
+    (job,) = plan_batch(str(tmp_path / "src"), str(tmp_path / "dest"), "instrument", str(tmp_path / "cache")).jobs
+    assert job["max_decompressed_bytes"] == 10
+    monkeypatch.setenv(bounded.ENV, str(bounded.DEFAULT_MAX_BYTES))  # what such a worker sees
+    res = rewrite_one(job)
+    assert res["status"] == "error" and "to more than 10 bytes" in res["error"], res
+
+
 # --- freshness ---------------------------------------------------------------------------
 
 STREAMS = ("pubsub_one", "mixed")  # both modes apply to these

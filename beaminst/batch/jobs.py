@@ -34,6 +34,7 @@ class Job(TypedDict):
     infer_unbounded: bool
     allow_empty: bool  # background-caching only
     worker: dict[str, Any]  # WorkerOptions' fields
+    max_decompressed_bytes: int  # the caller's cap (beaminst.bounded), for workers that did not inherit it
 
 
 class FileResult(TypedDict):
@@ -127,6 +128,7 @@ def rewrite_one(job: Job) -> FileResult:
             os.makedirs(os.path.dirname(job["output"]), exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create output directory: {e.strerror or e}", job["output"]) from None
+        _apply_cap(job["max_decompressed_bytes"])
         report = MODES[job["mode"]](job)
     except BeaminstError as e:
         # Some errors name no file (the single-file command has only one); here the input does.
@@ -137,6 +139,18 @@ def rewrite_one(job: Job) -> FileResult:
         msg = " ".join(f"{job['input']}: internal error: {type(e).__name__}: {e}".split())
         return result(job, "error", time.perf_counter() - start, error=msg)
     return result(job, "ok", time.perf_counter() - start, report=report)
+
+
+def _apply_cap(cap: int) -> None:
+    """Make the caller's decompression cap this process's. bounded reads it
+    from the environment, which a forkserver worker inherits from the
+    forkserver (started by an earlier batch, with the environment of then)
+    and a runner's worker not at all. Where it already holds, as in the
+    caller's own process, the environment is left alone."""
+    from beaminst import bounded
+
+    if bounded.max_decompressed_bytes() != cap:
+        os.environ[bounded.ENV] = str(cap)
 
 
 def work(job: Job) -> Outcome:

@@ -111,6 +111,7 @@ def plan_batch(
 ) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC)."""
+    from beaminst.bounded import max_decompressed_bytes
     from beaminst.cachedir import scan_cache_dir
 
     if mode not in MODES:
@@ -136,6 +137,7 @@ def plan_batch(
         load_manifest(manifest)  # malformed: one error, not one per file
         manifest_abs = os.path.abspath(manifest)
     dest_abs = os.path.abspath(dest)
+    cap = max_decompressed_bytes()
     jobs: list[Job] = []
     for rel in rels:
         inp = os.path.abspath(os.path.join(root, rel))
@@ -160,6 +162,7 @@ def plan_batch(
                 infer_unbounded=infer_unbounded,
                 allow_empty=allow_empty,
                 worker=dataclasses.asdict(worker or WorkerOptions()),
+                max_decompressed_bytes=cap,
             )
         )
     try:
