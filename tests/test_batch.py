@@ -339,3 +339,15 @@ def test_a_file_that_kills_its_worker_does_not_take_the_others_down(tmp_path):
     (err,) = [r["error"] for r in results if r["status"] == "error"]
     assert err.startswith(jobs[1]["input"] + ": a worker process died")
     assert files_under(tmp_path / "out") == {files[0], files[2]}
+
+
+def test_the_table_escapes_file_names(tmp_path):
+    """File names come from SRC: control characters are escaped, rich markup is shown as typed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a\x1b]0;title\x07.pb", "[bold]b.pb"):
+        shutil.copyfile(fixture_pb("wordcount"), src / name)
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--jobs", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "a\\x1b]0;title\\x07.pb" in r.stdout and "[bold]b.pb" in r.stdout
