@@ -333,6 +333,11 @@ class Grafter:
             self._python_env = self.added_environment = eid
         return self._python_env
 
+    @property
+    def python_env_if_any(self) -> str | None:
+        """The environment grafted transforms use, without adding one."""
+        return self._python_env
+
     def _new_cache_manager(self) -> Any:
         if self.streaming:
             return StreamingCache(self.cache_dir, sample_resolution_sec=1.0)

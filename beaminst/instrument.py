@@ -204,7 +204,7 @@ def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str
 def report_environment(grafter: Any, out: Any, report: Report) -> None:
     """Where the grafted transforms run, and the requirements the output declares."""
     report.requirements = list(out.requirements)
-    eid = grafter._python_env
+    eid = grafter.python_env_if_any
     if eid is None or eid not in out.components.environments:
         return
     env = out.components.environments[eid]
