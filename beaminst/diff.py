@@ -420,19 +420,20 @@ def _component_entries(s: Side, kind: str, by_sig: dict[bytes, list[str]], sigs:
 
 def print_diff(console: Any, d: Diff, show_payloads: bool = False) -> None:
     """A rich tree grouped by kind of change; instrumented additions in magenta."""
-    from rich.markup import escape
     from rich.tree import Tree
 
+    from beaminst.terminal import markup
+
     if d.identical:
-        console.print(f"[green]identical[/green]: {escape(d.before)} and {escape(d.after)} have the same structure")
+        console.print(f"[green]identical[/green]: {markup(d.before)} and {markup(d.after)} have the same structure")
         return
-    tree = Tree(f"[bold]beaminst diff[/bold] {escape(d.before)} → {escape(d.after)}")
+    tree = Tree(f"[bold]beaminst diff[/bold] {markup(d.before)} → {markup(d.after)}")
     _print_transform_set(tree, d.transforms["added"], "added", "green", "+", show_payloads)
     _print_transform_set(tree, d.transforms["removed"], "removed", "red", "-", show_payloads)
     if d.transforms["changed"]:
         branch = tree.add(f"[bold yellow]Transforms changed[/bold yellow] ({len(d.transforms['changed'])})")
         for t in d.transforms["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {escape(t['name'])} [dim]{escape(t['urn'] or '(no urn)')}[/dim]")
+            node = branch.add(f"[yellow]~[/yellow] {markup(t['name'])} [dim]{markup(t['urn'] or '(no urn)')}[/dim]")
             for what, change in t["changes"].items():
                 _print_field_change(node, what, change, show_payloads)
     if d.rewired:
@@ -442,31 +443,31 @@ def print_diff(console: Any, d: Diff, show_payloads: bool = False) -> None:
             kind = " side input" if r["side_input"] else ""
             where = "" if r["leaf"] else " [dim](composite)[/dim]"
             branch.add(
-                f"{escape(r['transform'])} [dim]\\[{escape(r['tag'])}{kind}][/dim]{where}: "
-                f"{escape(_ref_text(r['before']))} → [cyan]{escape(_ref_text(r['after']))}[/cyan]{mark}"
+                f"{markup(r['transform'])} [dim]\\[{markup(r['tag'])}{kind}][/dim]{where}: "
+                f"{markup(_ref_text(r['before']))} → [cyan]{markup(_ref_text(r['after']))}[/cyan]{mark}"
             )
     _print_pcollection_set(tree, d.pcollections["added"], "added", "green", "+")
     _print_pcollection_set(tree, d.pcollections["removed"], "removed", "red", "-")
     if d.pcollections["changed"]:
         branch = tree.add(f"[bold yellow]PCollections changed[/bold yellow] ({len(d.pcollections['changed'])})")
         for p in d.pcollections["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {escape(_ref_text(p))}")
+            node = branch.add(f"[yellow]~[/yellow] {markup(_ref_text(p))}")
             for what, change in p["changes"].items():
                 was, now = change["before"], change["after"]
                 if isinstance(was, dict):
                     was, now = was["description"], now["description"]
-                node.add(f"{what}: {escape(was)} → {escape(now)}")
+                node.add(f"{what}: {markup(was)} → {markup(now)}")
     for kind, changes in d.components.items():
         for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
             if changes[change]:
                 branch = tree.add(f"[bold {colour}]{kind.replace('_', ' ').capitalize()} {change}[/bold {colour}] ({len(changes[change])})")
                 for c in changes[change]:
-                    branch.add(f"[{colour}]{mark}[/{colour}] {escape(c['description'])} [dim]{c['digest']} ({escape(', '.join(c['ids']))})[/dim]")
+                    branch.add(f"[{colour}]{mark}[/{colour}] {markup(c['description'])} [dim]{c['digest']} ({markup(', '.join(c['ids']))})[/dim]")
     for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
         if d.requirements.get(change):
             branch = tree.add(f"[bold {colour}]Requirements {change}[/bold {colour}]")
             for r in d.requirements[change]:
-                branch.add(f"[{colour}]{mark}[/{colour}] {escape(r)}")
+                branch.add(f"[{colour}]{mark}[/{colour}] {markup(r)}")
     console.print(tree)
     counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in d.summary().items() if n)
     console.print(f"differences: {counts}")
@@ -481,7 +482,7 @@ def _payload_text(p: dict[str, Any]) -> str:
 
 
 def _print_transform_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str, show_payloads: bool) -> None:
-    from rich.markup import escape
+    from beaminst.terminal import markup
 
     if not entries:
         return
@@ -503,17 +504,17 @@ def _print_transform_set(tree: Any, entries: list[dict[str, Any]], change: str, 
         tag = " [magenta](instrumented)[/magenta]" if e["instrumented"] else ""
         more = f" [dim]+{nested[e['name']]} nested[/dim]" if nested.get(e["name"]) else ""
         node = branch.add(
-            f"[{style}]{mark} {escape(e['name'])}[/{style}]{tag} [dim]{escape(e['urn'] or '(no urn)')}, "
+            f"[{style}]{mark} {markup(e['name'])}[/{style}]{tag} [dim]{markup(e['urn'] or '(no urn)')}, "
             f"{e['payload']['length']} B payload[/dim]{more}"
         )
         if show_payloads and e["payload"]["length"]:
-            node.add(f"[dim]payload[/dim] {escape(e['payload']['prefix'])}{'…' if e['payload']['length'] > PAYLOAD_PREFIX_BYTES else ''}")
+            node.add(f"[dim]payload[/dim] {markup(e['payload']['prefix'])}{'…' if e['payload']['length'] > PAYLOAD_PREFIX_BYTES else ''}")
     if nested:
         branch.add("[dim](nested transforms are listed one by one in --json)[/dim]")
 
 
 def _print_field_change(node: Any, what: str, change: dict[str, Any], show_payloads: bool) -> None:
-    from rich.markup import escape
+    from beaminst.terminal import markup
 
     was, now = change["before"], change["after"]
     if what == "payload":
@@ -521,28 +522,28 @@ def _print_field_change(node: Any, what: str, change: dict[str, Any], show_paylo
         sub = node.add(f"payload: {_payload_text(was)} → {_payload_text(now)}{where}")
         if show_payloads:
             for label, p in (("before", was), ("after", now)):
-                sub.add(f"[dim]{label} @{p['prefix_offset']}[/dim] {escape(p['prefix'])}")
+                sub.add(f"[dim]{label} @{p['prefix_offset']}[/dim] {markup(p['prefix'])}")
         return
     if what == "environment":
         def env(e: dict[str, str] | None) -> str:
             return "(none)" if e is None else f"{e['urn']} {e['digest']}"
 
-        node.add(f"environment: {escape(env(was))} → {escape(env(now))}")
+        node.add(f"environment: {markup(env(was))} → {markup(env(now))}")
         return
     if what in ("inputs", "outputs"):
         def refs(m: dict[str, dict[str, str]]) -> str:
             return ", ".join(f"{t}={_ref_text(r)}" for t, r in m.items()) or "(none)"
 
-        node.add(f"{what}: {escape(refs(was))} → {escape(refs(now))}")
+        node.add(f"{what}: {markup(refs(was))} → {markup(refs(now))}")
         return
     if what == "subtransforms":
-        node.add(f"subtransforms: {escape(', '.join(was))} → {escape(', '.join(now))}")
+        node.add(f"subtransforms: {markup(', '.join(was))} → {markup(', '.join(now))}")
         return
-    node.add(f"{what}: {escape(str(was))} → {escape(str(now))}")
+    node.add(f"{what}: {markup(str(was))} → {markup(str(now))}")
 
 
 def _print_pcollection_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str) -> None:
-    from rich.markup import escape
+    from beaminst.terminal import markup
 
     if not entries:
         return
@@ -553,6 +554,6 @@ def _print_pcollection_set(tree: Any, entries: list[dict[str, Any]], change: str
     for e in shown:
         style = "magenta" if e["instrumented"] else colour
         branch.add(
-            f"[{style}]{mark} {escape(_ref_text(e))}[/{style}] [dim]{escape(e['coder']['description'])}, "
+            f"[{style}]{mark} {markup(_ref_text(e))}[/{style}] [dim]{markup(e['coder']['description'])}, "
             f"{e['is_bounded'].lower()}[/dim]"
         )

@@ -19,11 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from beaminst.diff import ROOT, Ref, Side, diff_indexes, is_synthetic_root, side
-from beaminst.errors import BeaminstError, OutputError
+from beaminst.errors import BeaminstError, OutputError, printable
 from beaminst.graph import GraphIndex
 
 GRAPH_FORMATS = ("dot", "svg", "png")
 _EXTENSIONS = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png"}
+_MAX_PAD = 32
 
 _STYLE = {
     # state -> (node attributes, cluster attributes, edge attributes)
@@ -49,10 +50,24 @@ class GraphvizMissing(BeaminstError):
     """SVG/PNG asked for without Graphviz installed."""
 
 
-def quote(text: str) -> str:
-    """A DOT quoted string. Backslashes are doubled so a name can neither end
-    the string nor turn into a label escape."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def quote(*lines: str) -> str:
+    """A DOT quoted string of ``lines``, joined by DOT's line break. Each is
+    written out visibly: unprintable characters escaped (``\\x1b``: a NUL
+    ends ``dot``'s input and control characters make SVG invalid XML), and
+    backslashes doubled so a name can neither end the string nor turn into a
+    label escape."""
+    return '"' + "\\n".join(_dot_escape(printable(line)) for line in lines) + '"'
+
+
+def node_id(name: str) -> str:
+    """A DOT id for a transform (or sink) name: like :func:`quote`, but
+    one-to-one (a backslash in the name is doubled before escaping, so the
+    name ``a\\x00`` and ``a`` + NUL stay two nodes)."""
+    return '"' + _dot_escape(printable(name.replace("\\", "\\\\"))) + '"'
+
+
+def _dot_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def bound_variables(manifest: Any, index: GraphIndex) -> dict[Ref, str]:
@@ -174,30 +189,36 @@ def _emit(drawing: _Drawing, title: str | None) -> str:
             return name[len(par) + 1 :]
         return name
 
-    def emit(parent: str | None, depth: int) -> None:
-        pad = "  " * depth
-        for name in sorted(children.get(parent, ())):
-            node_attrs, cluster_attrs, _ = _STYLE[drawing.state[name]]
-            tooltip = quote(f"{name}\n{drawing.urn[name] or '(no urn)'}")
-            if drawing.composite[name]:
-                lines.append(f"{pad}subgraph {quote('cluster_' + name)} {{")
-                lines.append(f"{pad}  graph [label={quote(label_of(name))}, tooltip={tooltip}, {cluster_attrs}];")
-                emit(name, depth + 1)
-                lines.append(f"{pad}}}")
-            else:
-                text = quote(f"{label_of(name)}\n{_short_urn(drawing.urn[name]) or '(no urn)'}")
-                lines.append(f"{pad}{quote(name)} [label={text}, tooltip={tooltip}, {node_attrs}];")
+    # Iterative: composites can nest thousands deep (the proto allows it, and
+    # Python's stack does not). Indentation stops growing past _MAX_PAD levels,
+    # or a deep chain would write quadratically many spaces.
+    stack: list[tuple[str, int, bool]] = [(n, 1, False) for n in sorted(children.get(None, ()), reverse=True)]
+    while stack:
+        name, depth, closing = stack.pop()
+        pad = "  " * min(depth, _MAX_PAD)
+        if closing:
+            lines.append(f"{pad}}}")
+            continue
+        node_attrs, cluster_attrs, _ = _STYLE[drawing.state[name]]
+        tooltip = quote(name, drawing.urn[name] or "(no urn)")
+        if drawing.composite[name]:
+            lines.append(f"{pad}subgraph {node_id('cluster_' + name)} {{")
+            lines.append(f"{pad}  graph [label={quote(label_of(name))}, tooltip={tooltip}, {cluster_attrs}];")
+            stack.append((name, depth, True))
+            stack.extend((c, depth + 1, False) for c in sorted(children.get(name, ()), reverse=True))
+        else:
+            text = quote(label_of(name), _short_urn(drawing.urn[name]) or "(no urn)")
+            lines.append(f"{pad}{node_id(name)} [label={text}, tooltip={tooltip}, {node_attrs}];")
 
-    emit(None, 1)
     for sink in sorted(drawing.sinks):
-        lines.append(f'  {quote(sink)} [shape=point, width=0.08, label=""];')
+        lines.append(f'  {node_id(sink)} [shape=point, width=0.08, label=""];')
     for (src, dst, label, is_side), state in sorted(drawing.edges.items()):
         attrs = [_STYLE[state][2]]
         if label:
             attrs.append(f"label={quote(label)}")
         if is_side:
             attrs.append("arrowhead=empty" if state == "ghost" else "style=dotted, arrowhead=empty")
-        lines.append(f"  {quote(src)} -> {quote(dst)} [{', '.join(attrs)}];")
+        lines.append(f"  {node_id(src)} -> {node_id(dst)} [{', '.join(attrs)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

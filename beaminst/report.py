@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from beaminst.analysis import Analysis
 
 
 def print_analysis(console: Any, a: Analysis) -> None:
-    from rich.markup import escape as e
     from rich.table import Table
+
+    from beaminst.terminal import markup as e
 
     table = Table(title="PCollections", show_lines=False)
     for col in ("id", "producer", "tag", "bounded", "variable", "cache key", "cache"):
@@ -38,14 +40,24 @@ def print_analysis(console: Any, a: Analysis) -> None:
             outs = ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items()))
             src.add_row(e(s.transform_id), e(s.unique_name), e(s.urn), e(outs), s.rule)
         console.print(src)
-    for problem in a.cache.problems:
-        console.print(f"[yellow]cache:[/yellow] {e(problem)}")
+    _print_capped(console, a.cache.problems, lambda p: f"[yellow]cache:[/yellow] {e(p)}", "cache problems")
     n_cached = sum(1 for c in a.cacheables.values() if c.cached)
     console.print(
         f"{len(a.index.transforms)} transforms, {len(a.pcollections)} PCollections, "
         f"{len(a.cacheables)} cacheable ({n_cached} cached), "
         f"{len(a.unbounded_sources)} unbounded source{'s' if len(a.unbounded_sources) != 1 else ''}"
     )
+
+
+MAX_LISTED = 20  # a cache directory of junk must not bury the report
+
+
+def _print_capped(console: Any, items: Sequence[Any], line: Callable[[Any], str], what: str) -> None:
+    """The first MAX_LISTED items, then one line saying how many were left out."""
+    for item in items[:MAX_LISTED]:
+        console.print(line(item))
+    if len(items) > MAX_LISTED:
+        console.print(f"[yellow]... and {len(items) - MAX_LISTED} more {what}[/yellow] (--json lists them all)")
 
 
 def _ordered(a: Analysis) -> list[str]:
@@ -55,8 +67,9 @@ def _ordered(a: Analysis) -> list[str]:
 
 
 def print_instrument_report(console: Any, report: Any, title: str) -> None:
-    from rich.markup import escape as e
     from rich.table import Table
+
+    from beaminst.terminal import markup as e
 
     table = Table(title=f"beaminst {title}")
     for col in ("action", "variable", "cache key", "via"):
@@ -67,13 +80,13 @@ def print_instrument_report(console: Any, report: Any, title: str) -> None:
         table.add_row("[cyan]read[/cyan]", e(r["var"]), e(r["cache_key"]), r["via"])
     if report.writes or report.reads:
         console.print(table)
-    for s in report.skipped:
-        console.print(f"[yellow]skipped[/yellow] {e(s['var'])}: {e(s['reason'])}")
-    for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {e(w)}")
+    _print_capped(
+        console, report.skipped, lambda s: f"[yellow]skipped[/yellow] {e(s['var'])}: {e(s['reason'])}", "skipped bindings"
+    )
+    _print_capped(console, report.warnings, lambda w: f"[yellow]warning:[/yellow] {e(w)}", "warnings")
     ts = report.test_stream
     if ts:
-        where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
+        where = f"endpoint {e(ts['endpoint'])}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
         console.print(f"TestStream with {len(ts['tags'])} output tag(s), {where}")
     dest = report.output or "stdout"
     console.print(

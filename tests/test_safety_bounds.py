@@ -13,7 +13,7 @@ import bz2
 import functools
 import os
 import subprocess
-import threading
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -97,21 +97,30 @@ def command_args(cmd: str, bomb: Path, tmp: Path) -> list[str]:
     }[cmd]
 
 
+# Started from a small interpreter, not from pytest: Linux counts the pages a
+# forked child shares with its parent in its peak RSS, so a child of a large
+# test process would report the test process's size.
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(args: list[str], tmp: Path, env: dict[str, str] | None = None) -> tuple[int, str, int]:
     """(exit code, stderr, peak RSS in bytes) of one CLI run in its own process.
-    The kill timer only stops a hung run; it asserts nothing."""
+    The timeout only stops a hung run; it asserts nothing."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", **(env or {})}
     full_env.pop("BEAMINST_DEBUG", None)
-    with open(tmp / "stderr", "wb") as err:
-        proc = subprocess.Popen([*CLI_PREFIX, *args], stdout=subprocess.DEVNULL, stderr=err, cwd=tmp, env=full_env)
-        timer = threading.Timer(300, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, (tmp / "stderr").read_text("utf-8", "replace"), usage.ru_maxrss * 1024
+    rss = tmp / "rss"
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(rss), *CLI_PREFIX, *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp, env=full_env, timeout=600,
+    )
+    return proc.returncode, proc.stderr.decode("utf-8", "replace"), int(rss.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -386,3 +395,159 @@ def test_full_stdout_is_one_output_error(args: list[str], tmp_path: Path) -> Non
     lines = beam_noise_free(proc.stderr.decode())
     assert proc.returncode == 2, lines
     assert lines == ["beaminst: <stdout>: cannot write to stdout: No space left on device"], lines
+
+
+# --- control characters never reach a terminal or a DOT file raw -----------------------
+
+EVIL = "Split\x1b]0;pwned\x07\x1b[31m[red]RED[/red]\x00nul\u202eabc\\"
+RAW = ("\x1b", "\x07", "\x00", "\u202e")
+
+
+@pytest.fixture
+def evil_files(tmp_path: Path) -> tuple[Path, Path]:
+    import json
+
+    p = load_fixture("wordcount")
+    _transform(p, "Split").unique_name = EVIL
+    _transform(p, "Format").unique_name = 'Fo"rm\nat[bold]'
+    pipeline = tmp_path / "evil.pb"
+    pipeline.write_bytes(serialize_pipeline(p))
+    manifest = tmp_path / "evil.manifest.json"
+    manifest.write_text(json.dumps({"bindings": {"w\x1b[31m[red]": "ref_PCollection_PCollection_9"}}))
+    return pipeline, manifest
+
+
+def test_human_output_escapes_names(evil_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    pipeline, manifest = evil_files
+    cache = str(tmp_path / "cache")
+    wide = {"COLUMNS": "2000"}  # no folding inside table cells
+    runs = {
+        "analyze": run_cli("analyze", str(pipeline), "-m", str(manifest), env=wide),
+        "instrument": run_cli("instrument", str(pipeline), "-m", str(manifest), "--cache-dir", cache, "-o", str(tmp_path / "o.pb")),
+        "diff": run_cli("diff", fixture_pb("wordcount"), str(pipeline)),
+        "diff back": run_cli("diff", str(pipeline), fixture_pb("wordcount")),
+    }
+    for name, r in runs.items():
+        assert r.exit_code in (0, 1), (name, r.stderr)
+        text = r.stdout + r.stderr
+        assert all(line.isprintable() for line in text.splitlines()), name
+    # Escaped, and rich markup in a name is printed, not applied.
+    assert "Split\\x1b]0;pwned\\x07\\x1b[31m[red]RED[/red]\\x00nul\\u202eabc\\" in runs["analyze"].stdout
+    assert "[red]RED[/red]" in runs["diff"].stdout and "at[bold]" in runs["diff"].stdout
+    assert "w\\x1b[31m[red]" in runs["instrument"].stdout
+
+
+def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    r = run_cli("analyze", str(tmp_path / "no\x1b[31mfile.pb"))
+    assert r.exit_code == 2 and "\x1b" not in r.stderr and "\\x1b" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def _dot_accepts(dot: str, tmp_path: Path) -> None:
+    import shutil
+    import xml.dom.minidom
+
+    if shutil.which("dot") is None:
+        pytest.skip("needs Graphviz's dot (apt-get install graphviz)")
+    path = tmp_path / "g.dot"
+    path.write_text(dot, "utf-8")
+    proc = subprocess.run(["dot", "-Tsvg", str(path)], capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    xml.dom.minidom.parseString(proc.stdout)  # control characters would make it invalid XML
+
+
+def test_dot_escapes_names(evil_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from beaminst.api import load
+    from beaminst.render import render_dot
+
+    pipeline, _ = evil_files
+    dot = render_dot(load(str(pipeline)).index, title="t\x00\x1b")
+    assert not any(ch in dot for ch in RAW)
+    assert '"Fo\\"rm\\\\x0aat[bold]\\nFo' not in dot  # a newline in a name is not a line break
+    assert "Fo\\\"rm\\\\x0aat[bold]" in dot
+    _dot_accepts(dot, tmp_path)
+    against = render_dot(load(str(pipeline)).index, against=load(fixture_pb("wordcount")).index)
+    _dot_accepts(against, tmp_path)
+
+
+def test_dot_ids_stay_distinct() -> None:
+    from beaminst.render import node_id, quote
+
+    names = ["a\x00", "a\\x00", "a\\", "a\\\\", 'a"', "a"]
+    assert len({node_id(n) for n in names}) == len(names)
+    assert quote("a\x00", "b") == '"a\\\\x00\\nb"'
+
+
+# --- deep pipelines, junk caches ---------------------------------------------------------
+
+
+def deep_chain(depth: int) -> Any:
+    """Composites nested ``depth`` deep around one Impulse."""
+    from beaminst.beamproto import runner_api
+
+    r = runner_api()
+    p = r.Pipeline()
+    c = p.components
+    c.coders["c"].spec.urn = "beam:coder:bytes:v1"
+    c.coders["w"].spec.urn = "beam:coder:global_window:v1"
+    ws = c.windowing_strategies["ws"]
+    ws.window_fn.urn = "beam:window_fn:global_windows:v1"
+    ws.window_coder_id = "w"
+    pc = c.pcollections["p"]
+    pc.unique_name, pc.coder_id, pc.windowing_strategy_id, pc.is_bounded = "p", "c", "ws", r.IsBounded.BOUNDED
+    for i in range(depth):
+        t = c.transforms[f"t{i}"]
+        t.unique_name = f"c{i}"
+        t.outputs["out"] = "p"
+        t.subtransforms.append(f"t{i + 1}" if i + 1 < depth else "leaf")
+    leaf = c.transforms["leaf"]
+    leaf.unique_name, leaf.spec.urn = "leaf", "beam:transform:impulse:v1"
+    leaf.outputs["out"] = "p"
+    p.root_transform_ids.append("t0")
+    return p
+
+
+def test_deep_subtransform_chain_draws(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    path = tmp_path / "deep.pb"
+    path.write_bytes(serialize_pipeline(deep_chain(5000)))
+    out = tmp_path / "deep.dot"
+    r = run_cli("graph", str(path), "-o", str(out))
+    assert r.exit_code == 0, r.stderr
+    dot = out.read_text()
+    assert dot.count("subgraph") == 5000 and max(len(line) - len(line.lstrip()) for line in dot.splitlines()) <= 70
+    assert run_cli("graph", str(path), "--against", str(path), "--format", "dot").exit_code == 0
+    assert run_cli("diff", str(path), str(path)).exit_code == 0
+    small = tmp_path / "deep1000.pb"
+    small.write_bytes(serialize_pipeline(deep_chain(1000)))
+    assert run_cli("graph", str(small), "-o", str(out)).exit_code == 0
+    _dot_accepts(out.read_text(), tmp_path)
+
+
+def test_junk_cache_warnings_are_summarized(tmp_path: Path) -> None:
+    import json
+
+    from conftest import run_cli
+
+    from beaminst.report import MAX_LISTED
+
+    full = tmp_path / "cache" / "full"
+    full.mkdir(parents=True)
+    for i in range(300):
+        (full / f"k{i}-00000-of-00002").touch()
+    args = [fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(tmp_path / "cache")]
+    analyzed = run_cli("analyze", *args)
+    assert analyzed.exit_code == 0
+    assert analyzed.stdout.count("partial shard set") == MAX_LISTED
+    assert f"... and {300 - MAX_LISTED} more cache problems" in analyzed.stdout
+    instrumented = run_cli("instrument", *args, "-o", str(tmp_path / "o.pb"))
+    assert instrumented.exit_code == 0
+    assert instrumented.stdout.count("partial shard set") == MAX_LISTED
+    assert f"... and {300 - MAX_LISTED} more warnings" in instrumented.stdout
+    as_json = json.loads(run_cli("analyze", *args, "--json").stdout)
+    assert len(as_json["cache_problems"]) == 300  # machines get everything
+
