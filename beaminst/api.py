@@ -63,7 +63,13 @@ def instrument_files(
 ) -> Any:
     """``beaminst instrument``: analyze, instrument, validate, write atomically."""
     from beaminst.instrument import instrument
+    from beaminst.options import parse_endpoint
 
+    if test_stream_endpoint is not None:
+        try:
+            parse_endpoint(test_stream_endpoint)
+        except ValueError as e:
+            raise BeaminstError(f"--test-stream-endpoint: {e}") from None
     return _rewrite_file(
         lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint, worker),
         pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format, reuse,

@@ -24,8 +24,33 @@ PIPELINE_HELP = "Pipeline proto: binary, text format or JSON (detected from cont
 
 
 def _fail(message: str) -> None:
-    click.echo(f"beaminst: {' '.join(message.split())}", err=True)
+    from beaminst.errors import printable
+
+    click.echo(f"beaminst: {printable(' '.join(message.split()))}", err=True)
     sys.exit(2)
+
+
+def _path(**kwargs: Any) -> click.Path:
+    # beaminst reports a missing or unreadable file itself, on one line naming
+    # it; click's own readability check is a three-line usage error.
+    return click.Path(readable=False, **kwargs)
+
+
+def _urns(_ctx: Any, _param: Any, value: tuple[str, ...]) -> tuple[str, ...]:
+    # An empty URN matches every transform without one: the root would become a source.
+    for urn in value:
+        if not urn.strip() or not urn.isprintable():
+            raise click.BadParameter(f"{urn!r} is not a URN")
+    return value
+
+
+def _endpoint(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    from beaminst.options import parse_endpoint
+
+    try:
+        return None if value is None else parse_endpoint(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 _FULL_STDOUT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
@@ -128,12 +153,13 @@ def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--unbounded-urn",
         "unbounded_urns",
         multiple=True,
+        callback=_urns,
         metavar="URN",
         help="Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
     )(fn)
-    fn = click.option("--cache-dir", type=click.Path(), help="Cache directory in Beam's FileBasedCacheManager / StreamingCache layout.")(fn)
-    fn = click.option("-m", "--manifest", type=click.Path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
-    fn = click.argument("pipeline", type=click.Path(allow_dash=True))(fn)
+    fn = click.option("--cache-dir", type=_path(), help="Cache directory in Beam's FileBasedCacheManager / StreamingCache layout.")(fn)
+    fn = click.option("-m", "--manifest", type=_path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
+    fn = click.argument("pipeline", type=_path(allow_dash=True))(fn)
     return fn
 
 
@@ -181,7 +207,7 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Output format (default: from the -o extension, else binary).",
     )(fn)
     fn = click.option(
-        "-o", "--output", required=True, type=click.Path(allow_dash=True), help="Output proto path; - for stdout."
+        "-o", "--output", required=True, type=_path(allow_dash=True), help="Output proto path; - for stdout."
     )(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON report of what was done.")(fn)
     return fn
@@ -257,6 +283,7 @@ Examples:
 @click.option(
     "--test-stream-endpoint",
     metavar="HOST:PORT",
+    callback=_endpoint,
     help="TestStreamService the TestStream reads from (default: inline the events recorded in --cache-dir).",
 )
 @handle_errors
@@ -310,7 +337,7 @@ Exit codes: 0 when the job is DONE (or a recording was stopped at its limit),
 This runs the pipeline's code: only run pipelines you trust.
 """,
 )
-@click.argument("pipeline", type=click.Path(allow_dash=True))
+@click.argument("pipeline", type=_path(allow_dash=True))
 @click.option(
     "--job-endpoint", metavar="HOST:PORT",
     help="Submit the proto as it is through the Job API to this job server (Flink, Spark, Prism, Beam's job "
@@ -341,7 +368,7 @@ This runs the pipeline's code: only run pipelines you trust.
     "1000000000, as ib.options.recording_size_limit).",
 )
 @click.option(
-    "--cache-dir", type=click.Path(file_okay=False),
+    "--cache-dir", type=_path(file_okay=False),
     help="Where to measure the recording (default: the directory the capture writes name in the proto).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (state, seconds, errors, recorded, ...).")
@@ -465,16 +492,16 @@ Examples:
 )
 @click.argument("src")
 @click.option(
-    "-o", "--output", "dest", required=True, type=click.Path(file_okay=False),
+    "-o", "--output", "dest", required=True, type=_path(file_okay=False),
     help="Destination directory; outputs mirror SRC's layout (same relative path and file name).",
 )
 @click.option(
     "--mode", type=click.Choice(_batch_modes()), default="instrument", show_default=True,
     help="The rewrite applied to every file, as the command of the same name.",
 )
-@click.option("--cache-dir", type=click.Path(), help="Cache directory shared by every file (required).")
+@click.option("--cache-dir", type=_path(), help="Cache directory shared by every file (required).")
 @click.option(
-    "-m", "--manifest", type=click.Path(dir_okay=False),
+    "-m", "--manifest", type=_path(dir_okay=False),
     help="One manifest for every file (default: X.manifest.json beside each X.pb, else none).",
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: the CPU count).")
@@ -490,7 +517,9 @@ Examples:
     help="Option for the --runner pipeline, passed to Beam's PipelineOptions (repeatable), "
     "e.g. --pipeline-arg=--flink_master=flink:8081.",
 )
-@click.option("--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", help="As for instrument (repeatable).")
+@click.option(
+    "--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", callback=_urns, help="As for instrument (repeatable)."
+)
 @click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
 @bounds_option
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
@@ -561,8 +590,8 @@ Examples:
 Exit codes: 0 identical, 1 differences found, 2 error (as diff(1)).
 """,
 )
-@click.argument("before", type=click.Path(allow_dash=True))
-@click.argument("after", type=click.Path(allow_dash=True))
+@click.argument("before", type=_path(allow_dash=True))
+@click.argument("after", type=_path(allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
 @click.option("--show-payloads", is_flag=True, help="Show an escaped prefix of payload bytes (default: URN and length only).")
 @bounds_option
@@ -600,18 +629,18 @@ Examples:
   beaminst graph pipeline.pb | dot -Tpdf > pipeline.pdf
 """,
 )
-@click.argument("pipeline", type=click.Path(allow_dash=True))
+@click.argument("pipeline", type=_path(allow_dash=True))
 @click.option(
     "--format", "fmt", type=click.Choice(["dot", "svg", "png"]),
     help="Output format (default: from the -o extension, else dot). svg and png need Graphviz.",
 )
-@click.option("-o", "--output", default="-", show_default=True, type=click.Path(allow_dash=True), help="Output path; - for stdout.")
+@click.option("-o", "--output", default="-", show_default=True, type=_path(allow_dash=True), help="Output path; - for stdout.")
 @click.option(
-    "--against", metavar="ORIGINAL", type=click.Path(allow_dash=True),
+    "--against", metavar="ORIGINAL", type=_path(allow_dash=True),
     help="Highlight transforms added relative to ORIGINAL and draw the ones it had that are gone ghosted.",
 )
 @click.option(
-    "-m", "--manifest", type=click.Path(allow_dash=True),
+    "-m", "--manifest", type=_path(allow_dash=True),
     help="Binding manifest: label edges with variable names (with --against, ORIGINAL's manifest).",
 )
 @bounds_option

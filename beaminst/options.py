@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -21,3 +22,16 @@ class WorkerOptions:
     environment_config: str | None = None
     target_sdk: str | None = None
     trust_pickles: bool = False
+
+
+_ENDPOINT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})")
+
+
+def parse_endpoint(value: str) -> str:
+    """A TestStreamService address as ``HOST:PORT`` (a name, an IPv4 address or
+    a bracketed IPv6 one; port 1-65535), else ValueError. It goes into the
+    proto as it is, so nothing else is let through."""
+    m = _ENDPOINT.fullmatch(value)
+    if not m or not 1 <= int(m[1]) <= 65535 or len(value) > 255:
+        raise ValueError(f"{value!r} is not HOST:PORT (for example localhost:12345)")
+    return value

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from beaminst import bounded
 from beaminst.beamproto import runner_api
+from beaminst.errors import BeaminstError
 from beaminst.graph import GraphIndex
 
 PUBSUB_READ_URN = "beam:transform:pubsub_read:v1"
@@ -79,6 +80,8 @@ def find_unbounded_sources(
     """Unbounded sources in hierarchy order (Beam's visit order)."""
     rapi = runner_api()
     extra = set(extra_urns)
+    if "" in extra:  # it would match the root and every composite without a URN
+        raise BeaminstError("--unbounded-urn: an empty string is not a URN")
     unbounded = rapi.IsBounded.UNBOUNDED
     found: dict[str, str] = {}
     for tid in index.hierarchy_order:

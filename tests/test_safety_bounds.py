@@ -551,3 +551,94 @@ def test_junk_cache_warnings_are_summarized(tmp_path: Path) -> None:
     as_json = json.loads(run_cli("analyze", *args, "--json").stdout)
     assert len(as_json["cache_problems"]) == 300  # machines get everything
 
+
+# --- command line: one-line errors, checked options -------------------------------------
+
+
+@pytest.mark.parametrize("which", ["pipeline", "manifest", "against", "diff"])
+def test_unreadable_input_is_one_line(which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a user without read permission sees it (the suite may run as root,
+    which reads anything): click must not check, beaminst names the file."""
+    import builtins
+
+    from conftest import run_cli
+
+    pipeline, manifest = _inputs(tmp_path)
+    secret = {"pipeline": pipeline, "manifest": manifest, "against": pipeline, "diff": pipeline}[which]
+    real_open, real_access = builtins.open, os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(secret) else real_access(p, mode, *a, **k))
+
+    def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file) == str(secret):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    args = {
+        "pipeline": ["analyze", str(pipeline)],
+        "manifest": ["analyze", fixture_pb("wordcount"), "-m", str(manifest)],
+        "against": ["graph", fixture_pb("wordcount"), "--against", str(pipeline)],
+        "diff": ["diff", fixture_pb("wordcount"), str(pipeline)],
+    }[which]
+    r = run_cli(*args)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [f"beaminst: {secret}: permission denied"], r.stderr
+
+
+def test_every_input_path_leaves_reading_to_beaminst() -> None:
+    """No click.Path of a command checks readability (that is a usage error)."""
+    import click
+
+    from beaminst.cli import main
+
+    for name, cmd in main.commands.items():
+        for param in cmd.params:
+            if isinstance(param.type, click.Path):
+                assert not param.type.readable, (name, param.name)
+
+
+@pytest.mark.parametrize("urn", ["", " ", "a\x1bb"])
+@pytest.mark.parametrize("cmd", ["analyze", "background-caching", "batch"])
+def test_empty_unbounded_urn_is_a_usage_error(cmd: str, urn: str, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    args = {
+        "analyze": ["analyze", fixture_pb("wordcount")],
+        "background-caching": ["background-caching", fixture_pb("wordcount"), "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb")],
+        "batch": ["batch", str(tmp_path), "-o", str(tmp_path / "d"), "--cache-dir", str(tmp_path / "c")],
+    }[cmd]
+    r = run_cli(*args, "--unbounded-urn", urn)
+    assert r.exit_code == 2 and "--unbounded-urn" in r.stderr and "is not a URN" in r.stderr
+    assert not (tmp_path / "o.pb").exists()
+
+
+def test_empty_unbounded_urn_in_the_library() -> None:
+    from beaminst.api import analyze_files
+    from beaminst.errors import BeaminstError
+
+    with pytest.raises(BeaminstError, match="empty string is not a URN"):
+        analyze_files(fixture_pb("wordcount"), unbounded_urns=[""])
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["", "localhost", "localhost:", ":80", "localhost:0", "localhost:65536", "local host:1", "a\x1b:1", "h:1\n", "é:1", "h:1:2"]
+)
+def test_bad_test_stream_endpoint(endpoint: str, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    from beaminst.api import instrument_files
+    from beaminst.errors import BeaminstError
+
+    out = tmp_path / "o.pb"
+    r = run_cli("instrument", fixture_pb("pubsub_one"), "-m", fixture_manifest("pubsub_one"), "--cache-dir", str(tmp_path), "-o", str(out), "--test-stream-endpoint", endpoint)
+    assert r.exit_code == 2 and "--test-stream-endpoint" in r.stderr and "is not HOST:PORT" in r.stderr
+    assert not out.exists()
+    with pytest.raises(BeaminstError, match="HOST:PORT"):
+        instrument_files(fixture_pb("pubsub_one"), str(out), None, str(tmp_path), test_stream_endpoint=endpoint)
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:12345", "127.0.0.1:1", "[::1]:65535", "test-stream.svc.cluster.local:8080"])
+def test_good_test_stream_endpoint(endpoint: str, tmp_path: Path) -> None:
+    from beaminst.options import parse_endpoint
+
+    assert parse_endpoint(endpoint) == endpoint
