@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from conftest import fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
+from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
 
 import beaminst
 from beaminst.api import load
@@ -251,6 +253,54 @@ def test_without_limits_only_the_runner_ends_a_job():
     assert follow(job, None, Notes()).state == "DONE" and not job.cancelled
 
 
+class _Result:
+    """A PipelineResult that runs until cancelled, or ends DONE after ``lasts`` seconds."""
+
+    def __init__(self, lasts: float | None = None) -> None:
+        self.state = "RUNNING"
+        self.ends = None if lasts is None else time.monotonic() + lasts
+
+    def cancel(self) -> None:
+        self.state = "CANCELLED"
+
+    def wait_until_finish(self) -> str:
+        while self.state == "RUNNING":
+            if self.ends is not None and time.monotonic() >= self.ends:
+                self.state = "DONE"
+            time.sleep(0.01)
+        return self.state
+
+
+class _SlowToStart:
+    """A pipeline whose ``run()`` takes a while to hand back the job."""
+
+    def __init__(self, result: _Result) -> None:
+        self.result = result
+
+    def run(self) -> _Result:
+        time.sleep(0.3)
+        return self.result
+
+
+def test_a_local_job_cancelled_while_it_starts_is_cancelled_once_started():
+    from beaminst.run.local import LocalJob
+
+    job = LocalJob(_SlowToStart(_Result()), "Fake")
+    job.start()
+    job.cancel()  # before run() returned the job
+    assert job.wait(5) == "CANCELLED"
+    job.close()
+
+
+def test_a_local_job_that_ends_by_itself_is_done():
+    from beaminst.run.local import LocalJob
+
+    job = LocalJob(_SlowToStart(_Result(lasts=0.2)), "Fake")
+    job.start()
+    assert job.wait(5) == "DONE" and job.states == ["RUNNING", "DONE"]
+    job.close()
+
+
 @pytest.mark.parametrize(
     "state, stopped_by, ok",
     [
@@ -420,6 +470,19 @@ def test_recording_limits_stop_a_long_recording_and_report_what_was_recorded(tmp
     size = os.path.getsize(key["path"])
     assert 20_000 <= size < 400 * 1000  # cancelled soon after the limit (n events are ~4 MB)
 
+    # Ctrl-C: the job is cancelled, the command ends at once, in one line.
+    os.remove(key["path"])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([*CLI_PREFIX, "run", bg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(REPO), env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (os.path.exists(key["path"]) and os.path.getsize(key["path"])):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and err.strip().splitlines()[-1] == "beaminst: interrupted", err
+    assert "Traceback" not in err
+
 
 @pytest.mark.slow
 def test_a_failing_pipeline_gives_its_error_in_one_line_then_the_jobs_messages(tmp_path):
@@ -496,3 +559,18 @@ def test_a_recording_through_the_job_api_is_warned_about_and_fails_at_the_runner
     assert any("TestStream" in w for w in doc["warnings"])
     assert any("beam:transform:pickled_python:v1" in w for w in doc["warnings"])
     assert doc["recorded"] is not None  # still measured and reported
+
+
+@pytest.mark.slow
+def test_a_job_outliving_the_streams_deadline_is_followed_to_its_end(job_service, tmp_path):
+    """Beam opens the state and message streams with --job_server_timeout as
+    their deadline: they are reopened, and what they replay is not news."""
+    p = beam.Pipeline()
+    _ = p | "Create" >> beam.Create([4.0]) | "Sleep" >> beam.Map(time.sleep)
+    pb, _ = beaminst.export(p, {}, str(tmp_path / "sleep"))
+    code, doc, err = run_json(pb, "--job-endpoint", job_service.endpoint, "--pipeline-arg=--job_server_timeout=1")
+    assert code == 0, err[-4000:]
+    assert doc["state"] == "DONE" and doc["seconds"] >= 4
+    assert doc["states"].count("RUNNING") == 1 and doc["states"][-1] == "DONE"
+    texts = [m["text"] for m in doc["messages"]]
+    assert len(texts) == len(set(texts))

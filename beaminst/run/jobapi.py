@@ -143,13 +143,25 @@ class PortableJob(Job):
         state_name = japi.JobState.Enum.Name
         importance_name = japi.JobMessage.MessageImportance.Name
 
+        # A reopened stream starts over from the job's first event: skip what was seen.
+        last_event = [(-1, -1)]
+        seen_messages: set[str] = set()
+
         def on_state(event: Any) -> bool:
+            stamp = (event.timestamp.seconds, event.timestamp.nanos)
+            if event.HasField("timestamp") and stamp <= last_event[0]:
+                return False
+            last_event[0] = stamp
             self.set_state(state_name(event.state))
             return state_name(event.state) in TERMINAL
 
         def on_message(m: Any) -> bool:
             if m.HasField("message_response"):
                 r = m.message_response
+                if r.message_id:
+                    if r.message_id in seen_messages:
+                        return False
+                    seen_messages.add(r.message_id)
                 self.add_message(importance_name(r.importance), r.message_text)
             return False
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from beaminst import urns
 from beaminst.errors import BeaminstError
-from beaminst.run.job import ERROR, WARNING, Job, sdk_errors_as_messages
+from beaminst.run.job import ERROR, TERMINAL, WARNING, Job, sdk_errors_as_messages
 
 # URN -> the module whose import registers it for from_runner_api.
 REGISTERING_MODULES = {urns.TEST_STREAM: "apache_beam.testing.test_stream"}
@@ -88,6 +88,7 @@ class LocalJob(Job):
         self._pipeline = pipeline
         self._result: Any = None
         self._cancelled = False
+        self._cancel_requested = False
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="beaminst-run", daemon=True)
 
@@ -104,6 +105,9 @@ class LocalJob(Job):
             result = self._pipeline.run()
             with self._lock:
                 self._result = result
+                pending = self._cancel_requested
+            if pending and str(result.state) not in TERMINAL:
+                self._cancel(result)  # asked for while run() was still starting the job
             self._report(str(result.state))
             result.wait_until_finish()
             self._report(str(result.state))
@@ -118,15 +122,18 @@ class LocalJob(Job):
         self.set_state(state)
 
     def cancel(self) -> None:
+        """Cancel now, or as soon as ``run()`` returns the job (a batch runner
+        runs the whole job inside ``run()``: it cannot be cancelled)."""
         with self._lock:
             result = self._result
-            if result is not None:
-                self._cancelled = True
-        if result is None:
-            self.add_message(
-                WARNING, f"the {self.runner} runs this job synchronously and cannot cancel it; it runs on"
-            )
-            return
+            if result is None:
+                self._cancel_requested = True
+        if result is not None:
+            self._cancel(result)
+
+    def _cancel(self, result: Any) -> None:
+        with self._lock:
+            self._cancelled = True
         try:
             result.cancel()
         except NotImplementedError:  # Beam's background caching job ignores this too
