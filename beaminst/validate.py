@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import Any
 
 from beaminst import bounded, urns
@@ -157,7 +158,7 @@ def _check_pickled_coders(coders: Any) -> None:
             raise ValidationError(f"coder {cid!r} ({PICKLED_CODER_URN}) has a corrupt payload: it {problem}")
 
 
-_INFLATE_CHECKED: set[tuple[int, bytes]] = set()  # (cap, payload) found within it
+_INFLATE_CHECKED: set[tuple[int, bytes]] = set()  # (cap, payload digest) found within it
 
 
 def _check_pickle_sizes(c: Any) -> None:
@@ -166,19 +167,23 @@ def _check_pickle_sizes(c: Any) -> None:
     within the cap, so no later pass (cache keys, diff, the SDK loading a
     window fn) meets a decompression bomb, and the error names the component.
     Corrupt pickles are not this check's business. Payloads seen once (the
-    output repeats the input's) are not inflated again."""
+    output repeats the input's) are not inflated again; the memo holds
+    digests, not payloads, so a long batch does not grow it by megabytes."""
     if len(_INFLATE_CHECKED) > 100_000:
         _INFLATE_CHECKED.clear()
     cap = bounded.max_decompressed_bytes()
 
     def check(encoded: bytes, what: str) -> None:
-        if len(encoded) < 8 or (cap, encoded) in _INFLATE_CHECKED:
+        if len(encoded) < 8:
+            return
+        seen = (cap, hashlib.sha256(encoded).digest())
+        if seen in _INFLATE_CHECKED:
             return
         try:
             bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False)
         except (binascii.Error, ValueError):  # not base64, or not compressed: not a pickle
             pass
-        _INFLATE_CHECKED.add((cap, encoded))
+        _INFLATE_CHECKED.add(seen)
 
     for tid in sorted(c.transforms):
         t = c.transforms[tid]
