@@ -228,6 +228,26 @@ def test_decompress_stops_at_the_cap(keep: bool, monkeypatch: pytest.MonkeyPatch
             bounded.decompress(raw, "coder 'c'", keep=keep)
 
 
+def test_single_stream_bz2_stops_at_the_default_cap() -> None:
+    """The reported bomb was one bz2 stream (2.5 KB for 6 GB); this one is 80 bytes for 80 MiB."""
+    raw = bz2.compress(bytes(80 << 20))
+    for keep in (True, False):
+        with pytest.raises(ValidationError, match=f"more than {64 << 20} bytes"):
+            bounded.decompress(raw, "x", keep=keep)
+
+
+def test_batch_workers_see_the_cap(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import run_cli
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(fixture_pb("wordcount"), src / "wordcount.pb")
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--jobs", "2", "--max-decompressed-bytes", "100")
+    assert r.exit_code == 2 and "decompresses" in r.stderr and "more than 100 bytes" in r.stderr
+
+
 def test_library_decompression_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unvalidated protos given to the library still never inflate past the cap."""
     from beaminst.canonical import decompress_pickle, install_independent
