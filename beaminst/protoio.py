@@ -208,10 +208,11 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def _mode_for(path: str) -> int:
-    """A replaced file keeps its permissions (a 0600 output stays private);
-    a new one gets what ``open`` would give it under the umask."""
+    """A replaced file keeps its permissions (a 0600 output stays private),
+    never set-id bits (new content must not inherit them); a new one gets
+    what ``open`` would give it under the umask."""
     try:
-        return os.stat(path).st_mode & 0o7777
+        return os.stat(path).st_mode & 0o777
     except OSError:
         return 0o666 & ~_umask()
 

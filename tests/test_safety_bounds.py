@@ -382,6 +382,9 @@ def test_replaced_output_keeps_its_mode(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     assert out.read_bytes() != b"old"
     assert out.stat().st_mode & 0o7777 == 0o600
+    out.chmod(0o4755)
+    assert run_cli("instrument", str(pipeline), "--cache-dir", str(tmp_path / "c"), "-o", str(out)).exit_code == 0
+    assert out.stat().st_mode & 0o7777 == 0o755  # set-id bits are not carried over to new content
     dot = tmp_path / "g.dot"
     dot.write_text("old")
     dot.chmod(0o640)
