@@ -505,7 +505,7 @@ Examples:
     help="One manifest for every file (default: X.manifest.json beside each X.pb, else none).",
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: the CPU count).")
-@click.option("--force", is_flag=True, help="Rewrite even outputs newer than their input, manifest and cache.")
+@click.option("--force", is_flag=True, help="Rewrite every file, even outputs recorded as up to date.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (per-file results and totals).")
 @click.option(
     "--runner", metavar="NAME",
@@ -549,8 +549,9 @@ def batch(
     SRC is a directory (walked recursively) or a quoted glob pattern; the
     pipelines are *.pb, *.binpb, *.textproto, *.pbtxt, *.txtpb and *.json
     files that are not *.manifest.json. X.pb pairs with X.manifest.json beside
-    it unless --manifest is given. Outputs newer than their input, manifest
-    and cache state are skipped. One bad file never stops the others: each
+    it unless --manifest is given. Outputs made the same way from the same
+    input, manifest and cache entries (recorded in
+    DEST/.beaminst-batch-state.json) are skipped. One bad file never stops the others: each
     error is one line on stderr, and the exit code is 2 if any file failed.
     """
     from beaminst.batch import iter_errors, print_batch_report, progress_bar, run_batch

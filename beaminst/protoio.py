@@ -225,7 +225,8 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def _temp_beside(directory: str, base: str) -> Iterator[tuple[IO[bytes], str]]:
-    fd, name = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    # The writer's pid in the name: batch sweeps temp files of writers that died (kill -9).
+    fd, name = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", suffix=".tmp", dir=directory)
     tmp = os.fdopen(fd, "wb")
     try:
         yield tmp, name
