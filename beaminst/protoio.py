@@ -19,6 +19,7 @@ from typing import IO, Any, Literal
 
 from beaminst.beamproto import runner_api
 from beaminst.errors import OutputError, ProtoLoadError
+from beaminst.tempfiles import sweep_dead_writers, temp_prefix
 
 Format = Literal["binary", "text", "json"]
 FORMATS: tuple[Format, ...] = ("binary", "text", "json")
@@ -201,6 +202,7 @@ def write_atomic(path: str, data: bytes) -> None:
             os.fsync(tmp.fileno())
             tmp.close()
             os.replace(name, path)
+        sweep_dead_writers(directory, os.path.basename(path))
     except PermissionError:
         raise OutputError("permission denied writing output", path) from None
     except OSError as e:
@@ -225,8 +227,7 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def _temp_beside(directory: str, base: str) -> Iterator[tuple[IO[bytes], str]]:
-    # The writer's pid in the name: batch sweeps temp files of writers that died (kill -9).
-    fd, name = tempfile.mkstemp(prefix=f".{base}.{os.getpid()}.", suffix=".tmp", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(base), suffix=".tmp", dir=directory)
     tmp = os.fdopen(fd, "wb")
     try:
         yield tmp, name

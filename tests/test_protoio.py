@@ -342,3 +342,22 @@ def test_leading_utf8_bom_is_ignored(tmp_path, fmt):
     proto, detected = load_pipeline(str(target))
     assert detected == fmt
     assert proto == load_fixture("wordcount")
+
+
+def test_a_write_sweeps_temp_files_its_killed_predecessors_left(tmp_path):
+    """SIGKILL during a write leaves ``.<name>.<pid>.XXXXXXXX.tmp``; the next
+    write of that output removes those whose writer is gone, never a live
+    writer's or another output's."""
+    import subprocess
+
+    from beaminst.protoio import write_atomic
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead, live = p.pid, os.getpid()
+    swept = f".out.pb.{dead}.abcd_123.tmp"
+    kept = [f".out.pb.{live}.abcd_123.tmp", f".other.pb.{dead}.abcd_123.tmp", f".out.pb.{dead}.not-ours.tmp"]
+    for name in [swept, *kept]:
+        (tmp_path / name).write_bytes(b"partial")
+    write_atomic(str(tmp_path / "out.pb"), b"complete")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.pb", *kept])

@@ -17,10 +17,10 @@ import re
 import shutil
 from collections.abc import Iterable
 
+from beaminst.tempfiles import TEMP_NAME, pid_alive
+
 RESULTS_PREFIX = ".beaminst-batch-results-"
 
-# mkstemp's random part: 8 of [a-z0-9_].
-_TEMP = re.compile(r"\.(?P<base>.+)\.(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp")
 _RESULTS = re.compile(rf"(?:beam-temp-)?{re.escape(RESULTS_PREFIX)}(?P<pid>[0-9]+)-[0-9a-f]{{32}}.*")
 
 log = logging.getLogger(__name__)
@@ -31,23 +31,10 @@ def results_prefix(dest: str, run_id: str) -> str:
     return os.path.join(os.path.abspath(dest), f"{RESULTS_PREFIX}{os.getpid()}-{run_id}")
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process here (one we may not signal counts)."""
-    if pid <= 0:
-        return True  # not a process id: never sweep on it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def stale(name: str, bases: set[str], results: bool) -> bool:
     """Whether ``name`` is a temp file of one of ``bases`` (or, with
     ``results``, a results leftover) whose writer pid is dead."""
-    m = _TEMP.fullmatch(name)
+    m = TEMP_NAME.fullmatch(name)
     if m and m["base"] in bases:
         return not pid_alive(int(m["pid"]))
     m = _RESULTS.fullmatch(name) if results else None
