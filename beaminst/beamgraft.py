@@ -25,7 +25,6 @@ import base64
 import bz2
 import contextlib
 import hashlib
-import os
 import shutil
 import zlib
 from collections.abc import Iterator
@@ -42,10 +41,12 @@ from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
 from beaminst import urns
+from beaminst.cachefs import resolve
 from beaminst.canonical import Signatures, digest
 from beaminst.environments import new_python_environment, python_environment
 from beaminst.errors import BeaminstError
 from beaminst.ids import IdAllocator, allocators_for
+from beaminst.streaming import require_local
 
 
 class UnsupportedComponentError(BeaminstError):
@@ -55,8 +56,15 @@ class UnsupportedComponentError(BeaminstError):
 @contextlib.contextmanager
 def scratch_pipeline() -> Iterator[Any]:
     """A throwaway ``beam.Pipeline`` to build a subgraph in; Beam makes a
-    local temp directory for every pipeline and only removes it on run()."""
+    local temp directory for every pipeline and only removes it on run().
+    Every new ``Pipeline`` also resets Beam's filesystem options to its own:
+    the caller's (a remote cache's endpoint and credentials) are put back, or
+    a cache read would validate its files against another server."""
+    from apache_beam.io.filesystems import FileSystems
+
+    saved = FileSystems._pipeline_options
     p = beam.Pipeline()
+    FileSystems.set_options(saved)
     try:
         yield p
     finally:
@@ -310,7 +318,11 @@ class Grafter:
         self.target = target
         self.trust_pickles = trust_pickles
         self._checked: set[str] = set()
-        self.cache_dir = os.path.abspath(cache_dir)
+        # A URL stays a URL (the workers write through Beam's filesystems);
+        # a local path is made absolute. Beam's StreamingCache is local only.
+        if streaming:
+            require_local(cache_dir)
+        self.cache_dir = resolve(cache_dir)
         self.streaming = streaming
         self.alloc: dict[str, IdAllocator] = allocators_for(target)
         self._context = PipelineContext(target.components)

@@ -7,7 +7,9 @@
 * ``StreamingCache`` (pipelines with unbounded sources) writes one file
   ``full/<key>`` of TestStream file records.
 
-The directory is listed once; lookups are then constant time.
+The directory is listed once; lookups are then constant time. A URL
+(``gs://``, ``s3://``...) is listed through Beam's ``FileSystems``
+(:mod:`beaminst.cachefs`), the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+from beaminst import cachefs
 from beaminst.errors import CacheDirError
 
 _SHARD = re.compile(r"^(?P<key>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
@@ -39,9 +42,14 @@ class CacheDir:
         i = bisect.bisect_left(self.complete, key)
         return i < len(self.complete) and self.complete[i].startswith(key)
 
+    @property
+    def remote(self) -> bool:
+        """On a Beam filesystem URL rather than a local path."""
+        return cachefs.is_url(self.path)
+
     def full_dir(self) -> str:
         assert self.path is not None
-        return os.path.join(self.path, "full")
+        return cachefs.join(self.path, "full")
 
 
 def scan_cache_dir(path: str | None) -> CacheDir:
@@ -50,6 +58,9 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         return CacheDir(None)
     if not path:
         raise CacheDirError("the cache directory path is empty", "--cache-dir")
+    if cachefs.is_url(path):
+        # Object stores hold files only: every entry is a candidate cache file.
+        return _classify(path, [e.name for e in cachefs.list_full(path) if not e.name.startswith(".")], [])
     if os.path.lexists(path) and not os.path.exists(path):
         raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -75,9 +86,8 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         raise CacheDirError(f"cannot list full/: {e.strerror or e}", path) from None
     if not os.access(full, os.R_OK | os.X_OK):
         raise CacheDirError("permission denied reading full/", path)
-    shards: dict[str, tuple[int, set[int]]] = {}
-    streaming = set()
-    problems = []
+    names: list[str] = []
+    problems: list[str] = []
     for entry in entries:
         name = entry.name
         if name.startswith("."):
@@ -87,6 +97,15 @@ def scan_cache_dir(path: str | None) -> CacheDir:
             # cache file's name is not a cache (and Beam's reader finds no file).
             problems.append(f"full/{name}: not a regular file, ignored")
             continue
+        names.append(name)
+    return _classify(path, names, problems)
+
+
+def _classify(path: str, names: list[str], problems: list[str]) -> CacheDir:
+    """The cache state the file names of ``full/`` make."""
+    shards: dict[str, tuple[int, set[int]]] = {}
+    streaming = set()
+    for name in names:
         m = _SHARD.match(name)
         if m:
             total = int(m["total"])

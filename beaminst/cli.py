@@ -142,8 +142,37 @@ def bounds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def _set_filesystem_options(ctx: Any, _param: Any, value: tuple[str, ...]) -> tuple[str, ...]:
+    # Beam's filesystems take their options process-wide (FileSystems.set_options):
+    # set for this command only, restored afterwards for in-process callers.
+    for arg in value:
+        if not arg.startswith("--"):
+            _fail(f"--pipeline-arg {arg!r}: expected a Beam option, --flag=value")
+    if value:
+        from beaminst.cachefs import filesystem_options
+
+        ctx.with_resource(filesystem_options(value))
+    return value
+
+
+def filesystem_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--pipeline-arg", "filesystem_args", multiple=True, metavar="ARG", expose_value=False,
+        callback=_set_filesystem_options,
+        help="Beam pipeline option for the filesystem of a --cache-dir URL (repeatable), as Beam's PipelineOptions "
+        "spell it: --pipeline-arg=--s3_endpoint_url=http://minio:9000, --pipeline-arg=--project=my-project.",
+    )(fn)
+
+
+CACHE_DIR_HELP = (
+    "Cache directory in Beam's FileBasedCacheManager / StreamingCache layout: a local path, or a URL on a "
+    "filesystem of Beam's (gs://, s3://, azfs://, hdfs://) for workers on other machines."
+)
+
+
 def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = bounds_option(fn)
+    fn = filesystem_option(fn)
     fn = click.option(
         "--infer-unbounded",
         is_flag=True,
@@ -157,7 +186,7 @@ def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
         metavar="URN",
         help="Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
     )(fn)
-    fn = click.option("--cache-dir", type=_path(), help="Cache directory in Beam's FileBasedCacheManager / StreamingCache layout.")(fn)
+    fn = click.option("--cache-dir", type=_path(), help=CACHE_DIR_HELP)(fn)
     fn = click.option("-m", "--manifest", type=_path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
     fn = click.argument("pipeline", type=_path(allow_dash=True))(fn)
     return fn
@@ -499,7 +528,10 @@ Examples:
     "--mode", type=click.Choice(_batch_modes()), default="instrument", show_default=True,
     help="The rewrite applied to every file, as the command of the same name.",
 )
-@click.option("--cache-dir", type=_path(), help="Cache directory shared by every file (required).")
+@click.option(
+    "--cache-dir", type=_path(),
+    help="Cache directory shared by every file (required): a path, or a URL (gs://, s3://...) every worker reaches.",
+)
 @click.option(
     "-m", "--manifest", type=_path(dir_okay=False),
     help="One manifest for every file (default: X.manifest.json beside each X.pb, else none).",
@@ -515,7 +547,8 @@ Examples:
 @click.option(
     "--pipeline-arg", "pipeline_args", multiple=True, metavar="ARG",
     help="Option for the --runner pipeline, passed to Beam's PipelineOptions (repeatable), "
-    "e.g. --pipeline-arg=--flink_master=flink:8081.",
+    "e.g. --pipeline-arg=--flink_master=flink:8081; with a --cache-dir URL, also its filesystem's options "
+    "(--pipeline-arg=--s3_endpoint_url=URL), for this process and every worker.",
 )
 @click.option(
     "--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", callback=_urns, help="As for instrument (repeatable)."
@@ -558,8 +591,10 @@ def batch(
 
     if not cache_dir:
         _fail(f"batch --mode {mode} needs --cache-dir: the cache transforms read and write there")
-    if pipeline_args and not runner:
-        _fail("--pipeline-arg only applies with --runner")
+    from beaminst.cachefs import is_url
+
+    if pipeline_args and not runner and not is_url(cache_dir):
+        _fail("--pipeline-arg only applies with --runner, or with a --cache-dir URL (its filesystem's options)")
     if allow_empty and mode != "background-caching":
         _fail("--allow-empty only applies with --mode background-caching")
     with progress_bar(sys.stderr.isatty()) as progress:

@@ -26,12 +26,29 @@ MAX_LINE_BYTES = int(os.environ.get("BEAMINST_MAX_RECORDING_LINE_BYTES", 64 << 2
 MAX_RECORDING_BYTES = int(os.environ.get("BEAMINST_MAX_RECORDING_BYTES", 1 << 30))
 
 
+def require_local(cache_dir: str) -> None:
+    """Beam's ``StreamingCache`` (the cache of pipelines with unbounded
+    sources) is local only: its sink opens ``<dir>/full/<key>`` with Python's
+    ``open`` (and makes the directory when it is built), its reader too. A URL
+    would record into a local directory named after it, on each worker."""
+    from beaminst.cachefs import is_url
+
+    if is_url(cache_dir):
+        raise CacheDirError(
+            "Beam's StreamingCache (the cache of pipelines with unbounded sources, and of their recordings) "
+            "reads and writes local files only: use a local --cache-dir (on a cluster, a filesystem mounted "
+            "at the same path on every worker)",
+            cache_dir,
+        )
+
+
 def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], list[str]]:
     """TestStream events for ``keys``, merged in time order as Beam's
     ``StreamingCache.Reader`` does; and the keys with nothing recorded (no
     file, or a file without even its header line)."""
     if cache_dir is None:
         return [], list(keys)
+    require_local(cache_dir)
     present = [k for k in keys if _has_header(os.path.join(cache_dir, "full", k))]
     missing = [k for k in keys if k not in present]
     if not present:

@@ -1897,3 +1897,223 @@ def test_fixed_skip_pruning_rule_leaves_dangling_subtransforms(tmp_path):
     case = make_case(tmp_path, serialize_pipeline(p, "binary"), fixture="pubsub_one",
                      manifest=fixture_manifest_bytes("pubsub_one"), blame=("pipeline",))
     run_contract(case, ("instrument",))
+
+
+# --- 12. the safety classes: crafted pickles, bombs, hostile keys, aliased outputs, hostile names ------------
+#
+# Generated versions of the example tests in test_safety_pickles.py and
+# test_safety_bounds.py, under the same contract plus each class's invariant.
+
+HUMAN = ("analyze", "diff", "graph")  # commands whose stdout is for a terminal
+
+
+def graph_run(case: Case, fmt: str = "dot") -> Run:
+    """``graph`` on ``case`` (to stdout), held to the contract: 0 or 2, no
+    traceback, one line naming an input on failure, inputs unchanged."""
+    args = ["graph", case.pipeline, *(["-m", case.manifest] if case.manifest else []), "--format", fmt]
+    before = snapshot(case.watched())
+    out_before = listing(case.out_dir)
+    run = invoke(args, case.stdin)
+    assert not inputs_changed(before, snapshot(case.watched()), case), run.describe()
+    problems = [p for p in contract_problems(run, case, "-", out_before) if not p.startswith("stdout not empty")]
+    if run.exit_code == 2 and run.stdout.strip():
+        problems.append("stdout not empty on failure")
+    assert not problems, f"contract violated: {problems}\n{run.describe()}"
+    return run
+
+
+def run_drawn(case: Case, commands: list[str]) -> dict[str, Run]:
+    runs = run_contract(case, tuple(c for c in commands if c != "graph"))
+    if "graph" in commands:
+        runs["graph"] = graph_run(case)
+    return runs
+
+
+ALL_COMMANDS = (*COMMANDS, "graph")
+SOME_COMMANDS = st.lists(st.sampled_from(ALL_COMMANDS), min_size=1, max_size=3, unique=True)
+PICKLE_SITES = ("coder", "kv-component", "window-fn on a bound pcollection", "window-fn on a source", "recording line")
+
+
+def _recording_cache(root: Path, marker: Path) -> tuple[str, str]:
+    """pubsub_one's source recording with a line tagged 0xff (what Beam's
+    SafeFastPrimitivesCoder unpickles): (cache dir, the recording's path)."""
+    import pickle
+    from urllib.parse import quote
+
+    from apache_beam.portability.api import beam_interactive_api_pb2 as iapi
+    from apache_beam.runners.interactive.cache_manager import SafeFastPrimitivesCoder
+    from test_safety_pickles import _Touch
+
+    key = next(c.cache_key for c in fixture_analysis("pubsub_one").cacheables.values() if c.synthetic)
+    full = root / "cache" / "full"
+    full.mkdir(parents=True)
+    header = SafeFastPrimitivesCoder().encode(iapi.TestStreamFileHeader(tag=key).SerializeToString())
+    (full / key).write_bytes(header + b"\n" + quote(b"\xff" + pickle.dumps(_Touch(str(marker)))).encode() + b"\n")
+    return str(root / "cache"), str(full / key)
+
+
+@settings(max_examples=budget(1))
+@given(st.sampled_from(PICKLE_SITES), SOME_COMMANDS, cli_options())
+def test_crafted_pickles_never_run(site, commands, options):
+    """A pickle whose load would create a marker file, wherever one can sit:
+    no command ever creates the marker (without --trust-pickles)."""
+    from test_safety_pickles import _source_output, coder_case, window_case
+
+    count("crafted pickle (cli)")
+    with workdir() as root:
+        marker = root / "MARKER"
+        (root / "build").mkdir()
+        cache_dir, blame, extra = None, ("pipeline", "manifest"), ()
+        if site in ("coder", "kv-component"):
+            pb, man = coder_case(root / "build", marker, site == "kv-component")
+        elif site == "window-fn on a bound pcollection":
+            pb, man = window_case(root / "build", marker, "wordcount", fixture_manifest_doc("wordcount")["bindings"]["words"])
+        elif site == "window-fn on a source":
+            pb, man = window_case(root / "build", marker, "pubsub_one", _source_output("pubsub_one"))
+        else:
+            pb, man = fixture_pb("pubsub_one"), fixture_manifest("pubsub_one")
+            cache_dir, recording = _recording_cache(root, marker)
+            blame, extra = ("cache",), (recording,)
+        fixture = "pubsub_one" if "source" in site or site == "recording line" else "wordcount"
+        case = make_case(root, Path(pb).read_bytes(), fixture=fixture, manifest=Path(man).read_bytes(),
+                         cache_dir=cache_dir, blame=blame, options=only_input_errors(options))
+        case.blame += extra
+        run_drawn(case, commands)
+        assert not marker.exists(), f"a command ran code from its input ({site}: {commands})"
+
+
+@functools.cache
+def _small_bomb(method: str, size: int) -> bytes:
+    import bz2
+    import zlib
+
+    return bz2.compress(bytes(size)) if method == "bz2" else zlib.compress(bytes(size), 9)
+
+
+BOMB_SITES = ("pardo", "coder", "pickled transform", "window-fn")
+BOMB_CAP = 1 << 20  # far above the fixtures' pickles, so only the bomb trips it
+
+
+def bomb_proto(site: str, blob: bytes) -> Any:
+    import base64
+
+    from google.protobuf import wrappers_pb2
+    from test_safety_bounds import PICKLED_CODER, PICKLED_WINDOW_FN, _transform
+
+    p = fresh("wordcount")
+    c = p.components
+    if site == "pardo":
+        t = _transform(p, "Split")
+        payload = runner_api().ParDoPayload.FromString(t.spec.payload)
+        payload.do_fn.payload = base64.b64encode(blob)
+        t.spec.payload = payload.SerializeToString()
+    elif site == "coder":
+        cid = next(k for k, x in c.coders.items() if x.spec.urn == PICKLED_CODER)
+        value = b"FastPrimitivesCoder$" + base64.b64encode(blob)
+        c.coders[cid].spec.payload = wrappers_pb2.BytesValue(value=value).SerializeToString()
+    elif site == "pickled transform":
+        _transform(p, "ReadLines").spec.payload = base64.b64encode(blob)
+    else:
+        ws = next(iter(c.windowing_strategies.values()))
+        ws.window_fn.urn = PICKLED_WINDOW_FN
+        ws.window_fn.payload = base64.b64encode(blob)
+    return p
+
+
+@contextlib.contextmanager
+def decompression_cap(cap: int) -> Iterator[None]:
+    from beaminst import bounded
+
+    saved = os.environ.get(bounded.ENV)
+    os.environ[bounded.ENV] = str(cap)
+    try:
+        yield
+    finally:
+        os.environ.pop(bounded.ENV) if saved is None else os.environ.update({bounded.ENV: saved})
+
+
+@settings(max_examples=budget(1))
+@given(st.sampled_from(BOMB_SITES), st.sampled_from(("bz2", "zlib")), st.sampled_from((2, 4, 16)),
+       st.sampled_from(tuple(EXT)), SOME_COMMANDS)
+def test_decompression_bombs_are_one_line_errors(site, method, factor, fmt, commands):
+    """A payload inflating past the cap (lowered to 1 MiB, bombs of 2-16 MiB):
+    every command exits 2 with one line naming the pipeline."""
+    count("bomb (cli)")
+    p = bomb_proto(site, _small_bomb(method, BOMB_CAP * factor))
+    with workdir() as root, decompression_cap(BOMB_CAP):
+        case = make_case(root, serialize_pipeline(p, fmt), fixture="wordcount", ext=EXT[fmt],
+                         manifest=fixture_manifest_bytes("wordcount"), blame=("pipeline",))
+        for cmd, run in run_drawn(case, commands).items():
+            assert run.exit_code == 2, f"{cmd} accepted a bomb\n{run.describe()}"
+            if cmd != "batch":
+                assert "decompresses" in _error_line(run), run.describe()
+
+
+NON_ASCII_KEYS = st.text(min_size=1, max_size=40).filter(lambda k: not k.isascii())
+
+
+@settings(max_examples=budget(0.5))
+@given(NON_ASCII_KEYS, st.booleans(), SOME_COMMANDS)
+def test_non_ascii_cache_keys_are_manifest_errors(key, ensure_ascii, commands):
+    count("non-ASCII cache key (cli)")
+    doc = {"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}
+    with workdir() as root:
+        case = make_case(root, None, fixture="wordcount", manifest=encode_json(doc, ensure_ascii), blame=("manifest",))
+        for cmd, run in run_drawn(case, commands).items():
+            if cmd != "diff":  # diff reads no manifest
+                assert run.exit_code == 2, f"{cmd} accepted cache key {key!r}\n{run.describe()}"
+
+
+@settings(max_examples=budget(0.5))
+@given(st.sampled_from(("instrument", "background-caching", "graph")), st.sampled_from(("pipeline", "manifest")),
+       st.sampled_from(("same", "dotted", "symlink", "hardlink", "symlink to a symlink")))
+def test_an_output_never_replaces_an_input(cmd, which, how):
+    count("-o aliasing (cli)")
+    with workdir() as root:
+        case = make_case(root, None, fixture="wordcount", manifest=fixture_manifest_bytes("wordcount"))
+        target = Path(case.pipeline if which == "pipeline" else str(case.manifest))
+        out = {"same": target, "dotted": target.parent / "." / target.name}.get(how, case.out_dir / f"alias{target.suffix}")
+        if how == "symlink":
+            out.symlink_to(target)
+        elif how == "hardlink":
+            os.link(target, out)
+        elif how == "symlink to a symlink":
+            (root / "hop").symlink_to(target)
+            out.symlink_to(root / "hop")
+        args = [cmd, case.pipeline, "-m", str(case.manifest), "-o", str(out)]
+        args += ["--format", "dot"] if cmd == "graph" else ["--cache-dir", case.cache_dir]
+        before = snapshot(case.watched())
+        run = invoke(args, None)
+        assert not inputs_changed(before, snapshot(case.watched()), case), run.describe()
+        assert run.exit_code == 2, run.describe()
+        lines = beam_noise_free(run.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"beaminst: {out}: "), run.describe()
+        assert "never replaces an input" in lines[0], run.describe()
+        assert "Traceback" not in run.stderr
+        assert not Path(case.cache_dir).exists()  # refused before any work
+
+
+HOSTILE_PIECES = st.sampled_from(("\x1b", "\x1b[31m", "\x1b]0;t\x07", "\x00", "\x07", "\x7f", "\x9b", "\u202e", "\r",
+                                  "\n", "\t", "[red]", "[/]", "[/red]", "[bold", "[link=x]", "\\", '"', "%s", "{}"))
+HOSTILE_NAMES = st.lists(st.one_of(HOSTILE_PIECES, st.text(max_size=4)), min_size=1, max_size=6).map("".join)
+
+
+@settings(max_examples=budget(1))
+@given(HOSTILE_NAMES, HOSTILE_NAMES, st.sampled_from(("Split", "Format", "ReadLines")), st.booleans(), SOME_COMMANDS)
+def test_hostile_names_never_reach_a_terminal_raw(name, var, transform, json_out, commands):
+    """Control characters and rich markup in a transform's unique name and a
+    manifest variable: the contract holds, and the human output of analyze,
+    diff and graph never carries a raw ESC or NUL."""
+    from test_safety_bounds import _transform
+
+    count("hostile names (cli)")
+    p = fresh("wordcount")
+    _transform(p, transform).unique_name = name
+    manifest = json.dumps({"bindings": {var: WORDS}}).encode()
+    with workdir() as root:
+        case = make_case(root, serialize_pipeline(p, "binary"), fixture="wordcount", manifest=manifest,
+                         options={"flags": ("--json",) if json_out else ()})
+        runs = run_drawn(case, sorted(set(commands) | set(HUMAN)))
+        for cmd in HUMAN:
+            text = runs[cmd].stdout.decode("utf-8", "surrogateescape") + runs[cmd].stderr
+            assert "\x1b" not in text and "\x00" not in text, f"raw control character from {cmd}\n{runs[cmd].describe()}"
