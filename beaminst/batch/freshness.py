@@ -25,6 +25,8 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from beaminst.cachefs import is_url, list_full
+
 if TYPE_CHECKING:  # jobs imports file_stamp from here
     from beaminst.batch.jobs import Job, Outcome
 
@@ -73,11 +75,16 @@ class CacheListing:
 
     def __init__(self, cache_dir: str) -> None:
         self._full = os.path.join(cache_dir, "full")
+        self._stamps: dict[str, list[int] | None] = {}
+        if is_url(cache_dir):  # one listing through Beam's filesystem gives the stamps too
+            for e in list_full(cache_dir):
+                self._stamps[e.name] = [e.size, int(e.mtime * 1e9)]
+            self._names = sorted(self._stamps)
+            return
         try:
             self._names = sorted(os.listdir(self._full))
         except OSError:  # no full/ yet: an empty cache
             self._names = []
-        self._stamps: dict[str, list[int] | None] = {}
 
     def digest(self, keys: Iterable[str]) -> str:
         matched: set[str] = set()

@@ -16,10 +16,17 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 from beaminst.batch.freshness import file_stamp
+from beaminst.cachefs import filesystem_options
 from beaminst.errors import BeaminstError, OutputError
 
 
-class Job(TypedDict):
+class _JobOptions(TypedDict, total=False):
+    # Only with a --cache-dir URL: its filesystem's Beam options (--s3_endpoint_url=...),
+    # set in each worker's process. Absent otherwise, so local batches keep their digests.
+    filesystem_args: list[str]
+
+
+class Job(_JobOptions):
     """One file to rewrite. A plain dict at runtime, so it pickles for a
     process pool and encodes for any Beam runner. Paths are absolute: pool
     workers and runner workers need not share the caller's cwd."""
@@ -129,7 +136,8 @@ def rewrite_one(job: Job) -> FileResult:
         except OSError as e:
             raise OutputError(f"cannot create output directory: {e.strerror or e}", job["output"]) from None
         _apply_cap(job["max_decompressed_bytes"])
-        report = MODES[job["mode"]](job)
+        with filesystem_options(job.get("filesystem_args", ())):
+            report = MODES[job["mode"]](job)
     except BeaminstError as e:
         # Some errors name no file (the single-file command has only one); here the input does.
         return result(job, "error", time.perf_counter() - start, error=str(e.with_source(job["input"])))

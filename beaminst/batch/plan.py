@@ -108,11 +108,14 @@ def plan_batch(
     infer_unbounded: bool = False,
     allow_empty: bool = False,
     worker: WorkerOptions | None = None,
+    filesystem_args: Iterable[str] = (),
 ) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
-    into jobs to run and up-to-date outputs. Creates DEST (never under SRC)."""
+    into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
+    ``filesystem_args``: a cache dir URL's filesystem options, for every job."""
     from beaminst.bounded import max_decompressed_bytes
     from beaminst.cachedir import scan_cache_dir
+    from beaminst.cachefs import is_url, resolve
 
     if mode not in MODES:
         raise BeaminstError(f"unknown mode {mode!r} (use one of {', '.join(MODES)})")
@@ -129,7 +132,8 @@ def plan_batch(
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise OutputError("is not a directory", dest)
     scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
-    cache_abs = os.path.abspath(cache_dir)
+    cache_abs = resolve(cache_dir)  # a URL stays one: workers write through it
+    remote = {"filesystem_args": list(filesystem_args)} if is_url(cache_dir) else {}
     manifest_abs = None
     if manifest is not None:
         from beaminst.manifest import load_manifest
@@ -163,6 +167,7 @@ def plan_batch(
                 allow_empty=allow_empty,
                 worker=dataclasses.asdict(worker or WorkerOptions()),
                 max_decompressed_bytes=cap,
+                **remote,  # type: ignore[typeddict-item]
             )
         )
     try:

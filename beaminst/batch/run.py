@@ -17,6 +17,7 @@ from beaminst.batch.jobs import FileResult, Outcome
 from beaminst.batch.lifecycle import sigterm_as_interrupt
 from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
+from beaminst.cachefs import filesystem_options, is_url, resolve
 from beaminst.errors import BeaminstError
 from beaminst.options import WorkerOptions
 
@@ -85,7 +86,12 @@ def run_batch(
     start = time.perf_counter()
     progress = progress or NoProgress()
     workers = jobs or os.cpu_count() or 1
-    plan = plan_batch(src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker)
+    remote = is_url(cache_dir)
+    with filesystem_options(list(pipeline_args) if remote else ()):  # the cache is listed here too
+        plan = plan_batch(
+            src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker,
+            filesystem_args=pipeline_args if remote else (),
+        )
     progress.start(len(plan.jobs))
     done: list[FileResult] = []
 
@@ -105,7 +111,7 @@ def run_batch(
         mode=mode,
         src=src,
         dest=dest,
-        cache_dir=os.path.abspath(cache_dir or ""),
+        cache_dir=resolve(cache_dir or ""),
         runner=runner,
         jobs=None if runner else workers,
         results=sorted(done + plan.skipped, key=lambda r: r["file"]),
