@@ -20,6 +20,7 @@ from typing import Any
 from beaminst import urns
 from beaminst.api import load
 from beaminst.beamproto import runner_api
+from beaminst.cachefs import filesystem_options, is_url
 from beaminst.errors import BeaminstError
 from beaminst.run.capture import CacheWrite, find_cache_writes
 from beaminst.run.job import Job, quiet_sdk_logs
@@ -72,7 +73,8 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     report.warnings = warnings
     if recording is not None:
         report.recorded = _recorded(recording, options)
-    report.cache_writes = [{**w.to_json(), "bytes": written_bytes(w)} for w in writes if not w.capture]
+    with filesystem_options(options.pipeline_args if any(is_url(w.cache_dir) for w in writes) else ()):
+        report.cache_writes = [{**w.to_json(), "bytes": written_bytes(w)} for w in writes if not w.capture]
     report.next_steps = next_steps(report, recording, writes)
     return report
 

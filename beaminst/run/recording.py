@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from beaminst.cachefs import is_url, list_full
 from beaminst.errors import BeaminstError
 from beaminst.run.capture import CacheWrite
 
@@ -70,6 +71,10 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
     if not captures:
         return None, []
     warnings: list[str] = []
+    if cache_dir:
+        from beaminst.streaming import require_local
+
+        require_local(cache_dir)  # recordings are StreamingCache files: local only
     chosen = os.path.abspath(cache_dir) if cache_dir else None
     named = sorted({w.cache_dir for w in captures if w.cache_dir})
     if chosen and named and chosen not in named:
@@ -116,6 +121,13 @@ def written_bytes(write: CacheWrite) -> int | None:
     directory is not known."""
     if write.cache_dir is None:
         return None
+    if is_url(write.cache_dir):  # shards on a Beam filesystem (StreamingCache writes are local only)
+        try:
+            entries = list_full(write.cache_dir)
+        except BeaminstError:
+            return None
+        prefix = write.key + "-"
+        return sum(e.size for e in entries if e.name.startswith(prefix) and "-of-" in e.name[len(prefix):])
     full = os.path.join(write.cache_dir, "full")
     if write.streaming:
         return _size(os.path.join(full, write.key))
