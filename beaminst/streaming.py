@@ -66,6 +66,7 @@ def _records(cache_dir: str, key: str, budget: list[int]) -> Iterator[Any]:
     at a partial last line (still being written), as Beam's reader does."""
     from beaminst.beamproto import interactive_api
 
+    require_local(cache_dir)
     api = interactive_api()
     path = os.path.join(cache_dir, "full", key)
     where = f"full/{key}"

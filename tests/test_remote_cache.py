@@ -381,6 +381,43 @@ def test_write_and_read_pass_through_the_job_api(store: Store, squares: dict[str
     no_local_url_dirs(tmp_path, Path.cwd())
 
 
+def _has_command(name: str) -> bool:
+    from beaminst.cli import main
+
+    return name in main.commands
+
+
+def test_show_reads_a_remote_cache(store: Store, tmp_path: Path) -> None:
+    """Shards put in the bucket as Beam's FileBasedCacheManager writes them
+    (bz2 text, one base64 line per element) are shown, read through Beam's filesystem."""
+    if not _has_command("show"):
+        pytest.skip("no show command in this checkout")
+    import base64
+    import bz2
+
+    from apache_beam.coders import coders
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from beaminst.beamgraft import Grafter
+    from beaminst.protoio import load_pipeline
+
+    pb, manifest = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    doc = json.loads(run_cli("analyze", pb, "-m", manifest, "--json").stdout)
+    pc, c = next((pc, c) for pc, c in doc["cacheables"].items() if c["var"] == "counts")
+    proto, _ = load_pipeline(pb)
+    pcoder = Grafter(proto, str(tmp_path), streaming=False).written_pcoder(pc)
+    assert isinstance(pcoder, coders.Coder)
+    lines = [base64.b64encode(pcoder.encode(WindowedValue(v, 0, [GlobalWindow()]))) for v in (("a", 2), ("b", 1))]
+    bucket = store.bucket()
+    url = f"{store.scheme}://{bucket}/cache"
+    store.put(bucket, f"cache/full/{c['cache_key']}-00000-of-00001", bz2.compress(b"\n".join(lines) + b"\n"))
+    r = run_cli("show", pb, "-m", manifest, "--cache-dir", url, *store.cli_args, "counts", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(json.loads(line) for line in r.stdout.splitlines()) == [["a", 2], ["b", 1]], r.stdout
+    no_local_url_dirs(tmp_path, Path.cwd())
+
+
 # --- batch ----------------------------------------------------------------------------
 
 
