@@ -219,9 +219,11 @@ def ok(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
     return proc
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str], url: str) -> str:
-    """The exit-2 error: exactly one line, naming the cache URL; no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+def one_line_error(proc: Any, url: str) -> str:
+    """The exit-2 error: exactly one line, naming the cache URL; no traceback
+    (of a subprocess, or of ``run_cli`` in this process)."""
+    code = proc.returncode if isinstance(proc, subprocess.CompletedProcess) else proc.exit_code
+    assert code == 2, (code, proc.stderr[-3000:])
     lines = beam_noise_free(proc.stderr)
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"beaminst: {url}: "), lines[0]
@@ -513,12 +515,12 @@ def test_filesystem_options_are_restored_after_a_command(s3: S3) -> None:
         ("s3://", "names no bucket"),
     ],
 )
-def test_bad_urls(url: str, expected: str, tmp_path: Path) -> None:
+def test_bad_urls(url: str, expected: str, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
     for command in ("analyze", "instrument"):
         extra = ["-o", str(tmp_path / "out.pb")] if command == "instrument" else []
-        proc = cli(command, fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", url, *extra,
-                   cwd=tmp_path)
-        assert expected in one_line_error(proc, url)
+        r = run_cli(command, fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", url, *extra)
+        assert expected in one_line_error(r, url)
     assert not (tmp_path / "out.pb").exists()
     no_local_url_dirs(tmp_path)
 
@@ -528,18 +530,17 @@ def test_bad_urls(url: str, expected: str, tmp_path: Path) -> None:
     [("s3", "boto3", "aws"), ("gs", "google.cloud.storage", "gcp"), ("azfs", "azure.storage.blob", "azure"),
      ("hdfs", "hdfs", "hadoop")],
 )
-def test_a_missing_extra_names_what_to_install(scheme: str, module: str, extra: str, tmp_path: Path) -> None:
-    # The extra's client made unimportable in a fresh interpreter, as if it were not installed.
-    hide = f"import sys; sys.modules[{module!r}] = None; from beaminst.cli import main; main(sys.argv[1:], prog_name='beaminst')"
-    env = {**os.environ, **CONTAINED, "PYTHONPATH": str(REPO)}
+def test_a_missing_extra_names_what_to_install(
+    scheme: str, module: str, extra: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # The extra's client made unimportable, as if it were not installed.
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.chdir(tmp_path)
     url = f"{scheme}://bucket/cache"
     for command in ("analyze", "instrument"):
-        proc = subprocess.run(
-            [sys.executable, "-c", hide, command, fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
-             "--cache-dir", url, *(["-o", str(tmp_path / "out.pb")] if command == "instrument" else [])],
-            capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=120,
-        )
-        line = one_line_error(proc, url)
+        extra_args = ["-o", str(tmp_path / "out.pb")] if command == "instrument" else []
+        r = run_cli(command, fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", url, *extra_args)
+        line = one_line_error(r, url)
         assert f"{scheme}:// needs Beam's {extra} filesystem" in line and f"pip install 'apache-beam[{extra}]==" in line, line
     assert not (tmp_path / "out.pb").exists()
 
