@@ -849,7 +849,10 @@ def mut_side_input_declaration(p: Any, draw: Draw) -> set[str]:
     if tid is None:
         return set()
     t = c.transforms[tid]
-    payload = rapi.ParDoPayload.FromString(t.spec.payload)
+    try:
+        payload = rapi.ParDoPayload.FromString(t.spec.payload)
+    except Exception:  # an earlier mutation made it garbage: nothing to declare
+        return set()
     declared = sorted(set(payload.side_inputs) & set(t.inputs))
     if declared and draw(st.booleans()):
         tag = draw(st.sampled_from(declared))
