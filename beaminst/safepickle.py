@@ -19,6 +19,7 @@ import base64
 import binascii
 import io
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 from beaminst import urns
@@ -60,19 +61,24 @@ class _Refused(Exception):
         super().__init__(f"{module}.{name}")
 
 
+def _admitted(find: Callable[[str, str], Any], module: str, name: str) -> Any:
+    """``find(module, name)`` when the policy admits what it names."""
+    if (module, name) in _SAFE_GLOBALS:
+        return find(module, name)
+    if module.startswith(_SAFE_CLASS_MODULES) or module in ("apache_beam.coders", "apache_beam.typehints"):
+        obj = find(module, name)
+        if isinstance(obj, type):
+            return obj
+    elif module in _SAFE_OBJECT_MODULES:
+        obj = find(module, name)
+        if not callable(obj) or type(obj).__module__ == "typing":
+            return obj
+    raise _Refused(module, name)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if module.startswith(_SAFE_CLASS_MODULES) or module in ("apache_beam.coders", "apache_beam.typehints"):
-            obj = super().find_class(module, name)
-            if isinstance(obj, type):
-                return obj
-        elif module in _SAFE_OBJECT_MODULES:
-            obj = super().find_class(module, name)
-            if not callable(obj) or type(obj).__module__ == "typing":
-                return obj
-        raise _Refused(module, name)
+        return _admitted(super().find_class, module, name)
 
 
 def _pickle_bytes(encoded: bytes) -> bytes | None:
@@ -159,14 +165,80 @@ def check_pcollection(components: Any, pc_id: str) -> None:
     check_windowing(components, p.windowing_strategy_id)
 
 
+# Functions that rebuild Beam's own values from plain data and call nothing
+# else, admitted for cached *elements* only (never for the pipeline's coders
+# and window functions): a StreamingCache recording pickles each element as a
+# ``beam.Row`` (``WindowedValueHolder``) holding a ``WindowedValue``, whose
+# interval windows unpickle through Cython's helper.
+_ELEMENT_RECONSTRUCTORS = frozenset({
+    ("apache_beam.pvalue", "_make_Row"),
+    ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
+})
+# Admitted builtins that allocate what an argument asks for: bytes(10**12),
+# tuple(range(10**12)) are a few bytes of pickle. Real pickles build these
+# from their contents (opcodes, or a bytes argument), never from a count.
+_SIZED = (bytes, bytearray, str, tuple, list, set, frozenset, dict)
+
+
+class _Oversized(Exception):
+    pass
+
+
+def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
+    import copyreg
+
+    if make is copyreg._reconstructor and len(args) == 3:  # base.__new__(cls, state)
+        make, args = args[1], args[2:]
+    elif make is copyreg.__newobj__ and args:  # cls.__new__(cls, *args)
+        make, args = args[0], args[1:]
+    if isinstance(make, type) and issubclass(make, _SIZED):
+        for a in args:
+            if isinstance(a, range) or (isinstance(a, int) and issubclass(make, (bytes, bytearray))):
+                raise _Oversized(f"{make.__qualname__}({type(a).__name__})")
+
+
+class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
+    Python unpickler, whose calls can be checked before they allocate."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ELEMENT_RECONSTRUCTORS:
+            return super().find_class(module, name)
+        return _admitted(super().find_class, module, name)
+
+    def load_reduce(self) -> None:
+        _check_allocation(self.stack[-2], self.stack[-1])
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        _check_allocation(self.stack[-2], self.stack[-1])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        _check_allocation(self.stack[-3], self.stack[-2])
+        super().load_newobj_ex()
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
 def restricted_loads(data: bytes) -> Any:
-    """``pickle.loads`` that admits only what :func:`check_pickle` admits."""
+    """``pickle.loads`` for a cached element: admits what :func:`check_pickle`
+    admits and the reconstructors of Beam's rows and windows, and refuses
+    builtins asked to allocate by a count."""
     try:
-        return _RestrictedUnpickler(io.BytesIO(data)).load()
+        return _ElementUnpickler(io.BytesIO(data)).load()
     except _Refused as e:
         raise UntrustedPickleError(
             f"an element is a pickle naming {e}, which would run code from the file when loaded; "
             f"beaminst loads only Beam's classes and plain data (pass {TRUST_FLAG} to load it anyway)"
+        ) from None
+    except _Oversized as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
+            f"(pass {TRUST_FLAG} to load it anyway)"
         ) from None
 
 
