@@ -229,6 +229,88 @@ def analyze(
     print_analysis(_console(), result)
 
 
+@main.command(
+    epilog="""\b
+Examples:
+  beaminst show wordcount.pb -m wordcount.manifest.json --cache-dir cache/ words counts
+  beaminst show wordcount.pb -m wordcount.manifest.json --cache-dir cache/ counts | sort -t$'\\t' -k2 -n
+  beaminst show events.pb -m m.json --cache-dir cache/ events --json --include-window-info | jq .event_time
+  beaminst show wordcount.pb -m m.json --cache-dir cache/ counts --csv > counts.csv
+
+\b
+Exit codes: 0 shown (variables with no cache are noted on stderr), 2 none of
+them has a cache, an unknown variable, or a cache that cannot be read.
+""",
+)
+@common_inputs
+@click.argument("variables", nargs=-1, required=True, metavar="VAR...")
+@click.option(
+    "--limit", type=click.IntRange(min=0), metavar="N",
+    help="Show at most N elements per variable, still counting them all "
+    "(default: 20 in the table on a terminal, all otherwise).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON value per element and line (encoding in the README).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row (one VAR).")
+@click.option(
+    "--include-window-info", is_flag=True,
+    help="Add each element's event_time (microseconds), windows and pane_info, as ib.collect does.",
+)
+@click.option(
+    "--trust-pickles", is_flag=True,
+    help="Decode elements with Beam's own unpickler, unchecked. This RUNS CODE FROM THE CACHE and the "
+    "pipeline: only for files you trust (default: only Beam's classes and plain data are loaded).",
+)
+@handle_errors
+def show(
+    pipeline: str,
+    manifest: str | None,
+    cache_dir: str | None,
+    unbounded_urns: tuple[str, ...],
+    infer_unbounded: bool,
+    variables: tuple[str, ...],
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
+    include_window_info: bool,
+    trust_pickles: bool,
+) -> None:
+    """Print the cached elements of bound variables VAR..., as ib.show / ib.collect do.
+
+    Variables are named as in the manifest (or synthetic_var_... for unbound
+    source outputs, as analyze shows them). Reads FileBasedCacheManager shards
+    and StreamingCache recordings alike, decoding with the coders the pipeline
+    declares. A table on a terminal, else tab-separated lines; --json, --csv.
+    """
+    from beaminst import showformat
+    from beaminst.show import plan_show, write_show
+
+    if pipeline == "-" and manifest == "-":
+        _fail("PIPELINE and --manifest cannot both be read from stdin")
+    if not cache_dir:
+        _fail("show needs --cache-dir: the cache to read")
+    if as_json and as_csv:
+        _fail("--json and --csv are exclusive")
+    if as_csv and len(set(variables)) > 1:
+        _fail("--csv writes one table: name one VAR (run show once per variable)")
+    mode = showformat.JSON if as_json else showformat.CSV if as_csv else (
+        showformat.TABLE if sys.stdout.isatty() else showformat.PLAIN
+    )
+    if limit is None and mode == showformat.TABLE:
+        limit = 20
+    plan = plan_show(pipeline, manifest, cache_dir, variables, unbounded_urns, infer_unbounded)
+    for note in plan.notes:
+        click.echo(f"beaminst: {note}", err=True)
+    try:
+        write_show(
+            plan, mode, limit, include_window_info, trust_pickles, sys.stdout, _console,
+            lambda line: click.echo(f"beaminst: {line}", err=True),
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (| head): no noise at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise
+
+
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--output-format",

@@ -15,6 +15,7 @@ The merge in time order is Beam's own ``StreamingCache.Reader``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -121,3 +122,13 @@ def _has_header(path: str) -> bool:
             return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")
     except OSError:
         return False
+
+
+def recorded_records(cache_dir: str, key: str) -> Iterator[Any]:
+    """The records of ``full/<key>`` after its header, decoded safely, one at
+    a time: for reading a recording back (``beaminst show``), which holds
+    nothing, so only the line cap applies, not the inlining total."""
+    require_local(cache_dir)
+    records = _records(cache_dir, key, [sys.maxsize])
+    if next(records, None) is not None:  # the header
+        yield from records
