@@ -240,30 +240,3 @@ def restricted_loads(data: bytes) -> Any:
             f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
             f"(pass {TRUST_FLAG} to load it anyway)"
         ) from None
-
-
-def restricted_decoder(coder: Any) -> Any:
-    """A fresh copy of ``coder`` (a Beam coder beaminst built, trusted) whose
-    pickle fallback for elements (``FastPrimitivesCoder``'s, for types it
-    does not know) is the restricted unpickler: decoding cached data then runs
-    no code from the cache files."""
-    from apache_beam.coders import coder_impl, coders
-    from apache_beam.runners.pipeline_context import PipelineContext
-
-    class RestrictedPickleCoder(coders.PickleCoder):
-        def _create_impl(self) -> Any:
-            return coder_impl.CallbackCoderImpl(lambda x: pickle.dumps(x, pickle.HIGHEST_PROTOCOL), restricted_loads)
-
-    context = PipelineContext()
-    fresh = coders.Coder.from_runner_api(coder.to_runner_api(context), context)
-    stack, seen = [fresh], set()
-    while stack:
-        c = stack.pop()
-        if id(c) in seen:
-            continue
-        seen.add(id(c))
-        c.__dict__.pop("_impl", None)  # implementations are cached per coder
-        if isinstance(c, coders.FastPrimitivesCoder):
-            c._fallback_coder = RestrictedPickleCoder()
-        stack.extend(c._get_component_coders())
-    return fresh
