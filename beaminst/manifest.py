@@ -18,6 +18,7 @@ from typing import Any
 
 from beaminst.errors import ManifestError
 from beaminst.graph import GraphIndex
+from beaminst.jsondepth import check_json_depth
 
 MAIN_TAG = "None"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -93,6 +94,10 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
         text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8 (byte {e.start + skip})", source) from None
+    try:
+        check_json_depth(text, MAX_DEPTH)
+    except ValueError:
+        raise ManifestError(f"nested more than {MAX_DEPTH} levels deep; not a binding manifest", source) from None
     try:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except ManifestError as e:

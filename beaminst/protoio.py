@@ -19,6 +19,7 @@ from typing import IO, Any, Literal
 
 from beaminst.beamproto import runner_api
 from beaminst.errors import OutputError, ProtoLoadError
+from beaminst.jsondepth import check_json_depth
 from beaminst.tempfiles import sweep_dead_writers, temp_prefix
 
 Format = Literal["binary", "text", "json"]
@@ -35,6 +36,8 @@ _EXTENSIONS: dict[str, Format] = {
 }
 STDIO = "-"
 _UTF8_BOM = b"\xef\xbb\xbf"
+# A Pipeline's JSON is about ten levels deep; protobuf's own binary limit.
+MAX_JSON_DEPTH = 100
 
 
 def format_from_extension(path: str) -> Format | None:
@@ -128,7 +131,9 @@ def _parse_text(data: bytes) -> Any:
 def _parse_json(data: bytes) -> Any:
     from google.protobuf import json_format
 
-    return json_format.Parse(data.decode("utf-8"), runner_api().Pipeline())
+    text = data.decode("utf-8")
+    check_json_depth(text, MAX_JSON_DEPTH)
+    return json_format.Parse(text, runner_api().Pipeline())
 
 
 _PARSERS = {"binary": _parse_binary, "text": _parse_text, "json": _parse_json}

@@ -361,3 +361,34 @@ def test_a_write_sweeps_temp_files_its_killed_predecessors_left(tmp_path):
         (tmp_path / name).write_bytes(b"partial")
     write_atomic(str(tmp_path / "out.pb"), b"complete")
     assert sorted(os.listdir(tmp_path)) == sorted(["out.pb", *kept])
+
+
+def _at_stack_depth(frames: int, fn):
+    return fn() if frames == 0 else _at_stack_depth(frames - 1, fn)
+
+
+@pytest.mark.parametrize("depth", [101, 990, 100_000])
+def test_deep_json_is_refused_the_same_way_at_any_stack_depth(depth):
+    """Python's json recursion fails where the caller's stack runs out, so
+    the soak once saw one error in-process and another in a fresh process;
+    the depth is now measured first, without recursing."""
+    data = b'{"components": {"transforms": {"a": {"spec": ' + b"[" * depth + b"]" * depth + b"}}}}"
+
+    def error() -> str:
+        with pytest.raises(ProtoLoadError) as e:
+            parse_pipeline(data, hint="json")
+        return str(e.value)
+
+    shallow, deep = error(), _at_stack_depth(600, error)
+    assert "JSON nested more than 100 levels deep" in shallow
+    assert shallow == deep
+
+
+def test_deep_json_pipeline_gives_one_line_through_a_real_process(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_bytes(b'{"rootTransformIds": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    proc = run_cli_subprocess("analyze", str(path))
+    here = run_cli("analyze", str(path))
+    assert proc.returncode == here.exit_code == 2
+    assert beam_noise_free(proc.stderr) == beam_noise_free(here.stderr)
+    assert "nested more than 100 levels deep" in proc.stderr
