@@ -70,6 +70,32 @@ class Analysis:
         """Beam switches to its StreamingCache when there are unbounded sources."""
         return self.has_unbounded_sources
 
+    @property
+    def warnings(self) -> list[str]:
+        """What would otherwise pass silently as "recompute everything": a
+        cache directory that is not there, a computed variable with nothing
+        complete to read back."""
+        out = []
+        path = self.cache.path
+        if path is not None and not self.cache.exists:
+            out.append(
+                f"cache directory {path!r} does not exist: nothing is read from it, every binding is computed "
+                "and written (the pipeline creates it)"
+            )
+        for c in self.cacheables.values():
+            if not c.computed or c.cached or c.synthetic:
+                continue
+            if path is None:
+                why = "there is no --cache-dir to read it from"
+            elif any(stem.startswith(c.cache_key) for stem in self.cache.partial):
+                why = f"its cache {c.cache_key!r} is incomplete (shards missing)"
+            elif self.cache.exists:
+                why = f"{path!r} holds no complete cache under its key {c.cache_key!r}"
+            else:
+                continue  # said once, above
+            out.append(f"{c.var!r} is listed as computed, but {why}: it is recomputed and written")
+        return out
+
     def pcoll_to_pcoll_id(self) -> dict[str, str]:
         """The proto-side counterpart of Beam's ``pipeline_instrument.pcoll_to_pcoll_id``."""
         return {info.beam_str: pc for pc, info in self.pcollections.items()}
@@ -112,6 +138,7 @@ class Analysis:
             "has_unbounded_sources": self.has_unbounded_sources,
             "cache_dir": self.cache.path,
             "cache_problems": list(self.cache.problems),
+            "warnings": self.warnings,
         }
 
 

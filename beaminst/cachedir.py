@@ -33,6 +33,7 @@ class CacheDir:
     partial: frozenset[str] = frozenset()  # stems with some shards missing
     streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
     problems: tuple[str, ...] = field(default=())
+    exists: bool = True  # False: a local path not created yet (a typo, or a first run)
 
     def is_cached(self, key: str, streaming: bool) -> bool:
         if streaming:
@@ -67,7 +68,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         raise CacheDirError("is not a directory", path)
     if not os.path.exists(path):
         _check_creatable(path)
-        return CacheDir(path)
+        return CacheDir(path, exists=False)
     if not os.access(path, os.R_OK | os.X_OK):
         raise CacheDirError("permission denied reading the cache directory", path)
     full = os.path.join(path, "full")

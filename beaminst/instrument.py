@@ -138,10 +138,16 @@ def instrument(
         raise CacheDirError("instrument needs --cache-dir: the cache transforms write there")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
         raise CacheDirError("is not a directory", cache_dir)
+    if not analysis.cacheables:
+        raise NothingToInstrument(
+            "nothing to instrument: no PCollection is bound to a variable and there is no unbounded source; "
+            "bind some in a manifest (-m); `beaminst analyze PIPELINE` lists the PCollections to bind"
+        )
     the_plan = plan(analysis)
     report = Report()
     report.skipped = [{"var": v, "reason": r} for v, r in the_plan.skipped]
     report.warnings.extend(f"cache: {problem}" for problem in analysis.cache.problems)
+    report.warnings.extend(analysis.warnings)
 
     working = type(analysis.index.pipeline)()
     working.CopyFrom(analysis.index.pipeline)
@@ -163,9 +169,27 @@ def instrument(
         {k: r[k] for k in ("var", "pcollection", "cache_key")} for r in report.reads
         if analysis.cacheables[r["pcollection"]].reused
     ]
+    report.warnings.extend(_idle_bindings(analysis, report))
     report_environment(grafter, out, report)
     check_output(out)
     return out, report
+
+
+class NothingToInstrument(BeaminstError):
+    """No binding and no unbounded source: the output would be the input."""
+
+
+def _idle_bindings(analysis: Analysis, report: Report) -> list[str]:
+    """Bindings the output neither writes nor reads, and that no ``skipped``
+    entry explains: a cached, computed variable that only side inputs read,
+    or that nothing reads at all."""
+    acted = {e["var"] for e in (*report.writes, *report.reads, *report.skipped)}
+    return [
+        f"{c.var!r} is neither written nor read: it is cached and computed, but no transform reads it as a "
+        "main input, so nothing in the output uses its cache"
+        for c in analysis.cacheables.values()
+        if c.var not in acted and not c.synthetic and not c.under_source
+    ]
 
 
 def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOptions, report: Report) -> Any:

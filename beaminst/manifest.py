@@ -19,6 +19,7 @@ from typing import Any
 from beaminst.errors import ManifestError
 from beaminst.graph import GraphIndex
 from beaminst.jsondepth import check_json_depth
+from beaminst.suggest import did_you_mean
 
 MAIN_TAG = "None"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -133,7 +134,7 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
     known = {b.var for b in bindings}
     for var in computed:
         if var not in known:
-            raise ManifestError(f"computed: {var!r} is not a bound variable", source)
+            raise ManifestError(f"computed: {var!r} is not a bound variable{did_you_mean(var, known)}", source)
     return Manifest(tuple(bindings), frozenset(computed), source)
 
 
@@ -247,6 +248,36 @@ def _intended_branch_error(err: Any) -> Any:
     return inner[0] if inner else err
 
 
+def _unresolved_producer(b: Binding, index: GraphIndex, by_name: dict[tuple[str, str], str]) -> str:
+    """Why ``b``'s producer and tag name no PCollection, and what would."""
+    assert b.producer is not None
+    tags = sorted(tag for name, tag in by_name if name == b.producer)
+    if tags:
+        return f"transform {b.producer!r} has no output tag {b.tag!r}{did_you_mean(b.tag, tags)} (its tags: {', '.join(tags)})"
+    named = [t for t in index.transforms.values() if t.unique_name == b.producer]
+    if named and named[0].subtransforms:
+        # Beam keys a PCollection by the leaf that produces it; a composite
+        # only passes its inner producers' outputs on.
+        composite = named[0]
+        if b.tag not in composite.outputs:
+            outs = ", ".join(sorted(composite.outputs)) or "none"
+            return f"{b.producer!r} is a composite with no output tag {b.tag!r} (its output tags: {outs})"
+        pc = composite.outputs[b.tag]
+        if pc not in index.producer:
+            return f"{b.producer!r} is a composite whose output {b.tag!r} no transform produces; bind {{\"pcollection\": {json.dumps(pc)}}}"
+        inner = index.transforms[index.producer[pc]]
+        inner_tag = next(tag for tag, out in inner.outputs.items() if out == pc)
+        spec = {"producer": inner.unique_name} if inner_tag == MAIN_TAG else {"producer": inner.unique_name, "tag": inner_tag}
+        return (
+            f"{b.producer!r} is a composite; its output {b.tag!r} is produced by {inner.unique_name!r}: "
+            f"bind {json.dumps(spec)} (or {{\"pcollection\": {json.dumps(pc)}}})"
+        )
+    if named:
+        return f"transform {b.producer!r} produces no PCollection"
+    hint = did_you_mean(b.producer, {t.unique_name for t in index.transforms.values() if t.outputs})
+    return f"no transform produces a PCollection under the unique name {b.producer!r}{hint}"
+
+
 def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:
     """Resolve every binding to a PCollection id of ``index``'s pipeline."""
     by_name: dict[tuple[str, str], str] = {}
@@ -255,24 +286,21 @@ def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:
         for tag, out in t.outputs.items():
             if out == pc:
                 by_name[(t.unique_name, tag)] = pc
-    names = {index.transforms[t].unique_name for t in index.producer.values()}
     resolved = Resolved()
     owner: dict[str, str] = {}
     for b in manifest.bindings:
         if b.pcollection is not None:
             pc = b.pcollection
             if pc not in index.pcollections:
-                raise ManifestError(f"bindings/{b.var}: PCollection {pc!r} does not exist in the pipeline", manifest.source)
+                hint = did_you_mean(pc, index.pcollections)
+                raise ManifestError(
+                    f"bindings/{b.var}: PCollection {pc!r} does not exist in the pipeline{hint}", manifest.source
+                )
         else:
             assert b.producer is not None
             pc = by_name.get((b.producer, b.tag))
             if pc is None:
-                if b.producer not in names:
-                    raise ManifestError(
-                        f"bindings/{b.var}: no transform produces a PCollection under the unique name {b.producer!r}",
-                        manifest.source,
-                    )
-                raise ManifestError(f"bindings/{b.var}: transform {b.producer!r} has no output tag {b.tag!r}", manifest.source)
+                raise ManifestError(f"bindings/{b.var}: {_unresolved_producer(b, index, by_name)}", manifest.source)
         if pc in owner:
             # Beam keys cacheables by PCollection id; two names for one
             # PCollection would make the cache key ambiguous.

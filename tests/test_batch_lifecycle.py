@@ -174,6 +174,7 @@ def test_stale_temp_files_of_dead_writers_are_swept_live_ones_kept(tmp_path):
     (name,) = copies(src, 1)
     (src / "sub").mkdir()
     shutil.copyfile(fixture_pb("wordcount"), src / "sub" / "deep.pb")
+    shutil.copyfile(fixture_manifest("wordcount"), src / "sub" / "deep.manifest.json")
     dest.mkdir()
     (dest / "sub").mkdir()
     dead, live = dead_pid(), os.getpid()
