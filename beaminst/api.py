@@ -121,7 +121,7 @@ def _rewrite_file(
     except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
         raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
     report.format = save_pipeline(out, output, fmt)
-    report.output = None if output == STDIO else output
+    report.output = output  # "-" for stdout, as the user spelled it
     return report
 
 

@@ -87,9 +87,16 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _console(err: bool = False) -> Any:
-    from rich.console import Console
+    from beaminst.humanout import console_for
 
-    return Console(stderr=err, highlight=False)
+    return console_for(err)
+
+
+def _human(err: bool = False) -> Any:
+    """Human output on stdout (stderr): tables on a terminal, records piped."""
+    from beaminst.humanout import Human
+
+    return Human(_console(err))
 
 
 @click.group(
@@ -224,9 +231,11 @@ def analyze(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return
+    from beaminst.nextsteps import Invocation, after_analyze
     from beaminst.report import print_analysis
 
-    print_analysis(_console(), result)
+    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    print_analysis(_human(), result, after_analyze(how, result))
 
 
 @main.command(
@@ -363,7 +372,19 @@ def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | 
         _fail(no_cache_dir)
 
 
-def _emit_report(report: Any, as_json: bool, output: str, title: str) -> None:
+def _refuse_binary_to_terminal(output: str, output_format: str | None) -> None:
+    if output != "-" or not sys.stdout.isatty():
+        return
+    from beaminst.protoio import output_format as resolve
+
+    if resolve(output, output_format) == "binary":
+        _fail(
+            "-o -: refusing to write a binary pipeline proto to the terminal; redirect it (-o - > out.pb), "
+            "name a file with -o, or pass --output-format text"
+        )
+
+
+def _emit_report(report: Any, as_json: bool, output: str, title: str, next_steps: list[str]) -> None:
     # With the proto on stdout, the report goes to stderr.
     to_err = output == "-"
     if as_json:
@@ -371,7 +392,7 @@ def _emit_report(report: Any, as_json: bool, output: str, title: str) -> None:
         return
     from beaminst.report import print_instrument_report
 
-    print_instrument_report(_console(err=to_err), report, title)
+    print_instrument_report(_human(err=to_err), report, title, next_steps)
 
 
 @main.command(
@@ -424,11 +445,16 @@ def instrument(
     from beaminst.api import instrument_files
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
+    _refuse_binary_to_terminal(output, output_format)
     report = instrument_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
         worker=_worker(environment_type, environment_config, target_sdk, trust_pickles), reuse=reuse,
     )
-    _emit_report(report, as_json, output, "instrument")
+    from beaminst.nextsteps import Invocation, after_instrument
+
+    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    steps = after_instrument(how, output, [w["var"] for w in report.writes], bool(report.reads))
+    _emit_report(report, as_json, output, "instrument", steps)
 
 
 @main.command(
@@ -520,7 +546,7 @@ def run_command(
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
-        print_run_report(_console(), report)
+        print_run_report(_human(), report)
     failure = report.failure()
     if failure:
         from beaminst.errors import printable
@@ -577,11 +603,15 @@ def background_caching(
     from beaminst.api import background_caching_files
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
+    _refuse_binary_to_terminal(output, output_format)
     report = background_caching_files(
         pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty,
         worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
     )
-    _emit_report(report, as_json, output, "background-caching")
+    from beaminst.nextsteps import Invocation, after_background_caching
+
+    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output))
 
 
 def _batch_modes() -> list[str]:
@@ -688,7 +718,7 @@ def batch(
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
-        print_batch_report(_console(), report)
+        print_batch_report(_human(), report)
     for line in iter_errors(report):
         click.echo(f"beaminst: {line}", err=True)
     if report.failed:

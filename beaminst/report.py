@@ -1,63 +1,54 @@
-"""Rich output for people. Machines get ``--json`` instead."""
+"""What people see of analyze, instrument and background-caching (machines
+get ``--json``): tables on a terminal, records on a pipe (:mod:`beaminst.humanout`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from beaminst.analysis import Analysis
+from beaminst.humanout import Cell, Human
 
 
-def print_analysis(console: Any, a: Analysis) -> None:
-    from rich.table import Table
-
-    from beaminst.terminal import markup as e
-
-    table = Table(title="PCollections", show_lines=False)
-    for col in ("id", "producer", "tag", "bounded", "variable", "cache key", "cache"):
-        table.add_column(col, overflow="fold")
+def print_analysis(out: Human, a: Analysis, next_steps: Sequence[str] = ()) -> None:
+    rows = []
     for pc in _ordered(a):
         i = a.pcollections[pc]
         c = a.cacheables.get(pc)
         state = ""
         if c:
             state = "computed" if c.cached and c.computed else ("cached" if c.cached else "missing")
-        var = i.var or ""
-        if c and c.synthetic:
-            var = f"[dim]{e(var)}[/dim] (synthetic)"
-        else:
-            var = e(var)
-        table.add_row(
-            e(pc), e(i.producer), e(i.tag), "yes" if i.is_bounded else "[bold]no[/bold]", var,
-            e(i.cache_key or ""), state,
-        )
-    console.print(table)
+        var = Cell(f"{i.var} (synthetic)", "dim") if c and c.synthetic else Cell(i.var or "")
+        rows.append((pc, i.producer, i.tag, "yes" if i.is_bounded else Cell("no", "bold"), var, i.cache_key or "", state))
+    out.table("pcollection", "PCollections", ("id", "producer", "tag", "bounded", "variable", "cache key", "cache"), rows)
     if a.unbounded_sources:
-        src = Table(title="Unbounded sources")
-        for col in ("transform id", "unique name", "urn", "outputs", "rule"):
-            src.add_column(col, overflow="fold")
-        for s in a.unbounded_sources:
-            outs = ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items()))
-            src.add_row(e(s.transform_id), e(s.unique_name), e(s.urn), e(outs), s.rule)
-        console.print(src)
-    _print_capped(console, a.cache.problems, lambda p: f"[yellow]cache:[/yellow] {e(p)}", "cache problems")
+        out.table(
+            "source", "Unbounded sources", ("transform id", "unique name", "urn", "outputs", "rule"),
+            [
+                (s.transform_id, s.unique_name, s.urn, ", ".join(f"{k}={v}" for k, v in sorted(s.outputs.items())), s.rule)
+                for s in a.unbounded_sources
+            ],
+        )
+    _print_capped(out, "cache", a.cache.problems, "cache problems")
+    _print_capped(out, "warning", a.warnings, "warnings")
     n_cached = sum(1 for c in a.cacheables.values() if c.cached)
-    console.print(
+    out.summary(
         f"{len(a.index.transforms)} transforms, {len(a.pcollections)} PCollections, "
         f"{len(a.cacheables)} cacheable ({n_cached} cached), "
         f"{len(a.unbounded_sources)} unbounded source{'s' if len(a.unbounded_sources) != 1 else ''}"
     )
+    out.next_steps(next_steps)
 
 
 MAX_LISTED = 20  # a cache directory of junk must not bury the report
 
 
-def _print_capped(console: Any, items: Sequence[Any], line: Callable[[Any], str], what: str) -> None:
+def _print_capped(out: Human, kind: str, items: Sequence[str], what: str) -> None:
     """The first MAX_LISTED items, then one line saying how many were left out."""
     for item in items[:MAX_LISTED]:
-        console.print(line(item))
+        out.line(kind, item, style="yellow")
     if len(items) > MAX_LISTED:
-        console.print(f"[yellow]... and {len(items) - MAX_LISTED} more {what}[/yellow] (--json lists them all)")
+        out.line(kind, f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)", style="yellow")
 
 
 def _ordered(a: Analysis) -> list[str]:
@@ -66,30 +57,24 @@ def _ordered(a: Analysis) -> list[str]:
     return sorted(a.pcollections, key=lambda pc: (rank.get(a.index.producer[pc], 0), pc))
 
 
-def print_instrument_report(console: Any, report: Any, title: str) -> None:
-    from rich.table import Table
-
-    from beaminst.terminal import markup as e
-
-    table = Table(title=f"beaminst {title}")
-    for col in ("action", "variable", "cache key", "via"):
-        table.add_column(col, overflow="fold")
-    for w in report.writes:
-        table.add_row("[green]write[/green]", e(w["var"]), e(w["cache_key"]), "WriteCache")
-    for r in report.reads:
-        table.add_row("[cyan]read[/cyan]", e(r["var"]), e(r["cache_key"]), r["via"])
-    if report.writes or report.reads:
-        console.print(table)
-    _print_capped(
-        console, report.skipped, lambda s: f"[yellow]skipped[/yellow] {e(s['var'])}: {e(s['reason'])}", "skipped bindings"
-    )
-    _print_capped(console, report.warnings, lambda w: f"[yellow]warning:[/yellow] {e(w)}", "warnings")
+def print_instrument_report(out: Human, report: Any, title: str, next_steps: Sequence[str] = ()) -> None:
+    rows = [(Cell("write", "green"), w["var"], w["cache_key"], "WriteCache") for w in report.writes]
+    rows += [(Cell("read", "cyan"), r["var"], r["cache_key"], r["via"]) for r in report.reads]
+    if rows:
+        if out.terminal:
+            out.table("", f"beaminst {title}", ("action", "variable", "cache key", "via"), rows)
+        else:  # the action is the record's kind: write<TAB>var<TAB>key<TAB>via
+            for action, *fields in rows:
+                out.record(action.text, *fields)
+    _print_capped(out, "skipped", [f"{s['var']}: {s['reason']}" for s in report.skipped], "skipped bindings")
+    _print_capped(out, "warning", report.warnings, "warnings")
     ts = report.test_stream
     if ts:
-        where = f"endpoint {e(ts['endpoint'])}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
-        console.print(f"TestStream with {len(ts['tags'])} output tag(s), {where}")
-    dest = report.output or "stdout"
-    console.print(
+        where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
+        out.line("test_stream", f"{len(ts['tags'])} output tag(s), {where}")
+    dest = "stdout" if report.output in (None, "-") else report.output
+    out.summary(
         f"{len(report.writes)} write(s), {len(report.reads)} read(s), "
-        f"{len(report.rewired)} input(s) rewired, {len(report.pruned)} transform(s) pruned -> {e(dest)}"
+        f"{len(report.rewired)} input(s) rewired, {len(report.pruned)} transform(s) pruned -> {dest}"
     )
+    out.next_steps(next_steps)

@@ -10,14 +10,14 @@ none of the requested variables has one, that is the error.
 
 from __future__ import annotations
 
-import difflib
-import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from beaminst.analysis import Analysis
 from beaminst.errors import BeaminstError, printable
+from beaminst.nextsteps import Invocation
+from beaminst.suggest import did_you_mean
 
 
 class NothingCachedError(BeaminstError):
@@ -51,36 +51,6 @@ class ShowPlan:
     @property
     def cached(self) -> tuple[Variable, ...]:
         return tuple(v for v in self.variables if v.layout is not None)
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """How the user named the inputs, to spell the commands that make a cache."""
-
-    pipeline: str
-    manifest: str | None
-    cache_dir: str
-    unbounded_urns: tuple[str, ...] = ()
-    infer_unbounded: bool = False
-
-    def inputs(self) -> str:
-        parts = [self.pipeline if self.pipeline != "-" else "PIPELINE"]
-        if self.manifest:
-            parts += ["-m", self.manifest if self.manifest != "-" else "MANIFEST"]
-        parts += ["--cache-dir", self.cache_dir]
-        for urn in self.unbounded_urns:
-            parts += ["--unbounded-urn", urn]
-        if self.infer_unbounded:
-            parts.append("--infer-unbounded")
-        return " ".join(shlex.quote(p) for p in parts)
-
-    def output(self, suffix: str) -> str:
-        import os
-
-        if self.pipeline == "-":
-            return f"pipeline.{suffix}.pb"
-        stem = os.path.splitext(self.pipeline)[0]
-        return shlex.quote(f"{stem}.{suffix}.pb")
 
 
 def plan_show(
@@ -127,8 +97,7 @@ def resolve(analysis: Analysis, names: list[str]) -> list[Variable]:
 def _unknown(name: str, analysis: Analysis) -> str:
     bound = sorted(c.var for c in analysis.cacheables.values() if not c.synthetic)
     synthetic = sorted(c.var for c in analysis.cacheables.values() if c.synthetic)
-    close = difflib.get_close_matches(name, bound + synthetic, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, bound + synthetic)
     known = ", ".join(bound) if bound else "none"
     if synthetic:
         known += f"; synthetic source variables: {', '.join(synthetic)}"

@@ -106,6 +106,36 @@ def run_python(
     )
 
 
+def run_cli_in_terminal(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    """``beaminst ARGS`` in a new process whose stdout is a pseudo-terminal:
+    (exit code, what the terminal showed, stderr)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160", "TERM": "xterm"}
+    env.pop("BEAMINST_DEBUG", None)
+    proc = subprocess.Popen([*CLI_PREFIX, *args], stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], timeout)
+        if not ready:
+            proc.kill()
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=timeout)
+    os.close(master)
+    assert proc.stderr is not None
+    return proc.returncode, out.decode("utf-8", "replace"), proc.stderr.read().decode()
+
+
 def beam_noise_free(stderr: str) -> list[str]:
     """stderr lines minus the Beam SDK's import-time warnings (optional GCP
     dependencies), which are not beaminst's output."""

@@ -68,7 +68,8 @@ def test_output_format_from_extension(fmt, ext, tmp_path):
 def test_stdout_output_gets_the_proto_and_stderr_the_report(tmp_path):
     proc = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-", "--json")
     assert proc.returncode == 0
-    assert json.loads("\n".join(beam_noise_free(proc.stderr)))["output"] is None
+    # The output as given ("-"), not null: issue 12 found null undocumented and unhelpful.
+    assert json.loads("\n".join(beam_noise_free(proc.stderr)))["output"] == "-"
 
 
 def test_stdout_binary_round_trips(tmp_path):

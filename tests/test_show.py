@@ -15,9 +15,6 @@ import bz2
 import json
 import os
 import pickle
-import pty
-import select
-import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +32,10 @@ from apache_beam.transforms import window
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 from conftest import (
-    CLI_PREFIX,
-    REPO,
     fixture_manifest,
     fixture_pb,
     run_cli,
+    run_cli_in_terminal,
     run_cli_subprocess,
     run_python,
 )
@@ -208,27 +204,9 @@ def test_recordings_in_every_format(tmp_path):
 
 def _show_in_terminal(args: list[str]) -> str:
     """``beaminst show ARGS`` with stdout on a pseudo-terminal (a new process)."""
-    master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "160", "TERM": "xterm"}
-    proc = subprocess.Popen([*CLI_PREFIX, "show", *args], stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    os.close(slave)
-    out = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 120)
-        if not ready:
-            proc.kill()
-            break
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    proc.wait(timeout=120)
-    os.close(master)
-    assert proc.returncode == 0, proc.stderr.read().decode()
-    return out.decode("utf-8", "replace")
+    code, out, err = run_cli_in_terminal("show", *args)
+    assert code == 0, err
+    return out
 
 
 def _parallel(*calls):

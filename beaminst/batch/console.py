@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from beaminst.batch.jobs import FileResult
 from beaminst.errors import printable
+from beaminst.humanout import Cell, Human
 
 if TYPE_CHECKING:  # run imports this module
     from beaminst.batch.run import BatchReport
@@ -72,31 +73,38 @@ def progress_bar(enabled: bool) -> Any:
     return RichProgress() if enabled else contextlib.nullcontext(NoProgress())
 
 
-_STATUS_STYLE = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]", "error": "[red]error[/red]"}
+_STATUS_STYLE = {"ok": "green", "skipped": "dim", "error": "red"}
 
 
-def print_batch_report(console: Any, report: BatchReport) -> None:
-    """The per-file table and the totals line."""
-    from rich.markup import escape
-    from rich.table import Table
+def reason(result: FileResult) -> str:
+    """Why a file failed, without the path its row already names."""
+    error = result["error"] or ""
+    for prefix in (result["input"], result["file"]):
+        if error.startswith(prefix + ": "):
+            return error[len(prefix) + 2 :]
+    return error
 
-    table = Table(title=f"beaminst batch --mode {report.mode}")
-    table.add_column("file", overflow="fold")
-    table.add_column("status")
-    for col in ("writes", "reads", "pruned", "seconds"):
-        table.add_column(col, justify="right")
+
+def print_batch_report(out: Human, report: BatchReport) -> None:
+    """The per-file table (``file`` records when piped) and the totals line."""
 
     def num(v: int | None) -> str:
         return "" if v is None else str(v)
 
-    for r in report.results:
-        secs = f"{r['seconds']:.2f}" if r["status"] != "skipped" else ""
-        name = escape(printable(r["file"]))
-        table.add_row(name, _STATUS_STYLE[r["status"]], num(r["writes"]), num(r["reads"]), num(r["pruned"]), secs)
-    console.print(table)
+    rows = [
+        (
+            r["file"], Cell(r["status"], _STATUS_STYLE[r["status"]]), num(r["writes"]), num(r["reads"]),
+            num(r["pruned"]), f"{r['seconds']:.2f}" if r["status"] != "skipped" else "", reason(r),
+        )
+        for r in report.results
+    ]
+    out.table(
+        "file", f"beaminst batch --mode {report.mode}",
+        ("file", "status", "writes", "reads", "pruned", "seconds", "reason"), rows,
+    )
     t = report.totals()
     how = f"--runner {report.runner}" if report.runner else f"{report.jobs} job(s)"
-    console.print(
+    out.summary(
         f"{t['ok']} ok, {t['skipped']} skipped, {t['error']} failed of {t['files']} file(s) "
-        f"in {t['seconds']:.1f} s ({how}) -> {escape(printable(report.dest))}"
+        f"in {t['seconds']:.1f} s ({how}) -> {report.dest}"
     )

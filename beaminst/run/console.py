@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from beaminst.errors import printable
+from beaminst.humanout import Human
 from beaminst.run.job import Job
 from beaminst.run.report import RunReport
 
@@ -87,37 +88,28 @@ def status_line(tty: bool) -> Iterator[Any]:
         yield RichStatus(status, console)
 
 
-def print_run_report(console: Any, report: RunReport) -> None:
+def print_run_report(out: Human, report: RunReport) -> None:
     """The summary: final state, what was recorded or written, the next step."""
-    from rich.markup import escape as e
-    from rich.table import Table
-
     where = f"{report.runner} at {report.job_endpoint}" if report.job_endpoint else report.runner
     mode = "streaming" if report.streaming else "batch"
-    colour = "green" if report.ok else "red"
-    job = f"job {e(printable(report.job_id))}" if report.job_id else "job"
     stopped = ""
     if report.stopped_by:
         stopped = f", stopped at --{report.stopped_by.replace('_', '-')}"
-    console.print(f"{job} [{colour}]{e(report.state)}[/{colour}] in {report.seconds:.1f} s ({e(where)}, {mode}{stopped})")
+    job = f"job {report.job_id}" if report.job_id else "job"
+    out.line("state", f"{job} {report.state} in {report.seconds:.1f} s ({where}, {mode}{stopped})", "green" if report.ok else "red")
     rec = report.recorded
     if rec is not None:
-        table = Table(title="recorded")
-        for col in ("cache key", "source", "bytes", "elements"):
-            table.add_column(col, overflow="fold", justify="right" if col in ("bytes", "elements") else "left")
-        for k in rec["keys"]:
-            elements = "" if k["elements"] is None else str(k["elements"])
-            table.add_row(e(k["key"]), e(printable(k["source"])), human_bytes(k["bytes"]), elements)
-        console.print(table)
+        rows = [
+            (k["key"], k["source"], human_bytes(k["bytes"]), "" if k["elements"] is None else str(k["elements"]))
+            for k in rec["keys"]
+        ]
+        out.table("recorded", "recorded", ("cache key", "source", "bytes", "elements"), rows)
         limits = f"limits: --max-duration {rec['max_duration']:g} s, --max-bytes {rec['max_bytes']}"
-        console.print(f"{human_bytes(rec['bytes'])} recorded in {e(printable(rec['cache_dir'] or '?'))} ({limits})")
+        out.summary(f"{human_bytes(rec['bytes'])} recorded in {rec['cache_dir'] or '?'} ({limits})")
     elif report.cache_writes:
         dirs = sorted({w["cache_dir"] or "?" for w in report.cache_writes})
         total = sum(w["bytes"] or 0 for w in report.cache_writes)
-        console.print(
-            f"{len(report.cache_writes)} cache write(s), {human_bytes(total)} in {e(printable(', '.join(dirs)))}"
-        )
+        out.summary(f"{len(report.cache_writes)} cache write(s), {human_bytes(total)} in {', '.join(dirs)}")
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {e(printable(w))}", soft_wrap=True)
-    for step in report.next_steps:
-        console.print(f"next: {e(printable(step))}", soft_wrap=True)
+        out.line("warning", w, "yellow")
+    out.next_steps(report.next_steps)

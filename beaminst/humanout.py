@@ -1,0 +1,104 @@
+"""Human output: rich tables on a terminal, plain records on a pipe.
+
+Rich wraps and folds to the terminal's width, which serves a person and
+defeats ``grep`` and ``cut``: a cache key split over two lines is never found,
+a row spread over eleven is not a row. So when the stream is not a terminal
+every record is one line of tab-separated fields, its kind first
+(``pcollection``, ``write``, ``warning``, ``next`` ...), never wrapped nor
+truncated, without markup. Fields are :func:`~beaminst.errors.printable`
+either way: a tab, newline or escape sequence inside a name comes out as
+``\\x09``, so it can neither split a record nor reach the terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.errors import printable
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table field: its text and, on a terminal, a rich style."""
+
+    text: str
+    style: str = ""
+
+
+def console_for(err: bool = False, terminal: bool | None = None) -> Any:
+    """A rich Console on stdout (or stderr) that never wraps when not on a terminal."""
+    from rich.console import Console
+
+    stream = sys.stderr if err else sys.stdout
+    if terminal is None:
+        terminal = stream.isatty()
+    if terminal:
+        return Console(stderr=err, highlight=False)
+    # Piped: no width to fold to, no colour, no markup in the bytes.
+    return Console(stderr=err, highlight=False, force_terminal=False, no_color=True, soft_wrap=True, width=1 << 20)
+
+
+class Human:
+    """Writes one command's human output to ``console``."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.terminal = bool(console.is_terminal)
+
+    def table(self, kind: str, title: str, columns: Sequence[str], rows: Sequence[Sequence[Cell | str]]) -> None:
+        """A rich table titled ``title``, or one ``kind<TAB>field...`` line per row."""
+        if not self.terminal:
+            for row in rows:
+                self.record(kind, *(_text(c) for c in row))
+            return
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=title)
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for row in rows:
+            cells = []
+            for c in row:
+                text, style = (c.text, c.style) if isinstance(c, Cell) else (c, "")
+                shown = escape(printable(text))
+                cells.append(f"[{style}]{shown}[/{style}]" if style and shown else shown)
+            table.add_row(*cells)
+        self.console.print(table)
+
+    def record(self, kind: str, *fields: str) -> None:
+        """One ``kind<TAB>field...`` line, as it is on a terminal too."""
+        line = "\t".join(printable(str(f)) for f in (kind, *fields))
+        # Past rich, which would expand the tabs into spaces.
+        self.console.file.write(line + "\n")
+
+    def line(self, kind: str, text: str, style: str = "") -> None:
+        """A sentence: ``kind: text`` on a terminal (styled), ``kind<TAB>text`` piped."""
+        if not self.terminal:
+            self.record(kind, text)
+            return
+        from rich.markup import escape
+
+        label = f"[{style}]{kind}:[/{style}]" if style else f"{kind}:"
+        self.console.print(f"{label} {escape(printable(text))}", soft_wrap=True)
+
+    def summary(self, text: str) -> None:
+        """The closing counts: as they are on a terminal, ``summary<TAB>...`` piped."""
+        if self.terminal:
+            from rich.markup import escape
+
+            self.console.print(escape(printable(text)), soft_wrap=True)
+        else:
+            self.record("summary", text)
+
+    def next_steps(self, steps: Sequence[str]) -> None:
+        """What to run next: one ``next`` line each."""
+        for step in steps:
+            self.line("next", step, style="bold")
+
+
+def _text(c: Cell | str) -> str:
+    return c.text if isinstance(c, Cell) else c

@@ -1,0 +1,84 @@
+"""The command that comes next in the interactive loop, spelled with the
+user's own paths: analyze -> instrument (or background-caching) -> run ->
+show, and instrument --reuse after an edit."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beaminst.analysis import Analysis
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How the user named the inputs, to spell the commands that follow."""
+
+    pipeline: str
+    manifest: str | None
+    cache_dir: str | None
+    unbounded_urns: tuple[str, ...] = ()
+    infer_unbounded: bool = False
+
+    def inputs(self, cache: bool = True) -> str:
+        parts = [self.pipeline if self.pipeline != "-" else "PIPELINE"]
+        if self.manifest:
+            parts += ["-m", self.manifest if self.manifest != "-" else "MANIFEST"]
+        if cache:
+            parts += ["--cache-dir", self.cache_dir or "CACHE_DIR"]
+        for urn in self.unbounded_urns:
+            parts += ["--unbounded-urn", urn]
+        if self.infer_unbounded:
+            parts.append("--infer-unbounded")
+        return " ".join(shlex.quote(p) for p in parts)
+
+    def output(self, suffix: str) -> str:
+        if self.pipeline == "-":
+            return f"pipeline.{suffix}.pb"
+        # In the working directory: the input's may be read-only (a checkout, a mount).
+        stem = os.path.splitext(os.path.basename(self.pipeline))[0]
+        return shlex.quote(f"{stem}.{suffix}.pb")
+
+
+def _written(output: str | None, suffix: str, how: Invocation) -> str:
+    """The output path to run: the file written, or a name to save stdout to."""
+    return shlex.quote(output) if output and output != "-" else how.output(suffix)
+
+
+def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
+    """After ``analyze``: bind something, record the sources, or instrument."""
+    bound = [c for c in analysis.cacheables.values() if not c.synthetic]
+    if not bound and not analysis.unbounded_sources:
+        return [
+            "bind PCollections to variables in a manifest (README: the manifest), then: "
+            f"beaminst analyze {how.inputs(cache=False)} -m bindings.json"
+        ]
+    steps = []
+    source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
+    if source_outputs and not all(analysis.cacheables[pc].cached for pc in source_outputs):
+        out = how.output("record")
+        steps.append(f"beaminst background-caching {how.inputs()} -o {out} && beaminst run {out}")
+    steps.append(f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}")
+    return steps
+
+
+def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
+    """After ``instrument``: run it, then look at what it cached."""
+    target = _written(output, "instrumented", how)
+    steps = [f"beaminst run {target}"]
+    shown = writes or ([] if not cached else ["VAR"])
+    if shown:
+        steps.append(f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}")
+    return steps
+
+
+def after_background_caching(how: Invocation, output: str | None) -> list[str]:
+    """After ``background-caching``: record, then replay the recording."""
+    target = _written(output, "record", how)
+    return [
+        f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
+        f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",
+    ]

@@ -1,0 +1,317 @@
+"""Issue 12, a CLI that tells the truth: what used to pass silently now says
+so by name, a wrong name gets the closest right one, and what is printed for a
+pipe reads back with grep and cut."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, fixture_manifest, fixture_pb, run_cli, run_cli_in_terminal
+
+WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
+
+
+def _manifest(tmp_path, doc) -> str:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def _keys(cache_dir) -> dict[str, str]:
+    doc = json.loads(run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(cache_dir), "--json").stdout)
+    return {c["var"]: c["cache_key"] for c in doc["cacheables"].values()}
+
+
+def _cache(cache_dir, keys) -> None:
+    os.makedirs(cache_dir / "full", exist_ok=True)
+    for key in keys:
+        (cache_dir / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+
+
+# --- silent no-ops, by name -------------------------------------------------
+
+
+def test_a_misspelt_cache_dir_with_computed_variables_is_named(tmp_path):
+    man = _manifest(tmp_path, {**json.loads(open(WC_M).read()), "computed": ["words", "lines"]})
+    r = run_cli("instrument", WC, "-m", man, "--cache-dir", str(tmp_path / "cahce"), "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    warnings = json.loads(r.stdout)["warnings"]
+    assert any("cahce" in w and "does not exist" in w for w in warnings), warnings
+    a = run_cli("analyze", WC, "-m", man, "--cache-dir", str(tmp_path / "cahce"))
+    assert "cahce" in a.stdout and "does not exist" in a.stdout
+
+
+def test_a_computed_variable_with_no_cache_is_named(tmp_path):
+    cache = tmp_path / "cache"
+    keys = _keys(cache)
+    _cache(cache, [keys["lines"]])
+    man = _manifest(tmp_path, {**json.loads(open(WC_M).read()), "computed": ["lines", "words"]})
+    r = run_cli("instrument", WC, "-m", man, "--cache-dir", str(cache), "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    warnings = json.loads(r.stdout)["warnings"]
+    assert [w for w in warnings if "'words' is listed as computed" in w and keys["words"] in w], warnings
+    assert not [w for w in warnings if "'lines'" in w], warnings
+    doc = json.loads(run_cli("analyze", WC, "-m", man, "--cache-dir", str(cache), "--json").stdout)
+    assert any("'words' is listed as computed" in w for w in doc["warnings"])
+
+
+def test_an_incomplete_cache_is_named_as_such(tmp_path):
+    cache = tmp_path / "cache"
+    key = _keys(cache)["words"]
+    os.makedirs(cache / "full")
+    (cache / "full" / f"{key}-00000-of-00002").write_bytes(b"")
+    man = _manifest(tmp_path, {**json.loads(open(WC_M).read()), "computed": ["words"]})
+    doc = json.loads(run_cli("analyze", WC, "-m", man, "--cache-dir", str(cache), "--json").stdout)
+    assert any("'words'" in w and "incomplete" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_a_binding_neither_written_nor_read_is_named(tmp_path):
+    """``counts`` is cached and computed, but only ``formatted`` (downstream,
+    also cached and computed) is read: nothing reads ``counts``'s cache."""
+    cache = tmp_path / "cache"
+    keys = _keys(cache)
+    _cache(cache, keys.values())
+    man = _manifest(tmp_path, {**json.loads(open(WC_M).read()), "computed": sorted(keys)})
+    r = run_cli("instrument", WC, "-m", man, "--cache-dir", str(cache), "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    acted = {e["var"] for e in report["reads"] + report["writes"] + report["skipped"]}
+    idle = sorted(set(keys) - acted)
+    assert idle, report
+    for var in idle:
+        assert any(w.startswith(f"{var!r} is neither written nor read") for w in report["warnings"]), report["warnings"]
+    for var in acted:
+        assert not any(w.startswith(f"{var!r} is neither") for w in report["warnings"])
+
+
+def test_instrument_with_nothing_bound_exits_2_saying_how_to_bind(tmp_path):
+    out = tmp_path / "o.pb"
+    r = run_cli("instrument", WC, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert "nothing to instrument" in line and "-m" in line and "beaminst analyze" in line
+    assert not out.exists()
+    empty = _manifest(tmp_path, {"bindings": {}})
+    r = run_cli("instrument", WC, "-m", empty, "--cache-dir", str(tmp_path / "c"), "-o", str(out))
+    assert r.exit_code == 2 and "nothing to instrument" in r.stderr
+
+
+def test_a_pipeline_with_only_sources_still_instruments_without_a_manifest(tmp_path):
+    r = run_cli("instrument", fixture_pb("pubsub_one"), "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb"))
+    assert r.exit_code == 0, r.stderr
+
+
+# --- did you mean -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "needle"),
+    [
+        ({"bindings": {"words": "ref_PCollection_PCollection_9"}, "computed": ["word"]}, "did you mean 'words'?"),
+        ({"bindings": {"c": "ref_PCollection_PCollection_1x"}}, "did you mean 'ref_PCollection_PCollection_1'?"),
+        ({"bindings": {"c": {"producer": "CountWord"}}}, "did you mean 'CountWords'?"),
+        ({"bindings": {"c": {"producer": "countwords/groupbykey"}}}, "did you mean 'CountWords/GroupByKey'?"),
+        ({"bindings": {"c": {"producer": "Format", "tag": "Non"}}}, "did you mean 'None'?"),
+    ],
+)
+def test_a_wrong_name_gets_the_closest_right_one(tmp_path, doc, needle):
+    r = run_cli("analyze", WC, "-m", _manifest(tmp_path, doc))
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert needle in line, line
+
+
+def test_a_composite_named_as_producer_names_its_inner_producer(tmp_path):
+    """The README's own example binds ``CountWords``, a composite: the error
+    names the leaf that produces its output, and that binding works."""
+    r = run_cli("analyze", WC, "-m", _manifest(tmp_path, {"bindings": {"counts": {"producer": "CountWords"}}}))
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert "'CountWords' is a composite" in line
+    suggested = json.loads(line[line.index("bind {") + len("bind ") : line.index("} (or") + 1])
+    ok = run_cli("analyze", WC, "-m", _manifest(tmp_path, {"bindings": {"counts": suggested}}), "--json")
+    assert ok.exit_code == 0, ok.stderr
+    (c,) = json.loads(ok.stdout)["cacheables"]
+    assert c == json.loads(open(WC_M).read())["bindings"]["counts"]
+
+
+def test_a_composite_with_no_such_tag_lists_its_tags(tmp_path):
+    r = run_cli("analyze", WC, "-m", _manifest(tmp_path, {"bindings": {"c": {"producer": "CountWords", "tag": "x"}}}))
+    assert r.exit_code == 2
+    assert "composite with no output tag 'x'" in r.stderr and "None" in r.stderr
+
+
+# --- pipes and terminals ----------------------------------------------------
+
+
+def _piped(command: str) -> subprocess.CompletedProcess:
+    """``command`` through bash, beaminst as ``python -m beaminst`` from this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("COLUMNS", None)  # a pipe has no width: none must be assumed
+    env.pop("BEAMINST_DEBUG", None)
+    beaminst = f"{shlex.quote(sys.executable)} -m beaminst"
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command.replace("beaminst ", beaminst + " ")],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+    )
+
+
+def test_piped_analyze_rows_read_back_with_grep_and_cut(tmp_path):
+    keys = _keys(tmp_path / "c")
+    for var, key in keys.items():
+        proc = _piped(f"beaminst analyze {WC} -m {WC_M} | grep -F {key} | cut -f6,7")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == f"{var}\t{key}\n"
+    long_name = "ReadLines/MaybeReshuffle/Reshuffle/ReshufflePerKey/FlatMap(restore_metadata_default_window)"
+    proc = _piped(f"beaminst analyze {WC} | grep -F '{long_name}' | cut -f1,3")
+    assert proc.stdout == f"pcollection\t{long_name}\n", proc.stdout
+
+
+def test_piped_instrument_report_reads_back_with_grep_and_cut(tmp_path):
+    keys = _keys(tmp_path / "c")
+    out = tmp_path / "o.pb"
+    proc = _piped(f"beaminst instrument {WC} -m {WC_M} --cache-dir {tmp_path / 'c'} -o {out} | grep ^write | cut -f2,3")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == sorted(f"{v}\t{k}" for v, k in keys.items())
+
+
+def test_piped_lines_never_wrap_and_stay_escaped(tmp_path):
+    """A 300-character unique name with a tab and an escape in it: one line,
+    the tab and escape shown escaped, no field split."""
+    from beaminst import protoio
+
+    proto, _ = protoio.load_pipeline(WC)
+    tid = next(t for t, x in proto.components.transforms.items() if x.unique_name == "Split")
+    proto.components.transforms[tid].unique_name = "S" * 300 + "\t\x1b[31m"
+    pb = tmp_path / "p.pb"
+    pb.write_bytes(proto.SerializeToString())
+    man = _manifest(tmp_path, {"bindings": {"words": "ref_PCollection_PCollection_9"}})
+    proc = _piped(f"beaminst analyze {pb} -m {man} | grep -F words")
+    (line,) = proc.stdout.splitlines()
+    fields = line.split("\t")
+    assert fields[2] == "S" * 300 + "\\x09\\x1b[31m" and fields[5] == "words"
+    assert "\x1b" not in proc.stdout
+
+
+def test_a_terminal_gets_tables_and_next_steps(tmp_path):
+    code, shown, err = run_cli_in_terminal("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", shown).replace("\r\n", "\n")
+    assert "┏" in shown and "PCollections" in shown and "pcollection\t" not in shown
+    assert f"next: beaminst instrument {WC} -m {WC_M} --cache-dir {tmp_path / 'c'} -o wordcount.instrumented.pb" in shown
+
+
+def test_binary_proto_to_a_terminal_is_refused_with_a_hint(tmp_path):
+    code, shown, err = run_cli_in_terminal("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-")
+    assert code == 2
+    assert "refusing to write a binary pipeline proto to the terminal" in err and "-o - > out.pb" in err
+    assert shown.strip() == ""
+    code, shown, err = run_cli_in_terminal(
+        "instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-", "--output-format", "text"
+    )
+    assert code == 0, err
+    assert "root_transform_ids" in shown
+
+
+# --- the next step ----------------------------------------------------------
+
+
+def _next(stdout: str) -> list[str]:
+    return [line.split("\t", 1)[1] for line in stdout.splitlines() if line.startswith("next\t")]
+
+
+def test_each_command_names_the_next_one_and_it_runs(tmp_path):
+    """analyze -> instrument -> show, each named by the one before, each
+    working as printed (in tmp_path, where the suggested outputs go)."""
+    cache = tmp_path / "cache"
+    r = run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(cache))
+    (step,) = _next(r.stdout)
+    assert step == f"beaminst instrument {WC} -m {WC_M} --cache-dir {cache} -o wordcount.instrumented.pb"
+    os.chdir(tmp_path)
+    r = run_cli(*shlex.split(step)[1:])
+    assert r.exit_code == 0, r.stderr
+    run, show = _next(r.stdout)
+    assert run == "beaminst run wordcount.instrumented.pb"
+    assert show.startswith(f"beaminst show {WC} -m {WC_M} --cache-dir {cache} ")
+    assert set(shlex.split(show)[7:]) == {"lines", "words", "counts", "formatted"}
+
+
+def test_background_caching_and_sources_name_their_next_steps(tmp_path):
+    pb, man = fixture_pb("pubsub_one"), fixture_manifest("pubsub_one")
+    cache = tmp_path / "c"
+    steps = _next(run_cli("analyze", pb, "-m", man, "--cache-dir", str(cache)).stdout)
+    assert steps[0].startswith(f"beaminst background-caching {pb} -m {man} --cache-dir {cache} -o pubsub_one.record.pb")
+    r = run_cli("background-caching", pb, "-m", man, "--cache-dir", str(cache), "-o", str(tmp_path / "bg.pb"))
+    run, replay = _next(r.stdout)
+    assert run.startswith(f"beaminst run {tmp_path / 'bg.pb'}")
+    assert replay.startswith(f"beaminst instrument {pb} -m {man} --cache-dir {cache} -o ")
+
+
+def test_analyze_with_nothing_bound_says_how_to_bind():
+    (step,) = _next(run_cli("analyze", WC).stdout)
+    assert "manifest" in step and f"beaminst analyze {WC} -m bindings.json" in step
+
+
+def test_json_reports_hold_no_next_lines(tmp_path):
+    r = run_cli("analyze", WC, "-m", WC_M, "--json")
+    json.loads(r.stdout)
+
+
+# --- batch ------------------------------------------------------------------
+
+
+def test_batch_error_rows_carry_their_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    import shutil
+
+    shutil.copyfile(WC, src / "good.pb")
+    shutil.copyfile(WC_M, src / "good.manifest.json")
+    (src / "bad.pb").write_bytes(b"\x00\x01garbage")
+    shutil.copyfile(WC, src / "unbound.pb")
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--jobs", "1")
+    assert r.exit_code == 2
+    rows = {f[1]: f for f in (line.split("\t") for line in r.stdout.splitlines()) if f[0] == "file"}
+    assert rows["good.pb"][2] == "ok" and rows["good.pb"][7] == ""
+    assert rows["bad.pb"][2] == "error" and rows["bad.pb"][7].startswith("not a valid Beam pipeline proto")
+    assert rows["unbound.pb"][2] == "error" and rows["unbound.pb"][7].startswith("nothing to instrument")
+    assert all(len(f) == 8 for f in rows.values())
+
+
+# --- the README's claims, checked against the program -----------------------
+
+README = (REPO / "README.md").read_text("utf-8")
+
+
+def test_the_readme_manifest_example_works_on_the_fixture_it_names(tmp_path):
+    section = README[README.index("## The binding manifest") :]
+    example = section[section.index("```json") + len("```json") : section.index("```", section.index("```json") + 7)]
+    assert "fixtures/wordcount.pb" in section[: section.index("A binding names")]
+    path = tmp_path / "m.json"
+    path.write_text(example)
+    r = run_cli("analyze", WC, "-m", str(path), "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {c["var"] for c in doc["cacheables"].values()} == {"words", "counts", "lines"}
+    assert doc["cacheables"]["ref_PCollection_PCollection_8"]["cache_key"] == "lines-v1-0-notebook"
+
+
+def test_the_readme_lists_every_output_extension():
+    from beaminst.protoio import _EXTENSIONS
+
+    claimed = README[README.index("extension (binary:") :].split("else binary")[0]
+    for ext, fmt in _EXTENSIONS.items():
+        part = {"binary": "binary:", "text": "text format:", "json": "JSON:"}[fmt]
+        assert f"`{ext}`" in claimed.split(part)[1].split(";")[0], (ext, fmt)
+
+
+def test_analyze_json_cacheables_are_sorted_by_id_as_the_readme_says():
+    doc = json.loads(run_cli("analyze", WC, "-m", WC_M, "--json").stdout)
+    assert list(doc["cacheables"]) == sorted(doc["cacheables"])
+    assert "# sorted by id" in README
