@@ -149,7 +149,7 @@ def test_deterministic_whatever_the_ids(tmp_path):
 
 def test_against_marks_added_and_ghosts_pruned(read_case):
     out, report = read_case
-    dot = parse_dot(graph(out, "--against", WC, "-m", WC_M))
+    dot = parse_dot(graph(out, "--against", WC, "-m", WC_M, "--expand-cache"))
     added_top = {n for w in report["writes"] for n in w["transforms"]} | set(report["reads"][0]["transforms"])
     for name in added_top:
         attrs = dot.nodes.get(name) or dot.clusters[name]
