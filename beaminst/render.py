@@ -188,7 +188,7 @@ def representatives(
     level: dict[str, int] = {}
     folded_into: dict[str, str | None] = {}
     for start in parent:
-        chain = []
+        chain: list[str] = []
         name: str | None = start
         while name is not None and name not in level:
             chain.append(name)
