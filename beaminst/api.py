@@ -171,10 +171,14 @@ def graph_files(
     fmt: str | None = None,
     manifest_path: str | None = None,
     against_path: str | None = None,
+    depth: int | None = None,
+    expand_cache: bool = False,
 ) -> str:
     """``beaminst graph``: draw a pipeline (DOT, or SVG/PNG through Graphviz),
     written atomically; returns the format written. With ``against_path`` the
-    manifest describes that original pipeline (the one instrumented)."""
+    manifest describes that original pipeline (the one instrumented).
+    Composites at level ``depth`` and the grafted cache subgraphs (unless
+    ``expand_cache``) are drawn as one node each."""
     from beaminst import render
     from beaminst.protoio import write_atomic
 
@@ -187,6 +191,6 @@ def graph_files(
     manifest = load_manifest(manifest_path)
     variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
     title = loaded.source if original is None else f"{loaded.source} against {original.source}"
-    dot = render.render_dot(loaded.index, variables, original.index if original else None, title)
+    dot = render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
     write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
     return chosen

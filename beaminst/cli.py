@@ -774,6 +774,8 @@ Examples:
   beaminst graph wordcount.pb -m wordcount.manifest.json > wordcount.dot
   beaminst graph wordcount.pb -m wordcount.manifest.json -o wordcount.svg
   beaminst graph instrumented.pb --against wordcount.pb -m wordcount.manifest.json -o changes.png
+  beaminst graph instrumented.pb --depth 1 -o overview.svg      # top-level transforms only
+  beaminst graph instrumented.pb --expand-cache -o cache.svg    # Beam's WriteToText/ReadFromText inside
   beaminst graph pipeline.pb | dot -Tpdf > pipeline.pdf
 """,
 )
@@ -791,14 +793,29 @@ Examples:
     "-m", "--manifest", type=_path(allow_dash=True),
     help="Binding manifest: label edges with variable names (with --against, ORIGINAL's manifest).",
 )
+@click.option(
+    "--depth", type=click.IntRange(min=1), metavar="N",
+    help="Draw N levels of nesting: top-level transforms are level 1, and a composite at level N is one node "
+    "(edges to anything inside it end at that node). Default: every level.",
+)
+@click.option(
+    "--expand-cache", is_flag=True,
+    help="Draw the cache subgraphs instrument and background-caching graft (WriteCache_<key>, ReadCache_<key>, "
+    "each with its reify step) transform by transform, Beam's WriteToText/ReadFromText inside; by default each "
+    "is one node.",
+)
 @bounds_option
 @handle_errors
-def graph_command(pipeline: str, fmt: str | None, output: str, against: str | None, manifest: str | None) -> None:
+def graph_command(
+    pipeline: str, fmt: str | None, output: str, against: str | None, manifest: str | None,
+    depth: int | None, expand_cache: bool,
+) -> None:
     """Draw PIPELINE as a Graphviz graph.
 
     Composites are clusters, leaf transforms are nodes, PCollections are edges
-    labelled with their bound variable (else their output tag). The output is
-    deterministic.
+    labelled with their bound variable (else their output tag); a cache
+    write or read beaminst grafted is one node. Long labels and cache keys
+    are shortened (the tooltip has them whole). The output is deterministic.
     """
     from beaminst.api import graph_files
 
@@ -806,7 +823,7 @@ def graph_command(pipeline: str, fmt: str | None, output: str, against: str | No
         _fail("only one of PIPELINE, --against and --manifest can be read from stdin")
     if output == "-" and fmt == "png" and sys.stdout.isatty():
         _fail("refusing to write PNG to a terminal: use -o FILE.png")
-    graph_files(pipeline, output, fmt, manifest, against)
+    graph_files(pipeline, output, fmt, manifest, against, depth, expand_cache)
 
 
 if __name__ == "__main__":  # pragma: no cover

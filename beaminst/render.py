@@ -10,21 +10,43 @@ With an ORIGINAL to compare against, :mod:`beaminst.diff`'s matching decides
 what is new (highlighted) and what was pruned (drawn ghosted, with the edges
 that are gone). SVG and PNG go through the optional ``graphviz`` package and
 Graphviz's ``dot`` program; DOT itself needs neither, nor the Beam SDK.
+
+Collapsing (:func:`fold`) happens on the drawing, after both sides are merged,
+so a collapsed node keeps its own added/ghost state. Labels are kept short
+(:func:`short_label`): cache keys down to their variable part, long names
+elided in the middle; the full text stays in the tooltip.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from beaminst.diff import ROOT, Ref, Side, diff_indexes, is_synthetic_root, side
-from beaminst.errors import BeaminstError, OutputError, printable
+from beaminst.errors import BeaminstError, InternalError, OutputError, printable
 from beaminst.graph import GraphIndex
 
 GRAPH_FORMATS = ("dot", "svg", "png")
 _EXTENSIONS = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png"}
 _MAX_PAD = 32
+# Longest label line drawn (the tooltip keeps the whole text): edge labels sit
+# between ranks, where Graphviz gives them less room than nodes.
+MAX_NODE_LABEL = 40
+MAX_EDGE_LABEL = 24
+_ELLIPSIS = "\u2026"
+# beaminst's cache key (cachekeys.make_key: md5(var)[:10] and three 16-hex
+# digests). The first part names the variable; the rest tells writes of one
+# variable apart, which the tooltip still shows.
+_CACHE_KEY = re.compile(r"(?<![0-9a-f])([0-9a-f]{10})-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}(?![0-9a-f])")
+# The top-level composites instrument and background-caching graft for Beam's
+# cache I/O (beamgraft.reify_to_cache, instrument.graft_reads: Beam's own
+# WriteCache / ReadCache labels), each with its kind, and the leaf Beam puts
+# beside each (``ReifyBefore_WriteCache_<key>``, ``UnreifyAfter_ReadCache_<key>``).
+CACHE_COMPOSITES = {"WriteCache_": "cache write", "ReadCache_": "cache read"}
+CACHE_STEPS = ("ReifyBefore_", "UnreifyAfter_")
+_EDGE_RANK = {"ghost": 0, "": 1, "added": 2}  # a merged edge shows its liveliest state
 
 _STYLE = {
     # state -> (node attributes, cluster attributes, edge attributes)
@@ -83,6 +105,18 @@ def _short_urn(urn: str) -> str:
     return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
 
 
+def short_label(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters: each cache key cut to its
+    variable part, then, if still too long, the middle elided (the start and
+    the end of a Beam label are the parts that tell transforms apart)."""
+    text = _CACHE_KEY.sub(lambda m: m.group(1) + _ELLIPSIS, printable(text))
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    tail = limit - 1 - head
+    return text[:head] + _ELLIPSIS + (text[len(text) - tail :] if tail else "")
+
+
 class _Drawing:
     """Transforms to draw, by name: parent, composite or not, state."""
 
@@ -93,6 +127,7 @@ class _Drawing:
         self.urn: dict[str, str] = {}
         self.edges: dict[tuple[str, str, str, bool], str] = {}  # (src, dst, label, side) -> state
         self.sinks: set[str] = set()
+        self.folded: dict[str, tuple[str, int]] = {}  # collapsed node -> (what it is, transforms it stands for)
 
     def add_transforms(self, s: Side, names: set[str] | None, state_of: Mapping[str, str]) -> None:
         for tid, t in s.index.transforms.items():
@@ -130,14 +165,102 @@ def _sink(ref: Ref) -> str:
     return f"out:{ref[0]}:{ref[1]}"
 
 
+def cache_kind(name: str, parent: str | None, composite: bool) -> str | None:
+    """What a grafted cache composite is ("cache write", "cache read"), or
+    None for anything else. Recognised by the top-level unique names the
+    grafting code gives (ids are free to change; these labels are Beam's)."""
+    if parent is not None or not composite:
+        return None
+    return next((kind for prefix, kind in CACHE_COMPOSITES.items() if name.startswith(prefix)), None)
+
+
+def representatives(
+    parent: Mapping[str, str | None], composite: Mapping[str, bool], depth: int | None, expand_cache: bool
+) -> dict[str, str]:
+    """Each transform -> the node drawn for it: itself, or the outermost
+    collapsed composite around it. A composite at level ``depth`` (top-level
+    transforms are level 1) is collapsed, and so, unless ``expand_cache``, is
+    every grafted cache composite, together with its reify step. ``parent``
+    must be closed (every parent is a key, or None).
+
+    One pass over the hierarchy, top-down and iterative: composites nest
+    thousands deep."""
+    level: dict[str, int] = {}
+    folded_into: dict[str, str | None] = {}
+    for start in parent:
+        chain: list[str] = []
+        name: str | None = start
+        while name is not None and name not in level:
+            chain.append(name)
+            name = parent[name]
+            if len(chain) > len(parent):  # both sides' names merged into a loop: never hang on it
+                raise InternalError(f"transform {start!r} is its own ancestor in the drawing")
+        for name in reversed(chain):
+            par = parent[name]
+            level[name] = 1 if par is None else level[par] + 1
+            outer = folded_into[par] if par is not None else None
+            collapse = composite[name] and (
+                level[name] == depth or (not expand_cache and cache_kind(name, par, True) is not None)
+            )
+            folded_into[name] = outer or (name if collapse else None)
+    rep = {name: folded_into[name] or name for name in parent}
+    if not expand_cache:
+        for name, par in parent.items():
+            step = next((p for p in CACHE_STEPS if name.startswith(p)), None)
+            target = name[len(step) :] if step else ""
+            if (
+                par is None and step and target in parent and rep[target] == target
+                and cache_kind(target, parent[target], composite[target])
+            ):
+                rep[name] = target
+    return rep
+
+
+def fold(drawing: _Drawing, depth: int | None = None, expand_cache: bool = False) -> _Drawing:
+    """``drawing`` with collapsed composites drawn as one node each (see
+    :func:`representatives`): edges re-pointed to them, deduplicated, and the
+    ones inside a collapsed node dropped. A node keeps its own state, so a
+    collapsed graft is still "added"."""
+    parent = {n: (p if p in drawing.parent else None) for n, p in drawing.parent.items()}
+    rep = representatives(parent, drawing.composite, depth, expand_cache)
+    out = _Drawing()
+    out.sinks = set(drawing.sinks)
+    count: dict[str, int] = {}
+    for r in rep.values():
+        count[r] = count.get(r, 0) + 1
+    for name, r in rep.items():
+        if r != name:
+            continue
+        out.parent[name] = parent[name]
+        out.state[name] = drawing.state[name]
+        out.urn[name] = drawing.urn[name]
+        # Only a collapsed composite has others drawn as it.
+        collapsed = drawing.composite[name] and count[name] > 1
+        out.composite[name] = drawing.composite[name] and not collapsed
+        if collapsed:
+            kind = cache_kind(name, parent[name], True) or _short_urn(drawing.urn[name]) or "composite"
+            out.folded[name] = ("composite" if kind == "generic_composite" else kind, count[name])
+    for (src, dst, label, is_side), state in drawing.edges.items():
+        key = (rep.get(src, src), rep.get(dst, dst), label, is_side)
+        if key[0] == key[1]:
+            continue
+        if key not in out.edges or _EDGE_RANK[state] > _EDGE_RANK[out.edges[key]]:
+            out.edges[key] = state
+    return out
+
+
 def render_dot(
     index: GraphIndex,
     variables: Mapping[Ref, str] | None = None,
     against: GraphIndex | None = None,
     title: str | None = None,
+    depth: int | None = None,
+    expand_cache: bool = False,
 ) -> str:
     """DOT for ``index``; with ``against``, what is new relative to it is
-    highlighted and what it had that is gone is drawn ghosted."""
+    highlighted and what it had that is gone is drawn ghosted. Composites
+    at level ``depth`` are drawn collapsed, and so are the cache subgraphs
+    beaminst grafts unless ``expand_cache``."""
     variables = dict(variables or {})
     s = side(index)
     drawing = _Drawing()
@@ -167,7 +290,7 @@ def render_dot(
     for key in old_edges:
         if key not in edges:
             drawing.edges[key] = "ghost"
-    return _emit(drawing, title)
+    return _emit(fold(drawing, depth, expand_cache), title)
 
 
 def _emit(drawing: _Drawing, title: str | None) -> str:
@@ -186,8 +309,8 @@ def _emit(drawing: _Drawing, title: str | None) -> str:
     def label_of(name: str) -> str:
         par = drawing.parent[name]
         if par and par != ROOT and name.startswith(par + "/"):
-            return name[len(par) + 1 :]
-        return name
+            name = name[len(par) + 1 :]
+        return short_label(name, MAX_NODE_LABEL)
 
     # Iterative: composites can nest thousands deep (the proto allows it, and
     # Python's stack does not). Indentation stops growing past _MAX_PAD levels,
@@ -200,22 +323,30 @@ def _emit(drawing: _Drawing, title: str | None) -> str:
             lines.append(f"{pad}}}")
             continue
         node_attrs, cluster_attrs, _ = _STYLE[drawing.state[name]]
-        tooltip = quote(name, drawing.urn[name] or "(no urn)")
-        if drawing.composite[name]:
+        urn = drawing.urn[name] or "(no urn)"
+        if name in drawing.folded:
+            kind, count = drawing.folded[name]
+            text = quote(label_of(name), f"{kind}, {count} transforms")
+            tooltip = quote(name, urn, f"collapsed: {count} transforms (--depth, --expand-cache draw them)")
+            lines.append(f"{pad}{node_id(name)} [label={text}, tooltip={tooltip}, {node_attrs}, peripheries=2];")
+        elif drawing.composite[name]:
             lines.append(f"{pad}subgraph {node_id('cluster_' + name)} {{")
-            lines.append(f"{pad}  graph [label={quote(label_of(name))}, tooltip={tooltip}, {cluster_attrs}];")
+            lines.append(f"{pad}  graph [label={quote(label_of(name))}, tooltip={quote(name, urn)}, {cluster_attrs}];")
             stack.append((name, depth, True))
             stack.extend((c, depth + 1, False) for c in sorted(children.get(name, ()), reverse=True))
         else:
-            text = quote(label_of(name), _short_urn(drawing.urn[name]) or "(no urn)")
-            lines.append(f"{pad}{node_id(name)} [label={text}, tooltip={tooltip}, {node_attrs}];")
+            text = quote(label_of(name), short_label(_short_urn(urn), MAX_NODE_LABEL))
+            lines.append(f"{pad}{node_id(name)} [label={text}, tooltip={quote(name, urn)}, {node_attrs}];")
 
     for sink in sorted(drawing.sinks):
         lines.append(f'  {node_id(sink)} [shape=point, width=0.08, label=""];')
     for (src, dst, label, is_side), state in sorted(drawing.edges.items()):
         attrs = [_STYLE[state][2]]
         if label:
-            attrs.append(f"label={quote(label)}")
+            shown = short_label(label, MAX_EDGE_LABEL)
+            attrs.append(f"label={quote(shown)}")
+            if shown != printable(label):
+                attrs.append(f"labeltooltip={quote(label)}, tooltip={quote(label)}")
         if is_side:
             attrs.append("arrowhead=empty" if state == "ghost" else "style=dotted, arrowhead=empty")
         lines.append(f"  {node_id(src)} -> {node_id(dst)} [{', '.join(attrs)}];")
