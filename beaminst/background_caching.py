@@ -131,7 +131,7 @@ def background_caching(
     if cache_dir is None:
         raise CacheDirError("background-caching needs --cache-dir: the capture writes record there")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise CacheDirError("is not a directory", cache_dir)
+        raise CacheDirError("--cache-dir names a file, not a directory", cache_dir)
     index = analysis.index
     report = BackgroundCachingReport()
     for problem in analysis.cache.problems:

@@ -65,7 +65,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
     if os.path.lexists(path) and not os.path.exists(path):
         raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise CacheDirError("is not a directory", path)
+        raise CacheDirError("--cache-dir names a file, not a directory", path)
     if not os.path.exists(path):
         _check_creatable(path)
         return CacheDir(path, exists=False)

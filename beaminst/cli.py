@@ -99,7 +99,46 @@ def _human(err: bool = False) -> Any:
     return Human(_console(err))
 
 
+class BeaminstGroup(click.Group):
+    """Click, with usage errors in beaminst's own style: one line, naming the
+    command and where its help is, exit 2 (click prints three lines and a
+    usage banner). Extra arguments that are existing files are an unquoted
+    glob, which the line says, pointing at ``batch``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `beaminst`: the help, as click shows it
+                e.show()
+                sys.exit(e.exit_code)
+            # The program is beaminst however it was started (python -m, a test runner).
+            command = e.ctx.command_path.partition(" ")[2] if e.ctx is not None else ""
+            where = f"beaminst {command}".strip()
+            _fail(f"{command + ': ' if command else ''}{_usage_message(e)} (see {where} --help)")
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except click.exceptions.Abort:
+            _fail("interrupted")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(e: click.UsageError) -> str:
+    message = e.format_message()
+    extra = "Got unexpected extra argument"
+    if message.startswith(extra) and e.ctx is not None:
+        names = message[message.index("(") + 1 : message.rindex(")")].split()
+        if names and all(os.path.exists(n) for n in names):
+            return (
+                f"{len(names)} more file(s) than it takes ({' '.join(names[:3])}{' ...' if len(names) > 3 else ''}): "
+                "an unquoted glob? For many pipelines use beaminst batch 'SRC/*.pb' -o DEST (quoted)"
+            )
+    return message[:1].lower() + message[1:].rstrip(".")
+
+
 @click.group(
+    cls=BeaminstGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="""\b
 Examples:

@@ -137,7 +137,7 @@ def instrument(
     if cache_dir is None:
         raise CacheDirError("instrument needs --cache-dir: the cache transforms write there")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise CacheDirError("is not a directory", cache_dir)
+        raise CacheDirError("--cache-dir names a file, not a directory", cache_dir)
     if not analysis.cacheables:
         raise NothingToInstrument(
             "nothing to instrument: no PCollection is bound to a variable and there is no unbounded source; "

@@ -94,7 +94,7 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
     try:
         text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ManifestError(f"not UTF-8 (byte {e.start + skip})", source) from None
+        raise ManifestError(f"not UTF-8 (byte {e.start + skip}){_swapped(raw)}", source) from None
     try:
         check_json_depth(text, MAX_DEPTH)
     except ValueError:
@@ -104,8 +104,10 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
     except ManifestError as e:
         raise e.with_source(source) from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer too long to convert
-        raise ManifestError(f"not valid JSON: {e}", source) from None
+        raise ManifestError(f"not valid JSON: {e}{_swapped(raw)}", source) from None
     _check_depth_and_strings(doc, source)
+    if isinstance(doc, dict) and {"components", "rootTransformIds", "root_transform_ids"} & set(doc):
+        raise ManifestError(f"holds a pipeline's fields{_swapped(raw)}", source)
     _check_schema(doc, source)
     bindings = []
     for var, spec in doc.get("bindings", {}).items():
@@ -136,6 +138,15 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
         if var not in known:
             raise ManifestError(f"computed: {var!r} is not a bound variable{did_you_mean(var, known)}", source)
     return Manifest(tuple(bindings), frozenset(computed), source)
+
+
+def _swapped(raw: bytes) -> str:
+    """A hint when the manifest is a pipeline (the arguments swapped)."""
+    from beaminst.protoio import looks_like_pipeline
+
+    if looks_like_pipeline(raw):
+        return "; this is a pipeline proto, not a binding manifest: pass it as PIPELINE, the manifest (JSON) with -m"
+    return ""
 
 
 def _check_depth_and_strings(doc: Any, source: str) -> None:

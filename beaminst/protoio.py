@@ -93,17 +93,45 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         try:
             proto = _PARSERS[fmt](data)
         except Exception as e:  # protobuf raises several unrelated types
-            errors[fmt] = " ".join(str(e).split())[:200] or type(e).__name__
+            errors[fmt] = _shortened(" ".join(str(e).split())) or type(e).__name__
             continue
         if _looks_like_pipeline(proto):
             return proto, fmt
         errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
+    if _is_manifest(data):
+        raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto: pass it with -m", source)
     best = order[0]
     raise ProtoLoadError(
         f"not a valid Beam pipeline proto (tried {', '.join(order)}; "
         f"as {best}: {errors.get(best, 'unknown error')})",
         source,
     )
+
+
+def _shortened(text: str, limit: int = 200) -> str:
+    """``text`` cut at a word boundary (protobuf's messages can list every field)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _is_manifest(data: bytes) -> bool:
+    import json
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and "bindings" in doc
+
+
+def looks_like_pipeline(data: bytes) -> bool:
+    """Whether ``data`` parses as a pipeline proto (for errors about swapped inputs)."""
+    try:
+        parse_pipeline(data)
+    except ProtoLoadError:
+        return False
+    return True
 
 
 def _looks_like_pipeline(proto: Any) -> bool:

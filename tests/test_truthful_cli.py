@@ -315,3 +315,57 @@ def test_analyze_json_cacheables_are_sorted_by_id_as_the_readme_says():
     doc = json.loads(run_cli("analyze", WC, "-m", WC_M, "--json").stdout)
     assert list(doc["cacheables"]) == sorted(doc["cacheables"])
     assert "# sorted by id" in README
+
+
+# --- errors that help -------------------------------------------------------
+
+
+def _one_line(r) -> str:
+    assert r.exit_code == 2, r.stdout
+    (line,) = r.stderr.splitlines()
+    return line
+
+
+def test_swapped_pipeline_and_manifest_are_named_as_such():
+    line = _one_line(run_cli("analyze", WC_M))
+    assert line == f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto: pass it with -m"
+    for pipeline in (WC, str(REPO / "fixtures" / "wordcount.textproto"), str(REPO / "fixtures" / "wordcount.json")):
+        line = _one_line(run_cli("analyze", WC, "-m", pipeline))
+        assert "this is a pipeline proto, not a binding manifest" in line, line
+
+
+def test_a_file_as_cache_dir_names_the_option(tmp_path):
+    (tmp_path / "afile").write_bytes(b"")
+    for command in ("analyze", "instrument"):
+        r = run_cli(command, WC, "-m", WC_M, "--cache-dir", str(tmp_path / "afile"), "-o", str(tmp_path / "o.pb"))
+        if command == "analyze":
+            r = run_cli(command, WC, "-m", WC_M, "--cache-dir", str(tmp_path / "afile"))
+        assert _one_line(r) == f"beaminst: {tmp_path / 'afile'}: --cache-dir names a file, not a directory"
+
+
+def test_long_parser_errors_are_cut_at_a_word(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps({"nosuchfield": 1}))
+    line = _one_line(run_cli("analyze", str(bad)))
+    assert line.endswith(" ...)") or len(line) < 300, line
+    assert "requirem)" not in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("instrument", WC, "-m", WC_M, "--cache-dir", "c"),
+         "beaminst: instrument: missing option '-o' / '--output' (see beaminst instrument --help)"),
+        (("analyze", WC, "--nosuch"), "beaminst: analyze: no such option '--nosuch' (see beaminst analyze --help)"),
+        (("nosuch",), "beaminst: no such command 'nosuch' (see beaminst --help)"),
+    ],
+)
+def test_usage_errors_are_one_line_in_beaminsts_style(args, expected):
+    assert _one_line(run_cli(*args)) == expected
+
+
+def test_an_unquoted_glob_is_named_and_batch_suggested():
+    files = sorted(str(p) for p in (REPO / "fixtures").glob("*.pb"))
+    for command in (("analyze",), ("diff",)):
+        line = _one_line(run_cli(*command, *files))
+        assert "an unquoted glob?" in line and "beaminst batch 'SRC/*.pb'" in line, line
