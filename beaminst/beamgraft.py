@@ -26,6 +26,7 @@ import bz2
 import contextlib
 import hashlib
 import shutil
+import types
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -209,7 +210,17 @@ def _reify_per_window() -> Any:
     def reify_per_window(e: Any, wv: Any = beam.DoFn.WindowedValueParam, w: Any = beam.DoFn.WindowParam) -> Any:
         yield test_stream.WindowedValueHolder(wv)
 
-    return reify_per_window
+    # By value, cloudpickle keeps the code's file name and the module's
+    # ``__file__``: both where beaminst happens to be installed, so the same
+    # input gave other bytes from an editable install than from a wheel.
+    # Rebuilt over a relative name and only the globals it reads.
+    code = reify_per_window.__code__.replace(co_filename="beaminst/beamgraft.py")
+    rebuilt = types.FunctionType(
+        code, {"__name__": __name__, "test_stream": test_stream}, "reify_per_window", reify_per_window.__defaults__
+    )
+    rebuilt.__qualname__ = reify_per_window.__qualname__
+    rebuilt.__annotations__ = reify_per_window.__annotations__
+    return rebuilt
 
 
 def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: bool) -> Any:
