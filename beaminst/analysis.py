@@ -82,9 +82,10 @@ class Analysis:
                 f"cache directory {path!r} does not exist: nothing is read from it, every binding is computed "
                 "and written (the pipeline creates it)"
             )
+        source_outputs = {pc for s in self.unbounded_sources for pc in s.outputs.values()}
         for c in self.cacheables.values():
-            if not c.computed or c.cached or c.synthetic:
-                continue
+            if not c.computed or c.cached or c.synthetic or c.pcollection in source_outputs:
+                continue  # a source output is replayed from its recording, computed or not
             if path is None:
                 why = "there is no --cache-dir to read it from"
             elif any(stem.startswith(c.cache_key) for stem in self.cache.partial):
@@ -94,6 +95,14 @@ class Analysis:
             else:
                 continue  # said once, above
             out.append(f"{c.var!r} is listed as computed, but {why}: it is recomputed and written")
+        if not self.unbounded_sources:
+            unbounded = [pc for pc, i in self.pcollections.items() if not i.is_bounded]
+            if unbounded:
+                out.append(
+                    f"{len(unbounded)} PCollection(s) are UNBOUNDED ({', '.join(sorted(unbounded)[:3])}"
+                    f"{', ...' if len(unbounded) > 3 else ''}) but no unbounded source was recognised: instrument "
+                    "will refuse; name the source's URN with --unbounded-urn, or pass --infer-unbounded"
+                )
         return out
 
     def pcoll_to_pcoll_id(self) -> dict[str, str]:

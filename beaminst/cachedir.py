@@ -75,7 +75,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
     if os.path.lexists(full) and not os.path.exists(full):
         raise CacheDirError(f"full is a symbolic link to {os.readlink(full)}, which does not exist", path)
     if not os.path.exists(full):
-        return CacheDir(path)
+        return CacheDir(path, problems=_looks_like_full(path))
     if not os.path.isdir(full):
         raise CacheDirError("full is not a directory", path)
     try:
@@ -100,6 +100,23 @@ def scan_cache_dir(path: str | None) -> CacheDir:
             continue
         names.append(name)
     return _classify(path, names, problems)
+
+
+def _looks_like_full(path: str) -> tuple[str, ...]:
+    """A --cache-dir one level too deep (``cache/full``) holds the shards
+    directly: every key then reads as missing, silently."""
+    try:
+        with os.scandir(path) as it:
+            shard = next((e.name for e in it if _SHARD.match(e.name)), None)
+    except OSError:
+        return ()
+    if shard is None:
+        return ()
+    parent = os.path.dirname(os.path.abspath(path))
+    return (
+        f"{path!r} holds cache shards ({shard}) but no full/ directory: it looks like the full/ directory "
+        f"itself; pass its parent, --cache-dir {parent}",
+    )
 
 
 def _classify(path: str, names: list[str], problems: list[str]) -> CacheDir:

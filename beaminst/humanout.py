@@ -19,6 +19,8 @@ from typing import Any
 
 from beaminst.errors import printable
 
+MAX_LISTED = 20  # a cache directory of junk must not bury the report
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -26,6 +28,7 @@ class Cell:
 
     text: str
     style: str = ""
+    note: str = ""  # shown after the text on a terminal only: a piped field stays the bare value
 
 
 def console_for(err: bool = False, terminal: bool | None = None) -> Any:
@@ -63,9 +66,10 @@ class Human:
         for row in rows:
             cells = []
             for c in row:
-                text, style = (c.text, c.style) if isinstance(c, Cell) else (c, "")
+                text, style, note = (c.text, c.style, c.note) if isinstance(c, Cell) else (c, "", "")
                 shown = escape(printable(text))
-                cells.append(f"[{style}]{shown}[/{style}]" if style and shown else shown)
+                shown = f"[{style}]{shown}[/{style}]" if style and shown else shown
+                cells.append(f"{shown} {escape(note)}" if note else shown)
             table.add_row(*cells)
         self.console.print(table)
 
@@ -93,6 +97,13 @@ class Human:
             self.console.print(escape(printable(text)), soft_wrap=True)
         else:
             self.record("summary", text)
+
+    def capped(self, kind: str, items: Sequence[str], what: str) -> None:
+        """The first MAX_LISTED items as ``kind`` lines, then how many were left out."""
+        for item in items[:MAX_LISTED]:
+            self.line(kind, item, style="yellow")
+        if len(items) > MAX_LISTED:
+            self.line(kind, f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)", style="yellow")
 
     def next_steps(self, steps: Sequence[str]) -> None:
         """What to run next: one ``next`` line each."""

@@ -97,7 +97,11 @@ def plan(analysis: Analysis) -> Plan:
             if pc in consumed and any(not u.is_side for u in index.consumers[pc]):
                 reads[pc] = c.cache_key
         elif c.cached and not c.computed and not c.synthetic:
-            skipped.append((c.var, "cached but not listed as computed: recomputed, not rewritten"))
+            skipped.append((
+                c.var,
+                "cached but not listed as computed: recomputed, not rewritten (list it in the manifest's "
+                "\"computed\", or pass --reuse, to read the cache back)",
+            ))
         if c.under_source and pc not in source_outputs:
             source = next(a for a in index.ancestors(index.producer[pc]) if a in source_ids)
             raise ManifestError(

@@ -221,6 +221,8 @@ def _detail(err: Any) -> str:
     """What is wrong, without jsonschema's repr of the (possibly huge) value:
     the value itself follows, shortened, in "(got ...)"."""
     v = err.validator_value
+    if err.validator == "oneOf" and list(err.absolute_path)[:1] == ["computed"]:
+        return 'expected a list of bound variable names, or "auto"'
     if err.validator == "oneOf":
         return "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}"
     if err.validator == "pattern":

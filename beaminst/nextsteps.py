@@ -28,7 +28,8 @@ class Invocation:
         if self.manifest:
             parts += ["-m", self.manifest if self.manifest != "-" else "MANIFEST"]
         if cache:
-            parts += ["--cache-dir", self.cache_dir or "CACHE_DIR"]
+            # A real name, not a placeholder: copied as printed, it works.
+            parts += ["--cache-dir", self.cache_dir or "beaminst-cache"]
         for urn in self.unbounded_urns:
             parts += ["--unbounded-urn", urn]
         if self.infer_unbounded:
@@ -41,11 +42,6 @@ class Invocation:
         # In the working directory: the input's may be read-only (a checkout, a mount).
         stem = os.path.splitext(os.path.basename(self.pipeline))[0]
         return shlex.quote(f"{stem}.{suffix}.pb")
-
-
-def _written(output: str | None, suffix: str, how: Invocation) -> str:
-    """The output path to run: the file written, or a name to save stdout to."""
-    return shlex.quote(output) if output and output != "-" else how.output(suffix)
 
 
 def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
@@ -67,8 +63,11 @@ def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
 
 def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
     """After ``instrument``: run it, then look at what it cached."""
-    target = _written(output, "instrumented", how)
-    steps = [f"beaminst run {target}"]
+    if output == "-":
+        # Where stdout went is unknown here; a guessed name could run a stale file.
+        steps = ["beaminst run FILE  # FILE: where you saved the proto from stdout"]
+    else:
+        steps = [f"beaminst run {shlex.quote(output or how.output('instrumented'))}"]
     shown = writes or ([] if not cached else ["VAR"])
     if shown:
         steps.append(f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}")
@@ -77,7 +76,7 @@ def after_instrument(how: Invocation, output: str | None, writes: list[str], cac
 
 def after_background_caching(how: Invocation, output: str | None) -> list[str]:
     """After ``background-caching``: record, then replay the recording."""
-    target = _written(output, "record", how)
+    target = "FILE" if output == "-" else shlex.quote(output or how.output("record"))
     return [
         f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
         f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",

@@ -99,7 +99,7 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
             return proto, fmt
         errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
     if _is_manifest(data):
-        raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto: pass it with -m", source)
+        raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)", source)
     best = order[0]
     raise ProtoLoadError(
         f"not a valid Beam pipeline proto (tried {', '.join(order)}; "

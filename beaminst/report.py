@@ -18,7 +18,7 @@ def print_analysis(out: Human, a: Analysis, next_steps: Sequence[str] = ()) -> N
         state = ""
         if c:
             state = "computed" if c.cached and c.computed else ("cached" if c.cached else "missing")
-        var = Cell(f"{i.var} (synthetic)", "dim") if c and c.synthetic else Cell(i.var or "")
+        var = Cell(i.var or "", "dim", "(synthetic)") if c and c.synthetic else Cell(i.var or "")
         rows.append((pc, i.producer, i.tag, "yes" if i.is_bounded else Cell("no", "bold"), var, i.cache_key or "", state))
     out.table("pcollection", "PCollections", ("id", "producer", "tag", "bounded", "variable", "cache key", "cache"), rows)
     if a.unbounded_sources:
@@ -29,8 +29,8 @@ def print_analysis(out: Human, a: Analysis, next_steps: Sequence[str] = ()) -> N
                 for s in a.unbounded_sources
             ],
         )
-    _print_capped(out, "cache", a.cache.problems, "cache problems")
-    _print_capped(out, "warning", a.warnings, "warnings")
+    out.capped("cache", a.cache.problems, "cache problems")
+    out.capped("warning", a.warnings, "warnings")
     n_cached = sum(1 for c in a.cacheables.values() if c.cached)
     out.summary(
         f"{len(a.index.transforms)} transforms, {len(a.pcollections)} PCollections, "
@@ -38,17 +38,6 @@ def print_analysis(out: Human, a: Analysis, next_steps: Sequence[str] = ()) -> N
         f"{len(a.unbounded_sources)} unbounded source{'s' if len(a.unbounded_sources) != 1 else ''}"
     )
     out.next_steps(next_steps)
-
-
-MAX_LISTED = 20  # a cache directory of junk must not bury the report
-
-
-def _print_capped(out: Human, kind: str, items: Sequence[str], what: str) -> None:
-    """The first MAX_LISTED items, then one line saying how many were left out."""
-    for item in items[:MAX_LISTED]:
-        out.line(kind, item, style="yellow")
-    if len(items) > MAX_LISTED:
-        out.line(kind, f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)", style="yellow")
 
 
 def _ordered(a: Analysis) -> list[str]:
@@ -66,8 +55,8 @@ def print_instrument_report(out: Human, report: Any, title: str, next_steps: Seq
         else:  # the action is the record's kind: write<TAB>var<TAB>key<TAB>via
             for action, *fields in rows:
                 out.record(action.text, *fields)
-    _print_capped(out, "skipped", [f"{s['var']}: {s['reason']}" for s in report.skipped], "skipped bindings")
-    _print_capped(out, "warning", report.warnings, "warnings")
+    out.capped("skipped", [f"{s['var']}: {s['reason']}" for s in report.skipped], "skipped bindings")
+    out.capped("warning", report.warnings, "warnings")
     ts = report.test_stream
     if ts:
         where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"

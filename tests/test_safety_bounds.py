@@ -557,7 +557,7 @@ def test_junk_cache_warnings_are_summarized(tmp_path: Path) -> None:
 
     from conftest import run_cli
 
-    from beaminst.report import MAX_LISTED
+    from beaminst.humanout import MAX_LISTED
 
     full = tmp_path / "cache" / "full"
     full.mkdir(parents=True)

@@ -328,7 +328,7 @@ def _one_line(r) -> str:
 
 def test_swapped_pipeline_and_manifest_are_named_as_such():
     line = _one_line(run_cli("analyze", WC_M))
-    assert line == f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto: pass it with -m"
+    assert line == f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)"
     for pipeline in (WC, str(REPO / "fixtures" / "wordcount.textproto"), str(REPO / "fixtures" / "wordcount.json")):
         line = _one_line(run_cli("analyze", WC, "-m", pipeline))
         assert "this is a pipeline proto, not a binding manifest" in line, line
@@ -369,3 +369,87 @@ def test_an_unquoted_glob_is_named_and_batch_suggested():
     for command in (("analyze",), ("diff",)):
         line = _one_line(run_cli(*command, *files))
         assert "an unquoted glob?" in line and "beaminst batch 'SRC/*.pb'" in line, line
+
+
+# --- found trying it as a newcomer ------------------------------------------
+
+
+@pytest.mark.parametrize("computed", ['"words"', '"Auto"', '{"words": true}', "5", '[{"pcollection": "x"}]'])
+def test_a_mistyped_computed_says_what_computed_takes(tmp_path, computed):
+    path = tmp_path / "m.json"
+    path.write_text('{"bindings": {"words": "ref_PCollection_PCollection_9"}, "computed": ' + computed + "}")
+    line = _one_line(run_cli("analyze", WC, "-m", str(path)))
+    assert 'computed: expected a list of bound variable names, or "auto"' in line, line
+
+
+def test_a_cache_dir_one_level_too_deep_is_named(tmp_path):
+    keys = _keys(tmp_path / "cache")
+    _cache(tmp_path / "cache", keys.values())
+    r = run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache" / "full"), "--json")
+    problems = json.loads(r.stdout)["cache_problems"]
+    assert any("looks like the full/ directory itself" in p and f"--cache-dir {tmp_path / 'cache'}" in p for p in problems)
+
+
+def test_cached_but_not_computed_says_how_to_read_it_back(tmp_path):
+    keys = _keys(tmp_path / "cache")
+    _cache(tmp_path / "cache", keys.values())
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o.pb"), "--json")
+    skipped = json.loads(r.stdout)["skipped"]
+    assert len(skipped) == 4 and all("--reuse" in s["reason"] and '"computed"' in s["reason"] for s in skipped)
+
+
+def test_unbounded_pcollections_with_no_source_are_warned_about_in_analyze(tmp_path):
+    from beaminst import protoio
+
+    proto, _ = protoio.load_pipeline(fixture_pb("pubsub_one"))
+    for t in proto.components.transforms.values():
+        if "pubsub" in t.spec.urn:
+            t.spec.urn = "example:transform:my_source:v1"
+    pb = tmp_path / "p.pb"
+    pb.write_bytes(proto.SerializeToString())
+    doc = json.loads(run_cli("analyze", str(pb), "--json").stdout)
+    assert not doc["unbounded_sources"]
+    assert any("UNBOUNDED" in w and "--unbounded-urn" in w for w in doc["warnings"]), doc["warnings"]
+    fine = json.loads(run_cli("analyze", str(pb), "--unbounded-urn", "example:transform:my_source:v1", "--json").stdout)
+    assert not any("UNBOUNDED" in w for w in fine["warnings"])
+
+
+def test_a_piped_synthetic_variable_is_the_bare_name_show_takes(tmp_path):
+    pb, man = fixture_pb("pubsub_one"), fixture_manifest("pubsub_one")
+    rows = [line.split("\t") for line in run_cli("analyze", pb, "-m", man).stdout.splitlines()]
+    synthetic = [f[5] for f in rows if f[0] == "pcollection" and f[5].startswith("synthetic_var_")]
+    assert synthetic and all(" " not in v for v in synthetic)
+    code, shown, _ = run_cli_in_terminal("analyze", pb, "-m", man)
+    assert "(synthetic)" in shown
+
+
+def test_after_stdout_output_the_run_step_names_no_guessed_file(tmp_path):
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", "-")
+    steps = [line.split("\t", 1)[1] for line in r.stderr.splitlines() if line.startswith("next\t")]
+    assert steps[0].startswith("beaminst run FILE"), steps
+
+
+def test_batch_shows_each_files_warnings(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(WC, src / "a.pb")
+    shutil.copyfile(WC_M, src / "a.manifest.json")
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "nosuch"), "--jobs", "1")
+    assert r.exit_code == 0, r.stderr
+    warnings = [line for line in r.stdout.splitlines() if line.startswith("warning\t")]
+    assert any(w.startswith("warning\ta.pb: cache directory") and "does not exist" in w for w in warnings), r.stdout
+
+
+def test_a_computed_source_output_is_not_said_to_be_recomputed(tmp_path):
+    pb, man = fixture_pb("mixed"), json.loads(open(fixture_manifest("mixed")).read())
+    man["computed"] = sorted(man["bindings"])
+    path = _manifest(tmp_path, man)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    report = json.loads(run_cli("instrument", pb, "-m", path, "--cache-dir", str(cache), "-o", str(tmp_path / "o.pb"), "--json").stdout)
+    read_by_test_stream = {r["var"] for r in report["reads"] if r["via"] == "TestStream"}
+    assert read_by_test_stream
+    for var in read_by_test_stream:
+        assert not any(w.startswith(f"{var!r} is listed as computed") for w in report["warnings"]), report["warnings"]
