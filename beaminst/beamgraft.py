@@ -41,7 +41,7 @@ from apache_beam.runners.interactive.caching.streaming_cache import StreamingCac
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
-from beaminst import urns
+from beaminst import ipythonprobe, urns
 from beaminst.cachefs import resolve
 from beaminst.canonical import Signatures, digest
 from beaminst.environments import new_python_environment, python_environment
@@ -60,16 +60,18 @@ def scratch_pipeline() -> Iterator[Any]:
     local temp directory for every pipeline and only removes it on run().
     Every new ``Pipeline`` also resets Beam's filesystem options to its own:
     the caller's (a remote cache's endpoint and credentials) are put back, or
-    a cache read would validate its files against another server."""
+    a cache read would validate its files against another server. Building
+    in it imports no IPython (:mod:`beaminst.ipythonprobe`)."""
     from apache_beam.io.filesystems import FileSystems
 
     saved = FileSystems._pipeline_options
-    p = beam.Pipeline()
-    FileSystems.set_options(saved)
-    try:
-        yield p
-    finally:
-        shutil.rmtree(getattr(p, "local_tempdir", ""), ignore_errors=True)
+    with ipythonprobe.without_import():
+        p = beam.Pipeline()
+        FileSystems.set_options(saved)
+        try:
+            yield p
+        finally:
+            shutil.rmtree(getattr(p, "local_tempdir", ""), ignore_errors=True)
 
 
 @contextlib.contextmanager
