@@ -212,11 +212,12 @@ def _reify_per_window() -> Any:
     def reify_per_window(e: Any, wv: Any = beam.DoFn.WindowedValueParam, w: Any = beam.DoFn.WindowParam) -> Any:
         yield test_stream.WindowedValueHolder(wv)
 
-    # By value, cloudpickle keeps the code's file name and the module's
-    # ``__file__``: both where beaminst happens to be installed, so the same
-    # input gave other bytes from an editable install than from a wheel.
-    # Rebuilt over a relative name and only the globals it reads.
-    code = reify_per_window.__code__.replace(co_filename="beaminst/beamgraft.py")
+    # By value, cloudpickle keeps the code's file name, first line number and
+    # the module's ``__file__``: where beaminst happens to be installed, and
+    # any edit above this line, so the same input gave other bytes from an
+    # editable install than from a wheel. Rebuilt over a relative name, line
+    # 1, and only the globals it reads.
+    code = reify_per_window.__code__.replace(co_filename="beaminst/beamgraft.py", co_firstlineno=1)
     rebuilt = types.FunctionType(
         code, {"__name__": __name__, "test_stream": test_stream}, "reify_per_window", reify_per_window.__defaults__
     )

@@ -59,7 +59,7 @@ def test_same_input_same_bytes_across_processes_and_inputs_untouched(tmp_path):
 @pytest.mark.parametrize(("command", "name"), [("instrument", "windowing"), ("background-caching", "pubsub_one")])
 def test_same_bytes_whatever_the_install_layout(command, name, tmp_path):
     """beaminst copied to two directories (as an editable install and a wheel
-    differ): the same bytes out. A function pickled by value once carried its
+    differ), one with its code moved down a few lines: the same bytes out. A function pickled by value once carried its
     absolute source path, and 36 of word count's 96 transforms differed."""
     import shutil
     import subprocess
@@ -69,6 +69,9 @@ def test_same_bytes_whatever_the_install_layout(command, name, tmp_path):
     for where in ("a", "b/deeper/site-packages"):
         root = tmp_path / where
         shutil.copytree(REPO / "beaminst", root / "beaminst", ignore=shutil.ignore_patterns("__pycache__"))
+        if outs:  # and an edit that only moves code down: line numbers must not reach the output
+            graft = root / "beaminst" / "beamgraft.py"
+            graft.write_text("# moved\n" * 7 + graft.read_text())
         out = tmp_path / f"{len(outs)}.pb"
         env = {**os.environ, "PYTHONPATH": str(root)}
         proc = subprocess.run(
