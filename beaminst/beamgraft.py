@@ -276,7 +276,9 @@ def _piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[st
     pcs: list[str] = []
     seen = {placeholder}
     for tid in order:
-        for pc in ts[tid].outputs.values():
+        # By tag: a proto map's iteration order can differ between processes,
+        # and this order names the grafted PCollections (beaminst_X_p0, p1...).
+        for _, pc in sorted(ts[tid].outputs.items()):
             if pc not in seen:
                 seen.add(pc)
                 pcs.append(pc)
@@ -488,9 +490,13 @@ class Grafter:
     def build_test_stream(self, tags: list[str]) -> Subgraph:
         """The TestStream ``_replace_with_cached_inputs`` adds, one output per key."""
         with deterministic_pickling(), scratch_pipeline() as tmp:
-            outs = tmp | test_stream.TestStream(
-                output_tags=set(tags), coder=self.cache_manager._default_pcoder
-            )
+            stream = test_stream.TestStream(output_tags=set(tags), coder=self.cache_manager._default_pcoder)
+            # Beam keeps the tags in a set and makes one output per tag in its
+            # iteration order, which string hashing changes from process to
+            # process: the output PCollections' ids (and so the output's
+            # bytes) swapped between runs. A view ordered by tag iterates the same.
+            stream.output_tags = dict.fromkeys(sorted(tags)).keys()
+            outs = tmp | stream
             proto, ctx = tmp.to_runner_api(return_context=True)
         if isinstance(outs, beam.pvalue.PCollection):
             outs = {tags[0]: outs}

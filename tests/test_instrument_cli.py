@@ -56,6 +56,27 @@ def test_same_input_same_bytes_across_processes_and_inputs_untouched(tmp_path):
     assert (sha(WC), sha(WC_M)) == before
 
 
+def test_streaming_output_is_the_same_whatever_the_hash_seed(tmp_path):
+    """Beam's TestStream keeps its tags in a set, and proto maps iterate in no
+    fixed order: the TestStream's output PCollections swapped ids between runs
+    (PYTHONHASHSEED 1 and 3 gave different bytes for pubsub_two)."""
+    import subprocess
+    import sys
+
+    outs = []
+    for seed in ("1", "3", "7"):
+        out = tmp_path / f"{seed}.pb"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": seed}
+        proc = subprocess.run(
+            [sys.executable, "-m", "beaminst", "instrument", fixture_pb("pubsub_two"), "-m", fixture_manifest("pubsub_two"),
+             "--cache-dir", str(tmp_path / "cache"), "-o", str(out)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
 @pytest.mark.parametrize(("command", "name"), [("instrument", "windowing"), ("background-caching", "pubsub_one")])
 def test_same_bytes_whatever_the_install_layout(command, name, tmp_path):
     """beaminst copied to two directories (as an editable install and a wheel
