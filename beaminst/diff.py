@@ -148,17 +148,18 @@ def diff_indexes(
 
 
 def transform_changes(b: Side, a: Side, show_payloads: bool = False) -> dict[str, list[dict[str, Any]]]:
-    added = sorted(set(a.tid) - set(b.tid))
-    removed = sorted(set(b.tid) - set(a.tid))
-    gone = set(added) | set(removed)
+    # Sets built once: an entry asks whether its parent is in the same change.
+    added_set, removed_set = a.tid.keys() - b.tid.keys(), b.tid.keys() - a.tid.keys()
+    added, removed = sorted(added_set), sorted(removed_set)
+    gone = added_set | removed_set
     changed = []
     for name in sorted(set(a.tid) & set(b.tid)):
         changes = _transform_fields(b, a, name, gone, show_payloads)
         if changes:
             changed.append({"name": name, "urn": a.index.transforms[a.tid[name]].spec.urn, "changes": changes})
     return {
-        "added": [_transform_entry(a, n, set(added), show_payloads) for n in added],
-        "removed": [_transform_entry(b, n, set(removed), show_payloads) for n in removed],
+        "added": [_transform_entry(a, n, added_set, show_payloads) for n in added],
+        "removed": [_transform_entry(b, n, removed_set, show_payloads) for n in removed],
         "changed": changed,
     }
 
