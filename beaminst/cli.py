@@ -730,9 +730,9 @@ def diff_command(before: str, after: str, as_json: bool, show_payloads: bool) ->
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
-        from beaminst.diff import print_diff
+        from beaminst.diffformat import print_tree
 
-        print_diff(_console(), result, show_payloads)
+        print_tree(_console(), result, show_payloads)
     if not result.identical:
         sys.exit(1)
 

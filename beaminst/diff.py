@@ -13,8 +13,9 @@ instrumentation allocates new ones):
   are compared without the site-packages path Beam's pickles embed, so the
   same pipeline built in another virtualenv is no change.
 
-Each pass below is a pure function of the two indexed sides. Only protobuf is
-needed: the Beam SDK is never imported.
+Each pass below is a pure function of the two indexed sides, linear in their
+size. Only protobuf is needed: the Beam SDK is never imported. How a Diff is
+printed lives in :mod:`beaminst.diffformat`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ INSTRUMENTED_PREFIXES = (
     "TestStream",
 )
 PAYLOAD_PREFIX_BYTES = 64
+DESCRIPTION_CHARS, DESCRIPTION_DEPTH = 300, 6  # of a coder description
 _COMPONENT_KINDS = ("coders", "windowing_strategies", "environments")
 
 
@@ -74,7 +76,13 @@ def side(index: GraphIndex, source: str = "<pipeline>") -> Side:
     synthetic = [r for r in index.roots if is_synthetic_root(index.transforms[r], r)]
     for i, r in enumerate(synthetic):
         names[r] = ROOT if len(synthetic) == 1 else f"<root {i}>"
-    refs = {pc: (names[tid], index.producer_tag(pc)) for pc, tid in index.producer.items()}
+    # Each producer's outputs walked once (GraphIndex.producer_tag scans them
+    # per PCollection: quadratic for a transform with many outputs).
+    refs: dict[str, Ref] = {}
+    for tid in dict.fromkeys(index.producer.values()):
+        for tag, pc in index.transforms[tid].outputs.items():
+            if index.producer.get(pc) == tid:
+                refs.setdefault(pc, (names[tid], tag))
     return Side(
         index, source, Signatures(index.pipeline.components, coder_payload_install_independent), names,
         {n: t for t, n in names.items()}, refs, {r: pc for pc, r in refs.items()},
@@ -350,16 +358,38 @@ def _short_urn(urn: str) -> str:
     return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
 
 
-def describe_coder(components: Any, cid: str, depth: int = 0) -> str:
-    """``kv(bytes, iterable(varint))``: for people; the digest is the identity."""
-    c = components.coders[cid]
-    text = _short_urn(c.spec.urn)
-    if c.spec.payload:
-        text += f"[{len(c.spec.payload)} B]"
-    if c.component_coder_ids:
-        inner = "…" if depth >= 6 else ", ".join(describe_coder(components, s, depth + 1) for s in c.component_coder_ids)
-        text += f"({inner})"
-    return text
+def describe_coder(components: Any, cid: str) -> str:
+    """``kv(bytes, iterable(varint))``: for people; the digest is the identity.
+
+    Coders form a DAG that this spells out as a tree: a few hundred bytes of
+    coders sharing components could expand to terabytes. The text stops at
+    DESCRIPTION_CHARS (and DESCRIPTION_DEPTH), so the work does too."""
+    parts: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+
+    def walk(c_id: str, depth: int) -> None:
+        c = components.coders[c_id]
+        emit(_short_urn(c.spec.urn) + (f"[{len(c.spec.payload)} B]" if c.spec.payload else ""))
+        if not c.component_coder_ids:
+            return
+        emit("(")
+        if depth >= DESCRIPTION_DEPTH:
+            emit("…")
+        for i, sub in enumerate(c.component_coder_ids if depth < DESCRIPTION_DEPTH else ()):
+            if size > DESCRIPTION_CHARS:
+                break
+            emit(", " if i else "")
+            walk(sub, depth + 1)
+        emit(")")
+
+    walk(cid, 0)
+    text = "".join(parts)
+    return text if size <= DESCRIPTION_CHARS else text[:DESCRIPTION_CHARS] + "…"
 
 
 def describe_windowing(components: Any, wid: str) -> str:
@@ -414,147 +444,3 @@ def _component_entries(s: Side, kind: str, by_sig: dict[bytes, list[str]], sigs:
         for sig in sigs
     ]
     return sorted(entries, key=lambda e: (e["description"], e["digest"]))
-
-
-# --- people -------------------------------------------------------------------
-
-
-def print_diff(console: Any, d: Diff, show_payloads: bool = False) -> None:
-    """A rich tree grouped by kind of change; instrumented additions in magenta."""
-    from rich.tree import Tree
-
-    from beaminst.terminal import markup
-
-    if d.identical:
-        console.print(f"[green]identical[/green]: {markup(d.before)} and {markup(d.after)} have the same structure")
-        return
-    tree = Tree(f"[bold]beaminst diff[/bold] {markup(d.before)} → {markup(d.after)}")
-    _print_transform_set(tree, d.transforms["added"], "added", "green", "+", show_payloads)
-    _print_transform_set(tree, d.transforms["removed"], "removed", "red", "-", show_payloads)
-    if d.transforms["changed"]:
-        branch = tree.add(f"[bold yellow]Transforms changed[/bold yellow] ({len(d.transforms['changed'])})")
-        for t in d.transforms["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {markup(t['name'])} [dim]{markup(t['urn'] or '(no urn)')}[/dim]")
-            for what, change in t["changes"].items():
-                _print_field_change(node, what, change, show_payloads)
-    if d.rewired:
-        branch = tree.add(f"[bold cyan]Inputs rewired[/bold cyan] ({len(d.rewired)})")
-        for r in d.rewired:
-            mark = " [magenta](instrumented)[/magenta]" if r["instrumented"] else ""
-            kind = " side input" if r["side_input"] else ""
-            where = "" if r["leaf"] else " [dim](composite)[/dim]"
-            branch.add(
-                f"{markup(r['transform'])} [dim]\\[{markup(r['tag'])}{kind}][/dim]{where}: "
-                f"{markup(_ref_text(r['before']))} → [cyan]{markup(_ref_text(r['after']))}[/cyan]{mark}"
-            )
-    _print_pcollection_set(tree, d.pcollections["added"], "added", "green", "+")
-    _print_pcollection_set(tree, d.pcollections["removed"], "removed", "red", "-")
-    if d.pcollections["changed"]:
-        branch = tree.add(f"[bold yellow]PCollections changed[/bold yellow] ({len(d.pcollections['changed'])})")
-        for p in d.pcollections["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {markup(_ref_text(p))}")
-            for what, change in p["changes"].items():
-                was, now = change["before"], change["after"]
-                if isinstance(was, dict):
-                    was, now = was["description"], now["description"]
-                node.add(f"{what}: {markup(was)} → {markup(now)}")
-    for kind, changes in d.components.items():
-        for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
-            if changes[change]:
-                branch = tree.add(f"[bold {colour}]{kind.replace('_', ' ').capitalize()} {change}[/bold {colour}] ({len(changes[change])})")
-                for c in changes[change]:
-                    branch.add(f"[{colour}]{mark}[/{colour}] {markup(c['description'])} [dim]{c['digest']} ({markup(', '.join(c['ids']))})[/dim]")
-    for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
-        if d.requirements.get(change):
-            branch = tree.add(f"[bold {colour}]Requirements {change}[/bold {colour}]")
-            for r in d.requirements[change]:
-                branch.add(f"[{colour}]{mark}[/{colour}] {markup(r)}")
-    console.print(tree)
-    counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in d.summary().items() if n)
-    console.print(f"differences: {counts}")
-
-
-def _ref_text(ref: dict[str, str]) -> str:
-    return f"{ref['producer']}.{ref['tag']}"
-
-
-def _payload_text(p: dict[str, Any]) -> str:
-    return f"{p['length']} B, digest {p['digest']}"
-
-
-def _print_transform_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str, show_payloads: bool) -> None:
-    from beaminst.terminal import markup
-
-    if not entries:
-        return
-    n_inst = sum(1 for e in entries if e["instrumented"])
-    extra = f", {n_inst} instrumented" if n_inst else ""
-    branch = tree.add(f"[bold {colour}]Transforms {change}[/bold {colour}] ({len(entries)}{extra})")
-    by_name = {e["name"]: e for e in entries}
-    nested: dict[str, int] = {}
-    for e in entries:
-        top = e
-        while not top["outermost"]:
-            top = by_name[top["parent"]]
-        if top is not e:
-            nested[top["name"]] = nested.get(top["name"], 0) + 1
-    for e in entries:
-        if not e["outermost"]:
-            continue
-        style = "magenta" if e["instrumented"] else colour
-        tag = " [magenta](instrumented)[/magenta]" if e["instrumented"] else ""
-        more = f" [dim]+{nested[e['name']]} nested[/dim]" if nested.get(e["name"]) else ""
-        node = branch.add(
-            f"[{style}]{mark} {markup(e['name'])}[/{style}]{tag} [dim]{markup(e['urn'] or '(no urn)')}, "
-            f"{e['payload']['length']} B payload[/dim]{more}"
-        )
-        if show_payloads and e["payload"]["length"]:
-            node.add(f"[dim]payload[/dim] {markup(e['payload']['prefix'])}{'…' if e['payload']['length'] > PAYLOAD_PREFIX_BYTES else ''}")
-    if nested:
-        branch.add("[dim](nested transforms are listed one by one in --json)[/dim]")
-
-
-def _print_field_change(node: Any, what: str, change: dict[str, Any], show_payloads: bool) -> None:
-    from beaminst.terminal import markup
-
-    was, now = change["before"], change["after"]
-    if what == "payload":
-        where = f", first difference at byte {change['first_difference']}" if change["first_difference"] is not None else ""
-        sub = node.add(f"payload: {_payload_text(was)} → {_payload_text(now)}{where}")
-        if show_payloads:
-            for label, p in (("before", was), ("after", now)):
-                sub.add(f"[dim]{label} @{p['prefix_offset']}[/dim] {markup(p['prefix'])}")
-        return
-    if what == "environment":
-        def env(e: dict[str, str] | None) -> str:
-            return "(none)" if e is None else f"{e['urn']} {e['digest']}"
-
-        node.add(f"environment: {markup(env(was))} → {markup(env(now))}")
-        return
-    if what in ("inputs", "outputs"):
-        def refs(m: dict[str, dict[str, str]]) -> str:
-            return ", ".join(f"{t}={_ref_text(r)}" for t, r in m.items()) or "(none)"
-
-        node.add(f"{what}: {markup(refs(was))} → {markup(refs(now))}")
-        return
-    if what == "subtransforms":
-        node.add(f"subtransforms: {markup(', '.join(was))} → {markup(', '.join(now))}")
-        return
-    node.add(f"{what}: {markup(str(was))} → {markup(str(now))}")
-
-
-def _print_pcollection_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str) -> None:
-    from beaminst.terminal import markup
-
-    if not entries:
-        return
-    shown = [e for e in entries if not e["implied"]]
-    hidden = len(entries) - len(shown)
-    note = f"; {hidden} output(s) of {change} transforms not shown" if hidden else ""
-    branch = tree.add(f"[bold {colour}]PCollections {change}[/bold {colour}] ({len(entries)}{note})")
-    for e in shown:
-        style = "magenta" if e["instrumented"] else colour
-        branch.add(
-            f"[{style}]{mark} {markup(_ref_text(e))}[/{style}] [dim]{markup(e['coder']['description'])}, "
-            f"{e['is_bounded'].lower()}[/dim]"
-        )
