@@ -4,6 +4,7 @@ precise single changes, exit codes."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from conftest import (
     run_cli,
     run_python,
 )
-from diffcases import instrument_case, pcollection_refs, renamed
+from diffcases import instrument_case, pcollection_refs, renamed, renamed_transforms, shape_pipeline
 
 from beaminst.errors import ValidationError
 from beaminst.protoio import load_pipeline, save_pipeline
@@ -256,6 +257,30 @@ def test_one_payload_byte(tmp_path):
     assert diff_protos(original, changed)["transforms"]["changed"][0]["name"] == "Split"
 
 
+def test_coder_named_in_a_payload_changed_in_place():
+    """The same payload bytes naming a coder whose content changed sign
+    differently: a payload change (the shortcut for equal bytes checks the
+    coders they name), as the full signature says."""
+    from beaminst.diff import _payload_digest, side
+    from beaminst.validate import validate
+
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    coder = changed.components.coders["ref_Coder_FastPrimitivesCoder_8"]  # CountWords' accumulator
+    coder.spec.urn, coder.spec.payload = "beam:coder:string_utf8:v1", b""
+    doc = diff_protos(original, changed)
+    by_name = {t["name"]: t for t in doc["transforms"]["changed"]}
+    for name in ("CountWords", "CountWords/Combine"):
+        payload = by_name[name]["changes"]["payload"]
+        assert payload["first_difference"] is None and payload["before"]["digest"] != payload["after"]["digest"]
+    b, a = side(validate(original)), side(validate(changed))
+    expected = {
+        n for n, t in a.transform.items()
+        if n in b.transform and _payload_digest(b, b.transform[n]) != _payload_digest(a, t)
+    }
+    assert {n for n, t in by_name.items() if "payload" in t["changes"]} == expected
+
+
 def test_one_coder_swapped():
     original = load_fixture("wordcount")
     changed = load_fixture("wordcount")
@@ -402,3 +427,60 @@ def test_a_side_input_rewired_by_hand():
     assert (r["transform"], r["tag"], r["side_input"]) == ("AddSizes", "python_side_input0", True)
     assert (r["before"]["producer"], r["before"]["tag"]) == was
     assert (r["after"]["producer"], r["after"]["tag"]) == refs[add.inputs["None"]]
+
+
+# --- work grows with the pipeline, linearly -------------------------------------------------
+# Counted in Python lines run, not seconds (a loaded machine runs slower, never
+# longer); bench/bench_diff.py times real pipelines of 5,000 and 20,000 transforms.
+
+GROWTH_CASES = {  # shape: (before, after) for a size
+    "chain": lambda n: (shape_pipeline("chain", n), renamed_transforms(shape_pipeline("chain", n))),
+    "wide": lambda n: (shape_pipeline("wide", n), renamed_transforms(shape_pipeline("wide", n))),
+    "deep": lambda n: (shape_pipeline("chain", 0), shape_pipeline("deep", n)),
+    "coders": lambda n: (shape_pipeline("chain", 0), shape_pipeline("coders", n)),
+}
+
+
+def diff_work(before: Any, after: Any) -> int:
+    """Python lines run to diff two validated pipelines and print the result in
+    every format (a loop shows as lines, not calls; work inside one C call,
+    like set(list), shows only in the benchmark)."""
+    import io
+
+    from rich.console import Console
+
+    from beaminst import diffformat
+    from beaminst.diff import diff_indexes
+
+    lines = 0
+
+    def trace(frame: Any, event: str, _arg: Any) -> Any:
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        d = diff_indexes(before, after)
+        json.dumps(d.to_json(), sort_keys=True)
+        diffformat.print_tree(Console(file=io.StringIO(), width=200), d)
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+@pytest.mark.parametrize("shape", sorted(GROWTH_CASES))
+def test_diff_work_grows_linearly(shape):
+    """4x the transforms (outputs, nesting levels, shared coder components):
+    at most 4.5x the work. Each shape once hit a super-linear step: set(added)
+    per added transform, producer_tag per output, an ancestor walk per nested
+    transform, coder descriptions spelled out as a tree (exponential)."""
+    from beaminst.validate import validate
+
+    n = 4 if shape == "coders" else 400
+    work = []
+    for size in (n, 4 * n):
+        before, after = (validate(p) for p in GROWTH_CASES[shape](size))
+        diff_work(before, after)  # warm: one-time imports are not the diff's work
+        work.append(diff_work(before, after))
+    assert work[1] <= 4.5 * work[0], f"{shape}: {work[0]:,} -> {work[1]:,} lines run ({work[1] / work[0]:.1f}x)"
