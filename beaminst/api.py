@@ -25,9 +25,9 @@ class Loaded:
     source: str
 
 
-def load(path: str) -> Loaded:
-    """Load and validate a pipeline file; errors name the file."""
-    source = "<stdin>" if path == STDIO else path
+def load(path: str, source: str | None = None) -> Loaded:
+    """Load and validate a pipeline file; errors name the file (or ``source``)."""
+    source = source or ("<stdin>" if path == STDIO else path)
     try:
         proto, fmt = load_pipeline(path)
         index = validate(proto)
@@ -158,12 +158,16 @@ def _same_file(a: str, b: str) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def diff_files(before_path: str, after_path: str, show_payloads: bool = False) -> Any:
-    """``beaminst diff``: load and validate both pipelines, then diff them by meaning."""
+def diff_files(
+    before_path: str, after_path: str, show_payloads: bool = False, sources: tuple[str | None, str | None] = (None, None)
+) -> Any:
+    """``beaminst diff``: load and validate both pipelines, then diff them by
+    meaning. ``/dev/null`` is the empty pipeline, as for diff(1) and git (an
+    added or deleted file); ``sources`` name the sides instead of the paths."""
     from beaminst.diff import diff_indexes
 
     with paused_gc():
-        before, after = load(before_path), load(after_path)
+        before, after = (_diff_side(p, s) for p, s in zip((before_path, after_path), sources, strict=True))
         return diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
 
 
@@ -182,6 +186,18 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _diff_side(path: str, source: str | None) -> Loaded:
+    import os
+
+    if path != os.devnull:
+        return load(path, source)
+    from beaminst.beamproto import runner_api
+    from beaminst.graph import build_index
+
+    empty = runner_api().Pipeline()  # not valid (no root), but nothing in it to check
+    return Loaded(empty, "binary", build_index(empty), source or path)
 
 
 def graph_files(
