@@ -769,41 +769,119 @@ def batch(
     epilog="""\b
 Examples:
   beaminst diff wordcount.pb instrumented.pb
+  beaminst diff wordcount.pb instrumented.pb | grep -F WriteCache_
+  beaminst diff wordcount.pb instrumented.pb | cut -f1,2 | sort | uniq -c
   beaminst diff wordcount.pb instrumented.pb --json | jq '.transforms.added[].name'
-  beaminst diff before.textproto after.pb --show-payloads
+  beaminst diff old.pb new.pb --format markdown > comment.md
+  beaminst diff /dev/null new.pb               # everything added
   beaminst diff old.pb new.pb > /dev/null || echo "pipeline changed"
 
 \b
-Exit codes: 0 identical, 1 differences found, 2 error (as diff(1)).
+Formats (--format; the default is human on a terminal, plain otherwise):
+  human     a tree grouped by kind of change
+  plain     one tab-separated record a line, never wrapped or cut:
+            CHANGE KIND NAME ...  with CHANGE one of + - ~ and KIND one of
+            transform, input (a rewired input), pcollection, coder,
+            windowing_strategy, environment, requirement (fields: README)
+  markdown  a summary for a pull-request comment
+  json      every detail (--json; schema in the README)
+
+\b
+As a git diff driver (.gitattributes: *.pb diff=beam):
+  git config diff.beam.command "beaminst diff --git-driver"
+  git diff; git log -p --ext-diff; git show --ext-diff
+
+\b
+Exit codes: 0 identical, 1 differences found, 2 error (as diff(1)); with
+--git-driver 0 unless an error (git stops at a non-zero exit).
 """,
 )
-@click.argument("before", type=_path(allow_dash=True))
-@click.argument("after", type=_path(allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (schema in the README).")
+@click.argument("files", nargs=-1, metavar="BEFORE AFTER", type=_path(allow_dash=True))
+@click.option(
+    "--format", "fmt", type=click.Choice(["human", "plain", "markdown", "json"]),
+    help="Output format (default: human on a terminal, plain otherwise).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json (schema in the README).")
 @click.option("--show-payloads", is_flag=True, help="Show an escaped prefix of payload bytes (default: URN and length only).")
+@click.option(
+    "--git-driver", is_flag=True,
+    help="Take git's external diff arguments (path old-file old-hex old-mode new-file new-hex new-mode) "
+    "instead of BEFORE AFTER; see below.",
+)
 @bounds_option
 @handle_errors
-def diff_command(before: str, after: str, as_json: bool, show_payloads: bool) -> None:
+def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_payloads: bool, git_driver: bool) -> None:
     """Compare two pipelines by meaning, not by id.
 
     Transforms are matched by unique name, PCollections by producer and output
     tag, coders, windowing strategies and environments by content. Reports
     transforms added, removed and changed, rewired inputs, PCollections added,
-    removed and changed, and components added and removed.
+    removed and changed, and components added and removed. /dev/null is the
+    empty pipeline.
     """
+    from beaminst import diffformat
     from beaminst.api import diff_files
 
+    if as_json and fmt not in (None, "json"):
+        _fail(f"--json is --format json: give one of --json and --format {fmt}")
+    fmt = "json" if as_json else fmt or (diffformat.HUMAN if sys.stdout.isatty() else diffformat.PLAIN)
+    if git_driver:
+        sides = _git_driver_sides(files)
+        if sides is None:
+            return
+        (before, after), sources = sides
+    elif len(files) != 2:
+        _fail(f"diff takes BEFORE and AFTER, got {len(files)} argument(s) (try 'beaminst diff --help')")
+    else:
+        (before, after), sources = files, (None, None)
     if before == "-" and after == "-":
         _fail("BEFORE and AFTER cannot both be read from stdin")
-    result = diff_files(before, after, show_payloads)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
-    else:
-        from beaminst.diff import print_diff
+    result = diff_files(before, after, show_payloads, sources)
+    try:
+        if git_driver and fmt in (diffformat.HUMAN, diffformat.PLAIN):
+            from beaminst.errors import printable
 
-        print_diff(_console(), result, show_payloads)
-    if not result.identical:
+            # git prints no header of its own for an external diff: say which file.
+            click.echo(f"diff --beam {printable(result.before)} {printable(result.after)}")
+        _write_diff(result, fmt, show_payloads)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (| head): no noise at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise
+    if not result.identical and not git_driver:
         sys.exit(1)
+
+
+def _write_diff(result: Any, fmt: str, show_payloads: bool) -> None:
+    from beaminst import diffformat
+
+    if fmt == diffformat.JSON:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    elif fmt == diffformat.MARKDOWN:
+        sys.stdout.write(diffformat.markdown(result))
+    elif fmt == diffformat.PLAIN:
+        diffformat.write_plain(sys.stdout, result, show_payloads)
+    else:
+        diffformat.print_tree(_console(), result, show_payloads)
+
+
+def _git_driver_sides(args: tuple[str, ...]) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """(old file, new file), ("a/PATH", "b/PATH") from git's external diff
+    arguments: 7, or 9 for a rename (new path and git's rename header appended);
+    an unmerged path gets 1, and is said so here (None: nothing to diff)."""
+    if len(args) == 1:
+        click.echo(f"* Unmerged path {args[0]}")
+        return None
+    if len(args) not in (7, 9):
+        _fail(
+            f"--git-driver takes the arguments git passes an external diff (7, or 9 for a rename), got {len(args)}: "
+            'configure it as git config diff.beam.command "beaminst diff --git-driver"'
+        )
+    path, old_file, _old_hex, _old_mode, new_file, _new_hex, _new_mode, *rename = args
+    new_path = rename[0] if rename else path
+    # An added (deleted) file's missing side is /dev/null, as git names it.
+    labels = (old_file if old_file == os.devnull else f"a/{path}", new_file if new_file == os.devnull else f"b/{new_path}")
+    return (old_file, new_file), labels
 
 
 @main.command(

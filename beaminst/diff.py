@@ -13,8 +13,9 @@ instrumentation allocates new ones):
   are compared without the site-packages path Beam's pickles embed, so the
   same pipeline built in another virtualenv is no change.
 
-Each pass below is a pure function of the two indexed sides. Only protobuf is
-needed: the Beam SDK is never imported.
+Each pass below is a pure function of the two indexed sides, linear in their
+size. Only protobuf is needed: the Beam SDK is never imported. How a Diff is
+printed lives in :mod:`beaminst.diffformat`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from beaminst import urns
 from beaminst.cachekeys import payload_signature
 from beaminst.canonical import Signatures, coder_payload_install_independent
 from beaminst.graph import GraphIndex
@@ -39,6 +41,7 @@ INSTRUMENTED_PREFIXES = (
     "TestStream",
 )
 PAYLOAD_PREFIX_BYTES = 64
+DESCRIPTION_CHARS, DESCRIPTION_DEPTH = 300, 6  # of a coder description
 _COMPONENT_KINDS = ("coders", "windowing_strategies", "environments")
 
 
@@ -60,6 +63,10 @@ class Side:
     tid: dict[str, str]  # unique name -> transform id
     ref: dict[str, Ref]  # PCollection id -> (producer name, tag)
     pcoll: dict[Ref, str]  # (producer name, tag) -> PCollection id
+    # Unique name -> transform message, from the one walk of the map: a
+    # protobuf map lookup per pass costs more, and more so once a pipeline
+    # pair outgrows the CPU cache (tens of MB).
+    transform: dict[str, Any]
 
     @property
     def components(self) -> Any:
@@ -69,15 +76,24 @@ class Side:
 def side(index: GraphIndex, source: str = "<pipeline>") -> Side:
     """Index ``index``'s ids by meaning (one linear pass)."""
     names: dict[str, str] = {}
+    msgs: dict[str, Any] = {}
     for tid, t in index.transforms.items():
         names[tid] = t.unique_name or f"<unnamed {tid}>"
-    synthetic = [r for r in index.roots if is_synthetic_root(index.transforms[r], r)]
+        msgs[tid] = t
+    synthetic = [r for r in index.roots if is_synthetic_root(msgs[r], r)]
     for i, r in enumerate(synthetic):
         names[r] = ROOT if len(synthetic) == 1 else f"<root {i}>"
-    refs = {pc: (names[tid], index.producer_tag(pc)) for pc, tid in index.producer.items()}
+    # Each producer's outputs walked once (GraphIndex.producer_tag scans them
+    # per PCollection: quadratic for a transform with many outputs).
+    refs: dict[str, Ref] = {}
+    for tid in dict.fromkeys(index.producer.values()):
+        for tag, pc in msgs[tid].outputs.items():
+            if index.producer.get(pc) == tid:
+                refs.setdefault(pc, (names[tid], tag))
     return Side(
         index, source, Signatures(index.pipeline.components, coder_payload_install_independent), names,
         {n: t for t, n in names.items()}, refs, {r: pc for pc, r in refs.items()},
+        {names[tid]: t for tid, t in msgs.items()},
     )
 
 
@@ -133,10 +149,11 @@ def diff_indexes(
     """The structural difference from ``before`` to ``after`` (both validated)."""
     b, a = side(before, before_source), side(after, after_source)
     d = Diff(before_source, after_source)
-    d.transforms = transform_changes(b, a, show_payloads)
+    common = common_transforms(b, a)
+    d.transforms = transform_changes(b, a, common, show_payloads)
     added = {t["name"] for t in d.transforms["added"]}
     removed = {t["name"] for t in d.transforms["removed"]}
-    d.rewired = rewired_inputs(b, a)
+    d.rewired = rewired_inputs(b, a, common)
     d.pcollections = pcollection_changes(b, a, added, removed)
     d.components = component_changes(b, a)
     req_b, req_a = set(before.pipeline.requirements), set(after.pipeline.requirements)
@@ -147,25 +164,35 @@ def diff_indexes(
 # --- transforms ---------------------------------------------------------------
 
 
-def transform_changes(b: Side, a: Side, show_payloads: bool = False) -> dict[str, list[dict[str, Any]]]:
-    added = sorted(set(a.tid) - set(b.tid))
-    removed = sorted(set(b.tid) - set(a.tid))
-    gone = set(added) | set(removed)
+Common = list[tuple[str, Any, Any]]  # (unique name, before transform, after transform)
+
+
+def common_transforms(b: Side, a: Side) -> Common:
+    """The transforms on both sides, by name."""
+    tb, ta = b.transform, a.transform
+    return [(n, tb[n], ta[n]) for n in sorted(ta.keys() & tb.keys())]
+
+
+def transform_changes(b: Side, a: Side, common: Common, show_payloads: bool = False) -> dict[str, list[dict[str, Any]]]:
+    # Sets built once: an entry asks whether its parent is in the same change.
+    added_set, removed_set = a.tid.keys() - b.tid.keys(), b.tid.keys() - a.tid.keys()
+    added, removed = sorted(added_set), sorted(removed_set)
+    gone = added_set | removed_set
     changed = []
-    for name in sorted(set(a.tid) & set(b.tid)):
-        changes = _transform_fields(b, a, name, gone, show_payloads)
+    for name, tb, ta in common:
+        changes = _transform_fields(b, a, tb, ta, gone, show_payloads)
         if changes:
-            changed.append({"name": name, "urn": a.index.transforms[a.tid[name]].spec.urn, "changes": changes})
+            changed.append({"name": name, "urn": ta.spec.urn, "changes": changes})
     return {
-        "added": [_transform_entry(a, n, set(added), show_payloads) for n in added],
-        "removed": [_transform_entry(b, n, set(removed), show_payloads) for n in removed],
+        "added": [_transform_entry(a, n, added_set, show_payloads) for n in added],
+        "removed": [_transform_entry(b, n, removed_set, show_payloads) for n in removed],
         "changed": changed,
     }
 
 
 def _transform_entry(s: Side, name: str, same_change: set[str], show_payloads: bool) -> dict[str, Any]:
     tid = s.tid[name]
-    t = s.index.transforms[tid]
+    t = s.transform[name]
     parent = s.index.parent.get(tid)
     parent_name = s.name[parent] if parent is not None else None
     return {
@@ -201,14 +228,11 @@ def _environment(s: Side, eid: str) -> dict[str, str] | None:
     return {"digest": s.sigs.environment(eid).hex()[:HEX], "urn": s.components.environments[eid].urn, "id": eid}
 
 
-def _transform_fields(b: Side, a: Side, name: str, gone: set[str], show_payloads: bool) -> dict[str, Any]:
-    tb, ta = b.index.transforms[b.tid[name]], a.index.transforms[a.tid[name]]
+def _transform_fields(b: Side, a: Side, tb: Any, ta: Any, gone: set[str], show_payloads: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if tb.spec.urn != ta.spec.urn:
         out["urn"] = {"before": tb.spec.urn, "after": ta.spec.urn}
-    # Under another URN the same bytes normalise differently; the URN change is reported already.
-    same_bytes_new_urn = tb.spec.urn != ta.spec.urn and tb.spec.payload == ta.spec.payload
-    if not same_bytes_new_urn and _payload_digest(b, tb) != _payload_digest(a, ta):
+    if not _same_payload(b, a, tb, ta):
         first = first_difference(tb.spec.payload, ta.spec.payload)
         start = max(0, (first or 0) - 16)
         out["payload"] = {
@@ -216,9 +240,8 @@ def _transform_fields(b: Side, a: Side, name: str, gone: set[str], show_payloads
             "after": _payload(a, ta, show_payloads, start),
             "first_difference": first,
         }
-    env_b, env_a = _environment(b, tb.environment_id), _environment(a, ta.environment_id)
-    if (env_b or {}).get("digest") != (env_a or {}).get("digest"):
-        out["environment"] = {"before": env_b, "after": env_a}
+    if _environment_signature(b, tb.environment_id) != _environment_signature(a, ta.environment_id):
+        out["environment"] = {"before": _environment(b, tb.environment_id), "after": _environment(a, ta.environment_id)}
     # Added and removed children are reported as such; what is left must match
     # in order (a move or a reorder is a change of the parent).
     subs_b = [b.name[s] for s in tb.subtransforms if b.name[s] not in gone]
@@ -227,9 +250,10 @@ def _transform_fields(b: Side, a: Side, name: str, gone: set[str], show_payloads
         out["subtransforms"] = {"before": subs_b, "after": subs_a}
     # Inputs present on both sides but reading elsewhere are "rewired"; here:
     # tags that exist on one side only.
-    only_b = {tag: _ref_json(b.ref[pc]) for tag, pc in sorted(tb.inputs.items()) if tag not in ta.inputs}
-    only_a = {tag: _ref_json(a.ref[pc]) for tag, pc in sorted(ta.inputs.items()) if tag not in tb.inputs}
-    if only_b or only_a:
+    ins_b, ins_a = dict(tb.inputs), dict(ta.inputs)
+    if ins_b.keys() != ins_a.keys():
+        only_b = {tag: _ref_json(b.ref[pc]) for tag, pc in sorted(ins_b.items()) if tag not in ins_a}
+        only_a = {tag: _ref_json(a.ref[pc]) for tag, pc in sorted(ins_a.items()) if tag not in ins_b}
         out["inputs"] = {"before": only_b, "after": only_a}
     outs_b = {tag: b.ref[pc] for tag, pc in tb.outputs.items()}
     outs_a = {tag: a.ref[pc] for tag, pc in ta.outputs.items()}
@@ -240,6 +264,24 @@ def _transform_fields(b: Side, a: Side, name: str, gone: set[str], show_payloads
             "after": {t: _ref_json(outs_a[t]) for t in tags if t in outs_a},
         }
     return out
+
+
+def _same_payload(b: Side, a: Side, tb: Any, ta: Any) -> bool:
+    """Whether the payloads sign the same. Equal bytes under one URN sign the
+    same unless a coder they name differs in content, which the references
+    (parsed once, in validation) tell without signing: most transforms of a
+    pipeline against its next version. Under another URN the same bytes
+    normalise differently, and the URN change is reported already."""
+    if tb.spec.payload == ta.spec.payload:
+        if tb.spec.urn != ta.spec.urn:
+            return True
+        coders = urns.payload_info(tb.spec.urn, tb.spec.payload).coders
+        return all(b.sigs.coder(c) == a.sigs.coder(c) for c in coders)
+    return _payload_digest(b, tb) == _payload_digest(a, ta)
+
+
+def _environment_signature(s: Side, eid: str) -> bytes | None:
+    return s.sigs.environment(eid) if eid else None
 
 
 def first_difference(x: bytes, y: bytes) -> int | None:
@@ -265,16 +307,16 @@ def _ref_json(ref: Ref) -> dict[str, str]:
     return {"producer": ref[0], "tag": ref[1]}
 
 
-def rewired_inputs(b: Side, a: Side) -> list[dict[str, Any]]:
+def rewired_inputs(b: Side, a: Side, common: Common) -> list[dict[str, Any]]:
     """Inputs of a transform present on both sides whose tag now reads a
     different PCollection (compared as producer name + tag)."""
     out = []
-    for name in sorted(set(a.tid) & set(b.tid)):
-        tb, ta = b.index.transforms[b.tid[name]], a.index.transforms[a.tid[name]]
-        sides = a.index.side_input_tags.get(a.tid[name], frozenset())
-        for tag in sorted(set(tb.inputs) & set(ta.inputs)):
-            was, now = b.ref[tb.inputs[tag]], a.ref[ta.inputs[tag]]
+    for name, tb, ta in common:
+        ins_b, ins_a = dict(tb.inputs), dict(ta.inputs)
+        for tag in sorted(ins_b.keys() & ins_a.keys()):
+            was, now = b.ref[ins_b[tag]], a.ref[ins_a[tag]]
             if was != now:
+                sides = a.index.side_input_tags.get(a.tid[name], frozenset())
                 out.append({
                     "transform": name,
                     "tag": tag,
@@ -349,16 +391,38 @@ def _short_urn(urn: str) -> str:
     return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
 
 
-def describe_coder(components: Any, cid: str, depth: int = 0) -> str:
-    """``kv(bytes, iterable(varint))``: for people; the digest is the identity."""
-    c = components.coders[cid]
-    text = _short_urn(c.spec.urn)
-    if c.spec.payload:
-        text += f"[{len(c.spec.payload)} B]"
-    if c.component_coder_ids:
-        inner = "…" if depth >= 6 else ", ".join(describe_coder(components, s, depth + 1) for s in c.component_coder_ids)
-        text += f"({inner})"
-    return text
+def describe_coder(components: Any, cid: str) -> str:
+    """``kv(bytes, iterable(varint))``: for people; the digest is the identity.
+
+    Coders form a DAG that this spells out as a tree: a few hundred bytes of
+    coders sharing components could expand to terabytes. The text stops at
+    DESCRIPTION_CHARS (and DESCRIPTION_DEPTH), so the work does too."""
+    parts: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+
+    def walk(c_id: str, depth: int) -> None:
+        c = components.coders[c_id]
+        emit(_short_urn(c.spec.urn) + (f"[{len(c.spec.payload)} B]" if c.spec.payload else ""))
+        if not c.component_coder_ids:
+            return
+        emit("(")
+        if depth >= DESCRIPTION_DEPTH:
+            emit("…")
+        for i, sub in enumerate(c.component_coder_ids if depth < DESCRIPTION_DEPTH else ()):
+            if size > DESCRIPTION_CHARS:
+                break
+            emit(", " if i else "")
+            walk(sub, depth + 1)
+        emit(")")
+
+    walk(cid, 0)
+    text = "".join(parts)
+    return text if size <= DESCRIPTION_CHARS else text[:DESCRIPTION_CHARS] + "…"
 
 
 def describe_windowing(components: Any, wid: str) -> str:
@@ -413,147 +477,3 @@ def _component_entries(s: Side, kind: str, by_sig: dict[bytes, list[str]], sigs:
         for sig in sigs
     ]
     return sorted(entries, key=lambda e: (e["description"], e["digest"]))
-
-
-# --- people -------------------------------------------------------------------
-
-
-def print_diff(console: Any, d: Diff, show_payloads: bool = False) -> None:
-    """A rich tree grouped by kind of change; instrumented additions in magenta."""
-    from rich.tree import Tree
-
-    from beaminst.terminal import markup
-
-    if d.identical:
-        console.print(f"[green]identical[/green]: {markup(d.before)} and {markup(d.after)} have the same structure")
-        return
-    tree = Tree(f"[bold]beaminst diff[/bold] {markup(d.before)} → {markup(d.after)}")
-    _print_transform_set(tree, d.transforms["added"], "added", "green", "+", show_payloads)
-    _print_transform_set(tree, d.transforms["removed"], "removed", "red", "-", show_payloads)
-    if d.transforms["changed"]:
-        branch = tree.add(f"[bold yellow]Transforms changed[/bold yellow] ({len(d.transforms['changed'])})")
-        for t in d.transforms["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {markup(t['name'])} [dim]{markup(t['urn'] or '(no urn)')}[/dim]")
-            for what, change in t["changes"].items():
-                _print_field_change(node, what, change, show_payloads)
-    if d.rewired:
-        branch = tree.add(f"[bold cyan]Inputs rewired[/bold cyan] ({len(d.rewired)})")
-        for r in d.rewired:
-            mark = " [magenta](instrumented)[/magenta]" if r["instrumented"] else ""
-            kind = " side input" if r["side_input"] else ""
-            where = "" if r["leaf"] else " [dim](composite)[/dim]"
-            branch.add(
-                f"{markup(r['transform'])} [dim]\\[{markup(r['tag'])}{kind}][/dim]{where}: "
-                f"{markup(_ref_text(r['before']))} → [cyan]{markup(_ref_text(r['after']))}[/cyan]{mark}"
-            )
-    _print_pcollection_set(tree, d.pcollections["added"], "added", "green", "+")
-    _print_pcollection_set(tree, d.pcollections["removed"], "removed", "red", "-")
-    if d.pcollections["changed"]:
-        branch = tree.add(f"[bold yellow]PCollections changed[/bold yellow] ({len(d.pcollections['changed'])})")
-        for p in d.pcollections["changed"]:
-            node = branch.add(f"[yellow]~[/yellow] {markup(_ref_text(p))}")
-            for what, change in p["changes"].items():
-                was, now = change["before"], change["after"]
-                if isinstance(was, dict):
-                    was, now = was["description"], now["description"]
-                node.add(f"{what}: {markup(was)} → {markup(now)}")
-    for kind, changes in d.components.items():
-        for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
-            if changes[change]:
-                branch = tree.add(f"[bold {colour}]{kind.replace('_', ' ').capitalize()} {change}[/bold {colour}] ({len(changes[change])})")
-                for c in changes[change]:
-                    branch.add(f"[{colour}]{mark}[/{colour}] {markup(c['description'])} [dim]{c['digest']} ({markup(', '.join(c['ids']))})[/dim]")
-    for change, colour, mark in (("added", "green", "+"), ("removed", "red", "-")):
-        if d.requirements.get(change):
-            branch = tree.add(f"[bold {colour}]Requirements {change}[/bold {colour}]")
-            for r in d.requirements[change]:
-                branch.add(f"[{colour}]{mark}[/{colour}] {markup(r)}")
-    console.print(tree)
-    counts = ", ".join(f"{k.replace('_', ' ')}: {n}" for k, n in d.summary().items() if n)
-    console.print(f"differences: {counts}")
-
-
-def _ref_text(ref: dict[str, str]) -> str:
-    return f"{ref['producer']}.{ref['tag']}"
-
-
-def _payload_text(p: dict[str, Any]) -> str:
-    return f"{p['length']} B, digest {p['digest']}"
-
-
-def _print_transform_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str, show_payloads: bool) -> None:
-    from beaminst.terminal import markup
-
-    if not entries:
-        return
-    n_inst = sum(1 for e in entries if e["instrumented"])
-    extra = f", {n_inst} instrumented" if n_inst else ""
-    branch = tree.add(f"[bold {colour}]Transforms {change}[/bold {colour}] ({len(entries)}{extra})")
-    by_name = {e["name"]: e for e in entries}
-    nested: dict[str, int] = {}
-    for e in entries:
-        top = e
-        while not top["outermost"]:
-            top = by_name[top["parent"]]
-        if top is not e:
-            nested[top["name"]] = nested.get(top["name"], 0) + 1
-    for e in entries:
-        if not e["outermost"]:
-            continue
-        style = "magenta" if e["instrumented"] else colour
-        tag = " [magenta](instrumented)[/magenta]" if e["instrumented"] else ""
-        more = f" [dim]+{nested[e['name']]} nested[/dim]" if nested.get(e["name"]) else ""
-        node = branch.add(
-            f"[{style}]{mark} {markup(e['name'])}[/{style}]{tag} [dim]{markup(e['urn'] or '(no urn)')}, "
-            f"{e['payload']['length']} B payload[/dim]{more}"
-        )
-        if show_payloads and e["payload"]["length"]:
-            node.add(f"[dim]payload[/dim] {markup(e['payload']['prefix'])}{'…' if e['payload']['length'] > PAYLOAD_PREFIX_BYTES else ''}")
-    if nested:
-        branch.add("[dim](nested transforms are listed one by one in --json)[/dim]")
-
-
-def _print_field_change(node: Any, what: str, change: dict[str, Any], show_payloads: bool) -> None:
-    from beaminst.terminal import markup
-
-    was, now = change["before"], change["after"]
-    if what == "payload":
-        where = f", first difference at byte {change['first_difference']}" if change["first_difference"] is not None else ""
-        sub = node.add(f"payload: {_payload_text(was)} → {_payload_text(now)}{where}")
-        if show_payloads:
-            for label, p in (("before", was), ("after", now)):
-                sub.add(f"[dim]{label} @{p['prefix_offset']}[/dim] {markup(p['prefix'])}")
-        return
-    if what == "environment":
-        def env(e: dict[str, str] | None) -> str:
-            return "(none)" if e is None else f"{e['urn']} {e['digest']}"
-
-        node.add(f"environment: {markup(env(was))} → {markup(env(now))}")
-        return
-    if what in ("inputs", "outputs"):
-        def refs(m: dict[str, dict[str, str]]) -> str:
-            return ", ".join(f"{t}={_ref_text(r)}" for t, r in m.items()) or "(none)"
-
-        node.add(f"{what}: {markup(refs(was))} → {markup(refs(now))}")
-        return
-    if what == "subtransforms":
-        node.add(f"subtransforms: {markup(', '.join(was))} → {markup(', '.join(now))}")
-        return
-    node.add(f"{what}: {markup(str(was))} → {markup(str(now))}")
-
-
-def _print_pcollection_set(tree: Any, entries: list[dict[str, Any]], change: str, colour: str, mark: str) -> None:
-    from beaminst.terminal import markup
-
-    if not entries:
-        return
-    shown = [e for e in entries if not e["implied"]]
-    hidden = len(entries) - len(shown)
-    note = f"; {hidden} output(s) of {change} transforms not shown" if hidden else ""
-    branch = tree.add(f"[bold {colour}]PCollections {change}[/bold {colour}] ({len(entries)}{note})")
-    for e in shown:
-        style = "magenta" if e["instrumented"] else colour
-        branch.add(
-            f"[{style}]{mark} {markup(_ref_text(e))}[/{style}] [dim]{markup(e['coder']['description'])}, "
-            f"{e['is_bounded'].lower()}[/dim]"
-        )

@@ -129,3 +129,87 @@ def pcollection_refs(proto: Any) -> dict[str, tuple[str, str]]:
             if p not in ins:
                 out[p] = (t.unique_name, tag)
     return out
+
+
+# --- hand-built shapes, for the growth tests (no SDK, any size, in milliseconds) ----------------
+
+_ENV, _BYTES, _WS = "env", "bytes", "global"
+
+
+def shape_pipeline(shape: str, n: int) -> Any:
+    """A valid pipeline of about ``n`` of one thing: ``chain`` (a line of
+    ``n`` ParDo-like leaves), ``wide`` (one leaf with ``n`` outputs), ``deep``
+    (``n`` composites nested one in the next) or ``coders`` (a coder DAG,
+    each level holding the one below ``n`` times, six levels deep: a tree of
+    ``n**6`` leaves if it were expanded)."""
+    from beaminst.beamproto import runner_api
+
+    r = runner_api()
+    p = r.Pipeline()
+    c = p.components
+    c.environments[_ENV].urn = "beam:env:embedded_python:v1"
+    c.coders[_BYTES].spec.urn = "beam:coder:bytes:v1"
+    c.coders["gw"].spec.urn = "beam:coder:global_window:v1"
+    ws = c.windowing_strategies[_WS]
+    ws.window_fn.urn = "beam:window_fn:global_windows:v1"
+    ws.window_coder_id = "gw"
+    ws.environment_id = _ENV
+
+    def pcoll(pid: str, coder: str = _BYTES) -> str:
+        pc = c.pcollections[pid]
+        pc.unique_name, pc.coder_id, pc.windowing_strategy_id = pid, coder, _WS
+        pc.is_bounded = r.IsBounded.BOUNDED
+        return pid
+
+    def leaf(tid: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+        t = c.transforms[tid]
+        t.unique_name, t.spec.urn, t.environment_id = tid, "beam:transform:shape_step:v1", _ENV
+        t.inputs.update(inputs)
+        t.outputs.update(outputs)
+        return tid
+
+    root = c.transforms["root"]
+    root.unique_name = "root"
+    p.root_transform_ids.append("root")
+    impulse = c.transforms["Impulse"]
+    impulse.unique_name, impulse.spec.urn = "Impulse", "beam:transform:impulse:v1"
+    impulse.outputs["out"] = pcoll("impulse")
+    root.subtransforms.append("Impulse")
+    if shape == "chain":
+        prev = "impulse"
+        for i in range(n):
+            root.subtransforms.append(leaf(f"Step{i}", {"in": prev}, {"out": pcoll(f"p{i}")}))
+            prev = f"p{i}"
+    elif shape == "wide":
+        root.subtransforms.append(leaf("Split", {"in": "impulse"}, {f"out{i}": pcoll(f"p{i}") for i in range(n)}))
+    elif shape == "deep":
+        parent = root
+        for i in range(n):
+            t = c.transforms[f"C{i}"]
+            t.unique_name = f"C{i}"
+            t.inputs["in"] = "impulse"
+            t.outputs["out"] = "last"
+            parent.subtransforms.append(f"C{i}")
+            parent = t
+        parent.subtransforms.append(leaf("Last", {"in": "impulse"}, {"out": pcoll("last")}))
+    elif shape == "coders":
+        below = _BYTES
+        for level in range(6):
+            coder = c.coders[f"tuple{level}"]
+            coder.spec.urn = "beam:coder:kv:v1"
+            coder.component_coder_ids.extend([below] * n)
+            below = f"tuple{level}"
+        root.subtransforms.append(leaf("Encode", {"in": "impulse"}, {"out": pcoll("encoded", below)}))
+    else:
+        raise ValueError(shape)
+    return p
+
+
+def renamed_transforms(proto: Any, prefix: str = "v2/") -> Any:
+    """A copy whose transforms all have new unique names (the root's too):
+    to a diff, everything removed and everything added."""
+    out = type(proto)()
+    out.CopyFrom(proto)
+    for t in out.components.transforms.values():
+        t.unique_name = prefix + t.unique_name
+    return out

@@ -4,6 +4,9 @@ precise single changes, exit codes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +15,15 @@ from conftest import (
     CORRUPT,
     FIXTURE_NAMES,
     FIXTURES,
+    REPO,
     beam_noise_free,
     fixture_pb,
     load_fixture,
     run_cli,
+    run_cli_subprocess,
     run_python,
 )
-from diffcases import instrument_case, pcollection_refs, renamed
+from diffcases import instrument_case, pcollection_refs, renamed, renamed_transforms, shape_pipeline
 
 from beaminst.errors import ValidationError
 from beaminst.protoio import load_pipeline, save_pipeline
@@ -68,8 +73,10 @@ def test_fixture_against_itself_is_identical(name):
     assert doc["identical"] is True
     assert not any(doc["summary"].values())
     assert doc["transforms"] == {"added": [], "removed": [], "changed": []}
-    r = run_cli("diff", fixture_pb(name), fixture_pb(name))
+    r = run_cli("diff", fixture_pb(name), fixture_pb(name), "--format", "human")
     assert r.exit_code == 0 and "identical" in r.stdout
+    r = run_cli("diff", fixture_pb(name), fixture_pb(name))  # plain: nothing to say, as diff(1)
+    assert (r.exit_code, r.stdout) == (0, "")
 
 
 def test_formats_do_not_matter():
@@ -200,7 +207,7 @@ def _without_ids(doc: Any) -> Any:
 
 def test_human_report_marks_instrumented_additions(instrumented):
     out, report = instrumented[("wordcount", ("words",))]
-    r = run_cli("diff", fixture_pb("wordcount"), out)
+    r = run_cli("diff", fixture_pb("wordcount"), out, "--format", "human")
     assert r.exit_code == 1
     text = r.stdout
     for section in ("Transforms added", "Transforms removed", "Inputs rewired", "Coders added"):
@@ -250,10 +257,34 @@ def test_one_payload_byte(tmp_path):
     assert sp["before"]["prefix_offset"] == sp["after"]["prefix_offset"] == offset - 16
     assert sp["before"]["prefix"] != sp["after"]["prefix"]
 
-    text = run_cli("diff", fixture_pb("wordcount"), path, "--show-payloads").stdout
+    text = run_cli("diff", fixture_pb("wordcount"), path, "--show-payloads", "--format", "human").stdout
     assert "~ Split beam:transform:pardo:v1" in text and f"first difference at byte {offset}" in text
     assert sp["after"]["prefix"][:20] in text
     assert diff_protos(original, changed)["transforms"]["changed"][0]["name"] == "Split"
+
+
+def test_coder_named_in_a_payload_changed_in_place():
+    """The same payload bytes naming a coder whose content changed sign
+    differently: a payload change (the shortcut for equal bytes checks the
+    coders they name), as the full signature says."""
+    from beaminst.diff import _payload_digest, side
+    from beaminst.validate import validate
+
+    original = load_fixture("wordcount")
+    changed = load_fixture("wordcount")
+    coder = changed.components.coders["ref_Coder_FastPrimitivesCoder_8"]  # CountWords' accumulator
+    coder.spec.urn, coder.spec.payload = "beam:coder:string_utf8:v1", b""
+    doc = diff_protos(original, changed)
+    by_name = {t["name"]: t for t in doc["transforms"]["changed"]}
+    for name in ("CountWords", "CountWords/Combine"):
+        payload = by_name[name]["changes"]["payload"]
+        assert payload["first_difference"] is None and payload["before"]["digest"] != payload["after"]["digest"]
+    b, a = side(validate(original)), side(validate(changed))
+    expected = {
+        n for n, t in a.transform.items()
+        if n in b.transform and _payload_digest(b, b.transform[n]) != _payload_digest(a, t)
+    }
+    assert {n for n, t in by_name.items() if "payload" in t["changes"]} == expected
 
 
 def test_one_coder_swapped():
@@ -402,3 +433,372 @@ def test_a_side_input_rewired_by_hand():
     assert (r["transform"], r["tag"], r["side_input"]) == ("AddSizes", "python_side_input0", True)
     assert (r["before"]["producer"], r["before"]["tag"]) == was
     assert (r["after"]["producer"], r["after"]["tag"]) == refs[add.inputs["None"]]
+
+
+# --- output for pipes, pull requests and git ------------------------------------------------
+
+PLAIN_FIELDS = {  # (change, kind) -> fields a record has (FLAGS and prefixes may be empty)
+    ("+", "transform"): 5, ("-", "transform"): 5, ("+", "pcollection"): 7, ("-", "pcollection"): 7,
+    ("~", "input"): 9, ("+", "coder"): 5, ("-", "coder"): 5,
+}
+
+
+def bash(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in bash, where ``beaminst`` runs this checkout's CLI (real pipes, real grep and cut)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BEAMINST_PYTHON": sys.executable}
+    env.pop("BEAMINST_DEBUG", None)
+    prelude = 'beaminst() { "$BEAMINST_PYTHON" -m beaminst "$@"; }; '
+    return subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True, env=env, timeout=120)
+
+
+def records(text: str) -> list[list[str]]:
+    return [line.split("\t") for line in text.splitlines()]
+
+
+def test_plain_when_piped_one_record_a_line(instrumented):
+    out, _ = instrumented[("wordcount", ("words",))]
+    _, doc = diff_json(fixture_pb("wordcount"), out)
+    proc = run_cli_subprocess("diff", fixture_pb("wordcount"), out)  # stdout is a pipe
+    assert proc.returncode == 1, proc.stderr
+    recs = records(proc.stdout)
+    assert "├" not in proc.stdout and "differences:" not in proc.stdout  # no tree, no summary line
+    for r in recs:
+        assert r[0] in ("+", "-", "~"), r
+        if (r[0], r[1]) in PLAIN_FIELDS:
+            assert len(r) == PLAIN_FIELDS[(r[0], r[1])], r
+
+    def by(change: str, kind: str) -> list[list[str]]:
+        return [r for r in recs if r[:2] == [change, kind]]
+
+    assert [r[2] for r in by("+", "transform")] == [t["name"] for t in doc["transforms"]["added"]]
+    assert [r[2] for r in by("-", "transform")] == [t["name"] for t in doc["transforms"]["removed"]]
+    assert len(by("~", "input")) == doc["summary"]["inputs_rewired"] > 0
+    assert len(by("+", "pcollection")) == doc["summary"]["pcollections_added"]
+    assert len(by("+", "coder")) == len(doc["components"]["coders"]["added"])
+    for t in doc["transforms"]["added"]:  # every nested one too, flagged
+        (r,) = [r for r in by("+", "transform") if r[2] == t["name"]]
+        assert ("nested" in r[4].split(",")) is (not t["outermost"]) and "instrumented" in r[4]
+    for r, j in zip(by("~", "input"), doc["rewired"], strict=True):
+        b, a = j["before"], j["after"]
+        assert r[2:8] == [j["transform"], j["tag"], b["producer"], b["tag"], a["producer"], a["tag"]]
+        assert "instrumented" in r[8].split(",")
+
+
+def test_piped_output_found_by_grep_and_cut(instrumented):
+    out, _ = instrumented[("wordcount", ("words",))]
+    _, doc = diff_json(fixture_pb("wordcount"), out)
+    longest = max((t["name"] for t in doc["transforms"]["added"]), key=len)
+    assert len(longest) > 120  # would wrap at 80 columns (and did)
+    a, b = fixture_pb("wordcount"), out
+    found = bash(f'beaminst diff "{a}" "{b}" | grep -F -- "{longest}"')
+    assert found.returncode == 0, found.stderr
+    assert f"+\ttransform\t{longest}\t" in found.stdout  # whole, on one line
+    assert all(longest in line for line in found.stdout.splitlines())
+    names = bash(f'beaminst diff "{a}" "{b}" | grep "^+\ttransform\t" | cut -f3')
+    assert names.stdout.splitlines() == [t["name"] for t in doc["transforms"]["added"]]
+    counts = bash(f'beaminst diff "{a}" "{b}" | cut -f1,2 | sort | uniq -c')
+    got = {tuple(x.split(None, 1)[1].split("\t")): int(x.split()[0]) for x in counts.stdout.splitlines()}
+    s = doc["summary"]
+    assert got[("+", "transform")] == s["transforms_added"] and got[("-", "transform")] == s["transforms_removed"]
+    assert got[("~", "input")] == s["inputs_rewired"]
+    statuses = bash(f'beaminst diff "{a}" "{b}" | grep -F -- "{longest}" > /dev/null; echo "${{PIPESTATUS[@]}}"')
+    assert statuses.stdout.split() == ["1", "0"]  # beaminst: differences (not trouble); grep: found
+
+
+def test_plain_reader_leaving_early_is_quiet(tmp_path):
+    from diffcases import renamed_transforms, shape_pipeline
+
+    p = shape_pipeline("chain", 3000)
+    a, b = save(p, tmp_path / "a.pb"), save(renamed_transforms(p), tmp_path / "b.pb")
+    proc = bash(f'beaminst diff "{a}" "{b}" | head -1')
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+    assert proc.stderr == ""  # no BrokenPipeError noise
+
+
+def test_plain_escapes_names_and_keeps_fields(tmp_path):
+    changed = load_fixture("wordcount")
+    evil = "Sp\tlit\n\x1b]0;pwned\x07`|[red]"
+    next(t for t in changed.components.transforms.values() if t.unique_name == "Split").unique_name = evil
+    path = save(changed, tmp_path / "evil.pb")
+    r = run_cli("diff", fixture_pb("wordcount"), path)
+    assert r.exit_code == 1
+    escaped = "Sp\\x09lit\\x0a\\x1b]0;pwned\\x07`|[red]"
+    for line in r.stdout.splitlines():
+        assert line.replace("\t", "").isprintable(), line
+    (added,) = [x for x in records(r.stdout) if x[:2] == ["+", "transform"]]
+    assert added[2] == escaped and len(added) == PLAIN_FIELDS[("+", "transform")]
+    assert ["~", "input", "PairWithOne", "None", "Split", "None", escaped, "None", ""] in records(r.stdout)
+
+
+def test_markdown_summary(instrumented):
+    out, report = instrumented[("wordcount", ("words",))]
+    _, doc = diff_json(fixture_pb("wordcount"), out)
+    r = run_cli("diff", fixture_pb("wordcount"), out, "--format", "markdown")
+    assert r.exit_code == 1
+    md = r.stdout
+    lines = md.splitlines()
+    assert lines[0] == f"### beaminst diff: `{fixture_pb('wordcount')}` → `{out}`"
+    s = doc["summary"]
+    assert "| | added | removed | changed |" in lines
+    n_inst = sum(1 for t in doc["transforms"]["added"] if t["instrumented"])
+    assert f"| Transforms | {s['transforms_added']} ({n_inst} instrumented) | {s['transforms_removed']} | 0 |" in lines
+    assert f"| Inputs rewired |  |  | {s['inputs_rewired']} |" in lines
+    assert f"#### Transforms added ({s['transforms_added']}, {n_inst} instrumented)" in lines
+    assert f"#### Transforms removed ({s['transforms_removed']})" in lines
+    assert f"#### Inputs rewired ({s['inputs_rewired']})" in lines
+    outermost = [t["name"] for t in doc["transforms"]["added"] if t["outermost"]]
+    items = [x for x in lines if x.startswith("- `")]
+    for name in outermost:
+        assert any(x.startswith(f"- `{name}` ") for x in items), name
+    assert "- `Split` `beam:transform:pardo:v1`" in lines
+    assert any(x.startswith("- `PairWithOne` [`None`]: `Split.None` → `UnreifyAfter_ReadCache_") for x in lines)
+    writes = {n for w in report["writes"] for n in w["transforms"] if n.startswith("WriteCache_")}
+    assert all(any(x.startswith(f"- `{n}` ") and "nested)" in x for x in items) for n in writes)
+
+
+def test_markdown_identical_and_escaped_names(tmp_path):
+    r = run_cli("diff", fixture_pb("wordcount"), fixture_pb("wordcount"), "--format", "markdown")
+    assert r.exit_code == 0 and r.stdout.splitlines()[-1] == "No structural differences."
+    changed = load_fixture("wordcount")
+    next(t for t in changed.components.transforms.values() if t.unique_name == "Format").unique_name = "a``b|c\n<img>"
+    r = run_cli("diff", fixture_pb("wordcount"), save(changed, tmp_path / "c.pb"), "--format", "markdown")
+    assert "- ```a``b|c\\x0a<img>``` `beam:transform:pardo:v1`" in r.stdout.splitlines()
+
+
+def test_markdown_code_spans():
+    from beaminst.diffformat import code
+
+    assert code("Split") == "`Split`"
+    assert code("a`b") == "``a`b``"
+    assert code("`edge`") == "`` `edge` ``"
+    assert code(" both ") == "`  both  `"  # CommonMark strips one space each side
+    assert code("x|y") == "`x|y`"  # never in a table cell: a backslash would show
+    assert code("\x1b[31m") == "`\\x1b[31m`"
+
+
+def test_markdown_long_lists_are_capped(tmp_path):
+    from diffcases import shape_pipeline
+
+    from beaminst.diffformat import markdown
+
+    p = shape_pipeline("chain", 30)
+    root = p.components.transforms["root"]
+    root.unique_name = "Top"  # not the SDK's synthetic root: every step its own top-level addition
+    base = shape_pipeline("chain", 0)
+    from beaminst.validate import validate
+
+    d = diff_indexes_(validate(base), validate(p))
+    md = markdown(d, limit=5)
+    lines = md.splitlines()
+    assert "#### Transforms added (31)" in lines  # Top and its 30 steps (nested in Top)
+    assert "30 of them nested in the ones listed." in lines
+    d = diff_indexes_(validate(renamed_chain(30)), validate(shape_pipeline("chain", 30)))
+    lines = markdown(d, limit=5).splitlines()
+    added = lines.index("#### Transforms added (30)")
+    assert lines[added + 2 : added + 8][-1] == "- … and 25 more (`beaminst diff --format plain` lists them all)"
+    assert len([x for x in lines[added + 2 : added + 7] if x.startswith("- `Step")]) == 5
+
+
+def diff_indexes_(before: Any, after: Any) -> Any:
+    from beaminst.diff import diff_indexes
+
+    return diff_indexes(before, after)
+
+
+def renamed_chain(n: int) -> Any:
+    from diffcases import shape_pipeline
+
+    p = shape_pipeline("chain", n)
+    for t in p.components.transforms.values():
+        if t.unique_name.startswith("Step"):
+            t.unique_name = "Old" + t.unique_name
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["human", "plain", "markdown", "json"])
+def test_exit_codes_in_every_format(fmt, instrumented, tmp_path):
+    out, _ = instrumented[("wordcount", ())]
+    wc = fixture_pb("wordcount")
+    assert run_cli("diff", wc, wc, "--format", fmt).exit_code == 0
+    assert run_cli("diff", wc, out, "--format", fmt).exit_code == 1
+    bad = tmp_path / "bad.pb"
+    bad.write_bytes(b"\x00garbage")
+    r = run_cli("diff", wc, str(bad), "--format", fmt)
+    assert r.exit_code == 2 and r.stdout == "" and "bad.pb" in r.stderr
+
+
+def test_json_is_format_json():
+    wc = fixture_pb("wordcount")
+    assert run_cli("diff", wc, wc, "--json").stdout == run_cli("diff", wc, wc, "--format", "json").stdout
+    assert run_cli("diff", wc, wc, "--json", "--format", "json").exit_code == 0
+    r = run_cli("diff", wc, wc, "--json", "--format", "plain")
+    assert r.exit_code == 2 and "--json is --format json" in r.stderr
+    r = run_cli("diff", wc)
+    assert r.exit_code == 2 and "BEFORE and AFTER" in r.stderr
+
+
+@pytest.mark.parametrize("fmt", ["plain", "markdown", "json", "human"])
+def test_output_is_deterministic(fmt, instrumented):
+    out, _ = instrumented[("cogbk", ("emails",))]
+    runs = {run_cli_subprocess("diff", fixture_pb("cogbk"), out, "--format", fmt).stdout for _ in range(2)}
+    assert len(runs) == 1 and runs.pop()
+
+
+def test_dev_null_is_the_empty_pipeline():
+    wc = fixture_pb("wordcount")
+    n = len(load_fixture("wordcount").components.transforms)
+    code, doc = diff_json(os.devnull, wc)
+    assert code == 1 and doc["summary"]["transforms_added"] == n and doc["before"] == os.devnull
+    assert [t["name"] for t in doc["transforms"]["added"] if t["outermost"]] == ["<root>"]
+    code, doc = diff_json(wc, os.devnull)
+    assert code == 1 and doc["summary"]["transforms_removed"] == n and doc["summary"]["transforms_added"] == 0
+
+
+def test_git_driver_arguments(instrumented):
+    out, _ = instrumented[("wordcount", ())]
+    wc = fixture_pb("wordcount")
+    r = run_cli("diff", "--git-driver", "p.pb", wc, "1" * 40, "100644", out, "2" * 40, "100644")
+    assert r.exit_code == 0  # differences are git's to report: a non-zero exit stops git
+    assert r.stdout.splitlines()[0] == "diff --beam a/p.pb b/p.pb"
+    assert any(x.startswith("+\ttransform\tWriteCache_") for x in r.stdout.splitlines())
+    r = run_cli("diff", "--git-driver", "old.pb", wc, "1" * 40, "100644", out, "2" * 40, "100644", "new.pb", "similarity index 90%")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == "diff --beam a/old.pb b/new.pb"
+    r = run_cli("diff", "--git-driver", "p.pb", os.devnull, ".", ".", wc, "1" * 40, "100644", "--format", "markdown")
+    assert r.exit_code == 0 and r.stdout.startswith("### beaminst diff: `/dev/null` → `b/p.pb`")
+    assert run_cli("diff", "--git-driver", "p.pb").stdout == "* Unmerged path p.pb\n"
+    r = run_cli("diff", "--git-driver", wc, out)
+    assert r.exit_code == 2 and "7, or 9" in r.stderr
+
+
+def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo.parent), "GIT_PAGER": "cat"}
+    env.pop("BEAMINST_DEBUG", None)
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, env=env, timeout=120)
+    assert not check or proc.returncode == 0, (args, proc.stderr)
+    return proc
+
+
+def test_git_diff_driver_recipe(instrumented, tmp_path):
+    """The README's recipe, in a real repository: .gitattributes + diff.beam.command."""
+    out, report = instrumented[("wordcount", ())]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / ".gitattributes").write_text("*.pb diff=beam\n")
+    git(repo, "config", "diff.beam.command", f'"{sys.executable}" -m beaminst diff --git-driver')
+    (repo / "wordcount.pb").write_bytes(Path(fixture_pb("wordcount")).read_bytes())
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "the pipeline")
+    (repo / "wordcount.pb").write_bytes(Path(out).read_bytes())
+    writes = sorted(n for w in report["writes"] for n in w["transforms"] if n.startswith("WriteCache_"))
+
+    def added(text: str) -> list[str]:
+        top = [r for r in records(text) if r[:2] == ["+", "transform"] and "nested" not in r[4].split(",")]
+        return [r[2] for r in top if r[2].startswith("WriteCache_")]
+
+    d = git(repo, "diff", "--exit-code", check=False)
+    assert d.returncode == 1, d.stderr  # git's own verdict: the file changed
+    assert d.stdout.splitlines()[0] == "diff --beam a/wordcount.pb b/wordcount.pb"
+    assert added(d.stdout) == writes
+    assert git(repo, "diff", "--no-ext-diff", "--stat").stdout.strip().startswith("wordcount.pb")
+    git(repo, "commit", "-qam", "instrumented")
+    assert added(git(repo, "show", "--ext-diff", "--format=").stdout) == writes
+    log = git(repo, "log", "-p", "--ext-diff", "--format=commit %s").stdout
+    assert added(log) == writes
+    assert "diff --beam /dev/null b/wordcount.pb" in log  # the first commit: all added
+    assert "+\ttransform\t<root>\t" in log
+    git(repo, "rm", "-q", "wordcount.pb")
+    gone = git(repo, "diff", "--cached").stdout
+    assert gone.splitlines()[0] == "diff --beam a/wordcount.pb /dev/null" and "-\ttransform\tSplit\t" in gone
+    (repo / "broken.pb").write_bytes(b"\x00not a pipeline")
+    git(repo, "add", "broken.pb")
+    broken = git(repo, "diff", "--cached", check=False)
+    assert broken.returncode != 0 and "broken.pb" in broken.stderr and "external diff died" in broken.stderr
+
+
+# --- work grows with the pipeline, linearly -------------------------------------------------
+# Counted in Python lines run, not seconds (a loaded machine runs slower, never
+# longer); bench/bench_diff.py times real pipelines of 5,000 and 20,000 transforms.
+
+GROWTH_CASES = {  # shape: (before, after) for a size
+    "chain": lambda n: (shape_pipeline("chain", n), renamed_transforms(shape_pipeline("chain", n))),
+    "wide": lambda n: (shape_pipeline("wide", n), renamed_transforms(shape_pipeline("wide", n))),
+    "deep": lambda n: (shape_pipeline("chain", 0), shape_pipeline("deep", n)),
+    "coders": lambda n: (shape_pipeline("chain", 0), shape_pipeline("coders", n)),
+}
+
+
+def diff_work(before: Any, after: Any) -> int:
+    """Python lines run to diff two validated pipelines and print the result in
+    every format (a loop shows as lines, not calls; work inside one C call,
+    like set(list), shows only in the benchmark)."""
+    import io
+
+    from rich.console import Console
+
+    from beaminst import diffformat
+    from beaminst.diff import diff_indexes
+
+    lines = 0
+
+    def trace(frame: Any, event: str, _arg: Any) -> Any:
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        d = diff_indexes(before, after)
+        diffformat.write_plain(io.StringIO(), d)
+        diffformat.markdown(d)
+        json.dumps(d.to_json(), sort_keys=True)
+        diffformat.print_tree(Console(file=io.StringIO(), width=200), d)
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+@pytest.mark.parametrize("shape", sorted(GROWTH_CASES))
+def test_diff_work_grows_linearly(shape):
+    """4x the transforms (outputs, nesting levels, shared coder components):
+    at most 4.5x the work. Each shape once hit a super-linear step: set(added)
+    per added transform, producer_tag per output, an ancestor walk per nested
+    transform, coder descriptions spelled out as a tree (exponential)."""
+    from beaminst.validate import validate
+
+    n = 4 if shape == "coders" else 400
+    work = []
+    for size in (n, 4 * n):
+        before, after = (validate(p) for p in GROWTH_CASES[shape](size))
+        diff_work(before, after)  # warm: one-time imports are not the diff's work
+        work.append(diff_work(before, after))
+    assert work[1] <= 4.5 * work[0], f"{shape}: {work[0]:,} -> {work[1]:,} lines run ({work[1] / work[0]:.1f}x)"
+
+
+def test_a_terminal_gets_the_tree(instrumented):
+    """stdout a terminal (a pseudo-terminal here): the rich tree, by default."""
+    import pty
+
+    out, _ = instrumented[("wordcount", ())]
+    leader, follower = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200", "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beaminst", "diff", fixture_pb("wordcount"), out],
+        stdout=follower, stderr=subprocess.PIPE, env=env,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the follower side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 1, proc.stderr.read() if proc.stderr else ""
+    text = b"".join(chunks).decode()
+    assert "Transforms added" in text and "├──" in text and "\t" not in text

@@ -449,8 +449,8 @@ def test_human_output_escapes_names(evil_files: tuple[Path, Path], tmp_path: Pat
     runs = {
         "analyze": run_cli("analyze", str(pipeline), "-m", str(manifest), env=wide),
         "instrument": run_cli("instrument", str(pipeline), "-m", str(manifest), "--cache-dir", cache, "-o", str(tmp_path / "o.pb")),
-        "diff": run_cli("diff", fixture_pb("wordcount"), str(pipeline)),
-        "diff back": run_cli("diff", str(pipeline), fixture_pb("wordcount")),
+        "diff": run_cli("diff", fixture_pb("wordcount"), str(pipeline), "--format", "human"),
+        "diff back": run_cli("diff", str(pipeline), fixture_pb("wordcount"), "--format", "human"),
     }
     for name, r in runs.items():
         assert r.exit_code in (0, 1), (name, r.stderr)
