@@ -54,6 +54,7 @@ from beaminst.instrument import (
     set_top_level,
     top_level_list,
 )
+from beaminst.labels import WRITE_CACHE
 from beaminst.options import WorkerOptions
 from beaminst.prune import trim_components
 from beaminst.sources import UnboundedSource
@@ -166,7 +167,7 @@ def background_caching(
     write_top: list[str] = []
     for w in planned:
         sub = grafter.write_template(w.pcollection, w.cache_key, is_capture=True)
-        res = grafter.graft(sub, w.cache_key, w.pcollection, f"WriteCache_{w.cache_key}")
+        res = grafter.graft(sub, w.cache_key, w.pcollection, f"{WRITE_CACHE}{w.cache_key}")
         write_top.extend(res.top)
         c = w.cacheable
         report.writes.append(

@@ -47,6 +47,7 @@ from beaminst.canonical import Signatures, digest
 from beaminst.environments import new_python_environment, python_environment
 from beaminst.errors import BeaminstError
 from beaminst.ids import IdAllocator, allocators_for
+from beaminst.labels import REIFY_BEFORE
 from beaminst.streaming import require_local
 
 
@@ -231,7 +232,7 @@ def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: b
     ``WriteCache``), with :func:`_reify_per_window`'s ``Reify``."""
     return (
         pcoll
-        | f"ReifyBefore_{WRITE_CACHE}{cache_key}" >> beam.FlatMap(_reify_per_window())
+        | f"{REIFY_BEFORE}{WRITE_CACHE}{cache_key}" >> beam.FlatMap(_reify_per_window())
         | f"{WRITE_CACHE}{cache_key}" >> cache.WriteCache(cache_manager, cache_key, is_capture=is_capture)
     )
 

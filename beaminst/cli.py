@@ -831,7 +831,9 @@ def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_pa
             return
         (before, after), sources = sides
     elif len(files) != 2:
-        _fail(f"diff takes BEFORE and AFTER, got {len(files)} argument(s) (try 'beaminst diff --help')")
+        glob = len(files) > 2 and all(os.path.exists(f) for f in files)
+        hint = "; an unquoted glob? For many pipelines use beaminst batch 'SRC/*.pb' -o DEST (quoted)" if glob else ""
+        _fail(f"diff takes BEFORE and AFTER, got {len(files)} argument(s){hint} (see beaminst diff --help)")
     else:
         (before, after), sources = files, (None, None)
     if before == "-" and after == "-":

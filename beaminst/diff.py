@@ -29,17 +29,10 @@ from beaminst import urns
 from beaminst.cachekeys import payload_signature
 from beaminst.canonical import Signatures, coder_payload_install_independent
 from beaminst.graph import GraphIndex
+from beaminst.labels import INSTRUMENTED_PREFIXES
 
 ROOT = "<root>"
 HEX = 16
-# Beam's interactive cache transforms, as instrument and background-caching graft them.
-INSTRUMENTED_PREFIXES = (
-    "WriteCache_",
-    "ReifyBefore_WriteCache_",
-    "ReadCache_",
-    "UnreifyAfter_ReadCache_",
-    "TestStream",
-)
 PAYLOAD_PREFIX_BYTES = 64
 DESCRIPTION_CHARS, DESCRIPTION_DEPTH = 300, 6  # of a coder description
 _COMPONENT_KINDS = ("coders", "windowing_strategies", "environments")

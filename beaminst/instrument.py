@@ -31,6 +31,7 @@ from beaminst.analysis import Analysis
 from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, CacheDirError, InternalError, ManifestError
 from beaminst.graph import GraphIndex, build_index
+from beaminst.labels import READ_CACHE, WRITE_CACHE
 from beaminst.options import WorkerOptions
 from beaminst.prune import necessary_transforms, trim_components
 from beaminst.validate import check_unreferenced, validate
@@ -261,7 +262,7 @@ def _graft_reads(
         report.test_stream = _fill_test_stream(working, res.top[0], the_plan, analysis, endpoint, report)
         return read_out
     for pc, key in the_plan.reads.items():
-        res = grafter.graft(grafter.build_read(pc, key), None, None, f"ReadCache_{key}")
+        res = grafter.graft(grafter.build_read(pc, key), None, None, f"{READ_CACHE}{key}")
         top_level.extend(res.top)
         read_out[pc] = res.outputs["main"]
         # Unreify emits each element in the windows it was cached with, so the
@@ -297,7 +298,7 @@ def _graft_writes(grafter: Any, the_plan: Plan, analysis: Analysis, top_level: l
     writes' outputs (extra pruning targets, as ``_extended_targets`` in Beam)."""
     write_targets: list[str] = []
     for pc, key in the_plan.writes.items():
-        res = grafter.graft(grafter.write_template(pc, key, is_capture=False), key, pc, f"WriteCache_{key}")
+        res = grafter.graft(grafter.write_template(pc, key, is_capture=False), key, pc, f"{WRITE_CACHE}{key}")
         top_level.extend(res.top)
         write_targets.extend(res.outputs.values())
         report.writes.append(

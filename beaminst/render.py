@@ -27,6 +27,7 @@ from typing import Any
 from beaminst.diff import ROOT, Ref, Side, diff_indexes, is_synthetic_root, side
 from beaminst.errors import BeaminstError, InternalError, OutputError, printable
 from beaminst.graph import GraphIndex
+from beaminst.labels import CACHE_COMPOSITES, CACHE_STEPS
 
 GRAPH_FORMATS = ("dot", "svg", "png")
 _EXTENSIONS = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png"}
@@ -40,12 +41,6 @@ _ELLIPSIS = "\u2026"
 # digests). The first part names the variable; the rest tells writes of one
 # variable apart, which the tooltip still shows.
 _CACHE_KEY = re.compile(r"(?<![0-9a-f])([0-9a-f]{10})-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}(?![0-9a-f])")
-# The top-level composites instrument and background-caching graft for Beam's
-# cache I/O (beamgraft.reify_to_cache, instrument.graft_reads: Beam's own
-# WriteCache / ReadCache labels), each with its kind, and the leaf Beam puts
-# beside each (``ReifyBefore_WriteCache_<key>``, ``UnreifyAfter_ReadCache_<key>``).
-CACHE_COMPOSITES = {"WriteCache_": "cache write", "ReadCache_": "cache read"}
-CACHE_STEPS = ("ReifyBefore_", "UnreifyAfter_")
 _EDGE_RANK = {"ghost": 0, "": 1, "added": 2}  # a merged edge shows its liveliest state
 
 _STYLE = {
