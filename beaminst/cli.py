@@ -757,7 +757,10 @@ def batch(
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
-        print_batch_report(_human(), report)
+        from beaminst.nextsteps import after_batch
+
+        written = [r["output"] for r in report.results if r["status"] in ("ok", "skipped")]
+        print_batch_report(_human(), report, after_batch(mode, written))
     for line in iter_errors(report):
         click.echo(f"beaminst: {line}", err=True)
     if report.failed:

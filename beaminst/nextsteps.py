@@ -81,3 +81,13 @@ def after_background_caching(how: Invocation, output: str | None) -> list[str]:
         f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
         f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",
     ]
+
+
+
+def after_batch(mode: str, outputs: list[str]) -> list[str]:
+    """After ``batch``: run what it wrote (the first, as an example)."""
+    if not outputs:
+        return []
+    what = "records its sources" if mode == "background-caching" else "runs it"
+    others = f", and so on for the other {len(outputs) - 1}" if len(outputs) > 1 else ""
+    return [f"beaminst run {shlex.quote(sorted(outputs)[0])}  # {what}{others}"]

@@ -282,6 +282,8 @@ def test_batch_error_rows_carry_their_reason(tmp_path):
     assert rows["bad.pb"][2] == "error" and rows["bad.pb"][7].startswith("not a valid Beam pipeline proto")
     assert rows["unbound.pb"][2] == "error" and rows["unbound.pb"][7].startswith("nothing to instrument")
     assert all(len(f) == 8 for f in rows.values())
+    (step,) = [line.split("\t", 1)[1] for line in r.stdout.splitlines() if line.startswith("next\t")]
+    assert step.startswith(f"beaminst run {tmp_path / 'out' / 'good.pb'}  # runs it"), step
 
 
 # --- the README's claims, checked against the program -----------------------

@@ -3,6 +3,7 @@ stderr and the final table. File names are escaped: they come from SRC."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beaminst.batch.jobs import FileResult
@@ -85,7 +86,7 @@ def reason(result: FileResult) -> str:
     return error
 
 
-def print_batch_report(out: Human, report: BatchReport) -> None:
+def print_batch_report(out: Human, report: BatchReport, next_steps: Sequence[str] = ()) -> None:
     """The per-file table (``file`` records when piped) and the totals line."""
 
     def num(v: int | None) -> str:
@@ -111,3 +112,4 @@ def print_batch_report(out: Human, report: BatchReport) -> None:
         f"{t['ok']} ok, {t['skipped']} skipped, {t['error']} failed of {t['files']} file(s) "
         f"in {t['seconds']:.1f} s ({how}) -> {report.dest}"
     )
+    out.next_steps(next_steps)
