@@ -105,10 +105,11 @@ class BeaminstGroup(click.Group):
     usage banner). Extra arguments that are existing files are an unquoted
     glob, which the line says, pointing at ``batch``."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:  # a caller that handles click's exceptions itself
+            return super().main(*args, standalone_mode=False, **kwargs)
         try:
-            code = super().main(*args, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as e:
             if type(e).__name__ == "NoArgsIsHelpError":  # bare `beaminst`: the help, as click shows it
                 e.show()

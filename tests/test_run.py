@@ -415,7 +415,8 @@ def test_an_instrumented_fixture_runs_on_the_direct_runner_and_fills_its_cache(t
     assert sorted(_read_back(out, counts, cache)) == WORD_COUNTS
     # Human output: the state, then the next step; state lines on stderr (not a terminal).
     out_text = ok("run", out)
-    assert "DONE" in out_text and "next: beaminst show PIPELINE -m MANIFEST --cache-dir" in out_text
+    # Piped: the next step is a ``next`` record (``next: ...`` is the terminal's form).
+    assert "DONE" in out_text and "next\tbeaminst show PIPELINE -m MANIFEST --cache-dir" in out_text
 
 
 @pytest.mark.slow

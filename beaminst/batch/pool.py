@@ -77,22 +77,28 @@ def _pool_round(jobs: list[Job], workers: int, lifeline: Connection, finish: Cal
     )
     lost: list[Job] = []
     futures: dict[Future[Outcome], Job] = {}
+    # A future counts as seen only once its outcome is recorded: an interrupt
+    # between the two used to leave a written file unrecorded (the re-run
+    # rewrote it), which the SIGINT test caught now and then.
     seen: set[Future[Outcome]] = set()
+    futures: dict[Future[Outcome], Job] = {}
     try:
-        futures = {pool.submit(work, job): job for job in jobs}
+        for job in jobs:
+            futures[pool.submit(work, job)] = job
         for fut in as_completed(futures):
-            seen.add(fut)
             job = futures[fut]
             try:
                 outcome = fut.result()
             except BrokenProcessPool:
                 lost.append(job)
+                seen.add(fut)
                 continue
             except Exception as e:  # e.g. a job that cannot be sent to a worker
                 if os.environ.get("BEAMINST_DEBUG"):
                     raise
                 outcome = failed(job, f"{job['input']}: worker failed: {type(e).__name__}: {e}")
             finish(outcome)
+            seen.add(fut)
     except BaseException:  # interrupted: files in flight finish, the rest are cancelled
         pool.shutdown(wait=True, cancel_futures=True)
         for fut in futures:  # what finished meanwhile was written: report it (and record it)
