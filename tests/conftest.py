@@ -48,6 +48,15 @@ CLI_PREFIX = [
 ]
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test will send SIGINT: a shell running
+    the suite as a background job (``.ci/run &``) ignores SIGINT, every child
+    inherits that, and Ctrl-C would never arrive."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fixture_pb(name: str) -> str:
     return str(FIXTURES / f"{name}.pb")
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb, run_cli
+from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb, interruptible, run_cli
 
 from beaminst import api
 from beaminst.batch.freshness import STATE_FILE
@@ -92,6 +92,7 @@ def start_batch(src: Path, dest: Path, cache: Path, *extra: str) -> subprocess.P
     proc = subprocess.Popen(
         [*CLI_PREFIX, "batch", str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "2", *extra],
         cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 120
     while len(outputs(dest)) < 3:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb, run_cli, run_cli_subprocess
+from conftest import (
+    CLI_PREFIX,
+    REPO,
+    fixture_manifest,
+    fixture_pb,
+    interruptible,
+    run_cli,
+    run_cli_subprocess,
+)
 
 import beaminst
 from beaminst.api import load
@@ -475,7 +483,7 @@ def test_recording_limits_stop_a_long_recording_and_report_what_was_recorded(tmp
     os.remove(key["path"])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([*CLI_PREFIX, "run", bg], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(REPO), env=env)
+                            cwd=str(REPO), env=env, preexec_fn=interruptible)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (os.path.exists(key["path"]) and os.path.getsize(key["path"])):
         time.sleep(0.1)
