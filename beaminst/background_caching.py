@@ -178,7 +178,8 @@ def background_caching(
         if analysis.cache.is_cached(c.cache_key, streaming=True):
             report.warnings.append(
                 f"cache key {c.cache_key} ({c.var}) already has a recording in {analysis.cache.full_dir()}; "
-                "the capture write appends to that file: remove it first for a clean recording"
+                "a second recording appended to it would leave a file Beam cannot read, so beaminst run refuses "
+                "until it is removed (instrument replays it as it is)"
             )
 
     # 3. mark, 4. cut

@@ -446,9 +446,15 @@ def test_a_background_caching_proto_records_then_instrument_replays_it(tmp_path)
     code, replay, err = run_json(str(tmp_path / "inst.pb"))
     assert code == 0, err[-4000:]
     assert replay["state"] == "DONE" and replay["streaming"] and replay["recorded"] is None
-    # Recording again appends to the recording: say so.
-    code, again, _ = run_json(bg)
-    assert code == 0 and any("already holds" in w for w in again["warnings"])
+    # Recording again would append a second recording, which Beam's reader
+    # refuses whole: refused before the job starts, the recording kept.
+    size = os.path.getsize(key["path"])
+    code, out, err = cli("run", bg)
+    assert code == 2, err[-4000:]
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("beaminst: ")]
+    assert "already holds" in line and f"rm {key['path']}" in line
+    assert os.path.getsize(key["path"]) == size
+    assert instrument(pb, man, cache, str(tmp_path / "inst2.pb"), "--unbounded-urn", TEST_STREAM)["test_stream"]["events"] >= 1
 
 
 @pytest.mark.slow

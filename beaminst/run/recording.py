@@ -11,6 +11,7 @@ decoded as ``instrument`` decodes it (never unpickled), when that is cheap.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,9 +91,14 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
                 "--max-bytes does not count it; pass --cache-dir"
             )
         elif _size(c.path):
-            warnings.append(
-                f"full/{c.write.key} already holds {_size(c.path)} bytes: the capture write appends to it "
-                "(Interactive Beam clears it before recording; delete it to record afresh)"
+            # A second recording appended to the first starts with a second
+            # header: Beam's StreamingCache reader refuses the whole file, so
+            # instrument and show would lose the first recording too.
+            raise BeaminstError(
+                f"already holds {_size(c.path)} bytes recorded by an earlier run; a second recording would be "
+                "appended and leave a file Beam cannot read. Interactive Beam clears it before recording: "
+                f"rm {shlex.quote(c.path)}, then run again (or instrument replays what is there)",
+                c.path,
             )
     return recording, warnings
 
