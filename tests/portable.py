@@ -304,17 +304,14 @@ def _worker_process_env(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    saved = {k: os.environ.get(k) for k in ("PATH", "PYTHONPATH")}
-    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), saved["PATH"] or ""])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
-    try:
+    from conftest import environ
+
+    path, pythonpath = os.environ.get("PATH", ""), os.environ.get("PYTHONPATH")
+    with environ({
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), path]),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), pythonpath) if p),
+    }):
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def submit(

@@ -25,7 +25,6 @@ a dead proxy on loopback, and the EC2 and GCE metadata lookups are off or on loo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -39,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI_PREFIX, REPO, beam_noise_free, fixture_manifest, fixture_pb, run_cli
+from conftest import (
+    CLI_PREFIX,
+    REPO,
+    beam_noise_free,
+    environ,
+    fixture_manifest,
+    fixture_pb,
+    run_cli,
+)
 
 import beaminst
 
@@ -152,20 +159,6 @@ class GCS(Store):
 
     def put(self, bucket: str, key: str, body: bytes = b"") -> None:
         self._client().bucket(bucket).blob(key).upload_from_string(body)
-
-
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
