@@ -10,18 +10,19 @@ write or a part of one. The pass list here, each linear in the pipeline:
    the analysis found, keyed by the cache key of that output's cacheable: the
    bound variable's key when the manifest binds the output, else the key of
    the synthetic variable the analysis binds it to (Beam's ``watch_sources``);
-2. graft Beam's capture writes (built by the SDK, templated per shape);
-3. mark what stays in one walk over the graph index: every source's whole
+2. :func:`graft_captures`: Beam's capture writes (built by the SDK,
+   templated per shape);
+3. :func:`cut` marks what stays in one walk over the graph index: every source's whole
    subtree (Python's ``ReadFromPubSub`` is a composite around
    ``beam:transform:pubsub_read:v1``), the producers of anything a kept
    transform reads (a source found by ``--unbounded-urn`` or
    ``--infer-unbounded`` may have inputs), and, as *partial* composites, the
    enclosing composites of all of those;
-4. cut: partial composites keep only their kept parts and the inputs/outputs
+   then cuts: partial composites keep only their kept parts and the inputs/outputs
    those produce, the root(s) list the kept top-level transforms then the
    writes, and :func:`beaminst.prune.trim_components` drops every transform,
    PCollection, coder, windowing strategy and environment left unreferenced;
-5. validate the result like any input.
+and :func:`beaminst.rewrite.run`, the driver, validates the result like any input.
 
 Differences from Beam 2.77, on purpose: a source nested in a user composite
 stays reachable through that composite (Beam keeps only the source and drops
@@ -38,25 +39,28 @@ The input proto is never mutated.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from beaminst.analysis import Analysis, Cacheable
-from beaminst.errors import BeaminstError, CacheDirError, ManifestError
+from beaminst.errors import BeaminstError, ManifestError
 from beaminst.ids import IdAllocator
-from beaminst.instrument import (
-    Report,
-    check_output,
-    new_grafter,
-    python_root,
-    report_environment,
-    set_top_level,
-    top_level_list,
-)
 from beaminst.labels import WRITE_CACHE
 from beaminst.options import WorkerOptions
 from beaminst.prune import trim_components
+from beaminst.rewrite import (
+    Report,
+    Work,
+    base_report,
+    check_cache_dir,
+    copy_and_grafter,
+    graft,
+    names,
+    python_root,
+    run,
+    set_top_level,
+    top_level_list,
+)
 from beaminst.sources import UnboundedSource
 
 
@@ -129,62 +133,67 @@ def background_caching(
     worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> tuple[Any, BackgroundCachingReport]:
     """The background caching pipeline proto and a report of what was done."""
-    if cache_dir is None:
-        raise CacheDirError("background-caching needs --cache-dir: the capture writes record there")
-    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
-        raise CacheDirError("--cache-dir names a file, not a directory", cache_dir)
-    index = analysis.index
-    report = BackgroundCachingReport()
-    for problem in analysis.cache.problems:
-        report.warnings.append(f"cache: {problem}")
-
+    check_cache_dir(cache_dir, "background-caching", "the capture writes record there")
+    work = Work(analysis, cache_dir, worker, allow_empty=allow_empty,
+                warnings=tuple(f"cache: {p}" for p in analysis.cache.problems))
     if not analysis.unbounded_sources:
-        if not allow_empty:
-            raise NoUnboundedSourceError(
-                "no unbounded source found, so there is nothing to record (sources: "
-                "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "
-                "or --infer-unbounded); pass --allow-empty to write a root-only pipeline"
-            )
-        out = empty_pipeline(index.pipeline)
-        report.empty = True
-        report.pruned = sorted(t.unique_name for tid, t in index.transforms.items() if tid not in out.components.transforms)
-        report.warnings.append("no unbounded source found: wrote an empty pipeline (root only)")
-        check_output(out)
-        return out, report
+        return run(EMPTY_PASSES, work, _report)  # type: ignore[return-value]
+    return run(PASSES, work, _report)  # type: ignore[return-value]
 
-    planned = plan_writes(analysis)
-    for s in analysis.unbounded_sources:
-        report.sources.append(
-            {"transform_id": s.transform_id, "unique_name": s.unique_name, "urn": s.urn,
-             "rule": s.rule, "outputs": dict(sorted(s.outputs.items()))}
+
+def empty(work: Work) -> dict[str, Any]:
+    """No unbounded source: the root only, with ``--allow-empty``."""
+    if not work.allow_empty:
+        raise NoUnboundedSourceError(
+            "no unbounded source found, so there is nothing to record (sources: "
+            "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "
+            "or --infer-unbounded); pass --allow-empty to write a root-only pipeline"
         )
+    return {"output": empty_pipeline(work.index.pipeline), "extra": {"empty": True},
+            **work.warn("no unbounded source found: wrote an empty pipeline (root only)")}
 
-    working = type(index.pipeline)()
-    working.CopyFrom(index.pipeline)
-    grafter = new_grafter(working, cache_dir, True, worker, report)
 
-    # 2. the capture writes
-    write_top: list[str] = []
-    for w in planned:
-        sub = grafter.write_template(w.pcollection, w.cache_key, is_capture=True)
-        res = grafter.graft(sub, w.cache_key, w.pcollection, f"{WRITE_CACHE}{w.cache_key}")
-        write_top.extend(res.top)
+def plan_pass(work: Work) -> dict[str, Any]:
+    """Pass 1: the writes (:func:`plan_writes`), and the sources they record."""
+    sources = [
+        {"transform_id": s.transform_id, "unique_name": s.unique_name, "urn": s.urn,
+         "rule": s.rule, "outputs": dict(sorted(s.outputs.items()))}
+        for s in work.analysis.unbounded_sources
+    ]
+    return {"plan": plan_writes(work.analysis), "extra": {"sources": sources}}
+
+
+def grafter_pass(work: Work) -> dict[str, Any]:
+    return copy_and_grafter(work, streaming=True)
+
+
+def graft_captures(work: Work) -> dict[str, Any]:
+    """Pass 2: the capture writes, one per planned source output."""
+    cache = work.analysis.cache
+    grafted, writes, warnings = [], [], []
+    for w in work.plan:
+        sub = work.grafter.write_template(w.pcollection, w.cache_key, is_capture=True)
+        g = graft(work, sub, w.cache_key, w.pcollection, f"{WRITE_CACHE}{w.cache_key}")
+        grafted.append(g)
         c = w.cacheable
-        report.writes.append(
+        writes.append(
             {"pcollection": w.pcollection, "var": c.var, "cache_key": c.cache_key, "synthetic": c.synthetic,
-             "source": w.source.unique_name, "tag": w.tag,
-             "transforms": [working.components.transforms[t].unique_name for t in res.top]}
+             "source": w.source.unique_name, "tag": w.tag, "transforms": names(work, g.top)}
         )
-        if analysis.cache.is_cached(c.cache_key, streaming=True):
-            report.warnings.append(
-                f"cache key {c.cache_key} ({c.var}) already has a recording in {analysis.cache.full_dir()}; "
+        if cache.is_cached(c.cache_key, streaming=True):
+            warnings.append(
+                f"cache key {c.cache_key} ({c.var}) already has a recording in {cache.full_dir()}; "
                 "a second recording appended to it would leave a file Beam cannot read, so beaminst run refuses "
                 "until it is removed (instrument replays it as it is)"
             )
+    return {"grafted": tuple(grafted), "writes": tuple(writes), **work.warn(*warnings)}
 
-    # 3. mark, 4. cut
-    keep, partial = _mark(analysis)
-    producer = index.producer
+
+def cut(work: Work) -> dict[str, Any]:
+    """Passes 3 and 4: mark what stays, cut the rest, trim."""
+    keep, partial = _mark(work.analysis)
+    producer = work.index.producer
+    working = work.working
     transforms = working.components.transforms
     for tid in partial:
         t = transforms[tid]
@@ -193,12 +202,19 @@ def background_caching(
             for tag in [tag for tag, pc in refs.items() if producer.get(pc) not in keep]:
                 del refs[tag]
     top = [t for t in top_level_list(working) if t in keep or t in partial]
-    set_top_level(working, top + write_top)
-    out = trim_components(working)
-    report.pruned = sorted(t.unique_name for tid, t in index.transforms.items() if tid not in out.components.transforms)
-    report_environment(grafter, out, report)
-    check_output(out)
-    return out, report
+    set_top_level(working, top + [t for g in work.grafted for t in g.top])
+    return {"output": trim_components(working)}
+
+
+PASSES = (plan_pass, grafter_pass, graft_captures, cut)
+EMPTY_PASSES = (empty,)
+
+
+def _report(work: Work) -> BackgroundCachingReport:
+    report = base_report(work, BackgroundCachingReport())
+    report.sources = list(work.extra.get("sources", ()))
+    report.empty = bool(work.extra.get("empty", False))
+    return report
 
 
 def _mark(analysis: Analysis) -> tuple[set[str], set[str]]:

@@ -34,7 +34,7 @@ import beaminst
 from beaminst.api import analyze_files
 from beaminst.background_caching import background_caching
 from beaminst.errors import BeaminstError, ManifestError
-from beaminst.instrument import top_level_list
+from beaminst.rewrite import top_level_list
 from beaminst.protoio import load_pipeline, save_pipeline
 from beaminst.validate import check_unreferenced, validate
 from fixtures import pipelines as fp

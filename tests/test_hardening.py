@@ -1623,7 +1623,7 @@ def test_a_broken_pass_is_a_one_line_internal_error(cmd, breakage, tmp_path, mon
         pytest.skip(f"no {cmd} command")
     if cmd == "instrument":
         real = beaminst.instrument.prune_to
-        monkeypatch.setattr(beaminst.instrument, "prune_to", lambda p, targets: BREAKAGES[breakage](real(p, targets)))
+        monkeypatch.setattr(beaminst.instrument, "prune_to", lambda *args: BREAKAGES[breakage](real(*args)))
         name = "wordcount"
     else:
         real_trim = beaminst.background_caching.trim_components
