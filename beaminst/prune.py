@@ -133,16 +133,15 @@ def referenced_components(pipeline: Any) -> dict[str, set[str]]:
 
 
 def trim_components(pipeline: Any) -> Any:
-    """A copy of ``pipeline`` with unreachable transforms and unreferenced
-    components dropped, and ``requirements`` recomputed for the transforms
+    """Drop from ``pipeline``, in place, unreachable transforms and
+    unreferenced components, and recompute ``requirements`` for the transforms
     that remain (:func:`beaminst.urns.recompute_requirements`): a grafted
     cache read holds a splittable DoFn, a streaming cache write stateful
-    ones, and a pruned stateful ParDo no longer needs its declaration."""
+    ones, and a pruned stateful ParDo no longer needs its declaration.
+    Returns ``pipeline``. Deleting what goes, rather than copying what stays,
+    keeps the cost in what was pruned."""
     keep = referenced_components(pipeline)
-    out = type(pipeline)()
-    out.root_transform_ids.extend(pipeline.root_transform_ids)
-    out.display_data.extend(pipeline.display_data)
-    src, dst = pipeline.components, out.components
+    c = pipeline.components
     for name, kind in (
         ("transforms", "transform"),
         ("pcollections", "PCollection"),
@@ -150,9 +149,8 @@ def trim_components(pipeline: Any) -> Any:
         ("windowing_strategies", "windowing strategy"),
         ("environments", "environment"),
     ):
-        s, d = getattr(src, name), getattr(dst, name)
-        for k in keep[kind]:  # map order is irrelevant: serialization sorts
-            if k in s:
-                d[k].CopyFrom(s[k])
-    out.requirements.extend(urns.recompute_requirements(pipeline.requirements, dst.transforms))
-    return out
+        existing, kept = getattr(c, name), keep[kind]
+        for k in [k for k in existing if k not in kept]:
+            del existing[k]
+    pipeline.requirements[:] = urns.recompute_requirements(pipeline.requirements, c.transforms)
+    return pipeline

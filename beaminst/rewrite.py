@@ -26,7 +26,7 @@ from beaminst.errors import BeaminstError, CacheDirError, InternalError
 from beaminst.graph import GraphIndex
 from beaminst.options import WorkerOptions
 from beaminst.prune import necessary_transforms, trim_components
-from beaminst.validate import check_unreferenced, validate
+from beaminst.validate import validate_output
 
 
 @dataclass
@@ -284,8 +284,7 @@ def check_output(pipeline: Any) -> GraphIndex:
     """Every proto beaminst writes passes the input validator, and carries
     nothing unreferenced; a failure is a beaminst bug, reported as such."""
     try:
-        idx = validate(pipeline)
-        check_unreferenced(pipeline)
+        idx = validate_output(pipeline)
         missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
         if missing:
             raise BeaminstError(f"requirement {sorted(missing)[0]!r} is not declared")

@@ -20,8 +20,11 @@ from beaminst.graph import GraphIndex, build_index, payload_info_of
 from beaminst.urns import PICKLED_CODER as PICKLED_CODER_URN
 
 
-def check_references(pipeline: Any) -> None:
-    """Raise ValidationError for the first dangling or duplicated reference."""
+def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = None) -> None:
+    """Raise ValidationError for the first dangling or duplicated reference.
+    With ``referenced``, also collect there (by kind, as
+    :func:`beaminst.prune.referenced_components` names them) every component
+    the transforms and PCollections reference, in the same walk."""
     c = pipeline.components
     transforms, pcolls, coders = c.transforms, c.pcollections, c.coders
     strategies, envs = c.windowing_strategies, c.environments
@@ -36,6 +39,10 @@ def check_references(pipeline: Any) -> None:
             raise ValidationError(f"root transform {r!r} is listed twice")
         seen_roots.add(r)
 
+    pcs_used: set[str] = set()
+    coders_used: set[str] = set()
+    strategies_used: set[str] = set()
+    envs_used: set[str] = set()
     names: dict[str, str] = {}
     for tid in sorted(transforms):
         t = transforms[tid]
@@ -48,7 +55,15 @@ def check_references(pipeline: Any) -> None:
                     raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
         if t.environment_id and t.environment_id not in envs:
             raise ValidationError(f"transform {tid!r} names environment {t.environment_id!r} that does not exist")
-        _check_payload_references(tid, t, c)
+        info = _check_payload_references(tid, t, c)
+        if referenced is not None:
+            pcs_used.update(t.inputs.values())
+            pcs_used.update(t.outputs.values())
+            coders_used.update(info.coders)
+            strategies_used.update(info.windowing_strategies)
+            envs_used.update(info.environments)
+            if t.environment_id:
+                envs_used.add(t.environment_id)
         if not t.spec.urn and not t.subtransforms and not set(t.outputs.values()) <= set(t.inputs.values()):
             # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
             raise ValidationError(f"transform {tid!r} ({t.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
@@ -66,6 +81,9 @@ def check_references(pipeline: Any) -> None:
 
     for pid in sorted(pcolls):
         p = pcolls[pid]
+        if referenced is not None and pid in pcs_used:
+            coders_used.add(p.coder_id)
+            strategies_used.add(p.windowing_strategy_id)
         if p.coder_id not in coders:
             raise ValidationError(f"PCollection {pid!r} names coder {p.coder_id!r} that does not exist")
         if p.windowing_strategy_id not in strategies:
@@ -85,12 +103,25 @@ def check_references(pipeline: Any) -> None:
             raise ValidationError(f"windowing strategy {wid!r} names window coder {w.window_coder_id!r} that does not exist")
         if w.environment_id and w.environment_id not in envs:
             raise ValidationError(f"windowing strategy {wid!r} names environment {w.environment_id!r} that does not exist")
+        if referenced is not None and wid in strategies_used:
+            coders_used.add(w.window_coder_id)
+            if w.environment_id:
+                envs_used.add(w.environment_id)
+    if referenced is not None:
+        stack = list(coders_used)
+        while stack:
+            for comp in coders[stack.pop()].component_coder_ids:
+                if comp not in coders_used:
+                    coders_used.add(comp)
+                    stack.append(comp)
+        referenced.update({"PCollection": pcs_used, "coder": coders_used, "windowing strategy": strategies_used,
+                           "environment": envs_used})
 
 
 _KIND_NAMES = {"coders": "coder", "windowing_strategies": "windowing strategy", "environments": "environment"}
 
 
-def _check_payload_references(tid: str, t: Any, components: Any) -> None:
+def _check_payload_references(tid: str, t: Any, components: Any) -> urns.PayloadInfo:
     """References inside the payload (a Combine's accumulator coder, ParDo
     state and restriction coders, ...) must exist too, as Java checks them."""
     info = payload_info_of(t, tid)
@@ -101,6 +132,7 @@ def _check_payload_references(tid: str, t: Any, components: Any) -> None:
                 raise ValidationError(
                     f"transform {tid!r} ({t.spec.urn}) names {label} {ref!r} in its payload, which does not exist"
                 )
+    return info
 
 
 def _check_coder_cycles(coders: Any) -> None:
@@ -210,18 +242,32 @@ def validate(pipeline: Any) -> GraphIndex:
     return build_index(pipeline)
 
 
+def validate_output(pipeline: Any) -> GraphIndex:
+    """:func:`validate`, and also refuse anything unreferenced (Go's
+    TrimCoders rule, which every output of beaminst keeps), in the same walk;
+    returns the graph index."""
+    referenced: dict[str, set[str]] = {}
+    check_references(pipeline, referenced)
+    index = build_index(pipeline)  # every transform is reachable from a root
+    _refuse_unreferenced(pipeline, referenced)
+    return index
+
+
 def check_unreferenced(pipeline: Any) -> None:
     """Outputs must also carry nothing nobody references (TrimCoders' rule)."""
     from beaminst.prune import referenced_components
 
+    _refuse_unreferenced(pipeline, referenced_components(pipeline))
+
+
+def _refuse_unreferenced(pipeline: Any, referenced: dict[str, set[str]]) -> None:
     c = pipeline.components
-    keep = referenced_components(pipeline)
     for kind, existing in (
         ("PCollection", c.pcollections),
         ("coder", c.coders),
         ("windowing strategy", c.windowing_strategies),
         ("environment", c.environments),
     ):
-        extra = sorted(set(existing) - keep[kind])
+        extra = sorted(k for k in existing if k not in referenced[kind])
         if extra:
             raise ValidationError(f"{kind} {extra[0]!r} is not referenced by anything")
