@@ -49,6 +49,7 @@ from beaminst.labels import WRITE_CACHE
 from beaminst.options import WorkerOptions
 from beaminst.prune import trim_components
 from beaminst.rewrite import (
+    Capture,
     Report,
     Work,
     base_report,
@@ -176,10 +177,8 @@ def graft_captures(work: Work) -> dict[str, Any]:
         g = graft(work, sub, w.cache_key, w.pcollection, f"{WRITE_CACHE}{w.cache_key}")
         grafted.append(g)
         c = w.cacheable
-        writes.append(
-            {"pcollection": w.pcollection, "var": c.var, "cache_key": c.cache_key, "synthetic": c.synthetic,
-             "source": w.source.unique_name, "tag": w.tag, "transforms": names(work, g.top)}
-        )
+        writes.append(Capture(w.pcollection, c.var, c.cache_key, c.synthetic, w.source.unique_name, w.tag,
+                              names(work, g.top)))
         if cache.is_cached(c.cache_key, streaming=True):
             warnings.append(
                 f"cache key {c.cache_key} ({c.var}) already has a recording in {cache.full_dir()}; "

@@ -493,7 +493,7 @@ def instrument(
     from beaminst.nextsteps import Invocation, after_instrument
 
     how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
-    steps = after_instrument(how, output, [w["var"] for w in report.writes], bool(report.reads))
+    steps = after_instrument(how, output, [w.var for w in report.writes], bool(report.reads))
     _emit_report(report, as_json, output, "instrument", steps)
 
 

@@ -37,8 +37,12 @@ from beaminst.errors import BeaminstError, ManifestError
 from beaminst.labels import READ_CACHE, WRITE_CACHE
 from beaminst.options import WorkerOptions
 from beaminst.rewrite import (
+    Read,
     Report,
+    Rewiring,
+    Skip,
     Work,
+    Write,
     base_report,
     check_cache_dir,
     copy_and_grafter,
@@ -140,7 +144,7 @@ class NothingToInstrument(BeaminstError):
 def plan_pass(work: Work) -> dict[str, Any]:
     """Pass 1: the decisions (:func:`plan`)."""
     the_plan = plan(work.analysis)
-    return {"plan": the_plan, "skipped": tuple({"var": v, "reason": r} for v, r in the_plan.skipped)}
+    return {"plan": the_plan, "skipped": tuple(Skip(v, r) for v, r in the_plan.skipped)}
 
 
 def grafter_pass(work: Work) -> dict[str, Any]:
@@ -177,12 +181,12 @@ def graft_reads(work: Work) -> dict[str, Any]:
     the_plan, grafter = work.plan, work.grafter
     var_of = {pc: c.var for pc, c in work.analysis.cacheables.items()}
     read_out: dict[str, str] = {}
-    reads: list[dict[str, Any]] = []
+    reads: list[Read] = []
     if the_plan.streaming and the_plan.test_stream_tags:
         g = graft(work, grafter.build_test_stream(list(the_plan.test_stream_tags)), None, None, "TestStream")
         for pc, key in the_plan.reads.items():
             read_out[pc] = g.outputs[key]
-            reads.append({"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "TestStream"})
+            reads.append(Read(pc, var_of[pc], key, "TestStream"))
         info, warnings = _fill_test_stream(work.working, g.top[0], the_plan, work.analysis, work.test_stream_endpoint)
         return {"grafted": (g,), "read_out": read_out, "reads": tuple(reads), "test_stream": info,
                 **work.warn(*warnings)}
@@ -200,8 +204,7 @@ def graft_reads(work: Work) -> dict[str, Any]:
         original, replacement = pcs[pc], pcs[g.outputs["main"]]
         replacement.windowing_strategy_id = original.windowing_strategy_id
         replacement.coder_id = original.coder_id
-        reads.append({"pcollection": pc, "var": var_of[pc], "cache_key": key, "via": "ReadCache",
-                      "transforms": names(work, g.top)})
+        reads.append(Read(pc, var_of[pc], key, "ReadCache", names(work, g.top)))
     return {"grafted": tuple(grafted), "read_out": read_out, "reads": tuple(reads)}
 
 
@@ -214,8 +217,7 @@ def rewire(work: Work) -> dict[str, Any]:
         for use in index.main_consumers(pc):
             transforms[use.transform_id].inputs[use.tag] = new_pc
             if use.is_leaf:
-                rewired.append({"transform": index.transforms[use.transform_id].unique_name, "tag": use.tag,
-                                "from": pc, "to": new_pc})
+                rewired.append(Rewiring(index.transforms[use.transform_id].unique_name, use.tag, pc, new_pc))
     return {"rewired": tuple(rewired)}
 
 
@@ -228,8 +230,7 @@ def graft_writes(work: Work) -> dict[str, Any]:
         g = graft(work, sub, key, pc, f"{WRITE_CACHE}{key}")
         grafted.append(g)
         outputs.extend(g.outputs.values())
-        writes.append({"pcollection": pc, "var": work.analysis.cacheables[pc].var, "cache_key": key,
-                       "transforms": names(work, g.top)})
+        writes.append(Write(pc, work.analysis.cacheables[pc].var, key, names(work, g.top)))
     p = work.plan
     targets = (set(work.analysis.cacheables) | set(outputs) | p.side_effects) - p.ignored
     if p.streaming:
@@ -252,9 +253,9 @@ def report_outcome(work: Work) -> dict[str, Any]:
     """Pass 6: rewirings and reads of transforms pruning removed are not
     reported; bindings the output neither writes nor reads are warned about."""
     kept = {t.unique_name for t in work.output.components.transforms.values()}
-    reads = tuple(r for r in work.reads if r["via"] == "TestStream" or r["transforms"][0] in kept)
-    made = {"rewired": tuple(r for r in work.rewired if r["transform"] in kept), "reads": reads}
-    acted = {e["var"] for e in (*work.writes, *reads, *work.skipped)}
+    reads = tuple(r for r in work.reads if r.transforms is None or r.transforms[0] in kept)
+    made = {"rewired": tuple(r for r in work.rewired if r.transform in kept), "reads": reads}
+    acted = {e.var for e in (*work.writes, *reads, *work.skipped)}
     return {**made, **work.warn(*_idle_bindings(work.analysis, acted))}
 
 
@@ -263,10 +264,7 @@ PASSES = (plan_pass, grafter_pass, graft_reads, rewire, graft_writes, prune, rep
 
 def _report(work: Work) -> Report:
     report = base_report(work, Report())
-    report.reused = [
-        {k: r[k] for k in ("var", "pcollection", "cache_key")} for r in report.reads
-        if work.analysis.cacheables[r["pcollection"]].reused
-    ]
+    report.reused = [r for r in report.reads if work.analysis.cacheables[r.pcollection].reused]
     return report
 
 

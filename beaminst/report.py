@@ -47,15 +47,15 @@ def _ordered(a: Analysis) -> list[str]:
 
 
 def print_instrument_report(out: Human, report: Any, title: str, next_steps: Sequence[str] = ()) -> None:
-    rows = [(Cell("write", "green"), w["var"], w["cache_key"], "WriteCache") for w in report.writes]
-    rows += [(Cell("read", "cyan"), r["var"], r["cache_key"], r["via"]) for r in report.reads]
+    rows = [(Cell("write", "green"), w.var, w.cache_key, "WriteCache") for w in report.writes]
+    rows += [(Cell("read", "cyan"), r.var, r.cache_key, r.via) for r in report.reads]
     if rows:
         if out.terminal:
             out.table("", f"beaminst {title}", ("action", "variable", "cache key", "via"), rows)
         else:  # the action is the record's kind: write<TAB>var<TAB>key<TAB>via
             for action, *fields in rows:
                 out.record(action.text, *fields)
-    out.capped("skipped", [f"{s['var']}: {s['reason']}" for s in report.skipped], "skipped bindings")
+    out.capped("skipped", [f"{s.var}: {s.reason}" for s in report.skipped], "skipped bindings")
     out.capped("warning", report.warnings, "warnings")
     ts = report.test_stream
     if ts:

@@ -29,35 +29,111 @@ from beaminst.prune import necessary_transforms, trim_components
 from beaminst.validate import validate_output
 
 
+@dataclass(frozen=True)
+class Write:
+    """A cache write grafted after ``pcollection``."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    transforms: tuple[str, ...]  # unique names of its top-level transforms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                "transforms": list(self.transforms)}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A background-caching capture write after an unbounded source's output."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    synthetic: bool  # the variable is one beaminst made up for an unbound source output
+    source: str  # the source's unique name
+    tag: str  # which of its outputs
+    transforms: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                "synthetic": self.synthetic, "source": self.source, "tag": self.tag,
+                "transforms": list(self.transforms)}
+
+
+@dataclass(frozen=True)
+class Read:
+    """A PCollection read back from the cache (``via`` ReadCache or TestStream)."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    via: str
+    transforms: tuple[str, ...] | None = None  # a ReadCache's; the TestStream is reported on its own
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                               "via": self.via}
+        if self.transforms is not None:
+            out["transforms"] = list(self.transforms)
+        return out
+
+
+@dataclass(frozen=True)
+class Rewiring:
+    """A main input moved from ``source`` to the read replacing it."""
+
+    transform: str  # unique name
+    tag: str
+    source: str  # PCollection ids
+    to: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"transform": self.transform, "tag": self.tag, "from": self.source, "to": self.to}
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A binding nothing happens for, and why."""
+
+    var: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"var": self.var, "reason": self.reason}
+
+
 @dataclass
 class Report:
+    """What a rewrite did; typed entries, turned into JSON only by :meth:`to_json`."""
+
     output: str | None = None
     format: str | None = None
-    writes: list[dict[str, Any]] = field(default_factory=list)
-    reads: list[dict[str, Any]] = field(default_factory=list)
-    rewired: list[dict[str, str]] = field(default_factory=list)
+    writes: list[Write] | list[Capture] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)
+    rewired: list[Rewiring] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     test_stream: dict[str, Any] | None = None
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     environment: dict[str, Any] | None = None  # where the grafted transforms run
     requirements: list[str] = field(default_factory=list)
-    reused: list[dict[str, Any]] = field(default_factory=list)  # reads of caches --reuse found
+    reused: list[Read] = field(default_factory=list)  # reads of caches --reuse found
 
     def to_json(self) -> dict[str, Any]:
         return {
             "output": self.output,
             "format": self.format,
-            "writes": self.writes,
-            "reads": self.reads,
-            "rewired": self.rewired,
+            "writes": [w.to_json() for w in self.writes],
+            "reads": [r.to_json() for r in self.reads],
+            "rewired": [r.to_json() for r in self.rewired],
             "pruned": self.pruned,
             "test_stream": self.test_stream,
-            "skipped": self.skipped,
+            "skipped": [s.to_json() for s in self.skipped],
             "warnings": self.warnings,
             "environment": self.environment,
             "requirements": self.requirements,
-            "reused": self.reused,
+            "reused": [{"var": r.var, "pcollection": r.pcollection, "cache_key": r.cache_key} for r in self.reused],
         }
 
 
@@ -86,10 +162,10 @@ class Work:
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
     output: Any = None
-    writes: tuple[dict[str, Any], ...] = ()
-    reads: tuple[dict[str, Any], ...] = ()
-    rewired: tuple[dict[str, str], ...] = ()
-    skipped: tuple[dict[str, str], ...] = ()
+    writes: tuple[Write | Capture, ...] = ()
+    reads: tuple[Read, ...] = ()
+    rewired: tuple[Rewiring, ...] = ()
+    skipped: tuple[Skip, ...] = ()
     warnings: tuple[str, ...] = ()
     test_stream: dict[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # command-specific report fields
@@ -127,7 +203,7 @@ def check_cache_dir(cache_dir: str | None, command: str, what: str) -> None:
 
 def base_report(work: Work, report: Report) -> Report:
     """Fill what every command reports from the final state."""
-    report.writes = list(work.writes)
+    report.writes = list(work.writes)  # type: ignore[assignment]
     report.reads = list(work.reads)
     report.rewired = list(work.rewired)
     report.skipped = list(work.skipped)
@@ -181,9 +257,9 @@ def graft(work: Work, sub: Any, key: str | None, input_pc: str | None, label: st
     return Grafted(tuple(res.top), tuple(res.transforms), dict(res.outputs))
 
 
-def names(work: Work, transform_ids: Iterable[str]) -> list[str]:
+def names(work: Work, transform_ids: Iterable[str]) -> tuple[str, ...]:
     ts = work.working.components.transforms
-    return [ts[t].unique_name for t in transform_ids]
+    return tuple(ts[t].unique_name for t in transform_ids)
 
 
 # ---------------------------------------------------------------------------

@@ -34,8 +34,8 @@ import beaminst
 from beaminst.api import analyze_files
 from beaminst.background_caching import background_caching
 from beaminst.errors import BeaminstError, ManifestError
-from beaminst.rewrite import top_level_list
 from beaminst.protoio import load_pipeline, save_pipeline
+from beaminst.rewrite import top_level_list
 from beaminst.validate import check_unreferenced, validate
 from fixtures import pipelines as fp
 
@@ -127,7 +127,7 @@ def assert_parity(side, ours, report, only_ours=()):
         n for n in top_level_names(side.background, strip_prefix=prefix) if n.startswith(WRITES)
     }
     # The keys are Beam's (pinned through the manifest), one write per source.
-    keys = {w["cache_key"] for w in report.writes}
+    keys = {w.cache_key for w in report.writes}
     assert len(keys) == len(report.writes) == len(report.sources)
     assert keys <= set(side.keys.values())
     assert {f"WriteCache_{k}" for k in keys} == {n for n in nested if "/" not in n and n.startswith("WriteCache_")}
@@ -165,9 +165,9 @@ def test_two_pubsub_sources_flatten_and_map_are_cut(tmp_path):
     assert sorted(report.pruned) == ["Both", "Decode"]
     # Beam watched the unbound source outputs under synthetic variables; the
     # manifest pins those, so for beaminst they are bound variables.
-    assert all(not w["synthetic"] and w["var"].startswith("synthetic_var_") for w in report.writes)
+    assert all(not w.synthetic and w.var.startswith("synthetic_var_") for w in report.writes)
     for w in report.writes:
-        assert side.keys[w["var"]] == w["cache_key"]
+        assert side.keys[w.var] == w.cache_key
     urns = sorted(t.spec.urn for t in ours.components.transforms.values())
     assert urns.count("beam:transform:pubsub_read:v1") == 2
 
@@ -176,8 +176,8 @@ def test_windowed_source_with_branches_keeps_only_source_and_write(tmp_path):
     side, ours, report = run_both(windowed_branches(), tmp_path)
     assert_parity(side, ours, report)
     (w,) = report.writes
-    assert (w["var"], w["synthetic"]) == ("raw", False)  # bound: the variable's key
-    assert w["cache_key"] == side.keys["raw"]
+    assert (w.var, w.synthetic) == ("raw", False)  # bound: the variable's key
+    assert w.cache_key == side.keys["raw"]
     names = set(structure(ours))
     assert not names & {"Decode", "Window", "Count", "KeyByLetter", "Group", "Upper"}
     assert {"ReadClicks", "ReadClicks/Read"} <= names
@@ -205,7 +205,7 @@ def test_mixed_bounded_and_unbounded_parity(tmp_path):
     # Beam's test_instrument_mixed_streaming_batch shape, nothing cached.
     side, ours, report = run_both(fp.mixed(), tmp_path)
     assert_parity(side, ours, report)
-    assert [w["var"] for w in report.writes] == ["source_1"]
+    assert [w.var for w in report.writes] == ["source_1"]
     assert not [n for n in structure(ours) if n.startswith("source_2") or n == "Flatten"]
 
 
@@ -219,13 +219,13 @@ def test_mixed_shapes_where_beam_recurses(shape, tmp_path):
     cache = str(tmp_path / "cache")
     ours, report = background_caching(analyze_files(pb, man, cache), cache)
     (source,) = report.sources
-    assert_sources_and_writes_only(ours, report.writes, {source["unique_name"]})
+    assert_sources_and_writes_only(ours, [w.to_json() for w in report.writes], {source["unique_name"]})
     names = set(structure(ours))
     assert not [n for n in names if n.startswith(("Sizes", "source_2", "Decode", "AddSizes", "Flatten", "square"))]
     if shape is flattened_with_create:
-        assert [(w["var"], w["synthetic"]) for w in report.writes] == [("source_1", False)]
+        assert [(w.var, w.synthetic) for w in report.writes] == [("source_1", False)]
     else:
-        assert report.writes[0]["synthetic"] is True
+        assert report.writes[0].synthetic is True
 
 
 # --- (b) output is valid and loads ---------------------------------------------------------
@@ -254,8 +254,8 @@ def test_keys_match_the_analysis(tmp_path):
     analysis = analyze_files(fixture_pb("mixed"), fixture_manifest("mixed"), str(tmp_path))
     _, report = background_caching(analysis, str(tmp_path))
     for w in report.writes:
-        assert analysis.cacheables[w["pcollection"]].cache_key == w["cache_key"]
-        assert analysis.cacheables[w["pcollection"]].var == w["var"]
+        assert analysis.cacheables[w.pcollection].cache_key == w.cache_key
+        assert analysis.cacheables[w.pcollection].var == w.var
 
 
 # --- (c) run it for real: TestStream -> recording -> read back -------------------------------

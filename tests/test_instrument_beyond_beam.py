@@ -86,5 +86,5 @@ def test_mixed_bounded_unbounded_beam_recurses_beaminst_works(shape, tmp_path):
         assert "Sizes/Map(decode)" in producers
     # Everything bound is written except the source output itself, which the
     # background caching job records.
-    assert {w["var"] for w in report.writes} == set(bindings) - {"source_1"}
+    assert {w.var for w in report.writes} == set(bindings) - {"source_1"}
     beam.Pipeline.from_runner_api(ours, beam.runners.DirectRunner(), p._options)

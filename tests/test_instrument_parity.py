@@ -85,7 +85,7 @@ def test_write_only_parity_on_every_fixture(name, tmp_path):
 def test_read_of_computed_cached_pcollections_prunes_upstream(name, computed, tmp_path):
     side, ours, report = run_both(fp.BUILDERS[name](), tmp_path, cached=computed, computed=computed)
     assert_parity(side, ours)
-    read_vars = {r["var"] for r in report.reads}
+    read_vars = {r.var for r in report.reads}
     assert read_vars <= set(computed)
     if name == "wordcount" and computed == ["words", "lines"]:
         names = {t.unique_name for t in ours.components.transforms.values()}
@@ -96,9 +96,9 @@ def test_read_of_computed_cached_pcollections_prunes_upstream(name, computed, tm
 def test_cached_but_not_computed_is_neither_read_nor_written(tmp_path):
     side, ours, report = run_both(fp.wordcount(), tmp_path, cached=["words"], computed=[])
     assert_parity(side, ours)
-    assert "words" not in {w["var"] for w in report.writes}
+    assert "words" not in {w.var for w in report.writes}
     assert report.reads == []
-    assert any(s["var"] == "words" for s in report.skipped)
+    assert any(s.var == "words" for s in report.skipped)
 
 
 def test_side_effect_outputs_are_kept(tmp_path):
@@ -128,7 +128,7 @@ def test_variable_bound_inside_a_composite(tmp_path):
     p, bindings = _rebuild_inner()
     side, ours, report = run_both(fp.Built(p, bindings), tmp_path)
     assert_parity(side, ours)
-    assert {w["var"] for w in report.writes} == {"clean", "counts"}
+    assert {w.var for w in report.writes} == {"clean", "counts"}
 
 
 def test_variable_inside_a_composite_read_from_cache_where_beam_breaks(tmp_path):
@@ -146,7 +146,7 @@ def test_variable_inside_a_composite_read_from_cache_where_beam_breaks(tmp_path)
     pb, man = export_with_keys(p, side, os.path.join(tmp_path, "p"), ("clean",))
     ours, report = instrument(analyze_files(pb, man, side.cache_dir), side.cache_dir)
     validate(ours)
-    assert [r["var"] for r in report.reads] == ["clean"]
+    assert [r.var for r in report.reads] == ["clean"]
     pair = next(t for t in ours.components.transforms.values() if t.unique_name == "CountWords/Pair")
     producers = structure(ours)["CountWords/Pair"].inputs
     assert {prod for _, (prod, _) in producers} == {"UnreifyAfter_ReadCache_" + side.keys["clean"]}
@@ -188,4 +188,4 @@ def test_a_source_with_nothing_downstream_keeps_its_test_stream(tmp_path):
     side, ours, report = run_both(fp.Built(p, {"elems": elems}), tmp_path, cached=["elems"])
     assert_parity(side, ours)
     assert [n for n in structure(ours)] == ["TestStream"]
-    assert [r["var"] for r in report.reads] == ["elems"]
+    assert [r.var for r in report.reads] == ["elems"]

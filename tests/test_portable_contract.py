@@ -357,7 +357,7 @@ def test_a_watched_source_with_nothing_downstream_keeps_its_teststream(tmp_path)
     roots = set(out.root_transform_ids)
     names = {t.unique_name: t for tid, t in out.components.transforms.items() if tid not in roots}
     assert set(names) == {"TestStream"}
-    assert report.test_stream["tags"] == [report.reads[0]["cache_key"]]
+    assert report.test_stream["tags"] == [report.reads[0].cache_key]
     assert list(names["TestStream"].outputs) == report.test_stream["tags"]
 
 
