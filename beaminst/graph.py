@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -49,11 +50,12 @@ class GraphIndex:
     side_input_tags: Mapping[str, frozenset[str]]
     leaf_order: tuple[str, ...]  # leaves, topologically sorted
 
-    @property
+    # Cached: every pass asks, and each lookup through the proto makes new wrappers.
+    @cached_property
     def transforms(self) -> Any:
         return self.pipeline.components.transforms
 
-    @property
+    @cached_property
     def pcollections(self) -> Any:
         return self.pipeline.components.pcollections
 
