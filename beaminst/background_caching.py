@@ -150,18 +150,13 @@ def empty(work: Work) -> dict[str, Any]:
             "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "
             "or --infer-unbounded); pass --allow-empty to write a root-only pipeline"
         )
-    return {"output": empty_pipeline(work.index.pipeline), "extra": {"empty": True},
+    return {"output": empty_pipeline(work.index.pipeline),
             **work.warn("no unbounded source found: wrote an empty pipeline (root only)")}
 
 
 def plan_pass(work: Work) -> dict[str, Any]:
-    """Pass 1: the writes (:func:`plan_writes`), and the sources they record."""
-    sources = [
-        {"transform_id": s.transform_id, "unique_name": s.unique_name, "urn": s.urn,
-         "rule": s.rule, "outputs": dict(sorted(s.outputs.items()))}
-        for s in work.analysis.unbounded_sources
-    ]
-    return {"plan": plan_writes(work.analysis), "extra": {"sources": sources}}
+    """Pass 1: the writes (:func:`plan_writes`)."""
+    return {"plan": plan_writes(work.analysis)}
 
 
 def grafter_pass(work: Work) -> dict[str, Any]:
@@ -211,8 +206,12 @@ EMPTY_PASSES = (empty,)
 
 def _report(work: Work) -> BackgroundCachingReport:
     report = base_report(work, BackgroundCachingReport())
-    report.sources = list(work.extra.get("sources", ()))
-    report.empty = bool(work.extra.get("empty", False))
+    report.sources = [
+        {"transform_id": s.transform_id, "unique_name": s.unique_name, "urn": s.urn,
+         "rule": s.rule, "outputs": dict(sorted(s.outputs.items()))}
+        for s in work.analysis.unbounded_sources
+    ]
+    report.empty = not report.sources
     return report
 
 

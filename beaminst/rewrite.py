@@ -168,7 +168,6 @@ class Work:
     skipped: tuple[Skip, ...] = ()
     warnings: tuple[str, ...] = ()
     test_stream: dict[str, Any] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # command-specific report fields
 
     @property
     def index(self) -> GraphIndex:
