@@ -55,7 +55,7 @@ from beaminst.instrument import (
     top_level_list,
 )
 from beaminst.labels import WRITE_CACHE
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions
 from beaminst.prune import trim_components
 from beaminst.sources import UnboundedSource
 
@@ -122,13 +122,11 @@ def plan_writes(analysis: Analysis) -> list[PlannedWrite]:
     return planned
 
 
-def background_caching(
-    analysis: Analysis,
-    cache_dir: str,
-    allow_empty: bool = False,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
-) -> tuple[Any, BackgroundCachingReport]:
-    """The background caching pipeline proto and a report of what was done."""
+def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any, BackgroundCachingReport]:
+    """The background caching pipeline proto and a report of what was done.
+    ``options``: the cache directory, ``allow_empty``, the workers, whether
+    pickles are trusted (``test_stream_endpoint`` is instrument's)."""
+    cache_dir = options.cache_dir
     if cache_dir is None:
         raise CacheDirError("background-caching needs --cache-dir: the capture writes record there")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
@@ -139,7 +137,7 @@ def background_caching(
         report.warnings.append(f"cache: {problem}")
 
     if not analysis.unbounded_sources:
-        if not allow_empty:
+        if not options.allow_empty:
             raise NoUnboundedSourceError(
                 "no unbounded source found, so there is nothing to record (sources: "
                 "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "
@@ -161,7 +159,7 @@ def background_caching(
 
     working = type(index.pipeline)()
     working.CopyFrom(index.pipeline)
-    grafter = new_grafter(working, cache_dir, True, worker, report)
+    grafter = new_grafter(working, options, True, report)
 
     # 2. the capture writes
     write_top: list[str] = []

@@ -37,11 +37,13 @@ def _path(**kwargs: Any) -> click.Path:
 
 
 def _urns(_ctx: Any, _param: Any, value: tuple[str, ...]) -> tuple[str, ...]:
-    # An empty URN matches every transform without one: the root would become a source.
-    for urn in value:
-        if not urn.strip() or not urn.isprintable():
-            raise click.BadParameter(f"{urn!r} is not a URN")
-    return value
+    # SourceRules' own check, as a usage error: a blank URN would make the root a source.
+    from beaminst.options import parse_urn
+
+    try:
+        return tuple(parse_urn(urn) for urn in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _endpoint(_ctx: Any, _param: Any, value: str | None) -> str | None:
@@ -267,14 +269,15 @@ def analyze(
 
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
-    result = analyze_files(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    rules = _rules(unbounded_urns, infer_unbounded)
+    result = analyze_files(pipeline, manifest, cache_dir, rules)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return
     from beaminst.nextsteps import Invocation, after_analyze
     from beaminst.report import print_analysis
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     print_analysis(_human(), result, after_analyze(how, result))
 
 
@@ -346,7 +349,7 @@ def show(
     )
     if limit is None and mode == showformat.TABLE:
         limit = 20
-    plan = plan_show(pipeline, manifest, cache_dir, variables, unbounded_urns, infer_unbounded)
+    plan = plan_show(pipeline, manifest, cache_dir, variables, _rules(unbounded_urns, infer_unbounded))
     for note in plan.notes:
         click.echo(f"beaminst: {note}", err=True)
     try:
@@ -397,12 +400,25 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _worker(
-    environment_type: str | None, environment_config: str | None, target_sdk: str | None, trust_pickles: bool
-) -> Any:
-    from beaminst.options import WorkerOptions
+def _rules(unbounded_urns: tuple[str, ...], infer_unbounded: bool) -> Any:
+    from beaminst.options import SourceRules
 
-    return WorkerOptions(environment_type, environment_config, target_sdk, trust_pickles)
+    return SourceRules(unbounded_urns, infer_unbounded)
+
+
+def _rewrite_options(
+    cache_dir: str,
+    environment_type: str | None,
+    environment_config: str | None,
+    target_sdk: str | None,
+    trust_pickles: bool,
+    **rest: Any,
+) -> Any:
+    """The rewrite's options from worker_options' flags and the command's own (``rest``)."""
+    from beaminst.options import RewriteOptions, WorkerOptions
+
+    worker = WorkerOptions(environment_type, environment_config, target_sdk)
+    return RewriteOptions(cache_dir, worker=worker, trust_pickles=trust_pickles, **rest)
 
 
 def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | None, no_cache_dir: str) -> None:
@@ -486,13 +502,15 @@ def instrument(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     _refuse_binary_to_terminal(output, output_format)
-    report = instrument_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
-        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles), reuse=reuse,
+    options = _rewrite_options(
+        cache_dir, environment_type, environment_config, target_sdk, trust_pickles,
+        test_stream_endpoint=test_stream_endpoint,
     )
+    rules = _rules(unbounded_urns, infer_unbounded)
+    report = instrument_files(pipeline, output, manifest, options, rules, output_format, reuse)
     from beaminst.nextsteps import Invocation, after_instrument
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     steps = after_instrument(how, output, [w["var"] for w in report.writes], bool(report.reads))
     _emit_report(report, as_json, output, "instrument", steps)
 
@@ -644,13 +662,14 @@ def background_caching(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     _refuse_binary_to_terminal(output, output_format)
-    report = background_caching_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty,
-        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
+    options = _rewrite_options(
+        cache_dir, environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
     )
+    rules = _rules(unbounded_urns, infer_unbounded)
+    report = background_caching_files(pipeline, output, manifest, options, rules, output_format)
     from beaminst.nextsteps import Invocation, after_background_caching
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output))
 
 
@@ -740,6 +759,7 @@ def batch(
     error is one line on stderr, and the exit code is 2 if any file failed.
     """
     from beaminst.batch import iter_errors, print_batch_report, progress_bar, run_batch
+    from beaminst.options import WorkerOptions
 
     if not cache_dir:
         _fail(f"batch --mode {mode} needs --cache-dir: the cache transforms read and write there")
@@ -752,8 +772,8 @@ def batch(
     with progress_bar(sys.stderr.isatty()) as progress:
         report = run_batch(
             src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
-            unbounded_urns, infer_unbounded, allow_empty, progress,
-            worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
+            _rules(unbounded_urns, infer_unbounded), allow_empty, progress,
+            worker=WorkerOptions(environment_type, environment_config, target_sdk), trust_pickles=trust_pickles,
         )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))

@@ -32,7 +32,7 @@ from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, CacheDirError, InternalError, ManifestError
 from beaminst.graph import GraphIndex, build_index
 from beaminst.labels import READ_CACHE, WRITE_CACHE
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions
 from beaminst.prune import necessary_transforms, trim_components
 from beaminst.validate import check_unreferenced, validate
 
@@ -132,13 +132,11 @@ def plan(analysis: Analysis) -> Plan:
     return Plan(reads, writes, frozenset(ignored), side_effects, streaming, tags, tuple(skipped))
 
 
-def instrument(
-    analysis: Analysis,
-    cache_dir: str,
-    test_stream_endpoint: str | None = None,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
-) -> tuple[Any, Report]:
-    """The instrumented pipeline proto and a report of what was done."""
+def instrument(analysis: Analysis, options: RewriteOptions) -> tuple[Any, Report]:
+    """The instrumented pipeline proto and a report of what was done.
+    ``options``: the cache directory, the TestStream endpoint, the workers,
+    whether pickles are trusted (``allow_empty`` is background-caching's)."""
+    cache_dir = options.cache_dir
     if cache_dir is None:
         raise CacheDirError("instrument needs --cache-dir: the cache transforms write there")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
@@ -156,10 +154,10 @@ def instrument(
 
     working = type(analysis.index.pipeline)()
     working.CopyFrom(analysis.index.pipeline)
-    grafter = new_grafter(working, cache_dir, the_plan.streaming, worker, report)
+    grafter = new_grafter(working, options, the_plan.streaming, report)
     check_decodable(grafter, analysis, [*the_plan.writes, *([] if the_plan.streaming else the_plan.reads)])
     top_level = top_level_list(working)
-    read_out = _graft_reads(grafter, the_plan, analysis, test_stream_endpoint, top_level, report)
+    read_out = _graft_reads(grafter, the_plan, analysis, options.test_stream_endpoint, top_level, report)
     _rewire(working, analysis.index, read_out, report)
     write_targets = _graft_writes(grafter, the_plan, analysis, top_level, report)
     set_top_level(working, top_level)
@@ -197,17 +195,19 @@ def _idle_bindings(analysis: Analysis, report: Report) -> list[str]:
     ]
 
 
-def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOptions, report: Report) -> Any:
+def new_grafter(working: Any, options: RewriteOptions, streaming: bool, report: Report) -> Any:
     """The Grafter for ``working``, after checking that the workers that will
     run it can load what the installed Beam builds (a warning goes to ``report``)."""
     from beaminst.beamgraft import Grafter  # the Beam SDK, only now
     from beaminst.environments import check_worker_sdk
 
+    worker = options.worker
     warning = check_worker_sdk(working, worker.target_sdk)
     if warning:
         report.warnings.append(warning)
     return Grafter(
-        working, cache_dir, streaming, worker.environment_type, worker.environment_config, worker.trust_pickles
+        working, options.cache_dir, streaming, worker.environment_type, worker.environment_config,
+        options.trust_pickles,
     )
 
 

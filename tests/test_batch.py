@@ -332,7 +332,7 @@ def test_a_file_that_kills_its_worker_does_not_take_the_others_down(tmp_path):
     rels = make_tree(src, 3)
     plan = plan_batch(str(src), str(tmp_path / "out"), "instrument", str(tmp_path / "c"))
     jobs = list(plan.jobs)
-    jobs[1] = {**jobs[1], "infer_unbounded": _KillsItsWorker()}
+    jobs[1] = {**jobs[1], "rules": _KillsItsWorker()}
     results = [o["result"] for o in run_local(jobs, 2, lambda outcome: None)]
     files = [job["file"] for job in jobs]
     assert sorted(files) == sorted(rels)

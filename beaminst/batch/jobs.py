@@ -36,11 +36,8 @@ class Job(_JobOptions):
     output: str
     manifest: str | None
     mode: str
-    cache_dir: str
-    unbounded_urns: list[str]
-    infer_unbounded: bool
-    allow_empty: bool  # background-caching only
-    worker: dict[str, Any]  # WorkerOptions' fields
+    options: dict[str, Any]  # RewriteOptions.to_json(), its cache_dir absolute (or a URL)
+    rules: dict[str, Any]  # SourceRules.to_json()
     max_decompressed_bytes: int  # the caller's cap (beaminst.bounded), for workers that did not inherit it
 
 
@@ -72,31 +69,19 @@ class Outcome(TypedDict):
 def _instrument(job: Job) -> Any:
     from beaminst.api import instrument_files
 
-    return instrument_files(
-        job["input"], job["output"], job["manifest"], job["cache_dir"], job["unbounded_urns"], job["infer_unbounded"],
-        worker=_worker(job),
-    )
+    return instrument_files(job["input"], job["output"], job["manifest"], *_options(job))
 
 
 def _background_caching(job: Job) -> Any:
     from beaminst.api import background_caching_files
 
-    return background_caching_files(
-        job["input"],
-        job["output"],
-        job["manifest"],
-        job["cache_dir"],
-        job["unbounded_urns"],
-        job["infer_unbounded"],
-        allow_empty=job["allow_empty"],
-        worker=_worker(job),
-    )
+    return background_caching_files(job["input"], job["output"], job["manifest"], *_options(job))
 
 
-def _worker(job: Job) -> Any:
-    from beaminst.options import WorkerOptions
+def _options(job: Job) -> tuple[Any, Any]:
+    from beaminst.options import RewriteOptions, SourceRules
 
-    return WorkerOptions(**job.get("worker", {}))
+    return RewriteOptions.from_json(job["options"]), SourceRules.from_json(job["rules"])
 
 
 # The one mode -> per-file function mapping; the CLI's --mode choices come from here.
@@ -177,7 +162,7 @@ def _cache_keys(job: Job) -> list[str] | None:
     from beaminst.api import analyze_files
 
     try:
-        analysis = analyze_files(job["input"], job["manifest"], None, job["unbounded_urns"], job["infer_unbounded"])
+        analysis = analyze_files(job["input"], job["manifest"], None, _options(job)[1])
     except BeaminstError:  # the input changed under us: no record, so it is redone next time
         return None
     return sorted({c.cache_key for c in analysis.cacheables.values()})

@@ -4,7 +4,6 @@ split the jobs into those to run and those already up to date."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from beaminst.batch.freshness import STATE_FILE, Freshness
 from beaminst.batch.jobs import MODES, FileResult, Job, result
 from beaminst.batch.sweep import sweep
 from beaminst.errors import BeaminstError, CacheDirError, ManifestError, OutputError
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions, SourceRules, WorkerOptions
 
 # What counts as a pipeline file: the extensions protoio reads as a Pipeline,
 # minus the generic ``.bin``/``.txt``, and never a binding manifest.
@@ -104,11 +103,11 @@ def plan_batch(
     cache_dir: str | None,
     manifest: str | None = None,
     force: bool = False,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     allow_empty: bool = False,
     worker: WorkerOptions | None = None,
     filesystem_args: Iterable[str] = (),
+    trust_pickles: bool = False,
 ) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
@@ -133,6 +132,7 @@ def plan_batch(
         raise OutputError("is not a directory", dest)
     scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
     cache_abs = resolve(cache_dir)  # a URL stays one: workers write through it
+    options = RewriteOptions(cache_abs, allow_empty=allow_empty, worker=worker or WorkerOptions(), trust_pickles=trust_pickles)
     remote = {"filesystem_args": list(filesystem_args)} if is_url(cache_dir) else {}
     manifest_abs = None
     if manifest is not None:
@@ -161,11 +161,8 @@ def plan_batch(
                 output=out,
                 manifest=man,
                 mode=mode,
-                cache_dir=cache_abs,
-                unbounded_urns=list(unbounded_urns),
-                infer_unbounded=infer_unbounded,
-                allow_empty=allow_empty,
-                worker=dataclasses.asdict(worker or WorkerOptions()),
+                options=options.to_json(),
+                rules=rules.to_json(),
                 max_decompressed_bytes=cap,
                 **remote,  # type: ignore[typeddict-item]
             )

@@ -19,7 +19,7 @@ from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
 from beaminst.cachefs import filesystem_options, is_url, resolve
 from beaminst.errors import BeaminstError
-from beaminst.options import WorkerOptions
+from beaminst.options import SourceRules, WorkerOptions
 
 
 @dataclass
@@ -71,11 +71,11 @@ def run_batch(
     force: bool = False,
     runner: str | None = None,
     pipeline_args: Iterable[str] = (),
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     allow_empty: bool = False,
     progress: Progress | None = None,
     worker: WorkerOptions | None = None,
+    trust_pickles: bool = False,
 ) -> BatchReport:
     """``beaminst batch``: plan, run every job (pool or Beam runner), report.
 
@@ -89,8 +89,8 @@ def run_batch(
     remote = is_url(cache_dir)
     with filesystem_options(list(pipeline_args) if remote else ()):  # the cache is listed here too
         plan = plan_batch(
-            src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker,
-            filesystem_args=pipeline_args if remote else (),
+            src, dest, mode, cache_dir, manifest, force, rules, allow_empty, worker,
+            filesystem_args=pipeline_args if remote else (), trust_pickles=trust_pickles,
         )
     progress.start(len(plan.jobs))
     done: list[FileResult] = []
