@@ -56,6 +56,15 @@ def analyze_files(
 Pass = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
 
 
+@dataclass(frozen=True)
+class Rewritten:
+    """One file rewritten: the analysis the pass planned from, and the pass's
+    report (with the output's path and format)."""
+
+    analysis: Analysis
+    report: Any
+
+
 def instrument_files(
     pipeline_path: str,
     output: str,
@@ -69,7 +78,7 @@ def instrument_files(
     validate, write atomically; returns the report."""
     from beaminst.instrument import instrument
 
-    return _rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse)
+    return rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse).report
 
 
 def background_caching_files(
@@ -85,21 +94,23 @@ def background_caching_files(
     returns the report."""
     from beaminst.background_caching import background_caching
 
-    return _rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format)
+    return rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format).report
 
 
-def _rewrite_file(
+def rewrite_file(
     rewrite: Pass,
     pipeline_path: str,
     output: str,
     manifest_path: str | None,
     options: RewriteOptions,
-    rules: SourceRules,
-    output_format: str | None,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    output_format: str | None = None,
     reuse: bool = False,
-) -> Any:
-    """The shell both rewriting commands share: check the output can be
-    written, analyze, rewrite, save atomically; returns the pass's report."""
+) -> Rewritten:
+    """The shell both rewriting commands (and every ``batch`` job) share:
+    check the output can be written, analyze, run the pass, save atomically.
+    Returns the analysis with the report, so a caller that needs more of it
+    (batch records every cache key it saw) does not analyze twice."""
     from beaminst.protoio import output_format as choose_format
     from beaminst.protoio import save_pipeline
 
@@ -112,7 +123,7 @@ def _rewrite_file(
         raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
     report.format = save_pipeline(out, output, fmt)
     report.output = output  # "-" for stdout, as the user spelled it
-    return report
+    return Rewritten(analysis, report)
 
 
 def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:

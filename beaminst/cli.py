@@ -758,23 +758,17 @@ def batch(
     DEST/.beaminst-batch-state.json) are skipped. One bad file never stops the others: each
     error is one line on stderr, and the exit code is 2 if any file failed.
     """
-    from beaminst.batch import iter_errors, print_batch_report, progress_bar, run_batch
-    from beaminst.options import WorkerOptions
+    from beaminst.batch import BatchSpec, iter_errors, print_batch_report, progress_bar, run_batch
 
-    if not cache_dir:
-        _fail(f"batch --mode {mode} needs --cache-dir: the cache transforms read and write there")
-    from beaminst.cachefs import is_url
-
-    if pipeline_args and not runner and not is_url(cache_dir):
-        _fail("--pipeline-arg only applies with --runner, or with a --cache-dir URL (its filesystem's options)")
-    if allow_empty and mode != "background-caching":
-        _fail("--allow-empty only applies with --mode background-caching")
+    options = _rewrite_options(
+        cache_dir or "", environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
+    )
+    spec = BatchSpec(  # refuses options that do not go together, as for a library caller
+        src, dest, options, mode=mode, rules=_rules(unbounded_urns, infer_unbounded), manifest=manifest,
+        force=force, jobs=jobs, runner=runner, pipeline_args=pipeline_args,
+    )
     with progress_bar(sys.stderr.isatty()) as progress:
-        report = run_batch(
-            src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
-            _rules(unbounded_urns, infer_unbounded), allow_empty, progress,
-            worker=WorkerOptions(environment_type, environment_config, target_sdk), trust_pickles=trust_pickles,
-        )
+        report = run_batch(spec, progress)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
