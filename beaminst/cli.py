@@ -14,11 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from beaminst import __version__
+
+if TYPE_CHECKING:
+    from beaminst.options import SourceRules
 
 PIPELINE_HELP = "Pipeline proto: binary, text format or JSON (detected from content); - for stdin."
 
@@ -219,21 +222,32 @@ CACHE_DIR_HELP = (
 )
 
 
+def source_rules_options(urn_help: str, infer_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--unbounded-urn and --infer-unbounded, handed to the command as one
+    :class:`~beaminst.options.SourceRules` named ``rules``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command(*args: Any, unbounded_urns: tuple[str, ...], infer_unbounded: bool, **kwargs: Any) -> Any:
+            from beaminst.options import SourceRules
+
+            # Cannot refuse: _urns made the same check, as a usage error.
+            return fn(*args, rules=SourceRules(unbounded_urns, infer_unbounded), **kwargs)
+
+        command = click.option("--infer-unbounded", is_flag=True, help=infer_help)(command)
+        return click.option(
+            "--unbounded-urn", "unbounded_urns", multiple=True, callback=_urns, metavar="URN", help=urn_help
+        )(command)
+
+    return decorate
+
+
 def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = bounds_option(fn)
     fn = filesystem_option(fn)
-    fn = click.option(
-        "--infer-unbounded",
-        is_flag=True,
-        help="Also treat any leaf transform with UNBOUNDED outputs and bounded or no inputs as an unbounded source.",
-    )(fn)
-    fn = click.option(
-        "--unbounded-urn",
-        "unbounded_urns",
-        multiple=True,
-        callback=_urns,
-        metavar="URN",
-        help="Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
+    fn = source_rules_options(
+        "Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
+        "Also treat any leaf transform with UNBOUNDED outputs and bounded or no inputs as an unbounded source.",
     )(fn)
     fn = click.option("--cache-dir", type=_path(), help=CACHE_DIR_HELP)(fn)
     fn = click.option("-m", "--manifest", type=_path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
@@ -256,8 +270,7 @@ def analyze(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     as_json: bool,
 ) -> None:
     """Show what Interactive Beam would see in PIPELINE.
@@ -269,7 +282,6 @@ def analyze(
 
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
-    rules = _rules(unbounded_urns, infer_unbounded)
     result = analyze_files(pipeline, manifest, cache_dir, rules)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
@@ -317,8 +329,7 @@ def show(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     variables: tuple[str, ...],
     limit: int | None,
     as_json: bool,
@@ -349,7 +360,7 @@ def show(
     )
     if limit is None and mode == showformat.TABLE:
         limit = 20
-    plan = plan_show(pipeline, manifest, cache_dir, variables, _rules(unbounded_urns, infer_unbounded))
+    plan = plan_show(pipeline, manifest, cache_dir, variables, rules)
     for note in plan.notes:
         click.echo(f"beaminst: {note}", err=True)
     try:
@@ -398,12 +409,6 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "the grafted transforms when the pipeline has none of its own (default DOCKER, the installed Beam's image).",
     )(fn)
     return fn
-
-
-def _rules(unbounded_urns: tuple[str, ...], infer_unbounded: bool) -> Any:
-    from beaminst.options import SourceRules
-
-    return SourceRules(unbounded_urns, infer_unbounded)
 
 
 def _rewrite_options(
@@ -479,8 +484,7 @@ def instrument(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     output: str,
     output_format: str | None,
     as_json: bool,
@@ -506,7 +510,6 @@ def instrument(
         cache_dir, environment_type, environment_config, target_sdk, trust_pickles,
         test_stream_endpoint=test_stream_endpoint,
     )
-    rules = _rules(unbounded_urns, infer_unbounded)
     report = instrument_files(pipeline, output, manifest, options, rules, output_format, reuse)
     from beaminst.nextsteps import Invocation, after_instrument
 
@@ -638,8 +641,7 @@ def background_caching(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     output: str,
     output_format: str | None,
     as_json: bool,
@@ -665,7 +667,6 @@ def background_caching(
     options = _rewrite_options(
         cache_dir, environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
     )
-    rules = _rules(unbounded_urns, infer_unbounded)
     report = background_caching_files(pipeline, output, manifest, options, rules, output_format)
     from beaminst.nextsteps import Invocation, after_background_caching
 
@@ -721,10 +722,7 @@ Examples:
     "e.g. --pipeline-arg=--flink_master=flink:8081; with a --cache-dir URL, also its filesystem's options "
     "(--pipeline-arg=--s3_endpoint_url=URL), for this process and every worker.",
 )
-@click.option(
-    "--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", callback=_urns, help="As for instrument (repeatable)."
-)
-@click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
+@source_rules_options("As for instrument (repeatable).", "As for instrument.")
 @bounds_option
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
 @worker_options
@@ -740,8 +738,7 @@ def batch(
     as_json: bool,
     runner: str | None,
     pipeline_args: tuple[str, ...],
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     allow_empty: bool,
     environment_type: str | None,
     environment_config: str | None,
@@ -764,7 +761,7 @@ def batch(
         cache_dir or "", environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
     )
     spec = BatchSpec(  # refuses options that do not go together, as for a library caller
-        src, dest, options, mode=mode, rules=_rules(unbounded_urns, infer_unbounded), manifest=manifest,
+        src, dest, options, mode=mode, rules=rules, manifest=manifest,
         force=force, jobs=jobs, runner=runner, pipeline_args=pipeline_args,
     )
     with progress_bar(sys.stderr.isatty()) as progress:
