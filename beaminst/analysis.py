@@ -1,14 +1,13 @@
 """The analysis stage: what Interactive Beam would see in a saved pipeline.
 
 :func:`analyze` is a pure function of (indexed proto, manifest, cache dir
-state, unbounded-source rules). It returns a plain :class:`Analysis` value
-that ``analyze`` prints and that ``instrument`` / ``background-caching``
-plan from.
+state, unbounded-source rules: :class:`~beaminst.options.SourceRules`). It
+returns a plain :class:`Analysis` value that ``analyze`` prints and that
+``instrument`` / ``background-caching`` plan from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from beaminst.cachedir import CacheDir
 from beaminst.cachekeys import ContentDigests, content_digests
 from beaminst.graph import GraphIndex
 from beaminst.manifest import Manifest, resolve_bindings
+from beaminst.options import SourceRules
 from beaminst.sources import UnboundedSource, find_unbounded_sources, under_source
 
 
@@ -155,20 +155,21 @@ def analyze(
     index: GraphIndex,
     manifest: Manifest,
     cache: CacheDir,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     reuse: bool = False,
 ) -> Analysis:
     """Run the analysis stage. Linear in the size of the pipeline.
 
-    With ``reuse`` (or ``"computed": "auto"`` in the manifest) every binding
-    whose complete cache exists under its content-derived key counts as
-    computed: keys change with everything upstream, so after an edit only
-    what lies downstream of it misses the cache and recomputes."""
+    ``rules`` say which transforms are unbounded sources beyond Beam's own
+    rule (:mod:`beaminst.sources`). With ``reuse`` (or ``"computed":
+    "auto"`` in the manifest) every binding whose complete cache exists under
+    its content-derived key counts as computed: keys change with everything
+    upstream, so after an edit only what lies downstream of it misses the
+    cache and recomputes."""
     reuse = reuse or manifest.reuse
     digests = content_digests(index)
     resolved = resolve_bindings(manifest, index)
-    sources = find_unbounded_sources(index, unbounded_urns, infer_unbounded)
+    sources = find_unbounded_sources(index, rules)
     source_ids = {s.transform_id for s in sources}
     streaming = bool(sources)
 

@@ -12,7 +12,7 @@ from beaminst.cachedir import scan_cache_dir
 from beaminst.errors import BeaminstError
 from beaminst.graph import GraphIndex
 from beaminst.manifest import load_manifest
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions, SourceRules
 from beaminst.protoio import STDIO, Format, load_pipeline
 from beaminst.validate import validate
 
@@ -40,90 +40,90 @@ def analyze_files(
     pipeline_path: str,
     manifest_path: str | None = None,
     cache_dir: str | None = None,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     reuse: bool = False,
 ) -> Analysis:
+    """``beaminst analyze``: load and validate the pipeline, read the manifest
+    and the state of ``cache_dir``, and analyze (:func:`beaminst.analysis.analyze`);
+    ``rules`` say which transforms are unbounded sources beyond Beam's own."""
     loaded = load(pipeline_path)
     manifest = load_manifest(manifest_path)
     cache = scan_cache_dir(cache_dir)
-    return analyze(loaded.index, manifest, cache, unbounded_urns, infer_unbounded, reuse)
+    return analyze(loaded.index, manifest, cache, rules, reuse)
+
+
+# A rewriting pass: instrument.instrument or background_caching.background_caching.
+Pass = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """One file rewritten: the analysis the pass planned from, and the pass's
+    report (with the output's path and format)."""
+
+    analysis: Analysis
+    report: Any
 
 
 def instrument_files(
     pipeline_path: str,
     output: str,
     manifest_path: str | None,
-    cache_dir: str,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     output_format: str | None = None,
-    test_stream_endpoint: str | None = None,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
     reuse: bool = False,
 ) -> Any:
-    """``beaminst instrument``: analyze, instrument, validate, write atomically."""
+    """``beaminst instrument``: analyze (from ``options.cache_dir``), instrument,
+    validate, write atomically; returns the report."""
     from beaminst.instrument import instrument
-    from beaminst.options import parse_endpoint
 
-    if test_stream_endpoint is not None:
-        try:
-            parse_endpoint(test_stream_endpoint)
-        except ValueError as e:
-            raise BeaminstError(f"--test-stream-endpoint: {e}") from None
-    return _rewrite_file(
-        lambda analysis: instrument(analysis, cache_dir, test_stream_endpoint, worker),
-        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format, reuse,
-    )
+    return rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse).report
 
 
 def background_caching_files(
     pipeline_path: str,
     output: str,
     manifest_path: str | None,
-    cache_dir: str,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
     output_format: str | None = None,
-    allow_empty: bool = False,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
 ) -> Any:
     """``beaminst background-caching``: analyze, cut to sources + capture
-    writes, validate, write atomically (nothing is written on error)."""
+    writes, validate, write atomically (nothing is written on error);
+    returns the report."""
     from beaminst.background_caching import background_caching
 
-    return _rewrite_file(
-        lambda analysis: background_caching(analysis, cache_dir, allow_empty, worker),
-        pipeline_path, output, manifest_path, cache_dir, unbounded_urns, infer_unbounded, output_format,
-    )
+    return rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format).report
 
 
-def _rewrite_file(
-    rewrite: Callable[[Analysis], tuple[Any, Any]],
+def rewrite_file(
+    rewrite: Pass,
     pipeline_path: str,
     output: str,
     manifest_path: str | None,
-    cache_dir: str,
-    unbounded_urns: Iterable[str],
-    infer_unbounded: bool,
-    output_format: str | None,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    output_format: str | None = None,
     reuse: bool = False,
-) -> Any:
-    """The shell both rewriting commands share: check the output can be
-    written, analyze, rewrite, save atomically; returns the pass's report."""
+) -> Rewritten:
+    """The shell both rewriting commands (and every ``batch`` job) share:
+    check the output can be written, analyze, run the pass, save atomically.
+    Returns the analysis with the report, so a caller that needs more of it
+    (batch records every cache key it saw) does not analyze twice."""
     from beaminst.protoio import output_format as choose_format
     from beaminst.protoio import save_pipeline
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output, (pipeline_path, manifest_path))
-    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, unbounded_urns, infer_unbounded, reuse)
+    analysis = analyze_files(pipeline_path, manifest_path, options.cache_dir, rules, reuse)
     try:
-        out, report = rewrite(analysis)
+        out, report = rewrite(analysis, options)
     except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
         raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
     report.format = save_pipeline(out, output, fmt)
     report.output = output  # "-" for stdout, as the user spelled it
-    return report
+    return Rewritten(analysis, report)
 
 
 def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:

@@ -46,7 +46,7 @@ from beaminst.analysis import Analysis, Cacheable
 from beaminst.errors import BeaminstError, ManifestError
 from beaminst.ids import IdAllocator
 from beaminst.labels import WRITE_CACHE
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions
 from beaminst.prune import trim_components
 from beaminst.rewrite import (
     Capture,
@@ -127,16 +127,12 @@ def plan_writes(analysis: Analysis) -> list[PlannedWrite]:
     return planned
 
 
-def background_caching(
-    analysis: Analysis,
-    cache_dir: str,
-    allow_empty: bool = False,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
-) -> tuple[Any, BackgroundCachingReport]:
-    """The background caching pipeline proto and a report of what was done."""
-    check_cache_dir(cache_dir, "background-caching", "the capture writes record there")
-    work = Work(analysis, cache_dir, worker, allow_empty=allow_empty,
-                warnings=tuple(f"cache: {p}" for p in analysis.cache.problems))
+def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any, BackgroundCachingReport]:
+    """The background caching pipeline proto and a report of what was done.
+    ``options``: the cache directory, ``allow_empty``, the workers, whether
+    pickles are trusted (``test_stream_endpoint`` is instrument's)."""
+    check_cache_dir(options, "background-caching", "the capture writes record there")
+    work = Work(analysis, options, warnings=tuple(f"cache: {p}" for p in analysis.cache.problems))
     if not analysis.unbounded_sources:
         return run(EMPTY_PASSES, work, _report)  # type: ignore[return-value]
     return run(PASSES, work, _report)  # type: ignore[return-value]
@@ -144,7 +140,7 @@ def background_caching(
 
 def empty(work: Work) -> dict[str, Any]:
     """No unbounded source: the root only, with ``--allow-empty``."""
-    if not work.allow_empty:
+    if not work.options.allow_empty:
         raise NoUnboundedSourceError(
             "no unbounded source found, so there is nothing to record (sources: "
             "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "

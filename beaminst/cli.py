@@ -14,11 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from beaminst import __version__
+
+if TYPE_CHECKING:
+    from beaminst.options import SourceRules
 
 PIPELINE_HELP = "Pipeline proto: binary, text format or JSON (detected from content); - for stdin."
 
@@ -37,11 +40,13 @@ def _path(**kwargs: Any) -> click.Path:
 
 
 def _urns(_ctx: Any, _param: Any, value: tuple[str, ...]) -> tuple[str, ...]:
-    # An empty URN matches every transform without one: the root would become a source.
-    for urn in value:
-        if not urn.strip() or not urn.isprintable():
-            raise click.BadParameter(f"{urn!r} is not a URN")
-    return value
+    # SourceRules' own check, as a usage error: a blank URN would make the root a source.
+    from beaminst.options import parse_urn
+
+    try:
+        return tuple(parse_urn(urn) for urn in value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _endpoint(_ctx: Any, _param: Any, value: str | None) -> str | None:
@@ -217,21 +222,32 @@ CACHE_DIR_HELP = (
 )
 
 
+def source_rules_options(urn_help: str, infer_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--unbounded-urn and --infer-unbounded, handed to the command as one
+    :class:`~beaminst.options.SourceRules` named ``rules``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def command(*args: Any, unbounded_urns: tuple[str, ...], infer_unbounded: bool, **kwargs: Any) -> Any:
+            from beaminst.options import SourceRules
+
+            # Cannot refuse: _urns made the same check, as a usage error.
+            return fn(*args, rules=SourceRules(unbounded_urns, infer_unbounded), **kwargs)
+
+        command = click.option("--infer-unbounded", is_flag=True, help=infer_help)(command)
+        return click.option(
+            "--unbounded-urn", "unbounded_urns", multiple=True, callback=_urns, metavar="URN", help=urn_help
+        )(command)
+
+    return decorate
+
+
 def common_inputs(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = bounds_option(fn)
     fn = filesystem_option(fn)
-    fn = click.option(
-        "--infer-unbounded",
-        is_flag=True,
-        help="Also treat any leaf transform with UNBOUNDED outputs and bounded or no inputs as an unbounded source.",
-    )(fn)
-    fn = click.option(
-        "--unbounded-urn",
-        "unbounded_urns",
-        multiple=True,
-        callback=_urns,
-        metavar="URN",
-        help="Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
+    fn = source_rules_options(
+        "Extra transform URN to treat as an unbounded source (repeatable), e.g. beam:transform:teststream:v1.",
+        "Also treat any leaf transform with UNBOUNDED outputs and bounded or no inputs as an unbounded source.",
     )(fn)
     fn = click.option("--cache-dir", type=_path(), help=CACHE_DIR_HELP)(fn)
     fn = click.option("-m", "--manifest", type=_path(allow_dash=True), help="Variable-binding manifest (JSON); - for stdin.")(fn)
@@ -254,8 +270,7 @@ def analyze(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     as_json: bool,
 ) -> None:
     """Show what Interactive Beam would see in PIPELINE.
@@ -267,14 +282,14 @@ def analyze(
 
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
-    result = analyze_files(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    result = analyze_files(pipeline, manifest, cache_dir, rules)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return
     from beaminst.nextsteps import Invocation, after_analyze
     from beaminst.report import print_analysis
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     print_analysis(_human(), result, after_analyze(how, result))
 
 
@@ -314,8 +329,7 @@ def show(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     variables: tuple[str, ...],
     limit: int | None,
     as_json: bool,
@@ -346,7 +360,7 @@ def show(
     )
     if limit is None and mode == showformat.TABLE:
         limit = 20
-    plan = plan_show(pipeline, manifest, cache_dir, variables, unbounded_urns, infer_unbounded)
+    plan = plan_show(pipeline, manifest, cache_dir, variables, rules)
     for note in plan.notes:
         click.echo(f"beaminst: {note}", err=True)
     try:
@@ -397,12 +411,19 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _worker(
-    environment_type: str | None, environment_config: str | None, target_sdk: str | None, trust_pickles: bool
+def _rewrite_options(
+    cache_dir: str,
+    environment_type: str | None,
+    environment_config: str | None,
+    target_sdk: str | None,
+    trust_pickles: bool,
+    **rest: Any,
 ) -> Any:
-    from beaminst.options import WorkerOptions
+    """The rewrite's options from worker_options' flags and the command's own (``rest``)."""
+    from beaminst.options import RewriteOptions, WorkerOptions
 
-    return WorkerOptions(environment_type, environment_config, target_sdk, trust_pickles)
+    worker = WorkerOptions(environment_type, environment_config, target_sdk)
+    return RewriteOptions(cache_dir, worker=worker, trust_pickles=trust_pickles, **rest)
 
 
 def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | None, no_cache_dir: str) -> None:
@@ -463,8 +484,7 @@ def instrument(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     output: str,
     output_format: str | None,
     as_json: bool,
@@ -486,13 +506,14 @@ def instrument(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     _refuse_binary_to_terminal(output, output_format)
-    report = instrument_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, test_stream_endpoint,
-        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles), reuse=reuse,
+    options = _rewrite_options(
+        cache_dir, environment_type, environment_config, target_sdk, trust_pickles,
+        test_stream_endpoint=test_stream_endpoint,
     )
+    report = instrument_files(pipeline, output, manifest, options, rules, output_format, reuse)
     from beaminst.nextsteps import Invocation, after_instrument
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     steps = after_instrument(how, output, [w.var for w in report.writes], bool(report.reads))
     _emit_report(report, as_json, output, "instrument", steps)
 
@@ -620,8 +641,7 @@ def background_caching(
     pipeline: str,
     manifest: str | None,
     cache_dir: str | None,
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     output: str,
     output_format: str | None,
     as_json: bool,
@@ -644,13 +664,13 @@ def background_caching(
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     _refuse_binary_to_terminal(output, output_format)
-    report = background_caching_files(
-        pipeline, output, manifest, cache_dir, unbounded_urns, infer_unbounded, output_format, allow_empty,
-        worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
+    options = _rewrite_options(
+        cache_dir, environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
     )
+    report = background_caching_files(pipeline, output, manifest, options, rules, output_format)
     from beaminst.nextsteps import Invocation, after_background_caching
 
-    how = Invocation(pipeline, manifest, cache_dir, unbounded_urns, infer_unbounded)
+    how = Invocation(pipeline, manifest, cache_dir, rules)
     _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output))
 
 
@@ -702,10 +722,7 @@ Examples:
     "e.g. --pipeline-arg=--flink_master=flink:8081; with a --cache-dir URL, also its filesystem's options "
     "(--pipeline-arg=--s3_endpoint_url=URL), for this process and every worker.",
 )
-@click.option(
-    "--unbounded-urn", "unbounded_urns", multiple=True, metavar="URN", callback=_urns, help="As for instrument (repeatable)."
-)
-@click.option("--infer-unbounded", is_flag=True, help="As for instrument.")
+@source_rules_options("As for instrument (repeatable).", "As for instrument.")
 @bounds_option
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
 @worker_options
@@ -721,8 +738,7 @@ def batch(
     as_json: bool,
     runner: str | None,
     pipeline_args: tuple[str, ...],
-    unbounded_urns: tuple[str, ...],
-    infer_unbounded: bool,
+    rules: SourceRules,
     allow_empty: bool,
     environment_type: str | None,
     environment_config: str | None,
@@ -739,22 +755,17 @@ def batch(
     DEST/.beaminst-batch-state.json) are skipped. One bad file never stops the others: each
     error is one line on stderr, and the exit code is 2 if any file failed.
     """
-    from beaminst.batch import iter_errors, print_batch_report, progress_bar, run_batch
+    from beaminst.batch import BatchSpec, iter_errors, print_batch_report, progress_bar, run_batch
 
-    if not cache_dir:
-        _fail(f"batch --mode {mode} needs --cache-dir: the cache transforms read and write there")
-    from beaminst.cachefs import is_url
-
-    if pipeline_args and not runner and not is_url(cache_dir):
-        _fail("--pipeline-arg only applies with --runner, or with a --cache-dir URL (its filesystem's options)")
-    if allow_empty and mode != "background-caching":
-        _fail("--allow-empty only applies with --mode background-caching")
+    options = _rewrite_options(
+        cache_dir or "", environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
+    )
+    spec = BatchSpec(  # refuses options that do not go together, as for a library caller
+        src, dest, options, mode=mode, rules=rules, manifest=manifest,
+        force=force, jobs=jobs, runner=runner, pipeline_args=pipeline_args,
+    )
     with progress_bar(sys.stderr.isatty()) as progress:
-        report = run_batch(
-            src, dest, mode, cache_dir, manifest, jobs, force, runner, pipeline_args,
-            unbounded_urns, infer_unbounded, allow_empty, progress,
-            worker=_worker(environment_type, environment_config, target_sdk, trust_pickles),
-        )
+        report = run_batch(spec, progress)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:

@@ -52,6 +52,11 @@ class ManifestError(BeaminstError):
     """The binding manifest is malformed or names something that does not exist."""
 
 
+class OptionError(BeaminstError):
+    """An option's value is not one beaminst can use (a blank URN, an
+    endpoint that is not HOST:PORT); its source is the option's flag."""
+
+
 class CacheDirError(BeaminstError):
     """The cache directory cannot be used."""
 

@@ -35,7 +35,7 @@ from beaminst.analysis import Analysis
 from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, ManifestError
 from beaminst.labels import READ_CACHE, WRITE_CACHE
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions
 from beaminst.rewrite import (
     Read,
     Report,
@@ -119,21 +119,17 @@ def plan(analysis: Analysis) -> Plan:
     return Plan(reads, writes, frozenset(ignored), side_effects, streaming, tags, tuple(skipped))
 
 
-def instrument(
-    analysis: Analysis,
-    cache_dir: str,
-    test_stream_endpoint: str | None = None,
-    worker: WorkerOptions = WorkerOptions(),  # noqa: B008 - frozen
-) -> tuple[Any, Report]:
-    """The instrumented pipeline proto and a report of what was done."""
-    check_cache_dir(cache_dir, "instrument", "the cache transforms write there")
+def instrument(analysis: Analysis, options: RewriteOptions) -> tuple[Any, Report]:
+    """The instrumented pipeline proto and a report of what was done.
+    ``options``: the cache directory, the TestStream endpoint, the workers,
+    whether pickles are trusted (``allow_empty`` is background-caching's)."""
+    check_cache_dir(options, "instrument", "the cache transforms write there")
     if not analysis.cacheables:
         raise NothingToInstrument(
             "nothing to instrument: no PCollection is bound to a variable and there is no unbounded source; "
             "bind some in a manifest (-m); `beaminst analyze PIPELINE` lists the PCollections to bind"
         )
-    work = Work(analysis, cache_dir, worker, test_stream_endpoint,
-                warnings=(*(f"cache: {p}" for p in analysis.cache.problems), *analysis.warnings))
+    work = Work(analysis, options, warnings=(*(f"cache: {p}" for p in analysis.cache.problems), *analysis.warnings))
     return run(PASSES, work, _report)
 
 
@@ -187,7 +183,7 @@ def graft_reads(work: Work) -> dict[str, Any]:
         for pc, key in the_plan.reads.items():
             read_out[pc] = g.outputs[key]
             reads.append(Read(pc, var_of[pc], key, "TestStream"))
-        info, warnings = _fill_test_stream(work.working, g.top[0], the_plan, work.analysis, work.test_stream_endpoint)
+        info, warnings = _fill_test_stream(work.working, g.top[0], the_plan, work.analysis, work.options.test_stream_endpoint)
         return {"grafted": (g,), "read_out": read_out, "reads": tuple(reads), "test_stream": info,
                 **work.warn(*warnings)}
     pcs = work.working.components.pcollections

@@ -9,6 +9,8 @@ import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from beaminst.options import SourceRules
+
 if TYPE_CHECKING:
     from beaminst.analysis import Analysis
 
@@ -20,8 +22,7 @@ class Invocation:
     pipeline: str
     manifest: str | None
     cache_dir: str | None
-    unbounded_urns: tuple[str, ...] = ()
-    infer_unbounded: bool = False
+    rules: SourceRules = SourceRules()  # spelled back as --unbounded-urn / --infer-unbounded
 
     def inputs(self, cache: bool = True) -> str:
         parts = [self.pipeline if self.pipeline != "-" else "PIPELINE"]
@@ -30,9 +31,9 @@ class Invocation:
         if cache:
             # A real name, not a placeholder: copied as printed, it works.
             parts += ["--cache-dir", self.cache_dir or "beaminst-cache"]
-        for urn in self.unbounded_urns:
+        for urn in self.rules.urns:
             parts += ["--unbounded-urn", urn]
-        if self.infer_unbounded:
+        if self.rules.infer:
             parts.append("--infer-unbounded")
         return " ".join(shlex.quote(p) for p in parts)
 

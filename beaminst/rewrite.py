@@ -24,7 +24,7 @@ from beaminst import urns
 from beaminst.analysis import Analysis
 from beaminst.errors import BeaminstError, CacheDirError, InternalError
 from beaminst.graph import GraphIndex
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions
 from beaminst.prune import necessary_transforms, trim_components
 from beaminst.validate import validate_output
 
@@ -151,10 +151,7 @@ class Work:
     """The state passes read; each pass returns the fields it made."""
 
     analysis: Analysis
-    cache_dir: str
-    worker: WorkerOptions = WorkerOptions()  # noqa: RUF009 - frozen
-    test_stream_endpoint: str | None = None
-    allow_empty: bool = False
+    options: RewriteOptions
     working: Any = None  # the input's copy grafts are written into
     grafter: Any = None
     plan: Any = None  # the command's pure decisions
@@ -193,7 +190,8 @@ def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) ->
     return work.output, report(work)
 
 
-def check_cache_dir(cache_dir: str | None, command: str, what: str) -> None:
+def check_cache_dir(options: RewriteOptions, command: str, what: str) -> None:
+    cache_dir = options.cache_dir
     if cache_dir is None:
         raise CacheDirError(f"{command} needs --cache-dir: {what}")
     if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
@@ -240,12 +238,13 @@ def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
     working = type(work.index.pipeline)()
     working.CopyFrom(work.index.pipeline)
     made: dict[str, Any] = {"working": working}
-    warning = check_worker_sdk(working, work.worker.target_sdk)
+    options, worker = work.options, work.options.worker
+    warning = check_worker_sdk(working, worker.target_sdk)
     if warning:
         made.update(work.warn(warning))
     made["grafter"] = Grafter(
-        working, work.cache_dir, streaming, work.worker.environment_type, work.worker.environment_config,
-        work.worker.trust_pickles,
+        working, options.cache_dir, streaming, worker.environment_type, worker.environment_config,
+        options.trust_pickles,
     )
     return made
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from beaminst.analysis import Analysis
 from beaminst.errors import BeaminstError, printable
 from beaminst.nextsteps import Invocation
+from beaminst.options import SourceRules
 from beaminst.suggest import did_you_mean
 
 
@@ -58,16 +59,15 @@ def plan_show(
     manifest_path: str | None,
     cache_dir: str,
     names: Iterable[str],
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
 ) -> ShowPlan:
-    """Resolve ``names`` to their caches. Raises on an unknown name (with a
-    suggestion) and when none of them has a cache (with how to make one)."""
+    """Resolve ``names`` to their caches (the analysis finds unbounded
+    sources by ``rules``). Raises on an unknown name (with a suggestion) and
+    when none of them has a cache (with how to make one)."""
     from beaminst.api import analyze_files
 
-    urns = tuple(unbounded_urns)
-    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, urns, infer_unbounded)
-    how = Invocation(pipeline_path, manifest_path, cache_dir, urns, infer_unbounded)
+    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
+    how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
     variables = tuple(resolve(analysis, list(dict.fromkeys(names))))
     missing = [v for v in variables if v.layout is None]
     if len(missing) == len(variables):

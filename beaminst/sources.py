@@ -9,22 +9,21 @@ On a proto that becomes:
   read); Beam records the composite's output, so when the direct parent is that
   composite, it is the source. Other SDKs emit the primitive alone;
 * ``beam:transform:read:v1`` whose ``ReadPayload.is_bounded`` is UNBOUNDED;
-* any URN given with ``--unbounded-urn`` (for example
-  ``beam:transform:teststream:v1``);
-* optionally (``--infer-unbounded``) the general rule: a leaf transform whose
+* any URN in :class:`~beaminst.options.SourceRules` ``urns``
+  (``--unbounded-urn``, for example ``beam:transform:teststream:v1``);
+* optionally (``SourceRules.infer``, ``--infer-unbounded``) the general rule: a leaf transform whose
   outputs are UNBOUNDED while its inputs are bounded or absent.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from beaminst import bounded
 from beaminst.beamproto import runner_api
-from beaminst.errors import BeaminstError
 from beaminst.graph import GraphIndex
+from beaminst.options import SourceRules
 
 PUBSUB_READ_URN = "beam:transform:pubsub_read:v1"
 READ_URN = "beam:transform:read:v1"
@@ -75,13 +74,13 @@ def _is_read_from_pubsub_wrapper(index: GraphIndex, tid: str | None) -> bool:
 
 
 def find_unbounded_sources(
-    index: GraphIndex, extra_urns: Iterable[str] = (), infer: bool = False
+    index: GraphIndex, rules: SourceRules = SourceRules()  # noqa: B008 - frozen
 ) -> tuple[UnboundedSource, ...]:
-    """Unbounded sources in hierarchy order (Beam's visit order)."""
+    """Unbounded sources in hierarchy order (Beam's visit order): the rules
+    above, with ``rules``' URNs and inference."""
     rapi = runner_api()
-    extra = set(extra_urns)
-    if "" in extra:  # it would match the root and every composite without a URN
-        raise BeaminstError("--unbounded-urn: an empty string is not a URN")
+    extra = set(rules.urns)  # never blank: SourceRules refuses that
+    infer = rules.infer
     unbounded = rapi.IsBounded.UNBOUNDED
     found: dict[str, str] = {}
     for tid in index.hierarchy_order:

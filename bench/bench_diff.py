@@ -71,8 +71,10 @@ def build(size: int, directory: str) -> tuple[str, str]:
         log(f"[{size}] built and exported in {time.perf_counter() - t0:.1f}s")
     if not os.path.exists(f"{stem}.instrumented.pb"):
         from beaminst.api import instrument_files
+        from beaminst.options import RewriteOptions
 
-        instrument_files(pb, f"{stem}.instrumented.pb", manifest, tempfile.mkdtemp(prefix="beaminst-bench-cache-"))
+        cache = tempfile.mkdtemp(prefix="beaminst-bench-cache-")
+        instrument_files(pb, f"{stem}.instrumented.pb", manifest, RewriteOptions(cache))
     if not os.path.exists(f"{stem}.renamed.pb"):
         from beaminst.protoio import load_pipeline, save_pipeline
 

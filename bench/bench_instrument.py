@@ -124,13 +124,14 @@ def beaminst_call(pb: str, manifest: str, cache_dir: str) -> tuple[dict[str, flo
     """(b) load+analyze, instrument, serialize; returns phase times and results."""
     from beaminst.api import analyze_files
     from beaminst.instrument import instrument
+    from beaminst.options import RewriteOptions
     from beaminst.protoio import serialize_pipeline
 
     c0 = time.process_time()
     t0 = time.perf_counter()
     analysis = analyze_files(pb, manifest, cache_dir)
     t1 = time.perf_counter()
-    out, report = instrument(analysis, cache_dir)
+    out, report = instrument(analysis, RewriteOptions(cache_dir))
     t2 = time.perf_counter()
     data = serialize_pipeline(out)
     t3 = time.perf_counter()
@@ -154,12 +155,13 @@ import json, sys, time
 t0 = time.perf_counter()
 from beaminst.api import analyze_files
 from beaminst.instrument import instrument
+from beaminst.options import RewriteOptions
 from beaminst.protoio import serialize_pipeline
 t1 = time.perf_counter()
 pb, man, cache = sys.argv[1:4]
-a = analyze_files(pb, man, cache); out, rep = instrument(a, cache); serialize_pipeline(out)
+a = analyze_files(pb, man, cache); out, rep = instrument(a, RewriteOptions(cache)); serialize_pipeline(out)
 t2 = time.perf_counter()
-a = analyze_files(pb, man, cache); out, rep = instrument(a, cache); serialize_pipeline(out)
+a = analyze_files(pb, man, cache); out, rep = instrument(a, RewriteOptions(cache)); serialize_pipeline(out)
 t3 = time.perf_counter()
 print(json.dumps({"beaminst_import": t1 - t0, "cold_first_call": t2 - t1, "second_call": t3 - t2}))
 """

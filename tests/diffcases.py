@@ -23,6 +23,7 @@ def instrument_case(directory: Path, name: str, computed: tuple[str, ...] = ()) 
     complete (one-shard) cache first, so they are read back. Returns the output
     path and the ``instrument --json`` report."""
     from beaminst.api import analyze_files, instrument_files
+    from beaminst.options import RewriteOptions
 
     label = "_".join((name, *computed))
     cache = directory / f"cache_{label}"
@@ -37,7 +38,7 @@ def instrument_case(directory: Path, name: str, computed: tuple[str, ...] = ()) 
         manifest = str(directory / f"{label}.manifest.json")
         Path(manifest).write_text(json.dumps(doc))
     out = directory / f"{label}.instrumented.pb"
-    report = instrument_files(fixture_pb(name), str(out), manifest, str(cache))
+    report = instrument_files(fixture_pb(name), str(out), manifest, RewriteOptions(str(cache)))
     return str(out), report.to_json()
 
 

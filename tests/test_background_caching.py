@@ -34,6 +34,7 @@ import beaminst
 from beaminst.api import analyze_files
 from beaminst.background_caching import background_caching
 from beaminst.errors import BeaminstError, ManifestError
+from beaminst.options import RewriteOptions, SourceRules
 from beaminst.protoio import load_pipeline, save_pipeline
 from beaminst.rewrite import top_level_list
 from beaminst.validate import check_unreferenced, validate
@@ -101,7 +102,7 @@ def run_both(built: fp.Built, tmp_path):
     side = beam_instrument(built.pipeline, built.bindings)
     assert side.background is not None
     pb, man = export_with_keys(built.pipeline, side, os.path.join(tmp_path, "p"))
-    ours, report = background_caching(analyze_files(pb, man, side.cache_dir), side.cache_dir)
+    ours, report = background_caching(analyze_files(pb, man, side.cache_dir), RewriteOptions(side.cache_dir))
     return side, ours, report
 
 
@@ -217,7 +218,7 @@ def test_mixed_shapes_where_beam_recurses(shape, tmp_path):
     built = shape()
     pb, man = beaminst.export(built.pipeline, built.bindings, os.path.join(tmp_path, "p"))
     cache = str(tmp_path / "cache")
-    ours, report = background_caching(analyze_files(pb, man, cache), cache)
+    ours, report = background_caching(analyze_files(pb, man, cache), RewriteOptions(cache))
     (source,) = report.sources
     assert_sources_and_writes_only(ours, [w.to_json() for w in report.writes], {source["unique_name"]})
     names = set(structure(ours))
@@ -252,7 +253,7 @@ def test_keys_match_the_analysis(tmp_path):
     """The key of each write is the analysis' cache key of the source output:
     the same key instrument's TestStream replays."""
     analysis = analyze_files(fixture_pb("mixed"), fixture_manifest("mixed"), str(tmp_path))
-    _, report = background_caching(analysis, str(tmp_path))
+    _, report = background_caching(analysis, RewriteOptions(str(tmp_path)))
     for w in report.writes:
         assert analysis.cacheables[w.pcollection].cache_key == w.cache_key
         assert analysis.cacheables[w.pcollection].var == w.var
@@ -339,8 +340,8 @@ def test_recording_a_test_stream_on_the_direct_runner(tmp_path):
     assert missing == [] and len(same) == len(events)
 
     # And instrument replays exactly that recording.
-    analysis = analyze_files(pb, man, cache, [TEST_STREAM_URN])
-    _, ireport = instrument(analysis, cache)
+    analysis = analyze_files(pb, man, cache, SourceRules([TEST_STREAM_URN]))
+    _, ireport = instrument(analysis, RewriteOptions(cache))
     assert ireport.test_stream is not None and ireport.test_stream["tags"] == [key]
     assert ireport.test_stream["events"] == len(events)
     assert not [x for x in ireport.warnings if "nothing recorded" in x]
@@ -407,7 +408,7 @@ def test_infer_unbounded_on_another_sdks_proto(multi_root, tmp_path):
         ("ReadTopics", OTHER_READ_ALL_URN, "inferred"),
     ]
     # Nothing bound: each key is the synthetic variable's the analysis chose.
-    analysis = analyze_files(pb, None, cache, (), True)
+    analysis = analyze_files(pb, None, cache, SourceRules(infer=True))
     for w in doc["writes"]:
         assert w["synthetic"] is True and w["var"].startswith("synthetic_var_")
         assert analysis.cacheables[w["pcollection"]].cache_key == w["cache_key"]
@@ -518,7 +519,7 @@ def test_two_source_outputs_pinned_to_one_key_is_a_manifest_error(tmp_path):
     man = tmp_path / "m.json"
     man.write_text(json.dumps({"bindings": {v: {"pcollection": pc, "cache_key": key} for v, pc in zip("ab", outs, strict=True)}}))
     with pytest.raises(ManifestError, match="cannot share one cache file"):
-        background_caching(analyze_files(fixture_pb("pubsub_two"), str(man), str(tmp_path)), str(tmp_path))
+        background_caching(analyze_files(fixture_pb("pubsub_two"), str(man), str(tmp_path)), RewriteOptions(str(tmp_path)))
     assert issubclass(ManifestError, BeaminstError)
 
 

@@ -326,13 +326,14 @@ class _KillsItsWorker:
 
 
 def test_a_file_that_kills_its_worker_does_not_take_the_others_down(tmp_path):
-    from beaminst.batch import plan_batch, run_local
+    from beaminst.batch import BatchSpec, plan_batch, run_local
+    from beaminst.options import RewriteOptions
 
     src = tmp_path / "src"
     rels = make_tree(src, 3)
-    plan = plan_batch(str(src), str(tmp_path / "out"), "instrument", str(tmp_path / "c"))
+    plan = plan_batch(BatchSpec(str(src), str(tmp_path / "out"), RewriteOptions(str(tmp_path / "c"))))
     jobs = list(plan.jobs)
-    jobs[1] = {**jobs[1], "infer_unbounded": _KillsItsWorker()}
+    jobs[1] = {**jobs[1], "rules": _KillsItsWorker()}
     results = [o["result"] for o in run_local(jobs, 2, lambda outcome: None)]
     files = [job["file"] for job in jobs]
     assert sorted(files) == sorted(rels)
@@ -356,3 +357,59 @@ def test_the_table_escapes_file_names(tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout
     assert "a\\x1b]0;title\\x07.pb" in r.stdout and "[bold]b.pb" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"options": ""}, "needs --cache-dir"),
+        ({"mode": "nope"}, "unknown mode 'nope'"),
+        ({"pipeline_args": ("--foo",)}, "--pipeline-arg only applies with --runner"),
+        ({"allow_empty": True}, "--allow-empty only applies with --mode background-caching"),
+        ({"manifest": "-"}, "--manifest: batch cannot read the manifest from stdin"),
+    ],
+)
+def test_the_batch_spec_refuses_what_the_cli_refuses(kwargs, needle, tmp_path):
+    """The same checks, the same words, for a library caller: they live with the spec."""
+    from beaminst.batch import BatchSpec
+    from beaminst.errors import BeaminstError
+    from beaminst.options import RewriteOptions
+
+    cache = kwargs.pop("options", str(tmp_path / "c"))
+    options = RewriteOptions(cache, allow_empty=kwargs.pop("allow_empty", False))
+    with pytest.raises(BeaminstError) as e:
+        BatchSpec(str(tmp_path / "src"), str(tmp_path / "out"), options, **kwargs)
+    assert needle in str(e.value)
+
+
+def test_a_job_analyzes_its_file_once(tmp_path, monkeypatch):
+    """The freshness record's cache keys come from the analysis the rewrite
+    planned from, not from a second analysis of the same file."""
+    from beaminst.batch import BatchSpec, plan_batch, work
+    from beaminst.options import RewriteOptions
+
+    src = tmp_path / "src"
+    make_tree(src, 1)
+    (job,) = plan_batch(BatchSpec(str(src), str(tmp_path / "out"), RewriteOptions(str(tmp_path / "c")))).jobs
+    calls = []
+    analyze_files = api.analyze_files
+    monkeypatch.setattr(api, "analyze_files", lambda *a, **k: calls.append(a) or analyze_files(*a, **k))
+    outcome = work(job)
+    assert outcome["result"]["status"] == "ok", outcome["result"]["error"]
+    assert len(calls) == 1
+    keys = sorted(c.cache_key for c in analyze_files(job["input"], job["manifest"]).cacheables.values())
+    assert outcome["cache_keys"] == keys
+
+
+def test_options_survive_the_job_wire_format():
+    """A Job is plain JSON (pickled for the pool, encoded for a runner, hashed
+    by the freshness record): the typed options come back equal."""
+    from beaminst.options import RewriteOptions, SourceRules, WorkerOptions
+
+    options = RewriteOptions("/c", "localhost:1", True, WorkerOptions("PROCESS", '{"command": "b"}', "2.60.0"), True)
+    rules = SourceRules(["beam:transform:teststream:v1"], infer=True)
+    assert RewriteOptions.from_json(json.loads(json.dumps(options.to_json()))) == options
+    assert SourceRules.from_json(json.loads(json.dumps(rules.to_json()))) == rules
+    assert rules.urns == ("beam:transform:teststream:v1",)  # any iterable, kept as a tuple
+    with pytest.raises(TypeError):
+        SourceRules("beam:transform:teststream:v1")  # one string is not a collection of URNs

@@ -211,11 +211,12 @@ def test_a_worker_applies_the_callers_decompression_cap(tmp_path, monkeypatch):
     (an earlier batch's, in a long-lived process), a runner's worker none of
     the caller's: the cap travels in the job."""
     from beaminst import bounded
-    from beaminst.batch import plan_batch, rewrite_one
+    from beaminst.batch import BatchSpec, plan_batch, rewrite_one
+    from beaminst.options import RewriteOptions
 
     copies(tmp_path / "src", 1)
     monkeypatch.setenv(bounded.ENV, "10")
-    (job,) = plan_batch(str(tmp_path / "src"), str(tmp_path / "dest"), "instrument", str(tmp_path / "cache")).jobs
+    (job,) = plan_batch(BatchSpec(str(tmp_path / "src"), str(tmp_path / "dest"), RewriteOptions(str(tmp_path / "cache")))).jobs
     assert job["max_decompressed_bytes"] == 10
     monkeypatch.setenv(bounded.ENV, str(bounded.DEFAULT_MAX_BYTES))  # what such a worker sees
     res = rewrite_one(job)

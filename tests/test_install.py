@@ -120,10 +120,11 @@ BUILD = """
 import importlib.util, json, sys
 sys.path.insert(0, sys.argv[1])
 from beaminst import api
+from beaminst.options import RewriteOptions
 fx = sys.argv[2]
-api.instrument_files(fx + "/wordcount.pb", sys.argv[3] + "/w.pb", fx + "/wordcount.manifest.json", sys.argv[3] + "/c1")
-api.instrument_files(fx + "/mixed.pb", sys.argv[3] + "/m.pb", fx + "/mixed.manifest.json", sys.argv[3] + "/c2")
-api.background_caching_files(fx + "/pubsub_one.pb", sys.argv[3] + "/b.pb", fx + "/pubsub_one.manifest.json", sys.argv[3] + "/c3")
+api.instrument_files(fx + "/wordcount.pb", sys.argv[3] + "/w.pb", fx + "/wordcount.manifest.json", RewriteOptions(sys.argv[3] + "/c1"))
+api.instrument_files(fx + "/mixed.pb", sys.argv[3] + "/m.pb", fx + "/mixed.manifest.json", RewriteOptions(sys.argv[3] + "/c2"))
+api.background_caching_files(fx + "/pubsub_one.pb", sys.argv[3] + "/b.pb", fx + "/pubsub_one.manifest.json", RewriteOptions(sys.argv[3] + "/c3"))
 print(json.dumps(["IPython" in sys.modules, importlib.util.find_spec("IPython").origin]))
 """
 

@@ -22,6 +22,7 @@ from structure import structure
 import beaminst
 from beaminst.api import analyze_files
 from beaminst.instrument import instrument
+from beaminst.options import RewriteOptions
 from beaminst.validate import validate
 from fixtures import pipelines as fp
 
@@ -68,7 +69,7 @@ def test_mixed_bounded_unbounded_beam_recurses_beaminst_works(shape, tmp_path):
     pb, man = beaminst.export(p, bindings, stem)
     cache = tmp_path / "cache"
     analysis = analyze_files(pb, man, str(cache))
-    ours, report = instrument(analysis, str(cache))
+    ours, report = instrument(analysis, RewriteOptions(str(cache)))
     validate(ours)  # acyclic, every reference resolves
     urns = [t.spec.urn for t in ours.components.transforms.values()]
     assert urns.count("beam:transform:teststream:v1") == 1

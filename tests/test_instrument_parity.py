@@ -24,6 +24,7 @@ from structure import diff, structure
 
 from beaminst.api import analyze_files
 from beaminst.instrument import instrument
+from beaminst.options import RewriteOptions
 from beaminst.validate import validate
 from fixtures import pipelines as fp
 
@@ -36,7 +37,7 @@ def run_both(built, tmp_path, cached=(), computed=()):
     side = beam_instrument(built.pipeline, built.bindings, {v: ["x"] for v in cached}, tuple(computed))
     pb, man = export_with_keys(built.pipeline, side, os.path.join(tmp_path, "p"), tuple(computed))
     analysis = analyze_files(pb, man, side.cache_dir)
-    ours, report = instrument(analysis, side.cache_dir)
+    ours, report = instrument(analysis, RewriteOptions(side.cache_dir))
     return side, ours, report
 
 
@@ -144,7 +145,7 @@ def test_variable_inside_a_composite_read_from_cache_where_beam_breaks(tmp_path)
     os.makedirs(os.path.join(side.cache_dir, "full"), exist_ok=True)
     open(os.path.join(side.cache_dir, "full", side.keys["clean"] + "-00000-of-00001"), "wb").close()
     pb, man = export_with_keys(p, side, os.path.join(tmp_path, "p"), ("clean",))
-    ours, report = instrument(analyze_files(pb, man, side.cache_dir), side.cache_dir)
+    ours, report = instrument(analyze_files(pb, man, side.cache_dir), RewriteOptions(side.cache_dir))
     validate(ours)
     assert [r.var for r in report.reads] == ["clean"]
     pair = next(t for t in ours.components.transforms.values() if t.unique_name == "CountWords/Pair")

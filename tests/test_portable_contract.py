@@ -24,7 +24,7 @@ from beaminst.api import analyze_files, load
 from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, ValidationError
 from beaminst.instrument import instrument
-from beaminst.options import WorkerOptions
+from beaminst.options import RewriteOptions, WorkerOptions
 from beaminst.protoio import load_pipeline, save_pipeline
 from fixtures import pipelines as fp
 
@@ -55,7 +55,7 @@ def _read_pass(tmp_path, pb, manifest_path, var):
     doc["computed"] = [var]
     with open(manifest_path, "w") as f:
         json.dump(doc, f)
-    return instrument(analyze_files(pb, manifest_path, cache), cache)
+    return instrument(analyze_files(pb, manifest_path, cache), RewriteOptions(cache))
 
 
 # --- requirements -------------------------------------------------------------------
@@ -71,13 +71,13 @@ def test_read_pass_declares_the_splittable_dofn_of_readcache(tmp_path):
 
 
 def test_write_pass_of_a_bounded_pipeline_declares_nothing(tmp_path):
-    out, _ = instrument(analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount")), str(tmp_path))
+    out, _ = instrument(analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount")), RewriteOptions(str(tmp_path)))
     assert list(out.requirements) == []
 
 
 @pytest.mark.parametrize("name", ["pubsub_one", "pubsub_two", "mixed"])
 def test_streaming_writes_declare_stateful(name, tmp_path):
-    out, report = instrument(analyze_files(fixture_pb(name), fixture_manifest(name)), str(tmp_path))
+    out, report = instrument(analyze_files(fixture_pb(name), fixture_manifest(name)), RewriteOptions(str(tmp_path)))
     if report.writes:
         assert urns.REQUIRES_STATEFUL in out.requirements
     assert set(out.requirements) == urns.transform_requirements(out.components.transforms)
@@ -123,7 +123,7 @@ def test_a_stateful_pardo_that_stays_keeps_its_requirement(tmp_path):
     import beaminst
 
     pb, man = beaminst.export(p, bindings, str(tmp_path / "p"))
-    out, _ = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    out, _ = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "cache")))
     assert list(out.requirements) == [urns.REQUIRES_STATEFUL]
 
 
@@ -195,7 +195,7 @@ def test_grafted_transforms_run_in_the_pipelines_own_environment(kind, mode, tmp
     if kind != "default":
         assert original_env.capabilities  # a real environment, as submitted
     if mode == "write":
-        out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+        out, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "cache")))
     else:
         out, report = _read_pass(tmp_path, pb, man, "words")
         assert report.reads
@@ -222,7 +222,7 @@ def test_a_second_sdks_environment_beside_pythons(tmp_path):
     fmt = next(t for t in proto.components.transforms.values() if t.unique_name == "Format")
     fmt.environment_id = "java"
     save_pipeline(proto, pb)
-    out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    out, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "cache")))
     grafted = {t.environment_id for t in out.components.transforms.values()
                if t.unique_name.startswith(GRAFTED) and t.environment_id}
     assert grafted == {env_id}
@@ -265,7 +265,7 @@ def test_a_pipeline_without_python_environment_gets_one(options, urn, tmp_path):
     _strip_python(proto)
     pb = str(tmp_path / "go.pb")
     save_pipeline(proto, pb)
-    out, report = instrument(analyze_files(pb, fixture_manifest("wordcount")), str(tmp_path / "cache"), worker=options)
+    out, report = instrument(analyze_files(pb, fixture_manifest("wordcount")), RewriteOptions(str(tmp_path / "cache"), worker=options))
     assert report.environment["added"] and report.environment["urn"] == urn
     added = out.components.environments[report.environment["id"]]
     assert any(c.startswith(urns.SDK_BASE_CAPABILITY + "apache/beam_python") for c in added.capabilities)
@@ -283,8 +283,8 @@ def test_environment_type_loopback_is_refused_for_a_saved_pipeline(tmp_path):
     pb = str(tmp_path / "go.pb")
     save_pipeline(proto, pb)
     with pytest.raises(BeaminstError, match="LOOPBACK only exists while a runner process is alive"):
-        instrument(analyze_files(pb, fixture_manifest("wordcount")), str(tmp_path / "c"),
-                   worker=WorkerOptions(environment_type="LOOPBACK"))
+        instrument(analyze_files(pb, fixture_manifest("wordcount")),
+                   RewriteOptions(str(tmp_path / "c"), worker=WorkerOptions(environment_type="LOOPBACK")))
 
 
 # --- worker SDK versions ----------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_the_image_tag_is_read_when_no_capability_says_more(tmp_path):
     pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.62.0")
     _set_sdk_capability(pb, None)
     with pytest.raises(BeaminstError, match="2.62.0"):
-        instrument(analyze_files(pb, man), str(tmp_path / "c"))
+        instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
 
 
 # --- source-only pipelines ------------------------------------------------------------
@@ -353,7 +353,7 @@ def test_a_watched_source_with_nothing_downstream_keeps_its_teststream(tmp_path)
     p = fp._pipeline(streaming=True)
     elems = p | "Read" >> beam.io.ReadFromPubSub(subscription=fp.SUBSCRIPTION.format("only"))
     pb, man = beaminst.export(p, {"elems": elems}, str(tmp_path / "p"))
-    out, report = instrument(analyze_files(pb, man), str(tmp_path / "cache"))
+    out, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "cache")))
     roots = set(out.root_transform_ids)
     names = {t.unique_name: t for tid, t in out.components.transforms.items() if tid not in roots}
     assert set(names) == {"TestStream"}

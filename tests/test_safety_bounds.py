@@ -636,12 +636,14 @@ def test_empty_unbounded_urn_is_a_usage_error(cmd: str, urn: str, tmp_path: Path
     assert not (tmp_path / "o.pb").exists()
 
 
-def test_empty_unbounded_urn_in_the_library() -> None:
-    from beaminst.api import analyze_files
+@pytest.mark.parametrize("urn", ["", "  ", "a\x1b"])
+def test_blank_unbounded_urn_in_the_library(urn: str) -> None:
     from beaminst.errors import BeaminstError
+    from beaminst.options import SourceRules
 
-    with pytest.raises(BeaminstError, match="empty string is not a URN"):
-        analyze_files(fixture_pb("wordcount"), unbounded_urns=[""])
+    # The CLI's own check (test above), refused when the rules are made.
+    with pytest.raises(BeaminstError, match="^--unbounded-urn: .* is not a URN$"):
+        SourceRules([urn])
 
 
 @pytest.mark.parametrize(
@@ -650,15 +652,15 @@ def test_empty_unbounded_urn_in_the_library() -> None:
 def test_bad_test_stream_endpoint(endpoint: str, tmp_path: Path) -> None:
     from conftest import run_cli
 
-    from beaminst.api import instrument_files
     from beaminst.errors import BeaminstError
+    from beaminst.options import RewriteOptions
 
     out = tmp_path / "o.pb"
     r = run_cli("instrument", fixture_pb("pubsub_one"), "-m", fixture_manifest("pubsub_one"), "--cache-dir", str(tmp_path), "-o", str(out), "--test-stream-endpoint", endpoint)
     assert r.exit_code == 2 and "--test-stream-endpoint" in r.stderr and "is not HOST:PORT" in r.stderr
     assert not out.exists()
-    with pytest.raises(BeaminstError, match="HOST:PORT"):
-        instrument_files(fixture_pb("pubsub_one"), str(out), None, str(tmp_path), test_stream_endpoint=endpoint)
+    with pytest.raises(BeaminstError, match="^--test-stream-endpoint: .* is not HOST:PORT"):
+        RewriteOptions(str(tmp_path), test_stream_endpoint=endpoint)
 
 
 @pytest.mark.parametrize("endpoint", ["localhost:12345", "127.0.0.1:1", "[::1]:65535", "test-stream.svc.cluster.local:8080"])

@@ -42,6 +42,7 @@ from conftest import (
 
 import beaminst
 from beaminst.api import analyze_files
+from beaminst.options import SourceRules
 from beaminst.protoio import load_pipeline
 from fixtures import pipelines as fp
 
@@ -54,7 +55,7 @@ PANE_JSON = {"is_first": True, "is_last": True, "timing": "UNKNOWN", "index": 0,
 
 
 def var_key(pb: str, man: str | None, var: str, urns: tuple[str, ...] = ()) -> tuple[str, str]:
-    a = analyze_files(pb, man, None, urns)
+    a = analyze_files(pb, man, None, SourceRules(urns))
     (c,) = [c for c in a.cacheables.values() if c.var == var]
     return c.pcollection, c.cache_key
 

@@ -2,10 +2,11 @@
 
 :func:`work` is the per-file function of both the process pool and the Beam
 path. It calls the same file-level function as the single-file command
-(``api.instrument_files`` or ``api.background_caching_files``, picked from
-:data:`MODES`), so outputs are byte-identical to running that command per
-file, written atomically. It never raises for a bad file: the outcome holds
-the error, so one bad file never stops the rest.
+(``api.rewrite_file`` with the pass :data:`MODES` names), so outputs are
+byte-identical to running that command per file, written atomically, and the
+cache keys the freshness record needs come from that same analysis. It never
+raises for a bad file: the outcome holds the error, so one bad file never
+stops the rest.
 """
 
 from __future__ import annotations
@@ -36,11 +37,8 @@ class Job(_JobOptions):
     output: str
     manifest: str | None
     mode: str
-    cache_dir: str
-    unbounded_urns: list[str]
-    infer_unbounded: bool
-    allow_empty: bool  # background-caching only
-    worker: dict[str, Any]  # WorkerOptions' fields
+    options: dict[str, Any]  # RewriteOptions.to_json(), its cache_dir absolute (or a URL)
+    rules: dict[str, Any]  # SourceRules.to_json()
     max_decompressed_bytes: int  # the caller's cap (beaminst.bounded), for workers that did not inherit it
 
 
@@ -69,38 +67,21 @@ class Outcome(TypedDict):
     output_stamp: list[int] | None  # the output as written: inode, size, mtime
 
 
-def _instrument(job: Job) -> Any:
-    from beaminst.api import instrument_files
+def _instrument() -> Any:
+    from beaminst.instrument import instrument
 
-    return instrument_files(
-        job["input"], job["output"], job["manifest"], job["cache_dir"], job["unbounded_urns"], job["infer_unbounded"],
-        worker=_worker(job),
-    )
+    return instrument
 
 
-def _background_caching(job: Job) -> Any:
-    from beaminst.api import background_caching_files
+def _background_caching() -> Any:
+    from beaminst.background_caching import background_caching
 
-    return background_caching_files(
-        job["input"],
-        job["output"],
-        job["manifest"],
-        job["cache_dir"],
-        job["unbounded_urns"],
-        job["infer_unbounded"],
-        allow_empty=job["allow_empty"],
-        worker=_worker(job),
-    )
+    return background_caching
 
 
-def _worker(job: Job) -> Any:
-    from beaminst.options import WorkerOptions
-
-    return WorkerOptions(**job.get("worker", {}))
-
-
-# The one mode -> per-file function mapping; the CLI's --mode choices come from here.
-MODES: dict[str, Callable[[Job], Any]] = {
+# The one mode -> pass mapping (each imports its pass, and so the Beam SDK, only
+# when called); the CLI's --mode choices come from here.
+MODES: dict[str, Callable[[], Any]] = {
     "instrument": _instrument,
     "background-caching": _background_caching,
 }
@@ -129,24 +110,38 @@ def failed(job: Job, error: str) -> Outcome:
 
 def rewrite_one(job: Job) -> FileResult:
     """Rewrite one file. Returns a record, never raises for a bad input."""
+    return _rewrite(job)[0]
+
+
+def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
+    """The record, and when it wrote, every cache key its analysis saw: the
+    cache state its output depends on, cached or not (the report leaves out
+    keys that led to nothing, such as a cached binding nobody reads)."""
     start = time.perf_counter()
     try:
+        from beaminst.api import rewrite_file
+        from beaminst.options import RewriteOptions, SourceRules
+
         try:
             os.makedirs(os.path.dirname(job["output"]), exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create output directory: {e.strerror or e}", job["output"]) from None
         _apply_cap(job["max_decompressed_bytes"])
         with filesystem_options(job.get("filesystem_args", ())):
-            report = MODES[job["mode"]](job)
+            done = rewrite_file(
+                MODES[job["mode"]](), job["input"], job["output"], job["manifest"],
+                RewriteOptions.from_json(job["options"]), SourceRules.from_json(job["rules"]),
+            )
     except BeaminstError as e:
         # Some errors name no file (the single-file command has only one); here the input does.
-        return result(job, "error", time.perf_counter() - start, error=str(e.with_source(job["input"])))
+        return result(job, "error", time.perf_counter() - start, error=str(e.with_source(job["input"]))), None
     except Exception as e:  # a bug: reported for this file, the others go on
         if os.environ.get("BEAMINST_DEBUG"):
             raise
         msg = " ".join(f"{job['input']}: internal error: {type(e).__name__}: {e}".split())
-        return result(job, "error", time.perf_counter() - start, error=msg)
-    return result(job, "ok", time.perf_counter() - start, report=report)
+        return result(job, "error", time.perf_counter() - start, error=msg), None
+    keys = sorted({c.cache_key for c in done.analysis.cacheables.values()})
+    return result(job, "ok", time.perf_counter() - start, report=done.report), keys
 
 
 def _apply_cap(cap: int) -> None:
@@ -163,21 +158,7 @@ def _apply_cap(cap: int) -> None:
 
 def work(job: Job) -> Outcome:
     """:func:`rewrite_one`, plus what the freshness record needs when it wrote."""
-    res = rewrite_one(job)
+    res, keys = _rewrite(job)
     if res["status"] != "ok":
         return Outcome(result=res, cache_keys=None, output_stamp=None)
-    return Outcome(result=res, cache_keys=_cache_keys(job), output_stamp=file_stamp(job["output"]))
-
-
-def _cache_keys(job: Job) -> list[str] | None:
-    """Every cache key the file's analysis saw: the cache state its output
-    depends on, cached or not. A second analysis (a few percent of a rewrite):
-    the file-level functions return the pass's report, which leaves out keys
-    that led to nothing (a cached binding nobody reads)."""
-    from beaminst.api import analyze_files
-
-    try:
-        analysis = analyze_files(job["input"], job["manifest"], None, job["unbounded_urns"], job["infer_unbounded"])
-    except BeaminstError:  # the input changed under us: no record, so it is redone next time
-        return None
-    return sorted({c.cache_key for c in analysis.cacheables.values()})
+    return Outcome(result=res, cache_keys=keys, output_stamp=file_stamp(job["output"]))

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from beaminst.batch.freshness import STATE_FILE, Freshness
-from beaminst.batch.jobs import MODES, FileResult, Job, result
+from beaminst.batch.jobs import FileResult, Job, result
+from beaminst.batch.spec import BatchSpec
 from beaminst.batch.sweep import sweep
-from beaminst.errors import BeaminstError, CacheDirError, ManifestError, OutputError
-from beaminst.options import WorkerOptions
+from beaminst.errors import BeaminstError, OutputError
 
 # What counts as a pipeline file: the extensions protoio reads as a Pipeline,
 # minus the generic ``.bin``/``.txt``, and never a binding manifest.
@@ -97,32 +96,15 @@ class Plan:
     freshness: Freshness  # to record what the jobs write
 
 
-def plan_batch(
-    src: str,
-    dest: str,
-    mode: str,
-    cache_dir: str | None,
-    manifest: str | None = None,
-    force: bool = False,
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
-    allow_empty: bool = False,
-    worker: WorkerOptions | None = None,
-    filesystem_args: Iterable[str] = (),
-) -> Plan:
+def plan_batch(spec: BatchSpec) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
-    ``filesystem_args``: a cache dir URL's filesystem options, for every job."""
+    A cache dir URL's filesystem options go into every job."""
     from beaminst.bounded import max_decompressed_bytes
     from beaminst.cachedir import scan_cache_dir
-    from beaminst.cachefs import is_url, resolve
+    from beaminst.cachefs import resolve
 
-    if mode not in MODES:
-        raise BeaminstError(f"unknown mode {mode!r} (use one of {', '.join(MODES)})")
-    if not cache_dir:
-        raise CacheDirError(f"batch --mode {mode} needs --cache-dir")
-    if manifest == "-":
-        raise ManifestError("batch cannot read the manifest from stdin; give a file", "--manifest")
+    src, dest, cache_dir, manifest = spec.src, spec.dest, spec.options.cache_dir, spec.manifest
     root, rels = discover(src)
     root_real = os.path.realpath(root)
     dest_real = os.path.realpath(dest)
@@ -132,8 +114,8 @@ def plan_batch(
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise OutputError("is not a directory", dest)
     scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
-    cache_abs = resolve(cache_dir)  # a URL stays one: workers write through it
-    remote = {"filesystem_args": list(filesystem_args)} if is_url(cache_dir) else {}
+    options = dataclasses.replace(spec.options, cache_dir=resolve(cache_dir))  # a URL stays one: workers write through it
+    remote = {"filesystem_args": list(spec.filesystem_args)} if spec.remote else {}
     manifest_abs = None
     if manifest is not None:
         from beaminst.manifest import load_manifest
@@ -160,12 +142,9 @@ def plan_batch(
                 input=inp,
                 output=out,
                 manifest=man,
-                mode=mode,
-                cache_dir=cache_abs,
-                unbounded_urns=list(unbounded_urns),
-                infer_unbounded=infer_unbounded,
-                allow_empty=allow_empty,
-                worker=dataclasses.asdict(worker or WorkerOptions()),
+                mode=spec.mode,
+                options=options.to_json(),
+                rules=spec.rules.to_json(),
                 max_decompressed_bytes=cap,
                 **remote,  # type: ignore[typeddict-item]
             )
@@ -175,8 +154,8 @@ def plan_batch(
     except OSError as e:
         raise OutputError(f"cannot create destination directory: {e.strerror or e}", dest) from None
     sweep(dest_abs, [job["output"] for job in jobs], [os.path.join(dest_abs, STATE_FILE)])
-    freshness = Freshness(dest_abs, cache_abs, jobs)
-    if force:
+    freshness = Freshness(dest_abs, options.cache_dir, jobs)
+    if spec.force:
         return Plan(root, dest, jobs, [], freshness)
     todo: list[Job] = []
     skipped: list[FileResult] = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,9 @@ from beaminst.batch.jobs import FileResult, Outcome
 from beaminst.batch.lifecycle import sigterm_as_interrupt
 from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
-from beaminst.cachefs import filesystem_options, is_url, resolve
+from beaminst.batch.spec import BatchSpec
+from beaminst.cachefs import filesystem_options, resolve
 from beaminst.errors import BeaminstError
-from beaminst.options import WorkerOptions
 
 
 @dataclass
@@ -61,23 +61,9 @@ class BatchReport:
         }
 
 
-def run_batch(
-    src: str,
-    dest: str,
-    mode: str = "instrument",
-    cache_dir: str | None = None,
-    manifest: str | None = None,
-    jobs: int | None = None,
-    force: bool = False,
-    runner: str | None = None,
-    pipeline_args: Iterable[str] = (),
-    unbounded_urns: Iterable[str] = (),
-    infer_unbounded: bool = False,
-    allow_empty: bool = False,
-    progress: Progress | None = None,
-    worker: WorkerOptions | None = None,
-) -> BatchReport:
-    """``beaminst batch``: plan, run every job (pool or Beam runner), report.
+def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
+    """``beaminst batch``: plan, run every job (pool or Beam runner), report;
+    ``progress`` hears of each file as it finishes.
 
     Raises BeaminstError only for problems with the batch as a whole (SRC,
     DEST, cache dir, shared manifest, runner); per-file problems are results
@@ -85,13 +71,9 @@ def run_batch(
     it still records the outputs already written, so a re-run skips them."""
     start = time.perf_counter()
     progress = progress or NoProgress()
-    workers = jobs or os.cpu_count() or 1
-    remote = is_url(cache_dir)
-    with filesystem_options(list(pipeline_args) if remote else ()):  # the cache is listed here too
-        plan = plan_batch(
-            src, dest, mode, cache_dir, manifest, force, unbounded_urns, infer_unbounded, allow_empty, worker,
-            filesystem_args=pipeline_args if remote else (),
-        )
+    workers = spec.jobs or os.cpu_count() or 1
+    with filesystem_options(spec.filesystem_args):  # the cache is listed here too
+        plan = plan_batch(spec)
     progress.start(len(plan.jobs))
     done: list[FileResult] = []
 
@@ -103,17 +85,17 @@ def run_batch(
     with sigterm_as_interrupt(), _saving(plan.freshness):
         if not plan.jobs:
             pass
-        elif runner:
-            run_beam(plan.jobs, plan.dest, runner, pipeline_args, finished)
+        elif spec.runner:
+            run_beam(plan.jobs, plan.dest, spec.runner, spec.pipeline_args, finished)
         else:
             run_local(plan.jobs, workers, finished)
     return BatchReport(
-        mode=mode,
-        src=src,
-        dest=dest,
-        cache_dir=resolve(cache_dir or ""),
-        runner=runner,
-        jobs=None if runner else workers,
+        mode=spec.mode,
+        src=spec.src,
+        dest=spec.dest,
+        cache_dir=resolve(spec.options.cache_dir),
+        runner=spec.runner,
+        jobs=None if spec.runner else workers,
         results=sorted(done + plan.skipped, key=lambda r: r["file"]),
         seconds=time.perf_counter() - start,
     )

@@ -34,6 +34,7 @@ from beaminst import urns
 from beaminst.beamproto import runner_api
 from beaminst.canonical import decompress_pickle
 from beaminst.graph import GraphIndex
+from beaminst.options import SourceRules
 from beaminst.sources import UnboundedSource, find_unbounded_sources
 
 WRITE_CACHE = "WriteCache_"
@@ -77,7 +78,7 @@ def find_cache_writes(index: GraphIndex) -> tuple[CacheWrite, ...]:
             writes.append((tid, seg[len(WRITE_CACHE):]))
     if not writes:
         return ()
-    captured = _source_outputs(index, find_unbounded_sources(index, (), infer=True))
+    captured = _source_outputs(index, find_unbounded_sources(index, SourceRules(infer=True)))
     unbounded = runner_api().IsBounded.UNBOUNDED
     out = []
     for tid, key in writes:
