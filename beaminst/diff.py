@@ -76,13 +76,8 @@ def side(index: GraphIndex, source: str = "<pipeline>") -> Side:
     synthetic = [r for r in index.roots if is_synthetic_root(msgs[r], r)]
     for i, r in enumerate(synthetic):
         names[r] = ROOT if len(synthetic) == 1 else f"<root {i}>"
-    # Each producer's outputs walked once (GraphIndex.producer_tag scans them
-    # per PCollection: quadratic for a transform with many outputs).
-    refs: dict[str, Ref] = {}
-    for tid in dict.fromkeys(index.producer.values()):
-        for tag, pc in msgs[tid].outputs.items():
-            if index.producer.get(pc) == tid:
-                refs.setdefault(pc, (names[tid], tag))
+    tags = index.producer_tags
+    refs: dict[str, Ref] = {pc: (names[tid], tags[pc]) for pc, tid in index.producer.items()}
     return Side(
         index, source, Signatures(index.pipeline.components, coder_payload_install_independent), names,
         {n: t for t, n in names.items()}, refs, {r: pc for pc, r in refs.items()},
