@@ -24,7 +24,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from beaminst.diff import ROOT, Ref, Side, diff_indexes, is_synthetic_root, side
+from beaminst.diff import (
+    ROOT,
+    Ref,
+    Side,
+    common_transforms,
+    is_synthetic_root,
+    rewired_inputs,
+    side,
+    transform_name,
+)
 from beaminst.errors import BeaminstError, InternalError, OutputError, printable
 from beaminst.graph import GraphIndex
 from beaminst.labels import CACHE_COMPOSITES, CACHE_STEPS
@@ -91,8 +100,13 @@ def bound_variables(manifest: Any, index: GraphIndex) -> dict[Ref, str]:
     """Manifest variables by (producer name, tag), resolved against ``index``."""
     from beaminst.manifest import resolve_bindings
 
-    s = side(index)
-    return {s.ref[b.pcollection]: b.var for b in resolve_bindings(manifest, index).by_var.values()}
+    # Only the bound PCollections are named (a side() would name them all);
+    # a producer is a leaf, never a synthetic root.
+    refs = {}
+    for b in resolve_bindings(manifest, index).by_var.values():
+        tid = index.producer[b.pcollection]
+        refs[(transform_name(index.transforms[tid], tid), index.producer_tag(b.pcollection))] = b.var
+    return refs
 
 
 def _short_urn(urn: str) -> str:
@@ -263,16 +277,18 @@ def render_dot(
     old_edges: dict[tuple[str, str, str, bool], Ref] = {}
     o: Side | None = None
     if against is not None:
-        d = diff_indexes(against, index)
-        state_of.update({t["name"]: "added" for t in d.transforms["added"]})
-        state_of.update({t["name"]: "ghost" for t in d.transforms["removed"]})
+        # diff's matching, without the rest of a diff (payload digests,
+        # field-by-field comparison, component signatures): the drawing needs
+        # what was added, what was removed and what reads elsewhere.
+        o = side(against)
+        state_of.update(dict.fromkeys(s.tid.keys() - o.tid.keys(), "added"))
+        state_of.update(dict.fromkeys(o.tid.keys() - s.tid.keys(), "ghost"))
         # A consumer rewired to a cache read still reads the same variable.
-        for r in d.rewired:
+        for r in rewired_inputs(o, s, common_transforms(o, s)):
             was = (r["before"]["producer"], r["before"]["tag"])
             now = (r["after"]["producer"], r["after"]["tag"])
             if was in variables:
                 variables.setdefault(now, variables[was])
-        o = side(against)
     drawing.add_transforms(s, None, state_of)
     edges = drawing.pcollection_edges(s, variables, sinks=True)
     if o is not None:
