@@ -107,7 +107,6 @@ def run(command: str, inp: Input, out: str) -> Usage:
 
 
 def transforms_in(path: str) -> int:
-    sys.path.insert(0, REPO)
     from beaminst.protoio import load_pipeline
 
     return len(load_pipeline(path)[0].components.transforms)
@@ -125,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-svg", action="store_true", help="skip graph-svg even when Graphviz is installed")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE", help="results as JSON to FILE (no FILE: stdout, no table)")
     args = ap.parse_args(argv)
+    sys.path.insert(0, REPO)  # this checkout's beaminst, as the children get it
 
     commands = [c for c in args.commands if c != "graph-svg"]
     svg_note = "not asked for"
