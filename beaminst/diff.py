@@ -60,6 +60,10 @@ class Side:
     # protobuf map lookup per pass costs more, and more so once a pipeline
     # pair outgrows the CPU cache (tens of MB).
     transform: dict[str, Any]
+    # (kind, id) -> (digest, description) of a coder or windowing strategy,
+    # filled as entries ask: thousands of PCollections share a few coders,
+    # and each description spelled out again is time and a string kept.
+    described: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def components(self) -> Any:
@@ -71,23 +75,23 @@ def side(index: GraphIndex, source: str = "<pipeline>") -> Side:
     names: dict[str, str] = {}
     msgs: dict[str, Any] = {}
     for tid, t in index.transforms.items():
-        names[tid] = t.unique_name or f"<unnamed {tid}>"
+        names[tid] = transform_name(t, tid)
         msgs[tid] = t
     synthetic = [r for r in index.roots if is_synthetic_root(msgs[r], r)]
     for i, r in enumerate(synthetic):
         names[r] = ROOT if len(synthetic) == 1 else f"<root {i}>"
-    # Each producer's outputs walked once (GraphIndex.producer_tag scans them
-    # per PCollection: quadratic for a transform with many outputs).
-    refs: dict[str, Ref] = {}
-    for tid in dict.fromkeys(index.producer.values()):
-        for tag, pc in msgs[tid].outputs.items():
-            if index.producer.get(pc) == tid:
-                refs.setdefault(pc, (names[tid], tag))
+    tags = index.producer_tags
+    refs: dict[str, Ref] = {pc: (names[tid], tags[pc]) for pc, tid in index.producer.items()}
     return Side(
         index, source, Signatures(index.pipeline.components, coder_payload_install_independent), names,
         {n: t for t, n in names.items()}, refs, {r: pc for pc, r in refs.items()},
         {names[tid]: t for tid, t in msgs.items()},
     )
+
+
+def transform_name(t: Any, tid: str) -> str:
+    """What a transform other than a synthetic root is called in a diff."""
+    return t.unique_name or f"<unnamed {tid}>"
 
 
 def is_synthetic_root(t: Any, tid: str) -> bool:
@@ -364,11 +368,19 @@ def _pcollection_entry(s: Side, ref: Ref, same_change: set[str]) -> dict[str, An
 
 
 def _coder_json(s: Side, cid: str) -> dict[str, str]:
-    return {"digest": s.sigs.coder(cid).hex()[:HEX], "description": describe_coder(s.components, cid)}
+    return _described(s, "coders", cid)
 
 
 def _windowing_json(s: Side, wid: str) -> dict[str, str]:
-    return {"digest": s.sigs.windowing(wid).hex()[:HEX], "description": describe_windowing(s.components, wid)}
+    return _described(s, "windowing_strategies", wid)
+
+
+def _described(s: Side, kind: str, cid: str) -> dict[str, str]:
+    got = s.described.get((kind, cid))
+    if got is None:
+        describe = describe_coder if kind == "coders" else describe_windowing
+        got = s.described[(kind, cid)] = (_signature(s, kind, cid).hex()[:HEX], describe(s.components, cid))
+    return {"digest": got[0], "description": got[1]}
 
 
 def _enum_name(msg: Any, field_name: str) -> str:

@@ -49,6 +49,9 @@ class GraphIndex:
     consumers: Mapping[str, tuple[Consumer, ...]]
     side_input_tags: Mapping[str, frozenset[str]]
     leaf_order: tuple[str, ...]  # leaves, topologically sorted
+    # PCollection -> the output tag its producer gives it (the first, if it
+    # gives it two), filled in the walk that finds the producer.
+    producer_tags: Mapping[str, str]
 
     # Cached: every pass asks, and each lookup through the proto makes new wrappers.
     @cached_property
@@ -86,11 +89,9 @@ class GraphIndex:
         return self.transforms[self.producer[pcoll_id]].unique_name
 
     def producer_tag(self, pcoll_id: str) -> str:
-        t = self.transforms[self.producer[pcoll_id]]
-        for tag, pc in t.outputs.items():
-            if pc == pcoll_id:
-                return tag
-        raise KeyError(pcoll_id)  # pragma: no cover - producer map guarantees it
+        # A lookup, not a scan of the producer's outputs: asked for every
+        # output of a transform with thousands, a scan is quadratic.
+        return self.producer_tags[pcoll_id]
 
     def main_consumers(self, pcoll_id: str) -> list[Consumer]:
         """Main-input uses of ``pcoll_id`` whose input can be replaced. A
@@ -152,6 +153,7 @@ def build_index(pipeline: Any) -> GraphIndex:
         )
 
     producer: dict[str, str] = {}
+    producer_tags: dict[str, str] = {}
     consumers: dict[str, list[Consumer]] = {}
     side_tags: dict[str, frozenset[str]] = {}
     for tid in order:
@@ -167,7 +169,7 @@ def build_index(pipeline: Any) -> GraphIndex:
             raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
         if leaf:
             ins = set(t.inputs.values())
-            for pc in t.outputs.values():
+            for tag, pc in t.outputs.items():
                 if pc in ins:
                     continue  # a pass-through is not a producer (as in Beam's from_runner_api)
                 if pc in producer and producer[pc] != tid:
@@ -175,6 +177,7 @@ def build_index(pipeline: Any) -> GraphIndex:
                         f"PCollection {pc!r} has two producers: {producer[pc]!r} and {tid!r}"
                     )
                 producer[pc] = tid
+                producer_tags.setdefault(pc, tag)
     for pc in pipeline.components.pcollections:
         if pc not in producer:
             raise ValidationError(f"PCollection {pc!r} has no producing transform")
@@ -189,6 +192,7 @@ def build_index(pipeline: Any) -> GraphIndex:
         consumers=MappingProxyType({k: tuple(v) for k, v in consumers.items()}),
         side_input_tags=MappingProxyType(side_tags),
         leaf_order=leaf_order,
+        producer_tags=MappingProxyType(producer_tags),
     )
 
 

@@ -49,9 +49,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build(size: int, directory: str) -> tuple[str, str]:
-    """``synthetic_<size>.pb`` and its instrumented and renamed versions in
-    ``directory`` (reused when there); returns (pipeline, manifest) paths."""
+def build_synthetic(size: int, directory: str) -> tuple[str, str]:
+    """``synthetic_<size>.pb`` and its manifest in ``directory`` (reused when
+    there; bench_instrument.py --keep makes the same files); returns their paths."""
     stem = os.path.join(directory, f"synthetic_{size}")
     pb, manifest = f"{stem}.pb", f"{stem}.manifest.json"
     if not (os.path.exists(pb) and os.path.exists(manifest)):
@@ -69,6 +69,14 @@ def build(size: int, directory: str) -> tuple[str, str]:
         _, n_pcolls = proto_counts(pipeline)
         beaminst.export(pipeline, bindings_for(user_pcolls, n_pcolls), stem)
         log(f"[{size}] built and exported in {time.perf_counter() - t0:.1f}s")
+    return pb, manifest
+
+
+def build(size: int, directory: str) -> tuple[str, str]:
+    """``synthetic_<size>.pb`` and its instrumented and renamed versions in
+    ``directory`` (reused when there); returns (pipeline, manifest) paths."""
+    pb, manifest = build_synthetic(size, directory)
+    stem = pb[: -len(".pb")]
     if not os.path.exists(f"{stem}.instrumented.pb"):
         from beaminst.api import instrument_files
         from beaminst.options import RewriteOptions

@@ -1,0 +1,91 @@
+"""``graph`` (and the index questions it and ``diff`` ask) grow linearly with
+the pipeline: counted in Python lines run, never in seconds (a loaded machine
+runs slower, never longer). ``tests/test_diff.py`` does the same for
+``diff``; ``bench/bench_scale.py`` times the real commands at 5,000 and
+20,000 transforms."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from diffcases import renamed_transforms, shape_pipeline
+
+GROWTH = 4.5  # 4x the input, linear with slack for sorting
+
+
+def lines_run(fn: Callable[[], Any]) -> int:
+    """Python lines run by ``fn()`` (work inside one C call shows only in the benchmark)."""
+    lines = 0
+
+    def trace(frame: Any, event: str, _arg: Any) -> Any:
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def growth(make: Callable[[int], Callable[[], Any]], n: int) -> tuple[int, int]:
+    """Lines run at size ``n`` and ``4 n`` (each warmed once first: one-time imports are not the work)."""
+    work = []
+    for size in (n, 4 * n):
+        fn = make(size)
+        fn()
+        work.append(lines_run(fn))
+    return work[0], work[1]
+
+
+def test_producer_tag_is_a_lookup():
+    """Asking the tag of every output of a transform with n outputs: once a
+    scan of the n outputs per question (quadratic), now a map built in the
+    index's one walk."""
+    from beaminst.validate import validate
+
+    def make(n: int) -> Callable[[], Any]:
+        index = validate(shape_pipeline("wide", n))
+        return lambda: [index.producer_tag(pc) for pc in index.producer]
+
+    small, large = growth(make, 400)
+    assert large <= GROWTH * small, f"{small:,} -> {large:,} lines run ({large / small:.1f}x)"
+
+
+def test_producer_tag_is_the_producers_tag():
+    from beaminst.validate import validate
+
+    index = validate(shape_pipeline("wide", 5))
+    split = index.transforms["Split"]
+    assert {pc: index.producer_tag(pc) for pc in split.outputs.values()} == {pc: tag for tag, pc in split.outputs.items()}
+    assert index.producer_tag("impulse") == "out"
+
+
+GRAPH_CASES = {  # shape: (original, drawn) for a size
+    "chain": lambda n: (shape_pipeline("chain", n), renamed_transforms(shape_pipeline("chain", n))),
+    "wide": lambda n: (shape_pipeline("wide", n), renamed_transforms(shape_pipeline("wide", n))),
+    "deep": lambda n: (shape_pipeline("chain", 0), shape_pipeline("deep", n)),
+    "same": lambda n: (shape_pipeline("chain", n), shape_pipeline("chain", n)),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(GRAPH_CASES))
+@pytest.mark.parametrize("depth", [None, 2])
+def test_graph_work_grows_linearly(shape, depth):
+    """4x the transforms (outputs, nesting levels): at most 4.5x the work to
+    draw one pipeline against another (the diff matching, both sides' nodes
+    and edges, ghosts, folding, the DOT text), with and without collapsing."""
+    from beaminst.render import render_dot
+    from beaminst.validate import validate
+
+    def make(n: int) -> Callable[[], Any]:
+        original, drawn = (validate(p) for p in GRAPH_CASES[shape](n))
+        return lambda: render_dot(drawn, {}, original, "t", depth)
+
+    small, large = growth(make, 400)
+    assert large <= GROWTH * small, f"{shape}: {small:,} -> {large:,} lines run ({large / small:.1f}x)"
