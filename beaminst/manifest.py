@@ -293,12 +293,16 @@ def _unresolved_producer(b: Binding, index: GraphIndex, by_name: dict[tuple[str,
 
 def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:
     """Resolve every binding to a PCollection id of ``index``'s pipeline."""
+    # Each producer's outputs once (per PCollection they were rescanned:
+    # quadratic for a transform with many outputs); a PCollection under two
+    # tags of its producer answers to both.
     by_name: dict[tuple[str, str], str] = {}
-    for pc, tid in index.producer.items():
+    producer = index.producer
+    for tid in dict.fromkeys(producer.values()):
         t = index.transforms[tid]
         for tag, out in t.outputs.items():
-            if out == pc:
-                by_name[(t.unique_name, tag)] = pc
+            if producer.get(out) == tid:
+                by_name[(t.unique_name, tag)] = out
     resolved = Resolved()
     owner: dict[str, str] = {}
     for b in manifest.bindings:

@@ -89,3 +89,23 @@ def test_graph_work_grows_linearly(shape, depth):
 
     small, large = growth(make, 400)
     assert large <= GROWTH * small, f"{shape}: {small:,} -> {large:,} lines run ({large / small:.1f}x)"
+
+
+def test_binding_by_producer_is_linear_in_outputs():
+    """Resolving a manifest against a transform with n outputs: every
+    producer's outputs were once rescanned per output they produce."""
+    import json
+
+    from beaminst.manifest import parse_manifest, resolve_bindings
+    from beaminst.validate import validate
+
+    def make(n: int) -> Callable[[], Any]:
+        index = validate(shape_pipeline("wide", n))
+        pc = next(iter(index.producer))
+        t = index.transforms[index.producer[pc]]
+        doc = {"bindings": {"v": {"producer": t.unique_name, "tag": index.producer_tag(pc)}}}
+        manifest = parse_manifest(json.dumps(doc).encode())
+        return lambda: resolve_bindings(manifest, index)
+
+    small, large = growth(make, 400)
+    assert large <= GROWTH * small, f"{small:,} -> {large:,} lines run ({large / small:.1f}x)"
