@@ -200,8 +200,8 @@ def _idle_bindings(analysis: Analysis, report: Report) -> list[str]:
 def new_grafter(working: Any, cache_dir: str, streaming: bool, worker: WorkerOptions, report: Report) -> Any:
     """The Grafter for ``working``, after checking that the workers that will
     run it can load what the installed Beam builds (a warning goes to ``report``)."""
-    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
     from beaminst.environments import check_worker_sdk
+    from beaminst.graft import Grafter
 
     warning = check_worker_sdk(working, worker.target_sdk)
     if warning:
@@ -215,7 +215,7 @@ def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str
     """Refuse, naming every variable at once, bindings whose coder or
     windowing the Python SDK cannot decode (another SDK's own coders): Beam's
     Python cache transforms cannot be built for them."""
-    from beaminst.beamgraft import UnsupportedComponentError
+    from beaminst.errors import UnsupportedComponentError
 
     bad = []
     for pc in dict.fromkeys(pcollections):

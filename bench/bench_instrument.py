@@ -89,8 +89,9 @@ def time_beam(pipeline: Any, bindings: dict[str, Any]) -> tuple[float, float, in
 
 
 class TemplateClock:
-    """Accumulates time spent in ``Grafter.build_write`` (the SDK-built write
-    template; beaminst builds one per shape per ``instrument`` call)."""
+    """Accumulates time spent in ``templates.Builder.write`` (the SDK-built
+    write template; beaminst builds one per shape it neither keeps nor finds
+    in the template store)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -100,9 +101,9 @@ class TemplateClock:
     def install(self) -> None:
         if self._installed:
             return
-        from beaminst import beamgraft
+        from beaminst.graft import templates
 
-        original = beamgraft.Grafter.build_write
+        original = templates.Builder.write
         clock = self
 
         def timed(self_: Any, *a: Any, **k: Any) -> Any:
@@ -113,7 +114,7 @@ class TemplateClock:
                 clock.seconds += time.perf_counter() - t0
                 clock.calls += 1
 
-        beamgraft.Grafter.build_write = timed  # type: ignore[method-assign]
+        templates.Builder.write = timed  # type: ignore[method-assign]
         self._installed = True
 
     def reset(self) -> None:
@@ -167,7 +168,7 @@ print(json.dumps({"beaminst_import": t1 - t0, "cold_first_call": t2 - t1, "secon
 _SDK_IMPORT_SNIPPET = r"""
 import json, time
 t0 = time.perf_counter()
-import beaminst.beamgraft
+import beaminst.graft.templates
 print(json.dumps({"sdk_import": time.perf_counter() - t0}))
 """
 
@@ -407,7 +408,7 @@ def print_table(rows: list[Row], args: argparse.Namespace, sdk_import_s: float |
     for b in body2:
         w("  ".join(x.rjust(wd) for x, wd in zip(b, widths2, strict=True)))
     if sdk_import_s is not None:
-        w(f"one-time Beam SDK import (fresh interpreter, 'import beaminst.beamgraft'): {fmt_s(sdk_import_s)}")
+        w(f"one-time Beam SDK import (fresh interpreter, 'import beaminst.graft.templates'): {fmt_s(sdk_import_s)}")
     beam_rows = [r for r in rows if r.beam_out_transforms is not None]
     if beam_rows:
         w("Beam: instrumented proto transforms " + ", ".join(f"{r.target}: {r.beam_out_transforms}" for r in beam_rows)

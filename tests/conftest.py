@@ -177,6 +177,14 @@ def load_fixture(name: str) -> Any:
     return proto
 
 
+@pytest.fixture(scope="session", autouse=True)
+def template_store(tmp_path_factory: Any) -> Iterator[Path]:
+    """A template store for the session (subprocesses inherit it), never the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("template_store") / "templates"
+    with environ({"BEAMINST_TEMPLATE_CACHE": str(root)}):
+        yield root
+
+
 @pytest.fixture
 def ib_env() -> Any:
     """A fresh Interactive Beam environment, cleaned up afterwards."""
