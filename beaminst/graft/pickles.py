@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import bz2
 import contextlib
+import functools
 import zlib
 from typing import Any
 
@@ -34,14 +35,23 @@ def _compress(data: bytes, method: str) -> bytes:
     return bz2.compress(data, compresslevel=9) if method == "bz2" else zlib.compress(data, 9)
 
 
-def substitute_in_pickle(encoded: bytes, old: bytes, new: bytes) -> bytes:
-    """Replace ``old`` by ``new`` (same length) inside a Beam pickled payload."""
+@functools.lru_cache(maxsize=256)
+def _open(encoded: bytes) -> tuple[bytes, str | None] | None:
+    """(the pickle, its compression) of a base64 payload; (the raw bytes,
+    None) when it is not compressed; None when it is not base64. Kept for the
+    last few payloads: a template's are opened once per graft, the same bytes
+    every time."""
     try:
         raw = base64.b64decode(encoded, validate=True)
     except Exception:
-        return encoded.replace(old, new)
-    opened = _decompress(raw)
-    if opened is None:
+        return None
+    return _decompress(raw) or (raw, None)
+
+
+def substitute_in_pickle(encoded: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace ``old`` by ``new`` (same length) inside a Beam pickled payload."""
+    opened = _open(encoded)
+    if opened is None or opened[1] is None:
         return encoded.replace(old, new)
     data, method = opened
     if old not in data:
@@ -50,12 +60,8 @@ def substitute_in_pickle(encoded: bytes, old: bytes, new: bytes) -> bytes:
 
 
 def pickle_mentions(encoded: bytes, needle: bytes) -> bool:
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except Exception:
-        return needle in encoded
-    opened = _decompress(raw)
-    return needle in (opened[0] if opened else raw)
+    opened = _open(encoded)
+    return needle in (encoded if opened is None else opened[0])
 
 
 def _unwrap_pickled_coder(payload: bytes) -> tuple[Any, bytes, bytes] | None:
