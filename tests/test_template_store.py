@@ -73,9 +73,9 @@ def test_the_key_names_beam_python_beaminst_source_and_what_the_caller_says(monk
     assert TemplateStore.key("write", dict(depends)) == base
     assert TemplateStore.key("read", depends) != base
     assert TemplateStore.key("write", {**depends, "cache_dir": "/d"}) != base
-    real = store._environment()
+    real = store.environment()
     for field, value in (("beam", "0.0.1"), ("python", "2.7"), ("source", "edited"), ("format", 0)):
-        monkeypatch.setattr(store, "_environment", lambda f=field, v=value: {**real, f: v})
+        monkeypatch.setattr(store, "environment", lambda f=field, v=value: {**real, f: v})
         assert TemplateStore.key("write", depends) != base, field
     from importlib.metadata import version
 
@@ -238,7 +238,7 @@ def test_a_template_built_with_trusted_pickles_never_serves_a_run_without(tmp_pa
 
 def test_the_source_digest_follows_the_template_building_code(tmp_path):
     """An edit to the code that builds templates is a new key: the stored ones are not reused."""
-    probe = "from beaminst.graft import store; print(store._environment()['source'])"
+    probe = "from beaminst.graft import store; print(store.environment()['source'])"
     digests = []
     for name, edit in (("same", None), ("edited", "graft/templates.py"), ("other", "labels.py")):
         root = tmp_path / name
@@ -250,7 +250,7 @@ def test_the_source_digest_follows_the_template_building_code(tmp_path):
                            env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
         assert r.returncode == 0, r.stderr
         digests.append(r.stdout.strip())
-    assert digests[0] == store._environment()["source"]
+    assert digests[0] == store.environment()["source"]
     assert len(set(digests)) == 3
 
 

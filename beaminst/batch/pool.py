@@ -51,7 +51,10 @@ def run_local(jobs: list[Job], workers: int, done: Callable[[Outcome], None]) ->
 # What every file needs, never the Beam SDK (with the templates on disk no
 # file needs it): imported once in the fork server, so each worker starts with
 # them and its first file costs what the later ones do.
-WORKER_PRELOAD = ("beaminst.api", "beaminst.instrument", "beaminst.background_caching", "beaminst.graft")
+WORKER_PRELOAD = (
+    "beaminst.api", "beaminst.instrument", "beaminst.background_caching", "beaminst.graft",
+    "google.protobuf.wrappers_pb2",
+)
 
 
 def preload() -> None:
@@ -60,10 +63,12 @@ def preload() -> None:
     import importlib
 
     from beaminst.beamproto import runner_api
+    from beaminst.graft import store
 
     for module in WORKER_PRELOAD:
         importlib.import_module(module)
     runner_api()  # protobuf and Beam's generated modules (not the SDK)
+    store.environment()  # the template store's key prefix: Beam's version, beaminst's source digest
 
 
 def _init_worker(log_level: int, lifeline: Connection) -> None:

@@ -66,7 +66,9 @@ def store_root() -> str | None:
 
 
 @functools.cache
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
+    """What every key includes: this format, Beam's and Python's versions, and
+    the digest of the beaminst source that builds templates (computed once)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
     for rel in _SOURCES:
@@ -97,7 +99,7 @@ class TemplateStore:
     def key(kind: str, depends_on: dict[str, Any]) -> str:
         """The key of a ``kind`` template built from what ``depends_on`` names
         (JSON values) in this Beam, Python and beaminst."""
-        doc = {**_environment(), "kind": kind, "depends_on": depends_on}
+        doc = {**environment(), "kind": kind, "depends_on": depends_on}
         return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def _path(self, key: str) -> str:
