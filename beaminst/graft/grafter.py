@@ -164,6 +164,9 @@ class Grafter:
         )
 
     def _write_shape(self, pc_id: str, key: str, is_capture: bool) -> tuple[Any, ...]:
+        """What a write template for ``pc_id`` depends on: the PCollection's
+        shape, the capture flag, the key's part lengths (the placeholder's),
+        the cache directory, the cache manager kind and whether pickles were checked."""
         return (
             *self._shape(pc_id), is_capture, tuple(len(x) for x in key.split("-")), self.cache_dir, self.streaming,
             self.trust_pickles,
@@ -178,8 +181,9 @@ class Grafter:
         }
 
     def _write_key(self, shape: tuple[Any, ...]) -> str:
+        """The store's key for the write template of ``shape`` (:meth:`_write_shape`)."""
         assert self.store is not None
-        is_capture, key_parts = shape[3:5]
+        _, _, _, is_capture, key_parts, *_ = shape
         return self.store.key("write", self._depends_on(shape, capture=is_capture, key_parts=list(key_parts)))
 
     def _stored_write(self, shape: tuple[Any, ...]) -> Subgraph | None:
