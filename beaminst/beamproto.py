@@ -51,6 +51,24 @@ def _load(kind: str, module: str) -> ModuleType:
 
 
 @cache
+def beam_version() -> str:
+    """The installed apache-beam's ``__version__``, read from its
+    ``version.py`` (importing ``apache_beam.version`` imports the SDK)."""
+    import re
+
+    if "apache_beam" not in sys.modules:
+        spec = importlib.util.find_spec("apache_beam")
+        if spec is not None and spec.origin is not None:
+            with open(os.path.join(os.path.dirname(spec.origin), "version.py"), encoding="utf-8") as f:
+                found = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", f.read(), re.MULTILINE)
+            if found:
+                return found.group(1)
+    from apache_beam.version import __version__
+
+    return __version__
+
+
+@cache
 def runner_api() -> ModuleType:
     """``beam_runner_api_pb2``."""
     return _load("pipeline", "beam_runner_api_pb2")

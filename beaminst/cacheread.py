@@ -3,7 +3,7 @@
 Beam's ``FileBasedCacheManager.read`` decodes with the pcoder its writer kept
 in memory; in a new process it falls back to a default coder that cannot
 decode what ``WriteCache`` wrote. beaminst derives the writer's coder from the
-saved pipeline instead (:meth:`beaminst.beamgraft.Grafter.written_pcoder`).
+saved pipeline instead (:meth:`beaminst.graft.Grafter.written_pcoder`).
 
 Cache files are input like any other: elements are decoded bounds-checked
 (:mod:`beaminst.safecoders`: Beam's compiled coders read past a crafted
@@ -30,8 +30,8 @@ def read_cached_values(
 def read_cached_windowed_values(
     pipeline: Any, pcoll_id: str, cache_dir: str, key: str, trust_pickles: bool = False
 ) -> list[Any]:
-    from beaminst.beamgraft import Grafter
     from beaminst.errors import CacheDirError
+    from beaminst.graft import Grafter
     from beaminst.safecoders import DecodeError, bounded_decoder
     from beaminst.safepickle import UntrustedPickleError
 

@@ -99,9 +99,9 @@ def _console(err: bool = False) -> Any:
 
 def _human(err: bool = False) -> Any:
     """Human output on stdout (stderr): tables on a terminal, records piped."""
-    from beaminst.humanout import Human
+    from beaminst.humanout import human_for
 
-    return Human(_console(err))
+    return human_for(err)
 
 
 class BeaminstGroup(click.Group):

@@ -3,7 +3,7 @@
 * ``FileBasedCacheManager`` shards, ``full/<key>-SSSSS-of-NNNNN``: bz2 text,
   one base64 line per element, each a ``WindowedValue`` encoded with the coder
   ``WriteCache`` saved in the writing process's memory. beaminst derives that
-  coder from the proto (:meth:`beaminst.beamgraft.Grafter.written_pcoder`),
+  coder from the proto (:meth:`beaminst.graft.Grafter.written_pcoder`),
   as :mod:`beaminst.cacheread` does.
 * ``StreamingCache`` recordings, ``full/<key>``: TestStream file records,
   decoded structurally by :mod:`beaminst.streaming`; each recorded element is
@@ -122,7 +122,7 @@ def open_elements(
 
 
 def _shard_decoder(proto: Any, pc_id: str, cache_dir: str, trust_pickles: bool) -> Callable[[bytes], Any]:
-    from beaminst.beamgraft import Grafter
+    from beaminst.graft import Grafter
     from beaminst.safecoders import bounded_decoder
 
     # Checks the pipeline's pickled coders before the SDK loads them (unless trusted).

@@ -164,9 +164,9 @@ OLDEST_WORKER = SdkVersion(2, 68)
 
 
 def installed_sdk_version() -> SdkVersion:
-    from apache_beam.version import __version__
+    from beaminst.beamproto import beam_version
 
-    version = SdkVersion.parse(__version__)
+    version = SdkVersion.parse(beam_version())
     assert version is not None
     return version
 

@@ -61,6 +61,10 @@ class CacheDirError(BeaminstError):
     """The cache directory cannot be used."""
 
 
+class UnsupportedComponentError(BeaminstError):
+    """The pipeline uses a coder or windowing the Python SDK cannot decode."""
+
+
 class OutputError(BeaminstError):
     """The output cannot be written."""
 

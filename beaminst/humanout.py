@@ -44,6 +44,26 @@ def console_for(err: bool = False, terminal: bool | None = None) -> Any:
     return Console(stderr=err, highlight=False, force_terminal=False, no_color=True, soft_wrap=True, width=1 << 20)
 
 
+def human_for(err: bool = False) -> Human:
+    """Human output on stdout (or stderr): through rich on a terminal; piped,
+    every method writes plain records, so rich is not even imported."""
+    stream = sys.stderr if err else sys.stdout
+    return Human(console_for(err, terminal=True) if stream.isatty() else _Piped(err))
+
+
+class _Piped:
+    """What :class:`Human` asks of a console when not on a terminal."""
+
+    is_terminal = False
+
+    def __init__(self, err: bool) -> None:
+        self._err = err
+
+    @property
+    def file(self) -> Any:  # looked up at each write, as rich does (a test runner swaps sys.stdout)
+        return sys.stderr if self._err else sys.stdout
+
+
 class Human:
     """Writes one command's human output to ``console``."""
 

@@ -156,7 +156,7 @@ def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str
     """Refuse, naming every variable at once, bindings whose coder or
     windowing the Python SDK cannot decode (another SDK's own coders): Beam's
     Python cache transforms cannot be built for them."""
-    from beaminst.beamgraft import UnsupportedComponentError
+    from beaminst.errors import UnsupportedComponentError
 
     bad = []
     for pc in dict.fromkeys(pcollections):

@@ -199,7 +199,36 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _plainly_valid(doc: Any) -> bool:
+    """True only for documents the schema accepts, in its plainest form:
+    the known top-level fields, ``version`` 1, bindings to PCollection ids,
+    ``computed`` a list of distinct names or ``"auto"``. Anything else (an
+    object binding, a doubtful value) is for jsonschema to judge and explain;
+    importing it costs a cold ``instrument`` more than its whole SDK-free work
+    on a small pipeline."""
+    if not isinstance(doc, dict) or not set(doc) <= {"version", "pipeline", "bindings", "computed"}:
+        return False
+    if "version" in doc and not (type(doc["version"]) is int and doc["version"] == 1):
+        return False
+    if "pipeline" in doc and not isinstance(doc["pipeline"], str):
+        return False
+    bindings = doc.get("bindings", {})
+    if not isinstance(bindings, dict) or not all(
+        1 <= len(var) <= 256 and isinstance(pc, str) and pc for var, pc in bindings.items()
+    ):
+        return False
+    computed = doc.get("computed", [])
+    if computed == "auto":
+        return True
+    return (
+        isinstance(computed, list) and all(isinstance(v, str) and v for v in computed)
+        and len(set(computed)) == len(computed)
+    )
+
+
 def _check_schema(doc: Any, source: str) -> None:
+    if _plainly_valid(doc):
+        return
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(manifest_schema())

@@ -280,7 +280,8 @@ def write_atomic(path: str, data: bytes | list[bytes]) -> None:
     pieces = [data] if isinstance(data, bytes) else data
     if path == STDIO:
         try:
-            sys.stdout.buffer.writelines(pieces)
+            for piece in pieces:
+                sys.stdout.buffer.write(piece)
             sys.stdout.buffer.flush()
         except BrokenPipeError:
             raise
@@ -294,7 +295,8 @@ def write_atomic(path: str, data: bytes | list[bytes]) -> None:
         raise OutputError(f"output directory {directory} does not exist", path)
     try:
         with _temp_beside(directory, os.path.basename(path)) as (tmp, name):
-            tmp.writelines(pieces)
+            for piece in pieces:
+                tmp.write(piece)
             os.chmod(name, _mode_for(path))
             tmp.flush()
             os.fsync(tmp.fileno())

@@ -232,8 +232,8 @@ def base_report(work: Work, report: Report) -> Report:
 def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
     """The working copy and the Grafter writing into it, after checking that
     the workers that will run it can load what the installed Beam builds."""
-    from beaminst.beamgraft import Grafter  # the Beam SDK, only now
     from beaminst.environments import check_worker_sdk
+    from beaminst.graft import Grafter  # the Beam SDK only if a template must be built
 
     working = type(work.index.pipeline)()
     working.CopyFrom(work.index.pipeline)

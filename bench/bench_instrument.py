@@ -29,6 +29,16 @@ Targets (PASS/FAIL printed, exit status 0 regardless):
   * at 800 transforms beaminst is >= 50x faster than Beam (a/b >= 50);
   * from 800 to 5,000 transforms beaminst's time grows <= 8x.
 
+--cold-cli STEM [STEM ...] measures instead, per saved pair STEM.pb + STEM.manifest.json
+(default: fixtures/wordcount and /tmp/bench/synthetic_5000 when it exists), a fresh
+``python -m beaminst instrument`` process with every template in a primed template
+store, against a fresh process that only parses and serializes the same proto
+(``Pipeline.FromString`` + ``SerializeToString``): medians of ``--repeats`` runs of each,
+CPU (user + system of the child) and wall, interleaved. It checks that the instrument
+process never imports the Beam SDK, and, with ``--batch-files N``, times a two-worker
+``beaminst batch`` of N copies of the pair per file (each worker's first file against the
+later ones, as the workers report them). Targets: within 5x on word count, within 8x at 5,000 transforms (CPU).
+
 Other modes, for profiling beaminst on a saved pair (see bench/README.md):
   --keep DIR              keep the exported <DIR>/synthetic_<size>.{pb,manifest.json}
   --once STEM             run beaminst once on STEM.pb + STEM.manifest.json (no Beam, no build)
@@ -89,8 +99,9 @@ def time_beam(pipeline: Any, bindings: dict[str, Any]) -> tuple[float, float, in
 
 
 class TemplateClock:
-    """Accumulates time spent in ``Grafter.build_write`` (the SDK-built write
-    template; beaminst builds one per shape per ``instrument`` call)."""
+    """Accumulates time spent in ``templates.Builder.write`` (the SDK-built
+    write template; beaminst builds one per shape it neither keeps nor finds
+    in the template store)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -100,9 +111,9 @@ class TemplateClock:
     def install(self) -> None:
         if self._installed:
             return
-        from beaminst import beamgraft
+        from beaminst.graft import templates
 
-        original = beamgraft.Grafter.build_write
+        original = templates.Builder.write
         clock = self
 
         def timed(self_: Any, *a: Any, **k: Any) -> Any:
@@ -113,7 +124,7 @@ class TemplateClock:
                 clock.seconds += time.perf_counter() - t0
                 clock.calls += 1
 
-        beamgraft.Grafter.build_write = timed  # type: ignore[method-assign]
+        templates.Builder.write = timed  # type: ignore[method-assign]
         self._installed = True
 
     def reset(self) -> None:
@@ -169,7 +180,7 @@ print(json.dumps({"beaminst_import": t1 - t0, "cold_first_call": t2 - t1, "secon
 _SDK_IMPORT_SNIPPET = r"""
 import json, time
 t0 = time.perf_counter()
-import beaminst.beamgraft
+import beaminst.graft.templates
 print(json.dumps({"sdk_import": time.perf_counter() - t0}))
 """
 
@@ -182,6 +193,135 @@ def run_fresh(snippet: str, *args: str) -> dict[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"fresh-interpreter run failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------
+# --cold-cli: a fresh CLI process, templates on disk, against a fresh parse + serialize
+
+_FLOOR_SNIPPET = r"""
+import sys
+from beaminst.beamproto import runner_api
+with open(sys.argv[1], "rb") as f:
+    runner_api().Pipeline.FromString(f.read()).SerializeToString()
+"""
+
+# The instrument command, reporting on stderr whether it imported the Beam SDK.
+_SDK_PROBE_SNIPPET = r"""
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write("\nSDK-IMPORTED=%s\n" % ("apache_beam" in sys.modules)))
+sys.argv[0] = "beaminst"
+runpy.run_module("beaminst", run_name="__main__")
+"""
+
+COLD_TARGETS = {"wordcount": 5.0, "synthetic_5000": 8.0}
+
+
+def timed_child(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child, stderr) of one fresh process."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc.stderr
+
+
+def cold_cli(stem: str, repeats: int, batch_files: int) -> dict[str, Any]:
+    pb, manifest = f"{stem}.pb", f"{stem}.manifest.json"
+    work = tempfile.mkdtemp(prefix="beaminst-bench-cold-")
+    try:
+        env = dict(os.environ, PYTHONWARNINGS="ignore", BEAMINST_TEMPLATE_CACHE=os.path.join(work, "templates"))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH", "")) if p)
+        cache, out = os.path.join(work, "cache"), os.path.join(work, "out.pb")
+        args = ["instrument", pb, "-m", manifest, "--cache-dir", cache, "-o", out]
+        cli = [sys.executable, "-m", "beaminst", *args]
+        first_wall, first_cpu, _ = timed_child(cli, env)  # primes the store
+        _, _, probe = timed_child([sys.executable, "-c", _SDK_PROBE_SNIPPET, *args], env)
+        sdk_imported = probe.strip().splitlines()[-1] == "SDK-IMPORTED=True"
+        floor = [sys.executable, "-c", _FLOOR_SNIPPET, pb]
+        runs: dict[str, list[tuple[float, float]]] = {"instrument": [], "floor": []}
+        for _ in range(repeats):
+            runs["instrument"].append(timed_child(cli, env)[:2])
+            runs["floor"].append(timed_child(floor, env)[:2])
+        res: dict[str, Any] = {
+            "stem": os.path.basename(stem), "proto_bytes": os.path.getsize(pb),
+            "empty_store_wall_s": first_wall, "empty_store_cpu_s": first_cpu, "sdk_imported_with_store": sdk_imported,
+        }
+        for what, rs in runs.items():
+            res[f"{what}_wall_s"] = median([w for w, _ in rs])
+            res[f"{what}_cpu_s"] = median([c for _, c in rs])
+        res["ratio_cpu"] = res["instrument_cpu_s"] / res["floor_cpu_s"]
+        res["ratio_wall"] = res["instrument_wall_s"] / res["floor_wall_s"]
+        if batch_files:
+            res["batch"] = batch_first_vs_later(pb, manifest, batch_files, env, work)
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def batch_first_vs_later(pb: str, manifest: str, n: int, env: dict[str, str], work: str, jobs: int = 2) -> dict[str, Any]:
+    """A ``beaminst batch --jobs 2`` of ``n`` copies of the pair (the store
+    primed): the seconds the workers report for their first files (the first
+    two submitted) and for the later ones."""
+    src, dest = os.path.join(work, "batch_src"), os.path.join(work, "batch_out")
+    os.makedirs(src)
+    for i in range(n):
+        shutil.copyfile(pb, os.path.join(src, f"p{i:03d}.pb"))
+        shutil.copyfile(manifest, os.path.join(src, f"p{i:03d}.manifest.json"))
+    # The cache directory the store was primed for: templates are keyed on it.
+    argv = [sys.executable, "-m", "beaminst", "batch", src, "-o", dest, "--cache-dir", os.path.join(work, "cache"),
+            "--jobs", str(jobs), "--force", "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"batch failed:\n{proc.stderr[-3000:]}")
+    results = sorted(json.loads(proc.stdout)["results"], key=lambda r: r["file"])
+    assert all(r["status"] == "ok" for r in results), results
+    secs = [r["seconds"] for r in results]
+    return {"jobs": jobs, "first_file_s": max(secs[:jobs]), "later_files_median_s": median(secs[jobs:]) if n > jobs else None}
+
+
+def run_cold_cli(args: argparse.Namespace) -> int:
+    stems = args.cold_cli or [os.path.join(REPO, "fixtures", "wordcount")] + (
+        ["/tmp/bench/synthetic_5000"] if os.path.exists("/tmp/bench/synthetic_5000.pb") else []
+    )
+    results = []
+    for stem in stems:
+        log(f"[cold-cli] {stem} ...")
+        results.append(cold_cli(stem, args.repeats, args.batch_files))
+    if args.json == "-":
+        json.dump({"cold_cli": results, "beaminst_git": _git_state()}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"cold CLI instrument, templates on disk, vs a fresh parse + serialize process (medians of {args.repeats}); "
+          f"python {platform.python_version()}, apache-beam {_beam_version()}, {os.cpu_count()} CPUs; beaminst at {_git_state()}")
+    for r in results:
+        target = COLD_TARGETS.get(r["stem"])
+        verdict = "INFO" if target is None else ("PASS" if r["ratio_cpu"] <= target else "FAIL")
+        print(
+            f"{verdict}: {r['stem']} ({r['proto_bytes']} bytes): instrument {fmt_s(r['instrument_cpu_s'])} CPU "
+            f"({fmt_s(r['instrument_wall_s'])} wall) vs parse+serialize {fmt_s(r['floor_cpu_s'])} CPU "
+            f"({fmt_s(r['floor_wall_s'])} wall) = {r['ratio_cpu']:.2f}x CPU, {r['ratio_wall']:.2f}x wall"
+            + ("" if target is None else f" (target <= {target:g}x)")
+            + f"; empty store: {fmt_s(r['empty_store_cpu_s'])} CPU; Beam SDK imported with the store primed: "
+            f"{'yes' if r['sdk_imported_with_store'] else 'no'}"
+        )
+        if "batch" in r:
+            b = r["batch"]
+            ok = b["later_files_median_s"] is not None and b["first_file_s"] <= 1.25 * b["later_files_median_s"]
+            print(f"{'PASS' if ok else 'FAIL'}: batch --jobs {b['jobs']} of {args.batch_files} copies, the workers' own "
+                  f"seconds: first files {fmt_s(b['first_file_s'])} (slower of the two), later files "
+                  f"{fmt_s(b['later_files_median_s'])} each "
+                  "(median; target: the first no more than the later ones, 25% noise allowed)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cold_cli": results, "beaminst_git": _git_state()}, f, indent=2)
+            f.write("\n")
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -409,7 +549,7 @@ def print_table(rows: list[Row], args: argparse.Namespace, sdk_import_s: float |
     for b in body2:
         w("  ".join(x.rjust(wd) for x, wd in zip(b, widths2, strict=True)))
     if sdk_import_s is not None:
-        w(f"one-time Beam SDK import (fresh interpreter, 'import beaminst.beamgraft'): {fmt_s(sdk_import_s)}")
+        w(f"one-time Beam SDK import (fresh interpreter, 'import beaminst.graft.templates'): {fmt_s(sdk_import_s)}")
     beam_rows = [r for r in rows if r.beam_out_transforms is not None]
     if beam_rows:
         w("Beam: instrumented proto transforms " + ", ".join(f"{r.target}: {r.beam_out_transforms}" for r in beam_rows)
@@ -502,8 +642,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-warm", action="store_true", help="with --once: cProfile only the call after --warmup")
     ap.add_argument("--top", type=int, default=30, help="with --profile-warm: lines of profile to print")
     ap.add_argument("--profile-filter", metavar="REGEX", help="with --profile-warm: only functions whose path matches (e.g. 'beaminst/')")
+    ap.add_argument("--cold-cli", nargs="*", metavar="STEM", help="only the cold CLI measurement (see above), on these pairs")
+    ap.add_argument("--batch-files", type=int, default=0, help="with --cold-cli: also a two-worker batch of N copies")
     args = ap.parse_args(argv)
     sys.path.insert(0, os.path.join(REPO, "bench"))  # synthetic.py, also under python -m cProfile
+
+    if args.cold_cli is not None:
+        return run_cold_cli(args)
 
     if args.once:
         run_once(args)
@@ -519,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     clock = TemplateClock()
     rows: list[Row] = []
     workdir = tempfile.mkdtemp(prefix="beaminst-bench-")
+    # An empty template store of the run's own (the fresh interpreters inherit
+    # it): "cold" keeps meaning SDK import + template builds, and the user's
+    # ~/.cache is left alone. --cold-cli measures the primed store.
+    os.environ.setdefault("BEAMINST_TEMPLATE_CACHE", os.path.join(workdir, "templates"))
     try:
         for size in args.sizes:
             rows.append(run_size(size, args, workdir, clock))

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,38 @@ def load_fixture(name: str) -> Any:
 
     proto, _ = load_pipeline(fixture_pb(name))
     return proto
+
+
+# The template store for the session, set as this file is imported: some test
+# modules copy os.environ at import (ENV = {**os.environ, ...}), before any
+# fixture runs, and their subprocesses would write the user's ~/.cache.
+# ``BEAMINST_TEMPLATE_CACHE=off pytest`` runs with no store at all.
+# A process a test spawns that imports this file again (multiprocessing's
+# spawn) uses its session's store instead of making one of its own.
+_STORE_OFF = os.environ.get("BEAMINST_TEMPLATE_CACHE", "").strip().lower() == "off"
+_SAVED_STORE = os.environ.get("BEAMINST_TEMPLATE_CACHE")
+_SESSION = os.environ.get("BEAMINST_TEST_SESSION_STORE")
+_OWN_STORE = not _STORE_OFF and not _SESSION
+_STORE_DIR = None if _STORE_OFF else _SESSION or tempfile.mkdtemp(prefix="beaminst-test-templates-")
+if _STORE_DIR is not None:
+    os.environ["BEAMINST_TEST_SESSION_STORE"] = _STORE_DIR
+    os.environ["BEAMINST_TEMPLATE_CACHE"] = os.path.join(_STORE_DIR, "templates")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def template_store() -> Iterator[Path | None]:
+    """The session's template store (subprocesses inherit it), never the
+    user's ~/.cache; removed, and the environment restored, at the end."""
+    if _STORE_DIR is None:
+        yield None
+        return
+    with environ({"BEAMINST_TEMPLATE_CACHE": os.path.join(_STORE_DIR, "templates")}):
+        yield Path(_STORE_DIR) / "templates"
+    if _OWN_STORE:
+        if _SAVED_STORE is None:
+            os.environ.pop("BEAMINST_TEMPLATE_CACHE", None)
+        os.environ.pop("BEAMINST_TEST_SESSION_STORE", None)
+        shutil.rmtree(_STORE_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -304,3 +304,27 @@ def test_leading_utf8_bom_is_ignored_and_offsets_stay_file_offsets():
     assert parse(b'\xef\xbb\xbf{"bindings": {"w": "x"}}').bindings == (Binding("w", pcollection="x"),)
     raw = b'\xef\xbb\xbf{"bindings": {"w\xe9": "x"}}'
     assert f"byte {raw.index(0xE9)}" in manifest_error(raw)
+
+
+_PLAIN_CASES = [
+    {}, {"version": 1}, {"version": True}, {"version": 1.0}, {"version": 2}, {"pipeline": "p.pb"}, {"pipeline": 3},
+    {"bindings": {"a": "pc1"}}, {"bindings": {"": "pc1"}}, {"bindings": {"a" * 256: "p"}}, {"bindings": {"a" * 257: "p"}},
+    {"bindings": {"a": ""}}, {"bindings": {"a": 1}}, {"bindings": {"a": {"pcollection": "p"}}}, {"bindings": []},
+    {"computed": []}, {"computed": ["a"]}, {"computed": ["a", "a"]}, {"computed": [""]}, {"computed": "auto"},
+    {"computed": "Auto"}, {"computed": [1]}, {"other": 1}, [], "x", None,
+    {"version": 1, "pipeline": "p", "bindings": {"a": "p1", "b": "p2"}, "computed": ["a"]},
+]
+
+
+@pytest.mark.parametrize("doc", _PLAIN_CASES, ids=[json.dumps(d)[:40] for d in _PLAIN_CASES])
+def test_the_plain_manifest_fast_path_accepts_only_what_the_schema_accepts(doc):
+    """The schema check skips jsonschema for plainly valid manifests: never
+    for one jsonschema would refuse (and it does take the common ones)."""
+    import jsonschema
+
+    from beaminst.manifest import _plainly_valid
+
+    valid = jsonschema.Draft202012Validator(manifest_schema()).is_valid(doc)
+    if _plainly_valid(doc):
+        assert valid
+    assert _plainly_valid(json.loads(open(fixture_manifest("wordcount")).read()))

@@ -394,7 +394,7 @@ def test_show_reads_a_remote_cache(store: Store, tmp_path: Path) -> None:
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.windowed_value import WindowedValue
 
-    from beaminst.beamgraft import Grafter
+    from beaminst.graft import Grafter
     from beaminst.protoio import load_pipeline
 
     pb, manifest = fixture_pb("wordcount"), fixture_manifest("wordcount")

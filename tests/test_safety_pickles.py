@@ -209,9 +209,9 @@ def test_a_cache_shard_holding_a_pickle_is_never_unpickled_by_cacheread(tmp_path
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.windowed_value import WindowedValue
 
-    from beaminst.beamgraft import Grafter
     from beaminst.cacheread import read_cached_values
     from beaminst.errors import CacheDirError
+    from beaminst.graft import Grafter
 
     marker = tmp_path / "MARKER"
     proto, _ = load_pipeline(fixture_pb("wordcount"))

@@ -63,7 +63,7 @@ def var_key(pb: str, man: str | None, var: str, urns: tuple[str, ...] = ()) -> t
 def write_shards(pb: str, man: str, var: str, cache: Path, values: list, shards: int = 1) -> str:
     """``values`` (WindowedValues, or plain values in the global window) as
     WriteCache leaves them: ``shards`` contiguous bz2 text shards."""
-    from beaminst.beamgraft import Grafter
+    from beaminst.graft import Grafter
 
     pc, key = var_key(pb, man, var)
     proto, _ = load_pipeline(pb)
@@ -418,7 +418,7 @@ class _Touch:
 
 
 def test_a_pickle_in_a_shard_never_runs(tmp_path):
-    from beaminst.beamgraft import Grafter
+    from beaminst.graft import Grafter
 
     marker = tmp_path / "MARKER"
     pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")

@@ -14,7 +14,7 @@ import bz2
 import pytest
 from conftest import FIXTURES
 
-from beaminst.beamgraft import Grafter, template_key
+from beaminst.graft import Grafter, template_key
 from beaminst.protoio import load_pipeline
 
 KEYS = [

@@ -13,20 +13,36 @@ order a batch uses them:
   pool's processes end with the batch, SIGTERM stops it like Ctrl-C;
 * ``run``: the driver and its report; ``console``: progress bar and table.
 
-Everything imports only the standard library at import time: the CLI reads
-:data:`MODES` for ``--help``, and workers import the SDK only when a file
-needs it.
+Everything imports only the standard library at import time, and this
+package imports each module on first use: the CLI reads :data:`MODES` for
+``--help`` (and builds its commands on every run), and workers import the
+SDK only when a file needs it.
 """
 
-from beaminst.batch.console import NoProgress, Progress, print_batch_report, progress_bar
-from beaminst.batch.jobs import MODES, FileResult, Job, Outcome, rewrite_one, work
-from beaminst.batch.plan import Plan, discover, plan_batch
-from beaminst.batch.pool import run_local
-from beaminst.batch.run import BatchReport, iter_errors, run_batch
-from beaminst.batch.spec import BatchSpec
+from __future__ import annotations
 
-__all__ = [
-    "MODES", "BatchReport", "BatchSpec", "FileResult", "Job", "NoProgress", "Outcome", "Plan", "Progress",
-    "discover", "iter_errors", "plan_batch", "print_batch_report", "progress_bar", "rewrite_one",
-    "run_batch", "run_local", "work",
-]
+import importlib
+from typing import Any
+
+# Public name -> the module defining it, imported on first use: the CLI
+# imports this package for --mode's choices on every command, and
+# instrument should not pay for the pool, the planner and the console.
+_EXPORTS = {
+    "NoProgress": "console", "Progress": "console", "print_batch_report": "console", "progress_bar": "console",
+    "MODES": "jobs", "FileResult": "jobs", "Job": "jobs", "Outcome": "jobs", "rewrite_one": "jobs", "work": "jobs",
+    "Plan": "plan", "discover": "plan", "plan_batch": "plan",
+    "run_local": "pool",
+    "BatchReport": "run", "iter_errors": "run", "run_batch": "run",
+    "BatchSpec": "spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
