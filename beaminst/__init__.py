@@ -2,7 +2,7 @@
 
 The public library API is re-exported here lazily so that ``import beaminst``
 (and therefore ``beaminst --help``) never pulls in the Beam SDK. The passes
-live in modules of the same name (``from beaminst.instrument import
+live in modules of the same name (``from beaminst.passes.instrument import
 instrument``); re-exporting them here would be shadowed by the submodule as
 soon as it is imported.
 """
@@ -14,12 +14,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "export": ("beaminst.exporter", "export"),
-    "load_pipeline": ("beaminst.protoio", "load_pipeline"),
-    "save_pipeline": ("beaminst.protoio", "save_pipeline"),
-    "load_manifest": ("beaminst.manifest", "load_manifest"),
-    "build_index": ("beaminst.graph", "build_index"),
-    "analyze": ("beaminst.analysis", "analyze"),
+    "export": ("beaminst.commands.exporter", "export"),
+    "load_pipeline": ("beaminst.model.protoio", "load_pipeline"),
+    "save_pipeline": ("beaminst.model.protoio", "save_pipeline"),
+    "load_manifest": ("beaminst.analysis.manifest", "load_manifest"),
+    "build_index": ("beaminst.graph.index", "build_index"),
+    "analyze": ("beaminst.analysis.analyze", "analyze"),
     "BeaminstError": ("beaminst.errors", "BeaminstError"),
 }
 

@@ -92,14 +92,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _console(err: bool = False) -> Any:
-    from beaminst.humanout import console_for
+    from beaminst.commands.humanout import console_for
 
     return console_for(err)
 
 
 def _human(err: bool = False) -> Any:
     """Human output on stdout (stderr): tables on a terminal, records piped."""
-    from beaminst.humanout import human_for
+    from beaminst.commands.humanout import human_for
 
     return human_for(err)
 
@@ -178,7 +178,7 @@ def _set_decompression_cap(ctx: Any, _param: Any, value: int | None) -> None:
     # Through the environment, so batch workers and every pass see it too;
     # restored afterwards, for callers that run the CLI in-process.
     if value is not None:
-        from beaminst.bounded import ENV
+        from beaminst.model.bounded import ENV
 
         saved = os.environ.get(ENV)
         os.environ[ENV] = str(value)
@@ -201,7 +201,7 @@ def _set_filesystem_options(ctx: Any, _param: Any, value: tuple[str, ...]) -> tu
         if not arg.startswith("--"):
             _fail(f"--pipeline-arg {arg!r}: expected a Beam option, --flag=value")
     if value:
-        from beaminst.cachefs import filesystem_options
+        from beaminst.cache.cachefs import filesystem_options
 
         ctx.with_resource(filesystem_options(value))
     return value
@@ -278,7 +278,7 @@ def analyze(
     PCollections with their producer, tag and boundedness; bound variables
     with their cache keys and cache state; unbounded sources.
     """
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
@@ -286,8 +286,8 @@ def analyze(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         return
-    from beaminst.nextsteps import Invocation, after_analyze
-    from beaminst.report import print_analysis
+    from beaminst.commands.nextsteps import Invocation, after_analyze
+    from beaminst.commands.report import print_analysis
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
     print_analysis(_human(), result, after_analyze(how, result))
@@ -344,8 +344,8 @@ def show(
     and StreamingCache recordings alike, decoding with the coders the pipeline
     declares. A table on a terminal, else tab-separated lines; --json, --csv.
     """
-    from beaminst import showformat
-    from beaminst.show import plan_show, write_show
+    from beaminst.commands import showformat
+    from beaminst.commands.show import plan_show, write_show
 
     if pipeline == "-" and manifest == "-":
         _fail("PIPELINE and --manifest cannot both be read from stdin")
@@ -436,7 +436,7 @@ def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | 
 def _refuse_binary_to_terminal(output: str, output_format: str | None) -> None:
     if output != "-" or not sys.stdout.isatty():
         return
-    from beaminst.protoio import output_format as resolve
+    from beaminst.model.protoio import output_format as resolve
 
     if resolve(output, output_format) == "binary":
         _fail(
@@ -451,7 +451,7 @@ def _emit_report(report: Any, as_json: bool, output: str, title: str, next_steps
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True), err=to_err)
         return
-    from beaminst.report import print_instrument_report
+    from beaminst.commands.report import print_instrument_report
 
     print_instrument_report(_human(err=to_err), report, title, next_steps)
 
@@ -502,7 +502,7 @@ def instrument(
     is pruned. With unbounded sources, one TestStream replays what the
     background caching job recorded.
     """
-    from beaminst.api import instrument_files
+    from beaminst.commands.api import instrument_files
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "instrument needs --cache-dir: the cache transforms read and write there")
     _refuse_binary_to_terminal(output, output_format)
@@ -511,7 +511,7 @@ def instrument(
         test_stream_endpoint=test_stream_endpoint,
     )
     report = instrument_files(pipeline, output, manifest, options, rules, output_format, reuse)
-    from beaminst.nextsteps import Invocation, after_instrument
+    from beaminst.commands.nextsteps import Invocation, after_instrument
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
     steps = after_instrument(how, output, [w.var for w in report.writes], bool(report.reads))
@@ -660,7 +660,7 @@ def background_caching(
     then instrument replays the recording. With no unbounded source: exit 2,
     unless --allow-empty.
     """
-    from beaminst.api import background_caching_files
+    from beaminst.commands.api import background_caching_files
 
     _check_rewrite_inputs(pipeline, manifest, cache_dir, "background-caching needs --cache-dir: the capture writes record there")
     _refuse_binary_to_terminal(output, output_format)
@@ -668,7 +668,7 @@ def background_caching(
         cache_dir, environment_type, environment_config, target_sdk, trust_pickles, allow_empty=allow_empty
     )
     report = background_caching_files(pipeline, output, manifest, options, rules, output_format)
-    from beaminst.nextsteps import Invocation, after_background_caching
+    from beaminst.commands.nextsteps import Invocation, after_background_caching
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
     _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output))
@@ -769,7 +769,7 @@ def batch(
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
-        from beaminst.nextsteps import after_batch
+        from beaminst.commands.nextsteps import after_batch
 
         written = [r["output"] for r in report.results if r["status"] in ("ok", "skipped")]
         print_batch_report(_human(), report, after_batch(mode, written))
@@ -834,8 +834,8 @@ def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_pa
     removed and changed, and components added and removed. /dev/null is the
     empty pipeline.
     """
-    from beaminst import diffformat
-    from beaminst.api import diff_files
+    from beaminst.commands import diffformat
+    from beaminst.commands.api import diff_files
 
     if as_json and fmt not in (None, "json"):
         _fail(f"--json is --format json: give one of --json and --format {fmt}")
@@ -870,7 +870,7 @@ def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_pa
 
 
 def _write_diff(result: Any, fmt: str, show_payloads: bool) -> None:
-    from beaminst import diffformat
+    from beaminst.commands import diffformat
 
     if fmt == diffformat.JSON:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
@@ -951,7 +951,7 @@ def graph_command(
     write or read beaminst grafted is one node. Long labels and cache keys
     are shortened (the tooltip has them whole). The output is deterministic.
     """
-    from beaminst.api import graph_files
+    from beaminst.commands.api import graph_files
 
     if [pipeline, against, manifest].count("-") > 1:
         _fail("only one of PIPELINE, --against and --manifest can be read from stdin")

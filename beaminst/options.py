@@ -5,7 +5,7 @@ CLI refuse the same values in the same words:
 
 * :class:`SourceRules`: which transforms the analysis counts as unbounded
   sources beyond Beam's own rule (``--unbounded-urn``, ``--infer-unbounded``);
-  read by :func:`beaminst.sources.find_unbounded_sources`;
+  read by :func:`beaminst.analysis.sources.find_unbounded_sources`;
 * :class:`WorkerOptions`: where the grafted Python transforms will run;
 * :class:`RewriteOptions`: what ``instrument`` and ``background-caching``
   need beyond the analysis: the cache directory, where the TestStream reads

@@ -78,13 +78,13 @@ def build(size: int, directory: str) -> tuple[str, str]:
     pb, manifest = build_synthetic(size, directory)
     stem = pb[: -len(".pb")]
     if not os.path.exists(f"{stem}.instrumented.pb"):
-        from beaminst.api import instrument_files
+        from beaminst.commands.api import instrument_files
         from beaminst.options import RewriteOptions
 
         cache = tempfile.mkdtemp(prefix="beaminst-bench-cache-")
         instrument_files(pb, f"{stem}.instrumented.pb", manifest, RewriteOptions(cache))
     if not os.path.exists(f"{stem}.renamed.pb"):
-        from beaminst.protoio import load_pipeline, save_pipeline
+        from beaminst.model.protoio import load_pipeline, save_pipeline
 
         proto = load_pipeline(pb)[0]
         for t in proto.components.transforms.values():
@@ -97,7 +97,7 @@ def build(size: int, directory: str) -> tuple[str, str]:
 def renderers() -> dict[str, Callable[[Any], None]]:
     from rich.console import Console
 
-    from beaminst import diffformat
+    from beaminst.commands import diffformat
 
     return {
         "plain": lambda d: diffformat.write_plain(io.StringIO(), d),
@@ -123,8 +123,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def run_once(before: str, after: str, render: dict[str, Callable[[Any], None]]) -> dict[str, tuple[float, float]]:
     """{phase: (cpu, wall)} of one diff of ``before`` against ``after``."""
-    from beaminst.api import load, paused_gc
-    from beaminst.diff import diff_indexes
+    from beaminst.commands.api import load, paused_gc
+    from beaminst.commands.diff import diff_indexes
 
     def loaded() -> Any:
         with paused_gc():  # as api.diff_files (the command) loads and matches
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     directory = args.keep or tempfile.mkdtemp(prefix="beaminst-bench-diff-")
     os.makedirs(directory, exist_ok=True)
 
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     results: dict[int, dict[str, Any]] = {}
     pairs: dict[tuple[int, str], tuple[str, str]] = {}

@@ -12,7 +12,7 @@ one PCollection in ten to a variable (nothing cached), and times, per size:
       ``add_derived_pipeline``; the setup is not timed). Skipped above
       ``--beam-max`` transforms (target size).
   (b) beaminst, as a library call on the exported proto:
-      ``beaminst.api.analyze_files`` + ``beaminst.instrument.instrument`` +
+      ``beaminst.commands.api.analyze_files`` + ``beaminst.passes.instrument.instrument`` +
       deterministic serialization, in this process after one warm-up call.
       The warm-up (first in-process call) is reported, and so is a cold call
       in a fresh interpreter (Beam SDK imported lazily inside the call, as the
@@ -133,10 +133,10 @@ class TemplateClock:
 
 def beaminst_call(pb: str, manifest: str, cache_dir: str) -> tuple[dict[str, float], Any, Any, bytes]:
     """(b) load+analyze, instrument, serialize; returns phase times and results."""
-    from beaminst.api import analyze_files
-    from beaminst.instrument import instrument
+    from beaminst.commands.api import analyze_files
+    from beaminst.model.protoio import serialize_pipeline
     from beaminst.options import RewriteOptions
-    from beaminst.protoio import serialize_pipeline
+    from beaminst.passes.instrument import instrument
 
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -152,7 +152,7 @@ def beaminst_call(pb: str, manifest: str, cache_dir: str) -> tuple[dict[str, flo
 
 def time_protobuf(data: bytes) -> float:
     """(c) bare parse + SerializeToString of the saved bytes."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     t0 = time.perf_counter()
     msg = runner_api().Pipeline()
@@ -164,10 +164,10 @@ def time_protobuf(data: bytes) -> float:
 _COLD_SNIPPET = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from beaminst.api import analyze_files
-from beaminst.instrument import instrument
+from beaminst.commands.api import analyze_files
+from beaminst.passes.instrument import instrument
 from beaminst.options import RewriteOptions
-from beaminst.protoio import serialize_pipeline
+from beaminst.model.protoio import serialize_pipeline
 t1 = time.perf_counter()
 pb, man, cache = sys.argv[1:4]
 a = analyze_files(pb, man, cache); out, rep = instrument(a, RewriteOptions(cache)); serialize_pipeline(out)
@@ -200,7 +200,7 @@ def run_fresh(snippet: str, *args: str) -> dict[str, float]:
 
 _FLOOR_SNIPPET = r"""
 import sys
-from beaminst.beamproto import runner_api
+from beaminst.model.beamproto import runner_api
 with open(sys.argv[1], "rb") as f:
     runner_api().Pipeline.FromString(f.read()).SerializeToString()
 """
@@ -385,7 +385,7 @@ def run_size(target: int, args: argparse.Namespace, workdir: str, clock: Templat
     from synthetic import bindings_for, branches_for, build_pipeline, proto_counts
 
     import beaminst
-    from beaminst.protoio import parse_pipeline
+    from beaminst.model.protoio import parse_pipeline
 
     row = Row(target)
     t0 = time.perf_counter()

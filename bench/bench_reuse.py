@@ -35,7 +35,7 @@ RUN = """
 import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from beaminst.protoio import load_pipeline
+from beaminst.model.protoio import load_pipeline
 proto, _ = load_pipeline(sys.argv[1])
 beam.Pipeline.from_runner_api(proto, beam.runners.DirectRunner(), PipelineOptions([])).run().wait_until_finish()
 """

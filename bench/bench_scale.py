@@ -107,7 +107,7 @@ def run(command: str, inp: Input, out: str) -> Usage:
 
 
 def transforms_in(path: str) -> int:
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     return len(load_pipeline(path)[0].components.transforms)
 

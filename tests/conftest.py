@@ -173,7 +173,7 @@ def beam_noise_free(stderr: str) -> list[str]:
 
 def load_fixture(name: str) -> Any:
     """A fresh, mutable copy of a committed fixture's pipeline proto."""
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     proto, _ = load_pipeline(fixture_pb(name))
     return proto

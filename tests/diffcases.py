@@ -22,7 +22,7 @@ def instrument_case(directory: Path, name: str, computed: tuple[str, ...] = ()) 
     """Instrument fixture ``name``; the ``computed`` variables are given a
     complete (one-shard) cache first, so they are read back. Returns the output
     path and the ``instrument --json`` report."""
-    from beaminst.api import analyze_files, instrument_files
+    from beaminst.commands.api import analyze_files, instrument_files
     from beaminst.options import RewriteOptions
 
     label = "_".join((name, *computed))
@@ -88,7 +88,7 @@ def renamed(proto: Any, seed: int = 0) -> Any:
 
 
 def _rename_in_payload(spec: Any, coders: dict[str, str], envs: dict[str, str]) -> None:
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     name = _ID_BEARING.get(spec.urn) or ("CombinePayload" if spec.urn.startswith("beam:transform:combine_") else None)
     if name is None or not spec.payload:
@@ -143,7 +143,7 @@ def shape_pipeline(shape: str, n: int) -> Any:
     (``n`` composites nested one in the next) or ``coders`` (a coder DAG,
     each level holding the one below ``n`` times, six levels deep: a tree of
     ``n**6`` leaves if it were expanded)."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     r = runner_api()
     p = r.Pipeline()

@@ -23,7 +23,7 @@ def export_and_analyze(name: str, tmp_path) -> tuple:
     """(built, context, analysis): the live pipeline, its to_runner_api context
     and beaminst's analysis of the exported (proto, manifest) pair."""
     import beaminst
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     built = BUILDERS[name]()
     pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / name), computed=built.computed)
@@ -119,7 +119,7 @@ def test_synthetic_vars_are_deterministic(ib_env, name, tmp_path):
     from conftest import fixture_manifest, fixture_pb
 
     import beaminst
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     committed = analyze_files(fixture_pb(name), fixture_manifest(name))
     built = BUILDERS[name]()
@@ -136,7 +136,7 @@ def test_mixed_binds_source_output_to_user_var_not_synthetic():
     output: watch_sources must not add a second name for it, nor must we."""
     from conftest import fixture_manifest, fixture_pb
 
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     a = analyze_files(fixture_pb("mixed"), fixture_manifest("mixed"))
     (source,) = a.unbounded_sources

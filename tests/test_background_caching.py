@@ -31,13 +31,13 @@ from conftest import fixture_manifest, fixture_pb, run_cli, run_cli_subprocess, 
 from structure import diff, structure, top_level_names
 
 import beaminst
-from beaminst.api import analyze_files
-from beaminst.background_caching import background_caching
+from beaminst.commands.api import analyze_files
 from beaminst.errors import BeaminstError, ManifestError
+from beaminst.graph.validate import check_unreferenced, validate
+from beaminst.model.protoio import load_pipeline, save_pipeline
 from beaminst.options import RewriteOptions, SourceRules
-from beaminst.protoio import load_pipeline, save_pipeline
-from beaminst.rewrite import top_level_list
-from beaminst.validate import check_unreferenced, validate
+from beaminst.passes.background_caching import background_caching
+from beaminst.passes.rewrite import top_level_list
 from fixtures import pipelines as fp
 
 TEST_STREAM_URN = "beam:transform:teststream:v1"
@@ -289,7 +289,7 @@ RUN_SCRIPT = textwrap.dedent(
     import apache_beam as beam
     import apache_beam.testing.test_stream  # registers the TestStream URN
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     proto, _ = load_pipeline(sys.argv[1])
     opts = PipelineOptions([])
@@ -304,8 +304,8 @@ def test_recording_a_test_stream_on_the_direct_runner(tmp_path):
     from apache_beam.runners.interactive.cache_manager import SafeFastPrimitivesCoder
     from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
 
-    from beaminst.instrument import instrument
-    from beaminst.streaming import recorded_events
+    from beaminst.cache.streaming import recorded_events
+    from beaminst.passes.instrument import instrument
 
     pb, man = test_stream_pipeline(str(tmp_path / "ts"))
     cache, out = str(tmp_path / "cache"), str(tmp_path / "bg.pb")
@@ -368,7 +368,7 @@ def other_sdk_proto(path: str, multi_root: bool) -> str:
     bounded input (from Seed/Topics) and an UNBOUNDED output; everything
     downstream is UNBOUNDED too. ``multi_root``: the roots are the top-level
     transforms, as non-Python SDKs write them."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     p = beam.Pipeline()
     a = p | "Src" >> beam.Impulse() | "Decode" >> beam.Map(fp.decode_utf8)

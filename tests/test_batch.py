@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import CORRUPT, fixture_manifest, fixture_pb, run_cli
 
-from beaminst import api
 from beaminst.batch import discover
 from beaminst.batch.freshness import STATE_FILE
-from beaminst.protoio import load_pipeline
-from beaminst.validate import validate
+from beaminst.commands import api
+from beaminst.graph.validate import validate
+from beaminst.model.protoio import load_pipeline
 
 KINDS = ("wordcount", "multi_output", "side_inputs", "flatten_gbk", "cogbk", "nested_composites", "windowing")
 RESULT_FIELDS = {

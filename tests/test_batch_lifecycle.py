@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb, interruptible, run_cli
 
-from beaminst import api
 from beaminst.batch.freshness import STATE_FILE
 from beaminst.batch.sweep import RESULTS_PREFIX
-from beaminst.protoio import load_pipeline
-from beaminst.validate import validate
+from beaminst.commands import api
+from beaminst.graph.validate import validate
+from beaminst.model.protoio import load_pipeline
 
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="looks for processes in /proc (Linux)")
 
@@ -210,8 +210,8 @@ def test_a_worker_applies_the_callers_decompression_cap(tmp_path, monkeypatch):
     """A forkserver worker has the environment the forkserver started with
     (an earlier batch's, in a long-lived process), a runner's worker none of
     the caller's: the cap travels in the job."""
-    from beaminst import bounded
     from beaminst.batch import BatchSpec, plan_batch, rewrite_one
+    from beaminst.model import bounded
     from beaminst.options import RewriteOptions
 
     copies(tmp_path / "src", 1)

@@ -13,14 +13,14 @@ from conftest import FIXTURE_NAMES, fixture_manifest, fixture_pb, load_fixture, 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beaminst.cachekeys import beam_var, make_key, obfuscate, split_key
-from beaminst.protoio import save_pipeline
+from beaminst.analysis.cachekeys import beam_var, make_key, obfuscate, split_key
+from beaminst.model.protoio import save_pipeline
 
 KEY_RE = re.compile(r"^[0-9a-f]{10}-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}$")
 
 
 def analyze(pb: str, manifest: str | None = None, **kw):
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     return analyze_files(pb, manifest, **kw)
 
@@ -279,7 +279,7 @@ def test_added_branch_does_not_rekey_the_rest(ib_env, tmp_path):
 
 
 def load_pipeline_components(path: str) -> Any:
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     return load_pipeline(path)[0].components
 
@@ -331,7 +331,7 @@ def rename_ids(proto: Any, kinds: tuple[str, ...]) -> dict[str, dict[str, str]]:
             t.environment_id = env_ren.get(t.environment_id, t.environment_id)
         # Ids inside payloads too (window_into's WindowingStrategy, a Combine's
         # accumulator coder, ParDo state coders), as an SDK would write them.
-        from beaminst.urns import remap_payload
+        from beaminst.model.urns import remap_payload
 
         t.spec.payload = remap_payload(
             t.spec.urn, t.spec.payload, {"coders": coder_ren, "windowing_strategies": ws_ren, "environments": env_ren}
@@ -444,7 +444,7 @@ def _beam_pickle(data: bytes, zlib_: bool = False) -> bytes:
 
 
 def test_pickles_are_signed_without_the_install_path():
-    from beaminst.canonical import install_independent
+    from beaminst.model.canonical import install_independent
 
     body = b"\x8c\x08__main__\x94\x8c\x04square\x94"
     a = b"\x8c\x3f/work/venv/lib/python3.11/site-packages/apache_beam/transforms/core.py\x94" + body
@@ -463,7 +463,7 @@ def test_pickles_are_signed_without_the_install_path():
 
 def test_pickle_frame_lengths_do_not_leak_the_install_path():
     """Protocol 5 pickles start with a FRAME whose length counts the path."""
-    from beaminst.canonical import install_independent
+    from beaminst.model.canonical import install_independent
 
     def framed(path: bytes) -> bytes:
         body = b"\x8c" + bytes([len(path)]) + path + b"\x94\x8c\x04core\x94."

@@ -365,8 +365,8 @@ def test_lean_proto_classes_are_the_sdks_classes():
     probe = textwrap.dedent(
         """
         import sys
-        import beaminst.beamproto as bp
-        from beaminst.protoio import load_pipeline
+        import beaminst.model.beamproto as bp
+        from beaminst.model.protoio import load_pipeline
         proto, _ = load_pipeline(sys.argv[1])
         lean_pipeline = bp.runner_api().Pipeline
         assert not any(m.startswith("apache_beam") for m in sys.modules), "SDK loaded early"
@@ -387,7 +387,7 @@ def test_lean_interactive_api_before_the_sdk():
     probe = textwrap.dedent(
         """
         import sys
-        import beaminst.beamproto as bp
+        import beaminst.model.beamproto as bp
         lean_record = bp.interactive_api().TestStreamFileRecord
         assert not any(m.startswith("apache_beam") for m in sys.modules), "SDK loaded early"
         import apache_beam  # noqa: F401
@@ -406,7 +406,7 @@ def test_lean_loader_after_beam_uses_the_canonical_module():
         """
         import apache_beam  # noqa: F401
         from apache_beam.portability.api import beam_runner_api_pb2
-        import beaminst.beamproto as bp
+        import beaminst.model.beamproto as bp
         assert bp.runner_api() is beam_runner_api_pb2
         print("CANONICAL")
         """

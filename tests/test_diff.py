@@ -26,7 +26,7 @@ from conftest import (
 from diffcases import instrument_case, pcollection_refs, renamed, renamed_transforms, shape_pipeline
 
 from beaminst.errors import ValidationError
-from beaminst.protoio import load_pipeline, save_pipeline
+from beaminst.model.protoio import load_pipeline, save_pipeline
 
 # (fixture, variables computed): cache reads, pruning, composites rewired too.
 READ_CASES = [
@@ -45,8 +45,8 @@ def diff_json(before: str, after: str, *extra: str) -> tuple[int, dict[str, Any]
 
 
 def diff_protos(before: Any, after: Any) -> dict[str, Any]:
-    from beaminst.diff import diff_indexes
-    from beaminst.validate import validate
+    from beaminst.commands.diff import diff_indexes
+    from beaminst.graph.validate import validate
 
     return diff_indexes(validate(before), validate(after)).to_json()
 
@@ -153,7 +153,7 @@ def check_instrumentation_diff(before_path: str, after_path: str, report: dict[s
     assert {(p["producer"], p["tag"]) for p in pcs["added"]} == set(ref_a.values()) - set(ref_b.values())
     assert {(p["producer"], p["tag"]) for p in pcs["removed"]} == set(ref_b.values()) - set(ref_a.values())
 
-    from beaminst.canonical import Signatures, coder_payload_install_independent
+    from beaminst.model.canonical import Signatures, coder_payload_install_independent
 
     sb = Signatures(before.components, coder_payload_install_independent)
     sa = Signatures(after.components, coder_payload_install_independent)
@@ -228,7 +228,7 @@ def _only(doc: dict[str, Any], **expected_counts: int) -> None:
 
 
 def test_one_payload_byte(tmp_path):
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     original = load_fixture("wordcount")
     changed = load_fixture("wordcount")
@@ -267,8 +267,8 @@ def test_coder_named_in_a_payload_changed_in_place():
     """The same payload bytes naming a coder whose content changed sign
     differently: a payload change (the shortcut for equal bytes checks the
     coders they name), as the full signature says."""
-    from beaminst.diff import _payload_digest, side
-    from beaminst.validate import validate
+    from beaminst.commands.diff import _payload_digest, side
+    from beaminst.graph.validate import validate
 
     original = load_fixture("wordcount")
     changed = load_fixture("wordcount")
@@ -321,7 +321,7 @@ def test_one_input_rewired_by_hand():
 
 
 def test_boundedness_urn_and_environment_changes():
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     original = load_fixture("wordcount")
     changed = load_fixture("wordcount")
@@ -566,7 +566,7 @@ def test_markdown_identical_and_escaped_names(tmp_path):
 
 
 def test_markdown_code_spans():
-    from beaminst.diffformat import code
+    from beaminst.commands.diffformat import code
 
     assert code("Split") == "`Split`"
     assert code("a`b") == "``a`b``"
@@ -579,13 +579,13 @@ def test_markdown_code_spans():
 def test_markdown_long_lists_are_capped(tmp_path):
     from diffcases import shape_pipeline
 
-    from beaminst.diffformat import markdown
+    from beaminst.commands.diffformat import markdown
 
     p = shape_pipeline("chain", 30)
     root = p.components.transforms["root"]
     root.unique_name = "Top"  # not the SDK's synthetic root: every step its own top-level addition
     base = shape_pipeline("chain", 0)
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
 
     d = diff_indexes_(validate(base), validate(p))
     md = markdown(d, limit=5)
@@ -600,7 +600,7 @@ def test_markdown_long_lists_are_capped(tmp_path):
 
 
 def diff_indexes_(before: Any, after: Any) -> Any:
-    from beaminst.diff import diff_indexes
+    from beaminst.commands.diff import diff_indexes
 
     return diff_indexes(before, after)
 
@@ -738,8 +738,8 @@ def diff_work(before: Any, after: Any) -> int:
 
     from rich.console import Console
 
-    from beaminst import diffformat
-    from beaminst.diff import diff_indexes
+    from beaminst.commands import diffformat
+    from beaminst.commands.diff import diff_indexes
 
     lines = 0
 
@@ -766,7 +766,7 @@ def test_diff_work_grows_linearly(shape):
     at most 4.5x the work. Each shape once hit a super-linear step: set(added)
     per added transform, producer_tag per output, an ancestor walk per nested
     transform, coder descriptions spelled out as a tree (exponential)."""
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
 
     n = 4 if shape == "coders" else 400
     work = []

@@ -33,7 +33,7 @@ RUN = textwrap.dedent(
     import sys
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
     proto, _ = load_pipeline(sys.argv[1])
     p = beam.Pipeline.from_runner_api(proto, beam.runners.DirectRunner(), PipelineOptions([]))
     p.run().wait_until_finish()
@@ -43,8 +43,8 @@ RUN = textwrap.dedent(
 READ = textwrap.dedent(
     """
     import json, sys
-    from beaminst.protoio import load_pipeline
-    from beaminst.cacheread import read_cached_values
+    from beaminst.model.protoio import load_pipeline
+    from beaminst.commands.cacheread import read_cached_values
     proto, _ = load_pipeline(sys.argv[1])
     out = {var: sorted(read_cached_values(proto, pc, sys.argv[2], key))
            for var, (pc, key) in json.loads(sys.argv[3]).items()}

@@ -33,7 +33,7 @@ RUN = textwrap.dedent(
     import apache_beam as beam
     import apache_beam.testing.test_stream  # registers the TestStream URN for from_runner_api
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
     proto, _ = load_pipeline(sys.argv[1])
     opts = PipelineOptions([]); opts.view_as(StandardOptions).streaming = True
     beam.Pipeline.from_runner_api(proto, beam.runners.DirectRunner(), opts).run().wait_until_finish()
@@ -109,7 +109,7 @@ def test_test_stream_endpoint_instead_of_inlined_events(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["test_stream"]["endpoint"] == "localhost:12345"
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     proto, fmt = load_pipeline(str(out))
     assert fmt == "text"

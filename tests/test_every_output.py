@@ -18,8 +18,8 @@ import pytest
 from conftest import FIXTURE_NAMES, FIXTURES, UNBOUNDED_FIXTURES, run_cli
 from portable import assert_java_valid
 
-from beaminst import urns
-from beaminst.protoio import load_pipeline
+from beaminst.model import urns
+from beaminst.model.protoio import load_pipeline
 
 TYPESCRIPT = ("wordcount", "gbk_kv", "windowing", "js_objects")
 CASES = [(n, FIXTURES / f"{n}.pb", FIXTURES / f"{n}.manifest.json") for n in FIXTURE_NAMES] + [

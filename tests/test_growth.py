@@ -47,7 +47,7 @@ def test_producer_tag_is_a_lookup():
     """Asking the tag of every output of a transform with n outputs: once a
     scan of the n outputs per question (quadratic), now a map built in the
     index's one walk."""
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
 
     def make(n: int) -> Callable[[], Any]:
         index = validate(shape_pipeline("wide", n))
@@ -58,7 +58,7 @@ def test_producer_tag_is_a_lookup():
 
 
 def test_producer_tag_is_the_producers_tag():
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
 
     index = validate(shape_pipeline("wide", 5))
     split = index.transforms["Split"]
@@ -80,8 +80,8 @@ def test_graph_work_grows_linearly(shape, depth):
     """4x the transforms (outputs, nesting levels): at most 4.5x the work to
     draw one pipeline against another (the diff matching, both sides' nodes
     and edges, ghosts, folding, the DOT text), with and without collapsing."""
-    from beaminst.render import render_dot
-    from beaminst.validate import validate
+    from beaminst.commands.render import render_dot
+    from beaminst.graph.validate import validate
 
     def make(n: int) -> Callable[[], Any]:
         original, drawn = (validate(p) for p in GRAPH_CASES[shape](n))
@@ -96,8 +96,8 @@ def test_binding_by_producer_is_linear_in_outputs():
     producer's outputs were once rescanned per output they produce."""
     import json
 
-    from beaminst.manifest import parse_manifest, resolve_bindings
-    from beaminst.validate import validate
+    from beaminst.analysis.manifest import parse_manifest, resolve_bindings
+    from beaminst.graph.validate import validate
 
     def make(n: int) -> Callable[[], Any]:
         index = validate(shape_pipeline("wide", n))

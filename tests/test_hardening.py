@@ -64,10 +64,10 @@ from hypothesis import strategies as st
 from hypothesis_profiles import budget
 
 from beaminst.batch.freshness import STATE_FILE as BATCH_STATE
-from beaminst.beamproto import runner_api
 from beaminst.errors import BeaminstError, ProtoLoadError, ValidationError
-from beaminst.protoio import FORMATS, parse_pipeline, serialize_pipeline
-from beaminst.validate import check_unreferenced, validate
+from beaminst.graph.validate import check_unreferenced, validate
+from beaminst.model.beamproto import runner_api
+from beaminst.model.protoio import FORMATS, parse_pipeline, serialize_pipeline
 
 EXT = {"binary": ".pb", "text": ".textproto", "json": ".json"}
 OUT_EXTS = (".pb", ".textproto", ".json")
@@ -110,7 +110,7 @@ def fresh(name: str) -> Any:
 
 @functools.cache
 def fixture_analysis(name: str) -> Any:
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     return analyze_files(fixture_pb(name), fixture_manifest(name))
 
@@ -614,7 +614,7 @@ def corrupt_pipeline(draw: Any) -> tuple[str, str, bytes, str]:
 def test_loader_raises_only_proto_load_errors(corruption):
     """parse_pipeline gives a Pipeline or a one-line ProtoLoadError naming the
     source; what loads, validate() accepts or rejects with a ValidationError."""
-    from beaminst.protoio import format_from_extension
+    from beaminst.model.protoio import format_from_extension
 
     what, _name, data, ext = corruption
     count("loader (library)")
@@ -1183,10 +1183,10 @@ def resolvable_keys(name: str, doc: Any) -> list[str]:
 def manifest_library_check(raw: bytes, name: str) -> None:
     """parse + resolve + analyze: a ManifestError (one line, naming the
     manifest) or success; no other exception."""
-    from beaminst.analysis import analyze
-    from beaminst.cachedir import CacheDir
+    from beaminst.analysis.analyze import analyze
+    from beaminst.analysis.manifest import parse_manifest
+    from beaminst.cache.cachedir import CacheDir
     from beaminst.errors import ManifestError
-    from beaminst.manifest import parse_manifest
 
     try:
         m = parse_manifest(raw, "m.json")
@@ -1451,7 +1451,7 @@ def test_huge_pipeline_of_zeros_and_deep_nesting(tmp_path):
 
 
 def test_huge_manifest_over_the_limit(tmp_path):
-    from beaminst.manifest import MAX_MANIFEST_BYTES
+    from beaminst.analysis.manifest import MAX_MANIFEST_BYTES
 
     count("huge")
     raw = b"{" + b" " * MAX_MANIFEST_BYTES + b"}"
@@ -1616,18 +1616,18 @@ BREAKAGES = {
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 @pytest.mark.parametrize("cmd", ["instrument", "background-caching"])
 def test_a_broken_pass_is_a_one_line_internal_error(cmd, breakage, tmp_path, monkeypatch):
-    import beaminst.background_caching
-    import beaminst.instrument
+    import beaminst.passes.background_caching
+    import beaminst.passes.instrument
 
     if cmd not in COMMANDS:
         pytest.skip(f"no {cmd} command")
     if cmd == "instrument":
-        real = beaminst.instrument.prune_to
-        monkeypatch.setattr(beaminst.instrument, "prune_to", lambda *args: BREAKAGES[breakage](real(*args)))
+        real = beaminst.passes.instrument.prune_to
+        monkeypatch.setattr(beaminst.passes.instrument, "prune_to", lambda *args: BREAKAGES[breakage](real(*args)))
         name = "wordcount"
     else:
-        real_trim = beaminst.background_caching.trim_components
-        monkeypatch.setattr(beaminst.background_caching, "trim_components", lambda p: BREAKAGES[breakage](real_trim(p)))
+        real_trim = beaminst.passes.background_caching.trim_components
+        monkeypatch.setattr(beaminst.passes.background_caching, "trim_components", lambda p: BREAKAGES[breakage](real_trim(p)))
         name = "pubsub_one"
     count("broken pass")
     case = make_case(tmp_path, None, fixture=name, manifest=fixture_manifest_bytes(name))
@@ -1642,12 +1642,12 @@ def test_a_broken_pass_is_a_one_line_internal_error(cmd, breakage, tmp_path, mon
 
 
 def test_a_pass_that_crashes_is_a_one_line_internal_error(tmp_path, monkeypatch):
-    import beaminst.instrument
+    import beaminst.passes.instrument
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("pass exploded\nsecond line")
 
-    monkeypatch.setattr(beaminst.instrument, "prune_to", boom)
+    monkeypatch.setattr(beaminst.passes.instrument, "prune_to", boom)
     monkeypatch.delenv("BEAMINST_DEBUG", raising=False)
     count("broken pass")
     case = make_case(tmp_path, None, fixture="wordcount", manifest=fixture_manifest_bytes("wordcount"))
@@ -2037,7 +2037,7 @@ def bomb_proto(site: str, blob: bytes) -> Any:
 
 @contextlib.contextmanager
 def decompression_cap(cap: int) -> Iterator[None]:
-    from beaminst import bounded
+    from beaminst.model import bounded
 
     saved = os.environ.get(bounded.ENV)
     os.environ[bounded.ENV] = str(cap)

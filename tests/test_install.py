@@ -63,7 +63,7 @@ def test_the_runtime_dependency_is_plain_apache_beam():
 def _runs(tmp_path: Path, out: Path) -> list[list[str]]:
     """instrument (writes; reads and pruning from a cache; a streaming
     pipeline's TestStream) and background-caching, into ``out``."""
-    from beaminst.api import analyze_files
+    from beaminst.commands.api import analyze_files
 
     for old in tmp_path.glob("cache-*"):  # the same cache state, and paths, for every run
         shutil.rmtree(old)
@@ -119,7 +119,7 @@ STUB_IPYTHON = "def get_ipython():\n    return None\n"
 BUILD = """
 import importlib.util, json, sys
 sys.path.insert(0, sys.argv[1])
-from beaminst import api
+from beaminst.commands import api
 from beaminst.options import RewriteOptions
 fx = sys.argv[2]
 api.instrument_files(fx + "/wordcount.pb", sys.argv[3] + "/w.pb", fx + "/wordcount.manifest.json", RewriteOptions(sys.argv[3] + "/c1"))
@@ -168,7 +168,7 @@ def no_ipython(monkeypatch):
 def test_probe_answers_false_without_importing(no_ipython):
     from apache_beam.utils import interactive_utils
 
-    from beaminst import ipythonprobe
+    from beaminst.graft import ipythonprobe
 
     beams = interactive_utils.is_in_ipython
     with ipythonprobe.without_import():
@@ -183,7 +183,7 @@ def test_probe_answers_false_without_importing(no_ipython):
 def test_probe_asks_beams_once_ipython_is_imported(monkeypatch):
     from apache_beam.utils import interactive_utils
 
-    from beaminst import ipythonprobe
+    from beaminst.graft import ipythonprobe
 
     shell = types.SimpleNamespace(config={"IPKernelApp": {}}, execution_count=1)
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
@@ -195,7 +195,7 @@ def test_probe_asks_beams_once_ipython_is_imported(monkeypatch):
 def test_probe_is_put_back_by_the_last_user_of_any_thread(no_ipython):
     from apache_beam.utils import interactive_utils
 
-    from beaminst import ipythonprobe
+    from beaminst.graft import ipythonprobe
 
     beams = interactive_utils.is_in_ipython
     inside, leave = threading.Event(), threading.Event()

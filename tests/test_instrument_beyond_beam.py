@@ -20,10 +20,10 @@ import pytest
 from structure import structure
 
 import beaminst
-from beaminst.api import analyze_files
-from beaminst.instrument import instrument
+from beaminst.commands.api import analyze_files
+from beaminst.graph.validate import validate
 from beaminst.options import RewriteOptions
-from beaminst.validate import validate
+from beaminst.passes.instrument import instrument
 from fixtures import pipelines as fp
 
 REPO = Path(__file__).resolve().parents[1]

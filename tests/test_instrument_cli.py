@@ -111,7 +111,7 @@ def test_output_format_from_extension(fmt, ext, tmp_path):
     out = tmp_path / f"o{ext}"
     r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(out), "--json")
     assert json.loads(r.stdout)["format"] == fmt
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     assert load_pipeline(str(out))[1] == fmt
 
@@ -134,8 +134,8 @@ def test_stdout_binary_round_trips(tmp_path):
         capture_output=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
     )
     assert proc.returncode == 0
-    from beaminst.protoio import parse_pipeline
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
+    from beaminst.model.protoio import parse_pipeline
 
     proto, fmt = parse_pipeline(proc.stdout)
     assert fmt == "binary"
@@ -151,7 +151,7 @@ def one_line_error(result) -> str:
 
 
 def test_binding_inside_an_unbounded_source_is_an_error(tmp_path):
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     pb = fixture_pb("pubsub_one")
     proto, _ = load_pipeline(pb)

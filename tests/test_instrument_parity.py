@@ -22,10 +22,10 @@ import pytest
 from beamref import beam_instrument, export_with_keys
 from structure import diff, structure
 
-from beaminst.api import analyze_files
-from beaminst.instrument import instrument
+from beaminst.commands.api import analyze_files
+from beaminst.graph.validate import validate
 from beaminst.options import RewriteOptions
-from beaminst.validate import validate
+from beaminst.passes.instrument import instrument
 from fixtures import pipelines as fp
 
 BOUNDED = ["wordcount", "multi_output", "side_inputs", "flatten_gbk", "cogbk", "nested_composites", "windowing"]

@@ -8,15 +8,15 @@ from importlib import resources
 import pytest
 from conftest import FIXTURE_NAMES, fixture_manifest, fixture_pb, load_fixture, run_cli
 
-from beaminst.errors import ManifestError
-from beaminst.manifest import (
+from beaminst.analysis.manifest import (
     Binding,
     load_manifest,
     manifest_schema,
     parse_manifest,
     resolve_bindings,
 )
-from beaminst.validate import validate
+from beaminst.errors import ManifestError
+from beaminst.graph.validate import validate
 
 WORDS = "ref_PCollection_PCollection_9"  # Split's output in wordcount
 COUNTS = "ref_PCollection_PCollection_12"  # CountWords' output
@@ -268,7 +268,7 @@ def test_manifest_errors_through_cli_exit_2(tmp_path):
 
 
 def test_schema_is_package_data():
-    resource = resources.files("beaminst").joinpath("manifest.schema.json")
+    resource = resources.files("beaminst.analysis").joinpath("manifest.schema.json")
     assert resource.is_file()
     schema = json.loads(resource.read_text("utf-8"))
     assert schema == manifest_schema()
@@ -296,7 +296,7 @@ def test_schema_is_declared_package_data():
 
     with open(REPO / "pyproject.toml", "rb") as f:
         pyproject = tomllib.load(f)
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["beaminst"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["beaminst.analysis"]
     assert any(fnmatch.fnmatch("manifest.schema.json", pat) for pat in patterns)
 
 
@@ -322,7 +322,7 @@ def test_the_plain_manifest_fast_path_accepts_only_what_the_schema_accepts(doc):
     for one jsonschema would refuse (and it does take the common ones)."""
     import jsonschema
 
-    from beaminst.manifest import _plainly_valid
+    from beaminst.analysis.manifest import _plainly_valid
 
     valid = jsonschema.Draft202012Validator(manifest_schema()).is_valid(doc)
     if _plainly_valid(doc):

@@ -1,6 +1,6 @@
 """The oldest worker beaminst accepts really runs its output, end to end.
 
-``beaminst.environments.OLDEST_WORKER`` is the oldest Beam Python SDK whose
+``beaminst.graft.environments.OLDEST_WORKER`` is the oldest Beam Python SDK whose
 workers load the cache transforms (cloudpickled DoFns, pickled coders) the
 installed Beam builds; older ones are refused. This checks both ends of that
 claim with a real interpreter of exactly that version (the "worker"), given by
@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from conftest import beam_noise_free, run_cli_subprocess
 
-from beaminst.environments import OLDEST_WORKER
+from beaminst.graft.environments import OLDEST_WORKER
 
 WORKER_VAR = "BEAMINST_OLDEST_WORKER_PYTHON"
 WORKER_VERSION = str(OLDEST_WORKER)  # "2.68.0": what apache-beam==<this> reports
@@ -205,8 +205,8 @@ def test_oldest_worker_runs_the_write_pass_then_the_read_pass(worker_python, sav
         assert all(re.fullmatch(re.escape(key) + r"-\d{5}-of-\d{5}", n) for n in mine), mine
 
     # what the worker cached decodes, with this Beam, to the PCollections' elements
-    from beaminst.cacheread import read_cached_values
-    from beaminst.protoio import load_pipeline
+    from beaminst.commands.cacheread import read_cached_values
+    from beaminst.model.protoio import load_pipeline
 
     original, _ = load_pipeline(str(pb))
     assert sorted(read_cached_values(original, saved["words"], str(cache), keys["words"])) == ["a", "a", "b", "b", "c"]

@@ -16,7 +16,7 @@ import json
 import pytest
 from conftest import FIXTURES, run_cli
 
-from beaminst.protoio import load_pipeline
+from beaminst.model.protoio import load_pipeline
 
 TS = FIXTURES / "typescript"
 NAMES = ("wordcount", "gbk_kv", "windowing", "js_objects")
@@ -106,8 +106,8 @@ def test_background_caching_without_a_source(name, tmp_path):
 def test_background_caching_with_an_inferred_source(tmp_path):
     # Mark a TypeScript PCollection UNBOUNDED, as a streaming source of that SDK
     # would produce it: --infer-unbounded finds it and records it.
-    from beaminst.beamproto import runner_api
-    from beaminst.protoio import save_pipeline
+    from beaminst.model.beamproto import runner_api
+    from beaminst.model.protoio import save_pipeline
 
     proto, _ = load_pipeline(str(TS / "gbk_kv.pb"))
     impulse = next(t for t in proto.components.transforms.values() if t.spec.urn == "beam:transform:impulse:v1")

@@ -32,7 +32,7 @@ def test_outputs_are_the_pinned_ones(tmp_path):
 
 
 def test_the_structure_digest_sees_wiring_and_ignores_only_payloads():
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
     from tests.pinned.outputs import FIXTURES, structure_digest
 
     data = (FIXTURES / "wordcount.pb").read_bytes()

@@ -57,7 +57,7 @@ JOB_TIMEOUT = 180.0
 
 
 def load(path: str | Path) -> Any:
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     return load_pipeline(str(path))[0]
 

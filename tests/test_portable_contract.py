@@ -19,13 +19,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, PortableOption
 from apache_beam.transforms import environments, userstate
 from conftest import fixture_manifest, fixture_pb, run_cli
 
-from beaminst import urns
-from beaminst.api import analyze_files, load
-from beaminst.beamproto import runner_api
+from beaminst.commands.api import analyze_files, load
 from beaminst.errors import BeaminstError, ValidationError
-from beaminst.instrument import instrument
+from beaminst.model import urns
+from beaminst.model.beamproto import runner_api
+from beaminst.model.protoio import load_pipeline, save_pipeline
 from beaminst.options import RewriteOptions, WorkerOptions
-from beaminst.protoio import load_pipeline, save_pipeline
+from beaminst.passes.instrument import instrument
 from fixtures import pipelines as fp
 
 GRAFTED = ("WriteCache_", "ReifyBefore_", "ReadCache_", "UnreifyAfter_", "TestStream")

@@ -20,8 +20,8 @@ from conftest import UNBOUNDED_FIXTURES, fixture_manifest, fixture_pb, run_cli
 from portable import submit
 from test_e2e_streaming import ENV, RUN
 
-from beaminst import urns
-from beaminst.protoio import load_pipeline
+from beaminst.model import urns
+from beaminst.model.protoio import load_pipeline
 
 pytestmark = pytest.mark.slow
 

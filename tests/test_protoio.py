@@ -17,9 +17,9 @@ from conftest import (
     run_cli_subprocess,
 )
 
-from beaminst import protoio
 from beaminst.errors import BeaminstError, OutputError, ProtoLoadError
-from beaminst.protoio import (
+from beaminst.model import protoio
+from beaminst.model.protoio import (
     FORMATS,
     load_pipeline,
     parse_pipeline,
@@ -133,7 +133,7 @@ def test_parse_pipeline_from_bytes_with_no_hint():
 def test_a_valid_message_that_is_not_a_pipeline_is_rejected():
     """Bytes of another message type parse as a Pipeline with unknown fields
     (or nothing at all); beaminst must not accept them as an empty pipeline."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     coder = runner_api().Coder()
     coder.spec.urn = "beam:coder:bytes:v1"
@@ -274,7 +274,7 @@ def test_corrupt_fixture_set_is_complete():
 
 @pytest.mark.parametrize("name", CORRUPT_FILES)
 def test_corrupt_input_library_error(name):
-    from beaminst.api import load
+    from beaminst.commands.api import load
 
     path = str(CORRUPT / name)
     with pytest.raises(BeaminstError) as info:
@@ -350,7 +350,7 @@ def test_a_write_sweeps_temp_files_its_killed_predecessors_left(tmp_path):
     writer's or another output's."""
     import subprocess
 
-    from beaminst.protoio import write_atomic
+    from beaminst.model.protoio import write_atomic
 
     p = subprocess.Popen(["true"])
     p.wait()
@@ -395,7 +395,7 @@ def test_deep_json_pipeline_gives_one_line_through_a_real_process(tmp_path):
 
 
 def _pieces_equal(p) -> None:
-    from beaminst.protoio import binary_pieces
+    from beaminst.model.protoio import binary_pieces
 
     assert b"".join(binary_pieces(p)) == p.SerializeToString(deterministic=True)
 
@@ -404,8 +404,8 @@ def test_written_pieces_are_the_deterministic_serialization():
     """save_pipeline writes a binary pipeline in pieces (no one contiguous
     buffer): byte for byte what deterministic serialization gives, on every
     fixture and on keys that order in protobuf's own way."""
-    from beaminst.beamproto import runner_api
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.beamproto import runner_api
+    from beaminst.model.protoio import load_pipeline
 
     for path in sorted([*FIXTURES.glob("*.pb"), *(FIXTURES / "typescript").glob("*.pb")]):
         _pieces_equal(load_pipeline(str(path))[0])
@@ -424,7 +424,7 @@ def test_written_pieces_are_the_deterministic_serialization():
 
 
 def test_saving_a_pipeline_writes_those_pieces(tmp_path):
-    from beaminst.protoio import load_pipeline, save_pipeline
+    from beaminst.model.protoio import load_pipeline, save_pipeline
 
     p, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
     save_pipeline(p, str(tmp_path / "o.pb"))

@@ -233,7 +233,7 @@ def no_local_url_dirs(*roots: Path) -> None:
 
 def cache_writes_name(proto_path: Path) -> set[str | None]:
     """The cache directories the proto's WriteCache sinks name (read from their pickles)."""
-    from beaminst.api import load
+    from beaminst.commands.api import load
     from beaminst.run.capture import find_cache_writes
 
     return {w.cache_dir for w in find_cache_writes(load(str(proto_path)).index)}
@@ -309,9 +309,9 @@ def test_write_and_read_pass_on_the_direct_runner(store: Store, squares: dict[st
     assert {c["var"]: c["cached"] for c in analysis["cacheables"].values()} == {"nums": True, "squares": True}
 
     # ... and the cache decodes, read through Beam's filesystem, in this process
-    from beaminst.cachefs import filesystem_options
-    from beaminst.cacheread import read_cached_values
-    from beaminst.protoio import load_pipeline
+    from beaminst.cache.cachefs import filesystem_options
+    from beaminst.commands.cacheread import read_cached_values
+    from beaminst.model.protoio import load_pipeline
 
     proto, _ = load_pipeline(pb)
     pcs = {w["var"]: w["pcollection"] for w in report1["writes"]}
@@ -339,8 +339,8 @@ def test_write_and_read_pass_on_the_direct_runner(store: Store, squares: dict[st
 def test_write_and_read_pass_through_the_job_api(store: Store, squares: dict[str, Any], tmp_path: Path, job_service: Any) -> None:
     from portable import submit
 
-    from beaminst.cachefs import filesystem_options
-    from beaminst.protoio import load_pipeline
+    from beaminst.cache.cachefs import filesystem_options
+    from beaminst.model.protoio import load_pipeline
 
     bucket = store.bucket()
     url = f"{store.scheme}://{bucket}/cache"
@@ -395,7 +395,7 @@ def test_show_reads_a_remote_cache(store: Store, tmp_path: Path) -> None:
     from apache_beam.utils.windowed_value import WindowedValue
 
     from beaminst.graft import Grafter
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     pb, manifest = fixture_pb("wordcount"), fixture_manifest("wordcount")
     doc = json.loads(run_cli("analyze", pb, "-m", manifest, "--json").stdout)
@@ -632,7 +632,7 @@ def test_local_paths_still_become_absolute(tmp_path: Path) -> None:
 
 def test_the_listing_runs_under_a_deadline_thread() -> None:
     """The deadline thread hands errors back to the caller's thread unchanged."""
-    from beaminst import cachefs
+    from beaminst.cache import cachefs
     from beaminst.errors import CacheDirError
 
     def boom() -> None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import fixture_manifest, fixture_pb, load_fixture, run_cli, run_python
 from diffcases import instrument_case, renamed
 
-from beaminst.protoio import save_pipeline
+from beaminst.model.protoio import save_pipeline
 
 WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
@@ -319,7 +319,7 @@ def test_background_caching_writes_collapse_too(tmp_path):
     bg = tmp_path / "bg.pb"
     r = run_cli("background-caching", fixture_pb("pubsub_one"), "--cache-dir", str(tmp_path / "c"), "-o", str(bg))
     assert r.exit_code == 0, r.stderr
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     tops = {t.unique_name for t in load_pipeline(str(bg))[0].components.transforms.values()}
     writes = {n for n in tops if n.startswith("WriteCache_") and "/" not in n}
@@ -399,7 +399,7 @@ def test_test_stream_keys_are_short_labels_with_the_key_in_the_tooltip(stream_ca
 
 
 def test_labels_are_bounded(read_case, stream_case, tmp_path):
-    from beaminst.render import MAX_EDGE_LABEL, MAX_NODE_LABEL
+    from beaminst.commands.render import MAX_EDGE_LABEL, MAX_NODE_LABEL
 
     long_var = "words_of_every_line_" + "x" * 36 + "_end"  # as long as a cache key
     manifest = tmp_path / "m.json"
@@ -426,7 +426,7 @@ def test_labels_are_bounded(read_case, stream_case, tmp_path):
 def test_collapsed_output_is_deterministic_whatever_the_ids(read_case, tmp_path):
     out, _ = read_case
     moved = tmp_path / "moved.pb"
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     save_pipeline(renamed(load_pipeline(out)[0], seed=5), str(moved))
     for extra in ((), ("--depth", "2"), ("--expand-cache",)):
@@ -439,7 +439,7 @@ def test_depth_on_a_deep_chain(tmp_path):
     """Collapsing is one pass: 5,000 nested composites collapse at any level."""
     from test_safety_bounds import deep_chain
 
-    from beaminst.protoio import serialize_pipeline
+    from beaminst.model.protoio import serialize_pipeline
 
     path = tmp_path / "deep.pb"
     path.write_bytes(serialize_pipeline(deep_chain(5000)))

@@ -31,7 +31,7 @@ from conftest import (
 )
 
 import beaminst
-from beaminst.api import load
+from beaminst.commands.api import load
 from beaminst.run import RunOptions, RunReport
 from beaminst.run.capture import find_cache_writes, pickled_string_ending_with
 from beaminst.run.job import Job, Message
@@ -401,8 +401,8 @@ def test_help_has_examples_and_imports_no_sdk():
 
 
 def _read_back(out: str, write: dict, cache: str) -> list:
-    from beaminst.cacheread import read_cached_values
-    from beaminst.protoio import load_pipeline
+    from beaminst.commands.cacheread import read_cached_values
+    from beaminst.model.protoio import load_pipeline
 
     proto, _ = load_pipeline(out)
     return read_cached_values(proto, write["pcollection"], cache, write["cache_key"])
@@ -517,7 +517,7 @@ def test_a_failing_pipeline_gives_its_error_in_one_line_then_the_jobs_messages(t
 @pytest.mark.slow
 def test_a_pipeline_that_cannot_be_rebuilt_is_one_line(tmp_path):
     pb, _ = failing_pipeline(str(tmp_path / "p"))
-    from beaminst.protoio import load_pipeline, save_pipeline
+    from beaminst.model.protoio import load_pipeline, save_pipeline
 
     proto, _ = load_pipeline(pb)
     (t,) = [t for t in proto.components.transforms.values() if t.unique_name == "Parse"]

@@ -2,7 +2,7 @@
 unpickler that refuses allocation bombs.
 
 Beam's compiled coders read past their buffer on a crafted length (a segfault,
-or process memory in the value); ``beaminst.safecoders`` decodes with Beam's
+or process memory in the value); ``beaminst.model.safecoders`` decodes with Beam's
 own pure-Python implementations over a strict stream, and must give exactly
 what Beam's compiled coders give on bytes Beam wrote.
 """
@@ -22,8 +22,8 @@ from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
-from beaminst.safecoders import DecodeError, bounded_decoder
-from beaminst.safepickle import UntrustedPickleError, restricted_loads
+from beaminst.model.safecoders import DecodeError, bounded_decoder
+from beaminst.model.safepickle import UntrustedPickleError, restricted_loads
 
 
 class Point(typing.NamedTuple):

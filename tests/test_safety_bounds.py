@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from conftest import CLI_PREFIX, REPO, beam_noise_free, fixture_manifest, fixture_pb, load_fixture
 
-from beaminst import bounded
 from beaminst.errors import ValidationError
-from beaminst.protoio import serialize_pipeline
+from beaminst.model import bounded
+from beaminst.model.protoio import serialize_pipeline
 
 GiB = 1 << 30
 PICKLED_CODER = "beam:coder:pickled_python:v1"
@@ -56,7 +56,7 @@ def _transform(p: Any, name: str) -> Any:
 def bomb_pipeline(kind: str) -> Any:
     from google.protobuf import wrappers_pb2
 
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     p = load_fixture("wordcount")
     c = p.components
@@ -149,7 +149,7 @@ def test_bomb_bounded_in_every_command(kind: str, cmd: str, bomb_files: dict[str
 
 
 def test_bomb_error_names_the_component(bomb_files: dict[str, Path], tmp_path: Path) -> None:
-    from beaminst.api import load
+    from beaminst.commands.api import load
 
     expected = {
         "pardo-bz2": "transform 'ref_AppliedPTransform_Split_14' ('Split') payload decompresses (bz2)",
@@ -167,7 +167,7 @@ def test_bomb_error_names_the_component(bomb_files: dict[str, Path], tmp_path: P
 def test_cap_can_be_raised_and_lowered(tmp_path: Path) -> None:
     from conftest import run_cli
 
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     wordcount = fixture_pb("wordcount")
     before = os.environ.get(bounded.ENV)
@@ -250,8 +250,8 @@ def test_batch_workers_see_the_cap(tmp_path: Path) -> None:
 
 def test_library_decompression_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unvalidated protos given to the library still never inflate past the cap."""
-    from beaminst.canonical import decompress_pickle, install_independent
-    from beaminst.sources import unpickled_payload_mentions
+    from beaminst.analysis.sources import unpickled_payload_mentions
+    from beaminst.model.canonical import decompress_pickle, install_independent
 
     monkeypatch.setenv(bounded.ENV, str(1 << 20))
     bomb = base64.b64encode(bz2.compress(bytes(8 << 20)))
@@ -268,7 +268,7 @@ def test_fixtures_are_far_below_the_cap(monkeypatch: pytest.MonkeyPatch) -> None
     """Every committed fixture's pickles fit in a 1 MiB cap: 64 MiB is generous."""
     from conftest import FIXTURE_NAMES
 
-    from beaminst.validate import validate
+    from beaminst.graph.validate import validate
 
     monkeypatch.setenv(bounded.ENV, str(1 << 20))
     for name in FIXTURE_NAMES:
@@ -298,8 +298,8 @@ def test_cache_key_must_be_ascii(key: str, tmp_path: Path) -> None:
 
     from conftest import run_cli
 
+    from beaminst.analysis.manifest import parse_manifest
     from beaminst.errors import ManifestError
-    from beaminst.manifest import parse_manifest
 
     doc = {"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}
     with pytest.raises(ManifestError) as e:
@@ -319,7 +319,7 @@ def test_cache_key_must_be_ascii(key: str, tmp_path: Path) -> None:
 def test_ascii_cache_keys_still_accepted(key: str) -> None:
     import json
 
-    from beaminst.manifest import parse_manifest
+    from beaminst.analysis.manifest import parse_manifest
 
     m = parse_manifest(json.dumps({"bindings": {"words": {"pcollection": WORDS, "cache_key": key}}}).encode())
     assert m.bindings[0].cache_key == key
@@ -484,8 +484,8 @@ def _dot_accepts(dot: str, tmp_path: Path) -> None:
 
 
 def test_dot_escapes_names(evil_files: tuple[Path, Path], tmp_path: Path) -> None:
-    from beaminst.api import load
-    from beaminst.render import render_dot
+    from beaminst.commands.api import load
+    from beaminst.commands.render import render_dot
 
     pipeline, _ = evil_files
     dot = render_dot(load(str(pipeline)).index, title="t\x00\x1b")
@@ -498,7 +498,7 @@ def test_dot_escapes_names(evil_files: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 def test_dot_ids_stay_distinct() -> None:
-    from beaminst.render import node_id, quote
+    from beaminst.commands.render import node_id, quote
 
     names = ["a\x00", "a\\x00", "a\\", "a\\\\", 'a"', "a"]
     assert len({node_id(n) for n in names}) == len(names)
@@ -510,7 +510,7 @@ def test_dot_ids_stay_distinct() -> None:
 
 def deep_chain(depth: int) -> Any:
     """Composites nested ``depth`` deep around one Impulse."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     r = runner_api()
     p = r.Pipeline()
@@ -557,7 +557,7 @@ def test_junk_cache_warnings_are_summarized(tmp_path: Path) -> None:
 
     from conftest import run_cli
 
-    from beaminst.humanout import MAX_LISTED
+    from beaminst.commands.humanout import MAX_LISTED
 
     full = tmp_path / "cache" / "full"
     full.mkdir(parents=True)

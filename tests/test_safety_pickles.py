@@ -22,8 +22,8 @@ import pytest
 from conftest import fixture_manifest, fixture_pb, run_cli
 from google.protobuf import wrappers_pb2
 
-from beaminst import urns
-from beaminst.protoio import load_pipeline, save_pipeline
+from beaminst.model import urns
+from beaminst.model.protoio import load_pipeline, save_pipeline
 
 
 class _Touch:
@@ -193,7 +193,7 @@ def test_the_trusted_path_still_works_on_real_fixtures(name, tmp_path):
 def test_beams_own_pickled_coders_are_admitted():
     """Every pickled coder in the fixtures (Beam's FastPrimitives, deterministic,
     map coders) passes the restricted load."""
-    from beaminst.safepickle import check_coder
+    from beaminst.model.safepickle import check_coder
 
     seen = 0
     for name in ("wordcount", "side_inputs", "cogbk", "windowing", "pubsub_two"):
@@ -209,7 +209,7 @@ def test_a_cache_shard_holding_a_pickle_is_never_unpickled_by_cacheread(tmp_path
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.windowed_value import WindowedValue
 
-    from beaminst.cacheread import read_cached_values
+    from beaminst.commands.cacheread import read_cached_values
     from beaminst.errors import CacheDirError
     from beaminst.graft import Grafter
 

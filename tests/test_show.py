@@ -41,9 +41,9 @@ from conftest import (
 )
 
 import beaminst
-from beaminst.api import analyze_files
+from beaminst.commands.api import analyze_files
+from beaminst.model.protoio import load_pipeline
 from beaminst.options import SourceRules
-from beaminst.protoio import load_pipeline
 from fixtures import pipelines as fp
 
 TEST_STREAM_URN = "beam:transform:teststream:v1"
@@ -253,8 +253,8 @@ def test_limit_counts_the_total_in_both_layouts(tmp_path):
     # The table's default limit is 20, with the total in the caption.
     from rich.console import Console
 
-    from beaminst import showformat
-    from beaminst.show import plan_show, write_show
+    from beaminst.commands import showformat
+    from beaminst.commands.show import plan_show, write_show
 
     console = Console(record=True, width=120)
     plan = plan_show(pb, man, str(cache), ["words"])
@@ -273,7 +273,7 @@ def test_counting_holds_nothing(tmp_path):
     """Counting a large cache past the limit decodes nothing and holds nothing."""
     import tracemalloc
 
-    from beaminst.elements import SHARDS, CachedElements
+    from beaminst.commands.elements import SHARDS, CachedElements
 
     (tmp_path / "full").mkdir()
     line = base64.b64encode(b"x" * 60) + b"\n"
@@ -396,9 +396,9 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     # A read 16 MiB past a 20-byte buffer: a segfault, or 16 MiB of whatever lies there.
     assert crash.returncode < 0 or "LEN 16777215" in crash.stdout, (crash.returncode, crash.stdout)
     assert "LEN 1024" in run_python("-c", beam_decode, repr(HEAP_LEAK)).stdout
-    import beaminst.elements
+    import beaminst.commands.elements
 
-    monkeypatch.setattr(beaminst.elements, "MAX_SHARD_LINE_BYTES", 100)
+    monkeypatch.setattr(beaminst.commands.elements, "MAX_SHARD_LINE_BYTES", 100)
     shard.write_bytes(bz2.compress(b"A" * 1000))
     r = show("words", cache=cache)
     assert r.exit_code == 2 and "has a line over 100 bytes" in r.stderr
@@ -481,7 +481,7 @@ def test_a_pickled_coder_in_the_pipeline_never_runs(tmp_path):
 
 
 def test_rendering_is_deterministic_and_terminal_safe():
-    from beaminst.showformat import Shape, canonical_repr, json_line, to_json, tsv_escape
+    from beaminst.commands.showformat import Shape, canonical_repr, json_line, to_json, tsv_escape
 
     class Plain:
         def __init__(self) -> None:
@@ -516,7 +516,7 @@ RUN = textwrap.dedent(
     import apache_beam as beam
     import apache_beam.testing.test_stream  # registers the TestStream URN
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
     proto, _ = load_pipeline(sys.argv[1])
     opts = PipelineOptions([]); opts.view_as(StandardOptions).streaming = sys.argv[2] == "streaming"
     beam.Pipeline.from_runner_api(proto, beam.runners.DirectRunner(), opts).run().wait_until_finish()

@@ -220,7 +220,7 @@ def test_a_template_built_with_trusted_pickles_never_serves_a_run_without(tmp_pa
     """A stored write stands for its pickles having passed the check, so one
     stored by a --trust-pickles run (which skips it) is not used by a run
     without: that run checks, and here the check refuses."""
-    from beaminst import safepickle
+    from beaminst.model import safepickle
 
     monkeypatch.setenv("BEAMINST_TEMPLATE_CACHE", str(tmp_path / "store"))
     _instrument(tmp_path, "trusted.pb", "wordcount", "--trust-pickles")
@@ -240,7 +240,7 @@ def test_the_source_digest_follows_the_template_building_code(tmp_path):
     """An edit to the code that builds templates is a new key: the stored ones are not reused."""
     probe = "from beaminst.graft import store; print(store.environment()['source'])"
     digests = []
-    for name, edit in (("same", None), ("edited", "graft/templates.py"), ("other", "labels.py")):
+    for name, edit in (("same", None), ("edited", "graft/templates.py"), ("other", "model/labels.py")):
         root = tmp_path / name
         shutil.copytree(REPO / "beaminst", root / "beaminst", ignore=shutil.ignore_patterns("__pycache__"))
         if edit:
@@ -287,7 +287,7 @@ def test_stored_reads_and_test_streams_give_the_pinned_bytes(tmp_path, monkeypat
 def _sample(tmp_path: Path):
     """A real write template, built once."""
     from beaminst.graft import Grafter
-    from beaminst.protoio import load_pipeline
+    from beaminst.model.protoio import load_pipeline
 
     proto, _ = load_pipeline(fixture_pb("wordcount"))
     pc = sorted(proto.components.pcollections)[-1]

@@ -15,7 +15,7 @@ import pytest
 from conftest import FIXTURES
 
 from beaminst.graft import Grafter, template_key
-from beaminst.protoio import load_pipeline
+from beaminst.model.protoio import load_pipeline
 
 KEYS = [
     "0123456789-aaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-cccccccccccccccc",  # beaminst's key shape

@@ -184,7 +184,7 @@ def test_piped_instrument_report_reads_back_with_grep_and_cut(tmp_path):
 def test_piped_lines_never_wrap_and_stay_escaped(tmp_path):
     """A 300-character unique name with a tab and an escape in it: one line,
     the tab and escape shown escaped, no field split."""
-    from beaminst import protoio
+    from beaminst.model import protoio
 
     proto, _ = protoio.load_pipeline(WC)
     tid = next(t for t, x in proto.components.transforms.items() if x.unique_name == "Split")
@@ -305,7 +305,7 @@ def test_the_readme_manifest_example_works_on_the_fixture_it_names(tmp_path):
 
 
 def test_the_readme_lists_every_output_extension():
-    from beaminst.protoio import _EXTENSIONS
+    from beaminst.model.protoio import _EXTENSIONS
 
     claimed = README[README.index("extension (binary:") :].split("else binary")[0]
     for ext, fmt in _EXTENSIONS.items():
@@ -401,7 +401,7 @@ def test_cached_but_not_computed_says_how_to_read_it_back(tmp_path):
 
 
 def test_unbounded_pcollections_with_no_source_are_warned_about_in_analyze(tmp_path):
-    from beaminst import protoio
+    from beaminst.model import protoio
 
     proto, _ = protoio.load_pipeline(fixture_pb("pubsub_one"))
     for t in proto.components.transforms.values():

@@ -9,8 +9,8 @@ import pytest
 from conftest import FIXTURE_NAMES, load_fixture
 
 from beaminst.errors import BeaminstError, ValidationError
-from beaminst.graph import Consumer, build_index
-from beaminst.validate import validate
+from beaminst.graph.index import Consumer, build_index
+from beaminst.graph.validate import validate
 
 ROOT = "ref_AppliedPTransform_AppliedPTransform_1"
 
@@ -336,7 +336,7 @@ def test_multi_output_producers_and_tags():
 
 def test_build_index_is_linear_on_a_long_chain():
     """A 5000-deep chain must not hit the recursion limit anywhere."""
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     rapi = runner_api()
     p = rapi.Pipeline()

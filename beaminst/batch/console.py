@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from beaminst.batch.jobs import FileResult
+from beaminst.commands.humanout import Cell, Human
 from beaminst.errors import printable
-from beaminst.humanout import Cell, Human
 
 if TYPE_CHECKING:  # run imports this module
     from beaminst.batch.run import BatchReport

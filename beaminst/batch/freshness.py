@@ -25,7 +25,7 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from beaminst.cachefs import is_url, list_full
+from beaminst.cache.cachefs import is_url, list_full
 
 if TYPE_CHECKING:  # jobs imports file_stamp from here
     from beaminst.batch.jobs import Job, Outcome
@@ -154,7 +154,7 @@ class Freshness:
         """Merge this run's records into the file (re-read: another run may
         have saved meanwhile) and write it atomically; records of outputs
         that no longer exist are dropped."""
-        from beaminst.protoio import write_atomic
+        from beaminst.model.protoio import write_atomic
 
         if not self._updates:
             return

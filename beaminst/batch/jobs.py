@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypedDict
 
 from beaminst.batch.freshness import file_stamp
-from beaminst.cachefs import filesystem_options
+from beaminst.cache.cachefs import filesystem_options
 from beaminst.errors import BeaminstError, OutputError
 
 
@@ -39,7 +39,7 @@ class Job(_JobOptions):
     mode: str
     options: dict[str, Any]  # RewriteOptions.to_json(), its cache_dir absolute (or a URL)
     rules: dict[str, Any]  # SourceRules.to_json()
-    max_decompressed_bytes: int  # the caller's cap (beaminst.bounded), for workers that did not inherit it
+    max_decompressed_bytes: int  # the caller's cap (beaminst.model.bounded), for workers that did not inherit it
 
 
 class FileResult(TypedDict):
@@ -68,13 +68,13 @@ class Outcome(TypedDict):
 
 
 def _instrument() -> Any:
-    from beaminst.instrument import instrument
+    from beaminst.passes.instrument import instrument
 
     return instrument
 
 
 def _background_caching() -> Any:
-    from beaminst.background_caching import background_caching
+    from beaminst.passes.background_caching import background_caching
 
     return background_caching
 
@@ -119,7 +119,7 @@ def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
     keys that led to nothing, such as a cached binding nobody reads)."""
     start = time.perf_counter()
     try:
-        from beaminst.api import rewrite_file
+        from beaminst.commands.api import rewrite_file
         from beaminst.options import RewriteOptions, SourceRules
 
         try:
@@ -150,7 +150,7 @@ def _apply_cap(cap: int) -> None:
     forkserver (started by an earlier batch, with the environment of then)
     and a runner's worker not at all. Where it already holds, as in the
     caller's own process, the environment is left alone."""
-    from beaminst import bounded
+    from beaminst.model import bounded
 
     if bounded.max_decompressed_bytes() != cap:
         os.environ[bounded.ENV] = str(cap)

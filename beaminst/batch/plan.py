@@ -100,9 +100,9 @@ def plan_batch(spec: BatchSpec) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
     A cache dir URL's filesystem options go into every job."""
-    from beaminst.bounded import max_decompressed_bytes
-    from beaminst.cachedir import scan_cache_dir
-    from beaminst.cachefs import resolve
+    from beaminst.cache.cachedir import scan_cache_dir
+    from beaminst.cache.cachefs import resolve
+    from beaminst.model.bounded import max_decompressed_bytes
 
     src, dest, cache_dir, manifest = spec.src, spec.dest, spec.options.cache_dir, spec.manifest
     root, rels = discover(src)
@@ -118,7 +118,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     remote = {"filesystem_args": list(spec.filesystem_args)} if spec.remote else {}
     manifest_abs = None
     if manifest is not None:
-        from beaminst.manifest import load_manifest
+        from beaminst.analysis.manifest import load_manifest
 
         load_manifest(manifest)  # malformed: one error, not one per file
         manifest_abs = os.path.abspath(manifest)

@@ -52,7 +52,7 @@ def run_local(jobs: list[Job], workers: int, done: Callable[[Outcome], None]) ->
 # file needs it): imported once in the fork server, so each worker starts with
 # them and its first file costs what the later ones do.
 WORKER_PRELOAD = (
-    "beaminst.api", "beaminst.instrument", "beaminst.background_caching", "beaminst.graft",
+    "beaminst.commands.api", "beaminst.passes.instrument", "beaminst.passes.background_caching", "beaminst.graft",
     "google.protobuf.wrappers_pb2",
 )
 
@@ -62,8 +62,8 @@ def preload() -> None:
     fork server did), so no file's time includes it."""
     import importlib
 
-    from beaminst.beamproto import runner_api
     from beaminst.graft import store
+    from beaminst.model.beamproto import runner_api
 
     for module in WORKER_PRELOAD:
         importlib.import_module(module)

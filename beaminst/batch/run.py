@@ -18,7 +18,7 @@ from beaminst.batch.lifecycle import sigterm_as_interrupt
 from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
 from beaminst.batch.spec import BatchSpec
-from beaminst.cachefs import filesystem_options, resolve
+from beaminst.cache.cachefs import filesystem_options, resolve
 from beaminst.errors import BeaminstError
 
 

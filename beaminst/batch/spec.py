@@ -55,7 +55,7 @@ class BatchSpec:
     @property
     def remote(self) -> bool:
         """Whether the cache directory is a URL (its filesystem needs ``pipeline_args``)."""
-        from beaminst.cachefs import is_url
+        from beaminst.cache.cachefs import is_url
 
         return is_url(self.options.cache_dir)
 

@@ -17,7 +17,7 @@ import re
 import shutil
 from collections.abc import Iterable
 
-from beaminst.tempfiles import TEMP_NAME, pid_alive
+from beaminst.model.tempfiles import TEMP_NAME, pid_alive
 
 RESULTS_PREFIX = ".beaminst-batch-results-"
 

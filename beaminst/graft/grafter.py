@@ -23,16 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from beaminst import urns
-from beaminst.cachefs import resolve
-from beaminst.canonical import Signatures, digest
-from beaminst.environments import new_python_environment, python_environment
+from beaminst.cache.cachefs import resolve
+from beaminst.cache.streaming import require_local
 from beaminst.errors import UnsupportedComponentError
+from beaminst.graft.environments import new_python_environment, python_environment
 from beaminst.graft.pickles import rewrite_payload, substitute_in_coder
 from beaminst.graft.store import TemplateStore
 from beaminst.graft.subgraph import Subgraph, template_key
-from beaminst.ids import IdAllocator, allocators_for
-from beaminst.streaming import require_local
+from beaminst.model import urns
+from beaminst.model.canonical import Signatures, digest
+from beaminst.model.ids import IdAllocator, allocators_for
 
 __all__ = ["GraftResult", "Grafter", "Subgraph", "UnsupportedComponentError", "forget_templates", "template_key"]
 
@@ -150,7 +150,7 @@ class Grafter:
         asked, and a template built with ``--trust-pickles`` never serves a
         run without it."""
         if not self.trust_pickles and pc_id not in self._checked:
-            from beaminst.safepickle import check_pcollection
+            from beaminst.model.safepickle import check_pcollection
 
             check_pcollection(self.target.components, pc_id)
             self._checked.add(pc_id)

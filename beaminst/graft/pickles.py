@@ -16,8 +16,8 @@ import functools
 import zlib
 from typing import Any
 
-from beaminst import urns
-from beaminst.beamproto import runner_api
+from beaminst.model import urns
+from beaminst.model.beamproto import runner_api
 
 
 def _decompress(raw: bytes) -> tuple[bytes, str] | None:
@@ -109,7 +109,7 @@ def rewrite_payload(
     urn: str, payload: bytes, old: bytes | None, new: bytes | None, maps: dict[str, dict[str, str]]
 ) -> bytes:
     """Substitute the key and remap the ids held inside a transform payload
-    (:mod:`beaminst.urns` says where they are); table payloads come out
+    (:mod:`beaminst.model.urns` says where they are); table payloads come out
     deterministically serialized, so a clone matches a direct build."""
     if not payload:
         return payload

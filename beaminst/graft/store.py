@@ -36,8 +36,8 @@ import tempfile
 import time
 from typing import Any
 
-from beaminst.beamproto import beam_version, runner_api
 from beaminst.graft.subgraph import Subgraph, piece
+from beaminst.model.beamproto import beam_version, runner_api
 
 ENV = "BEAMINST_TEMPLATE_CACHE"
 FORMAT = 1
@@ -52,7 +52,7 @@ _STALE_TEMP_S = 3600.0
 # an edit to any of them is a new key, so the template is rebuilt
 # (safepickle.py: a stored write also stands for its pickles having passed
 # the check, see Grafter._check_pickles).
-_SOURCES = ("graft/templates.py", "graft/store.py", "labels.py", "ipythonprobe.py", "safepickle.py")
+_SOURCES = ("graft/templates.py", "graft/store.py", "model/labels.py", "graft/ipythonprobe.py", "model/safepickle.py")
 
 
 def store_root() -> str | None:

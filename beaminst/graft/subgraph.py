@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from beaminst import urns
-from beaminst.canonical import Signatures
 from beaminst.graft.pickles import coder_mentions, do_fn_mentions
+from beaminst.model import urns
+from beaminst.model.canonical import Signatures
 
 
 @dataclass(frozen=True)

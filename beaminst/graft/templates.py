@@ -26,10 +26,10 @@ from apache_beam.runners.interactive.caching.streaming_cache import StreamingCac
 from apache_beam.runners.pipeline_context import PipelineContext
 from apache_beam.testing import test_stream
 
-from beaminst import ipythonprobe
 from beaminst.errors import UnsupportedComponentError
+from beaminst.graft import ipythonprobe
 from beaminst.graft.subgraph import Subgraph, piece
-from beaminst.labels import REIFY_BEFORE
+from beaminst.model.labels import REIFY_BEFORE
 
 
 @contextlib.contextmanager
@@ -39,7 +39,7 @@ def scratch_pipeline() -> Iterator[Any]:
     Every new ``Pipeline`` also resets Beam's filesystem options to its own:
     the caller's (a remote cache's endpoint and credentials) are put back, or
     a cache read would validate its files against another server. Building
-    in it imports no IPython (:mod:`beaminst.ipythonprobe`)."""
+    in it imports no IPython (:mod:`beaminst.graft.ipythonprobe`)."""
     from apache_beam.io.filesystems import FileSystems
 
     saved = FileSystems._pipeline_options

@@ -30,12 +30,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from beaminst import urns
-from beaminst.beamproto import runner_api
-from beaminst.canonical import decompress_pickle
-from beaminst.graph import GraphIndex
+from beaminst.analysis.sources import UnboundedSource, find_unbounded_sources
+from beaminst.graph.index import GraphIndex
+from beaminst.model import urns
+from beaminst.model.beamproto import runner_api
+from beaminst.model.canonical import decompress_pickle
 from beaminst.options import SourceRules
-from beaminst.sources import UnboundedSource, find_unbounded_sources
 
 WRITE_CACHE = "WriteCache_"
 REIFY_BEFORE = "ReifyBefore_WriteCache_"

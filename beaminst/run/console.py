@@ -9,8 +9,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
+from beaminst.commands.humanout import Human
 from beaminst.errors import printable
-from beaminst.humanout import Human
 from beaminst.run.job import Job
 from beaminst.run.report import RunReport
 

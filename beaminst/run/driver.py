@@ -17,11 +17,11 @@ import shlex
 import time
 from typing import Any
 
-from beaminst import urns
-from beaminst.api import load
-from beaminst.beamproto import runner_api
-from beaminst.cachefs import filesystem_options, is_url
+from beaminst.cache.cachefs import filesystem_options, is_url
+from beaminst.commands.api import load
 from beaminst.errors import BeaminstError
+from beaminst.model import urns
+from beaminst.model.beamproto import runner_api
 from beaminst.run.capture import CacheWrite, find_cache_writes
 from beaminst.run.job import Job, quiet_sdk_logs
 from beaminst.run.options import RunOptions

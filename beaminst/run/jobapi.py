@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from beaminst import urns
+from beaminst.model import urns
 from beaminst.run.job import ERROR, TERMINAL, UNKNOWN, WARNING, Job
 from beaminst.run.local import RunError, beam_options
 

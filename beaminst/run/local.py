@@ -17,8 +17,8 @@ import threading
 import traceback
 from typing import Any
 
-from beaminst import urns
 from beaminst.errors import BeaminstError
+from beaminst.model import urns
 from beaminst.run.job import ERROR, TERMINAL, WARNING, Job, sdk_errors_as_messages
 
 # URN -> the module whose import registers it for from_runner_api.

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from beaminst.cachefs import is_url, list_full
+from beaminst.cache.cachefs import is_url, list_full
 from beaminst.errors import BeaminstError
 from beaminst.run.capture import CacheWrite
 
@@ -73,7 +73,7 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
         return None, []
     warnings: list[str] = []
     if cache_dir:
-        from beaminst.streaming import require_local
+        from beaminst.cache.streaming import require_local
 
         require_local(cache_dir)  # recordings are StreamingCache files: local only
     chosen = os.path.abspath(cache_dir) if cache_dir else None
@@ -153,7 +153,7 @@ def _size(path: str | None) -> int:
 
 
 def _count_elements(cache_dir: str, key: str) -> int | None:
-    from beaminst.streaming import recorded_events
+    from beaminst.cache.streaming import recorded_events
 
     try:
         events, _missing = recorded_events(cache_dir, [key])

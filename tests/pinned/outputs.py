@@ -59,7 +59,7 @@ def environment() -> str:
 
 
 def structure_digest(data: bytes) -> str:
-    from beaminst.beamproto import runner_api
+    from beaminst.model.beamproto import runner_api
 
     p = runner_api().Pipeline.FromString(data)
     for t in p.components.transforms.values():

@@ -1,0 +1,1 @@
+"""The analysis: manifests, unbounded sources, cache keys, and what each PCollection is."""

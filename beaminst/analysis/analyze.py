@@ -1,0 +1,209 @@
+"""The analysis stage: what Interactive Beam would see in a saved pipeline.
+
+:func:`analyze` is a pure function of (indexed proto, manifest, cache dir
+state, unbounded-source rules: :class:`~beaminst.options.SourceRules`). It
+returns a plain :class:`Analysis` value that ``analyze`` prints and that
+``instrument`` / ``background-caching`` plan from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.analysis.cachekeys import ContentDigests, content_digests
+from beaminst.analysis.manifest import Manifest, resolve_bindings
+from beaminst.analysis.sources import UnboundedSource, find_unbounded_sources, under_source
+from beaminst.cache.cachedir import CacheDir
+from beaminst.graph.index import GraphIndex
+from beaminst.model.beamproto import runner_api
+from beaminst.options import SourceRules
+
+
+@dataclass(frozen=True)
+class Cacheable:
+    pcollection: str
+    var: str
+    cache_key: str
+    synthetic: bool  # bound by beaminst to an unbound unbounded-source output
+    computed: bool
+    cached: bool
+    under_source: bool  # produced inside an unbounded source: never written
+    reused: bool = False  # computed only because its complete cache exists (--reuse)
+
+
+@dataclass(frozen=True)
+class PCollectionInfo:
+    id: str
+    producer: str  # unique_name
+    producer_id: str
+    tag: str
+    is_bounded: bool
+    var: str | None
+    cache_key: str | None
+    cached: bool
+    computed: bool
+
+    @property
+    def beam_str(self) -> str:
+        """Beam's ``str(pcoll)``: the key of ``pcoll_to_pcoll_id``."""
+        tag = None if self.tag == "None" else self.tag
+        return f"PCollection[{self.producer}.{tag}]"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    index: GraphIndex
+    digests: ContentDigests
+    pcollections: dict[str, PCollectionInfo]
+    cacheables: dict[str, Cacheable]  # by PCollection id, in manifest order
+    unbounded_sources: tuple[UnboundedSource, ...]
+    cache: CacheDir
+    manifest_source: str = "<manifest>"  # for errors about bindings found later
+
+    @property
+    def has_unbounded_sources(self) -> bool:
+        return bool(self.unbounded_sources)
+
+    @property
+    def streaming_cache(self) -> bool:
+        """Beam switches to its StreamingCache when there are unbounded sources."""
+        return self.has_unbounded_sources
+
+    @property
+    def warnings(self) -> list[str]:
+        """What would otherwise pass silently as "recompute everything": a
+        cache directory that is not there, a computed variable with nothing
+        complete to read back."""
+        out = []
+        path = self.cache.path
+        if path is not None and not self.cache.exists:
+            out.append(
+                f"cache directory {path!r} does not exist: nothing is read from it, every binding is computed "
+                "and written (the pipeline creates it)"
+            )
+        source_outputs = {pc for s in self.unbounded_sources for pc in s.outputs.values()}
+        for c in self.cacheables.values():
+            if not c.computed or c.cached or c.synthetic or c.pcollection in source_outputs:
+                continue  # a source output is replayed from its recording, computed or not
+            if path is None:
+                why = "there is no --cache-dir to read it from"
+            elif any(stem.startswith(c.cache_key) for stem in self.cache.partial):
+                why = f"its cache {c.cache_key!r} is incomplete (shards missing)"
+            elif self.cache.exists:
+                why = f"{path!r} holds no complete cache under its key {c.cache_key!r}"
+            else:
+                continue  # said once, above
+            out.append(f"{c.var!r} is listed as computed, but {why}: it is recomputed and written")
+        if not self.unbounded_sources:
+            unbounded = [pc for pc, i in self.pcollections.items() if not i.is_bounded]
+            if unbounded:
+                out.append(
+                    f"{len(unbounded)} PCollection(s) are UNBOUNDED ({', '.join(sorted(unbounded)[:3])}"
+                    f"{', ...' if len(unbounded) > 3 else ''}) but no unbounded source was recognised: instrument "
+                    "will refuse; name the source's URN with --unbounded-urn, or pass --infer-unbounded"
+                )
+        return out
+
+    def pcoll_to_pcoll_id(self) -> dict[str, str]:
+        """The proto-side counterpart of Beam's ``pipeline_instrument.pcoll_to_pcoll_id``."""
+        return {info.beam_str: pc for pc, info in self.pcollections.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pcollections": {
+                pc: {
+                    "producer": i.producer,
+                    "producer_id": i.producer_id,
+                    "tag": i.tag,
+                    "is_bounded": i.is_bounded,
+                    "var": i.var,
+                    "cache_key": i.cache_key,
+                    "cached": i.cached,
+                    "computed": i.computed,
+                }
+                for pc, i in sorted(self.pcollections.items())
+            },
+            "cacheables": {
+                pc: {
+                    "var": c.var,
+                    "cache_key": c.cache_key,
+                    "synthetic": c.synthetic,
+                    "cached": c.cached,
+                    "computed": c.computed,
+                }
+                for pc, c in self.cacheables.items()
+            },
+            "unbounded_sources": [
+                {
+                    "transform_id": s.transform_id,
+                    "unique_name": s.unique_name,
+                    "urn": s.urn,
+                    "outputs": dict(sorted(s.outputs.items())),
+                    "rule": s.rule,
+                }
+                for s in self.unbounded_sources
+            ],
+            "has_unbounded_sources": self.has_unbounded_sources,
+            "cache_dir": self.cache.path,
+            "cache_problems": list(self.cache.problems),
+            "warnings": self.warnings,
+        }
+
+
+def analyze(
+    index: GraphIndex,
+    manifest: Manifest,
+    cache: CacheDir,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    reuse: bool = False,
+) -> Analysis:
+    """Run the analysis stage. Linear in the size of the pipeline.
+
+    ``rules`` say which transforms are unbounded sources beyond Beam's own
+    rule (:mod:`beaminst.analysis.sources`). With ``reuse`` (or ``"computed":
+    "auto"`` in the manifest) every binding whose complete cache exists under
+    its content-derived key counts as computed: keys change with everything
+    upstream, so after an edit only what lies downstream of it misses the
+    cache and recomputes."""
+    reuse = reuse or manifest.reuse
+    digests = content_digests(index)
+    resolved = resolve_bindings(manifest, index)
+    sources = find_unbounded_sources(index, rules)
+    source_ids = {s.transform_id for s in sources}
+    streaming = bool(sources)
+
+    def cacheable(pc: str, var: str, explicit_key: str | None, synthetic: bool, computed: bool) -> Cacheable:
+        key = explicit_key or digests.key_for(var, pc, index.producer[pc])
+        cached = cache.is_cached(key, streaming)
+        reused = reuse and cached and not computed and not synthetic
+        return Cacheable(
+            pc, var, key, synthetic, computed or reused, cached,
+            under_source(index, index.producer[pc], source_ids), reused,
+        )
+
+    cacheables: dict[str, Cacheable] = {}
+    for b in resolved.by_var.values():
+        cacheables[b.pcollection] = cacheable(b.pcollection, b.var, b.cache_key, False, b.computed)
+    # Beam's utils.watch_sources: every unbound source output gets a variable.
+    for s in sources:
+        for pc in s.outputs.values():
+            if pc not in cacheables:
+                cacheables[pc] = cacheable(pc, digests.synthetic_var(pc), None, True, False)
+
+    unbounded = runner_api().IsBounded.UNBOUNDED
+    infos = {}
+    for pc, tid in index.producer.items():
+        c = cacheables.get(pc)
+        infos[pc] = PCollectionInfo(
+            id=pc,
+            producer=index.transforms[tid].unique_name,
+            producer_id=tid,
+            tag=index.producer_tag(pc),
+            is_bounded=index.pcollections[pc].is_bounded != unbounded,
+            var=c.var if c else None,
+            cache_key=c.cache_key if c else None,
+            cached=c.cached if c else False,
+            computed=c.computed if c else False,
+        )
+    return Analysis(index, digests, infos, cacheables, sources, cache, manifest.source)

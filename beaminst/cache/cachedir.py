@@ -1,0 +1,169 @@
+"""Reading the state of a cache directory, in Beam's on-disk layouts.
+
+* ``FileBasedCacheManager`` (bounded pipelines) writes ``full/<key>-SSSSS-of-NNNNN``
+  text shards (bz2, base64 lines). A key is cached when its shard set is
+  complete; Beam's ``exists`` accepts any matching file, beaminst also
+  refuses partial shard sets (a crashed write) so they are rewritten.
+* ``StreamingCache`` (pipelines with unbounded sources) writes one file
+  ``full/<key>`` of TestStream file records.
+
+The directory is listed once; lookups are then constant time. A URL
+(``gs://``, ``s3://``...) is listed through Beam's ``FileSystems``
+(:mod:`beaminst.cache.cachefs`), the same way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from beaminst.cache import cachefs
+from beaminst.errors import CacheDirError
+
+_SHARD = re.compile(r"^(?P<key>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
+
+
+@dataclass(frozen=True)
+class CacheDir:
+    path: str | None
+    complete: tuple[str, ...] = ()  # sorted shard-set stems with every shard present
+    partial: frozenset[str] = frozenset()  # stems with some shards missing
+    streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
+    problems: tuple[str, ...] = field(default=())
+    exists: bool = True  # False: a local path not created yet (a typo, or a first run)
+
+    def is_cached(self, key: str, streaming: bool) -> bool:
+        if streaming:
+            return key in self.streaming
+        # Beam globs '<key>*-*-of-*': any complete stem that starts with the key
+        # (its own test writer names shards '<key>.-00000-of-00001').
+        i = bisect.bisect_left(self.complete, key)
+        return i < len(self.complete) and self.complete[i].startswith(key)
+
+    @property
+    def remote(self) -> bool:
+        """On a Beam filesystem URL rather than a local path."""
+        return cachefs.is_url(self.path)
+
+    def full_dir(self) -> str:
+        assert self.path is not None
+        return cachefs.join(self.path, "full")
+
+
+def scan_cache_dir(path: str | None) -> CacheDir:
+    """List ``path/full`` once. A missing directory is an empty cache."""
+    if path is None:
+        return CacheDir(None)
+    if not path:
+        raise CacheDirError("the cache directory path is empty", "--cache-dir")
+    if cachefs.is_url(path):
+        # Object stores hold files only: every entry is a candidate cache file.
+        return _classify(path, [e.name for e in cachefs.list_full(path) if not e.name.startswith(".")], [])
+    if os.path.lexists(path) and not os.path.exists(path):
+        raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CacheDirError("--cache-dir names a file, not a directory", path)
+    if not os.path.exists(path):
+        _check_creatable(path)
+        return CacheDir(path, exists=False)
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise CacheDirError("permission denied reading the cache directory", path)
+    full = os.path.join(path, "full")
+    if os.path.lexists(full) and not os.path.exists(full):
+        raise CacheDirError(f"full is a symbolic link to {os.readlink(full)}, which does not exist", path)
+    if not os.path.exists(full):
+        return CacheDir(path, problems=_looks_like_full(path))
+    if not os.path.isdir(full):
+        raise CacheDirError("full is not a directory", path)
+    try:
+        with os.scandir(full) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        raise CacheDirError("permission denied listing full/", path) from None
+    except OSError as e:
+        raise CacheDirError(f"cannot list full/: {e.strerror or e}", path) from None
+    if not os.access(full, os.R_OK | os.X_OK):
+        raise CacheDirError("permission denied reading full/", path)
+    names: list[str] = []
+    problems: list[str] = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
+            continue
+        if not _is_regular_file(entry, path):
+            # Beam writes only files here: a directory or a dangling link with a
+            # cache file's name is not a cache (and Beam's reader finds no file).
+            problems.append(f"full/{name}: not a regular file, ignored")
+            continue
+        names.append(name)
+    return _classify(path, names, problems)
+
+
+def _looks_like_full(path: str) -> tuple[str, ...]:
+    """A --cache-dir one level too deep (``cache/full``) holds the shards
+    directly: every key then reads as missing, silently."""
+    try:
+        with os.scandir(path) as it:
+            shard = next((e.name for e in it if _SHARD.match(e.name)), None)
+    except OSError:
+        return ()
+    if shard is None:
+        return ()
+    parent = os.path.dirname(os.path.abspath(path))
+    return (
+        f"{path!r} holds cache shards ({shard}) but no full/ directory: it looks like the full/ directory "
+        f"itself; pass its parent, --cache-dir {parent}",
+    )
+
+
+def _classify(path: str, names: list[str], problems: list[str]) -> CacheDir:
+    """The cache state the file names of ``full/`` make."""
+    shards: dict[str, tuple[int, set[int]]] = {}
+    streaming = set()
+    for name in names:
+        m = _SHARD.match(name)
+        if m:
+            total = int(m["total"])
+            seen_total, seen = shards.setdefault(m["key"], (total, set()))
+            if seen_total != total:
+                problems.append(f"{m['key']}: shards disagree on their count")
+            seen.add(int(m["shard"]))
+        else:
+            streaming.add(name)
+    complete, partial = set(), set()
+    for key, (total, seen) in shards.items():
+        # seen == {0, ..., total-1}, without materialising a range a junk
+        # file name like 'k-0-of-99999999999999999999' would make huge.
+        (complete if len(seen) == total and max(seen) < total else partial).add(key)
+    problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
+    return CacheDir(path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems))
+
+
+def _check_creatable(path: str) -> None:
+    """A missing cache directory is an empty cache, created when the pipeline
+    runs: fail now if it never can be (an ancestor is a file)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise CacheDirError(f"cannot be created: {parent} is not a directory", path)
+
+
+def _is_regular_file(entry: os.DirEntry[str], cache_dir: str) -> bool:
+    """Whether ``entry`` (links followed) is a regular file. A FIFO, socket or
+    device is an error: opening it to look for a recording would block, or
+    read a device. Costs no system call for plain files and directories."""
+    try:
+        if entry.is_file():
+            return True
+        if entry.is_dir():
+            return False
+        mode = os.stat(entry.path).st_mode
+    except OSError:
+        return False  # a dangling link, or an entry that vanished
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # pragma: no cover - raced with a rename
+        return stat.S_ISREG(mode)
+    raise CacheDirError(f"full/{entry.name} is not a regular file (a FIFO, socket or device)", cache_dir)

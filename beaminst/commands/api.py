@@ -1,0 +1,231 @@
+"""The library API the CLI is a thin shell over; tests call it directly."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.analysis.analyze import Analysis, analyze
+from beaminst.analysis.manifest import load_manifest
+from beaminst.cache.cachedir import scan_cache_dir
+from beaminst.errors import BeaminstError
+from beaminst.graph.index import GraphIndex
+from beaminst.graph.validate import validate
+from beaminst.model.protoio import STDIO, Format, load_pipeline
+from beaminst.options import RewriteOptions, SourceRules
+
+
+@dataclass(frozen=True)
+class Loaded:
+    proto: Any
+    format: Format
+    index: GraphIndex
+    source: str
+
+
+def load(path: str, source: str | None = None) -> Loaded:
+    """Load and validate a pipeline file; errors name the file (or ``source``)."""
+    source = source or ("<stdin>" if path == STDIO else path)
+    try:
+        proto, fmt = load_pipeline(path)
+        index = validate(proto)
+    except BeaminstError as e:
+        raise e.with_source(source) from None
+    return Loaded(proto, fmt, index, source)
+
+
+def analyze_files(
+    pipeline_path: str,
+    manifest_path: str | None = None,
+    cache_dir: str | None = None,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    reuse: bool = False,
+) -> Analysis:
+    """``beaminst analyze``: load and validate the pipeline, read the manifest
+    and the state of ``cache_dir``, and analyze (:func:`beaminst.analysis.analyze.analyze`);
+    ``rules`` say which transforms are unbounded sources beyond Beam's own."""
+    loaded = load(pipeline_path)
+    manifest = load_manifest(manifest_path)
+    cache = scan_cache_dir(cache_dir)
+    return analyze(loaded.index, manifest, cache, rules, reuse)
+
+
+# A rewriting pass: instrument.instrument or background_caching.background_caching.
+Pass = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
+
+
+@dataclass(frozen=True)
+class Rewritten:
+    """One file rewritten: the analysis the pass planned from, and the pass's
+    report (with the output's path and format)."""
+
+    analysis: Analysis
+    report: Any
+
+
+def instrument_files(
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    output_format: str | None = None,
+    reuse: bool = False,
+) -> Any:
+    """``beaminst instrument``: analyze (from ``options.cache_dir``), instrument,
+    validate, write atomically; returns the report."""
+    from beaminst.passes.instrument import instrument
+
+    return rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse).report
+
+
+def background_caching_files(
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    output_format: str | None = None,
+) -> Any:
+    """``beaminst background-caching``: analyze, cut to sources + capture
+    writes, validate, write atomically (nothing is written on error);
+    returns the report."""
+    from beaminst.passes.background_caching import background_caching
+
+    return rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format).report
+
+
+def rewrite_file(
+    rewrite: Pass,
+    pipeline_path: str,
+    output: str,
+    manifest_path: str | None,
+    options: RewriteOptions,
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+    output_format: str | None = None,
+    reuse: bool = False,
+) -> Rewritten:
+    """The shell both rewriting commands (and every ``batch`` job) share:
+    check the output can be written, analyze, run the pass, save atomically.
+    Returns the analysis with the report, so a caller that needs more of it
+    (batch records every cache key it saw) does not analyze twice."""
+    from beaminst.model.protoio import output_format as choose_format
+    from beaminst.model.protoio import save_pipeline
+
+    fmt = choose_format(output, output_format)  # fail on a bad format before any work
+    check_output_path(output, (pipeline_path, manifest_path))
+    analysis = analyze_files(pipeline_path, manifest_path, options.cache_dir, rules, reuse)
+    try:
+        out, report = rewrite(analysis, options)
+    except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
+        raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
+    report.format = save_pipeline(out, output, fmt)
+    report.output = output  # "-" for stdout, as the user spelled it
+    return Rewritten(analysis, report)
+
+
+def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:
+    """Fail before any work when ``output`` can never be written, or is one
+    of ``inputs`` under any name (the path itself, a symlink or a hard link:
+    the same device and inode), which the rename would replace."""
+    import os
+
+    from beaminst.errors import OutputError
+
+    if output == STDIO:
+        return
+    for path in inputs:
+        if path and path != STDIO and _same_file(output, path):
+            raise OutputError(f"is the same file as the input {path}; an output never replaces an input", output)
+    if os.path.isdir(output):
+        raise OutputError("is a directory, expected an output file path", output)
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise OutputError(f"output directory {directory} does not exist", output)
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"output directory {directory} is not writable", output)
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        sa, sb = os.stat(a), os.stat(b)  # both follow symlinks
+    except (OSError, ValueError):  # a missing output, an embedded NUL
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def diff_files(
+    before_path: str, after_path: str, show_payloads: bool = False, sources: tuple[str | None, str | None] = (None, None)
+) -> Any:
+    """``beaminst diff``: load and validate both pipelines, then diff them by
+    meaning. ``/dev/null`` is the empty pipeline, as for diff(1) and git (an
+    added or deleted file); ``sources`` name the sides instead of the paths."""
+    from beaminst.commands.diff import diff_indexes
+
+    with paused_gc():
+        before, after = (_diff_side(p, s) for p, s in zip((before_path, after_path), sources, strict=True))
+        return diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while a pipeline pair is indexed and
+    matched: that builds hundreds of thousands of objects and no cycles, and
+    each full collection rescans all of them (from 5,000 to 20,000 transforms
+    the collector's time grew 6 to 10x, the diff's own 4x)."""
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _diff_side(path: str, source: str | None) -> Loaded:
+    import os
+
+    if path != os.devnull:
+        return load(path, source)
+    from beaminst.graph.index import build_index
+    from beaminst.model.beamproto import runner_api
+
+    empty = runner_api().Pipeline()  # not valid (no root), but nothing in it to check
+    return Loaded(empty, "binary", build_index(empty), source or path)
+
+
+def graph_files(
+    pipeline_path: str,
+    output: str = STDIO,
+    fmt: str | None = None,
+    manifest_path: str | None = None,
+    against_path: str | None = None,
+    depth: int | None = None,
+    expand_cache: bool = False,
+) -> str:
+    """``beaminst graph``: draw a pipeline (DOT, or SVG/PNG through Graphviz),
+    written atomically; returns the format written. With ``against_path`` the
+    manifest describes that original pipeline (the one instrumented).
+    Composites at level ``depth`` and the grafted cache subgraphs (unless
+    ``expand_cache``) are drawn as one node each."""
+    from beaminst.commands import render
+    from beaminst.model.protoio import write_atomic
+
+    chosen = render.graph_format(output, fmt)
+    if chosen != "dot":
+        render.require_graphviz(chosen)  # before any work
+    check_output_path(output, (pipeline_path, against_path, manifest_path))
+    loaded = load(pipeline_path)
+    original = load(against_path) if against_path else None
+    manifest = load_manifest(manifest_path)
+    variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
+    title = loaded.source if original is None else f"{loaded.source} against {original.source}"
+    dot = render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
+    write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
+    return chosen

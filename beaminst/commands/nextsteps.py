@@ -1,0 +1,94 @@
+"""The command that comes next in the interactive loop, spelled with the
+user's own paths: analyze -> instrument (or background-caching) -> run ->
+show, and instrument --reuse after an edit."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from beaminst.options import SourceRules
+
+if TYPE_CHECKING:
+    from beaminst.analysis.analyze import Analysis
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """How the user named the inputs, to spell the commands that follow."""
+
+    pipeline: str
+    manifest: str | None
+    cache_dir: str | None
+    rules: SourceRules = SourceRules()  # spelled back as --unbounded-urn / --infer-unbounded
+
+    def inputs(self, cache: bool = True) -> str:
+        parts = [self.pipeline if self.pipeline != "-" else "PIPELINE"]
+        if self.manifest:
+            parts += ["-m", self.manifest if self.manifest != "-" else "MANIFEST"]
+        if cache:
+            # A real name, not a placeholder: copied as printed, it works.
+            parts += ["--cache-dir", self.cache_dir or "beaminst-cache"]
+        for urn in self.rules.urns:
+            parts += ["--unbounded-urn", urn]
+        if self.rules.infer:
+            parts.append("--infer-unbounded")
+        return " ".join(shlex.quote(p) for p in parts)
+
+    def output(self, suffix: str) -> str:
+        if self.pipeline == "-":
+            return f"pipeline.{suffix}.pb"
+        # In the working directory: the input's may be read-only (a checkout, a mount).
+        stem = os.path.splitext(os.path.basename(self.pipeline))[0]
+        return shlex.quote(f"{stem}.{suffix}.pb")
+
+
+def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
+    """After ``analyze``: bind something, record the sources, or instrument."""
+    bound = [c for c in analysis.cacheables.values() if not c.synthetic]
+    if not bound and not analysis.unbounded_sources:
+        return [
+            "bind PCollections to variables in a manifest (README: the manifest), then: "
+            f"beaminst analyze {how.inputs(cache=False)} -m bindings.json"
+        ]
+    steps = []
+    source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
+    if source_outputs and not all(analysis.cacheables[pc].cached for pc in source_outputs):
+        out = how.output("record")
+        steps.append(f"beaminst background-caching {how.inputs()} -o {out} && beaminst run {out}")
+    steps.append(f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}")
+    return steps
+
+
+def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
+    """After ``instrument``: run it, then look at what it cached."""
+    if output == "-":
+        # Where stdout went is unknown here; a guessed name could run a stale file.
+        steps = ["beaminst run FILE  # FILE: where you saved the proto from stdout"]
+    else:
+        steps = [f"beaminst run {shlex.quote(output or how.output('instrumented'))}"]
+    shown = writes or ([] if not cached else ["VAR"])
+    if shown:
+        steps.append(f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}")
+    return steps
+
+
+def after_background_caching(how: Invocation, output: str | None) -> list[str]:
+    """After ``background-caching``: record, then replay the recording."""
+    target = "FILE" if output == "-" else shlex.quote(output or how.output("record"))
+    return [
+        f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
+        f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",
+    ]
+
+
+
+def after_batch(mode: str, outputs: list[str]) -> list[str]:
+    """After ``batch``: run what it wrote (the first, as an example)."""
+    if not outputs:
+        return []
+    what = "records its sources" if mode == "background-caching" else "runs it"
+    others = f", and so on for the other {len(outputs) - 1}" if len(outputs) > 1 else ""
+    return [f"beaminst run {shlex.quote(sorted(outputs)[0])}  # {what}{others}"]

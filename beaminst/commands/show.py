@@ -1,0 +1,159 @@
+"""``beaminst show``: the cached elements of bound variables, as ``ib.show``
+and ``ib.collect`` give them, from a process that did not write them.
+
+A variable is named as in the manifest (or ``synthetic_var_...`` for an
+unbound source output, as ``analyze`` shows it); its cache key comes from the
+analysis, its layout from what is on disk (:func:`beaminst.commands.elements.locate`).
+A variable with no cache is reported with the commands that make one; when
+none of the requested variables has one, that is the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from beaminst.analysis.analyze import Analysis
+from beaminst.analysis.suggest import did_you_mean
+from beaminst.commands.nextsteps import Invocation
+from beaminst.errors import BeaminstError, printable
+from beaminst.options import SourceRules
+
+
+class NothingCachedError(BeaminstError):
+    """None of the requested variables has a cache."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    pcollection: str
+    cache_key: str
+    layout: str | None  # beaminst.commands.elements.SHARDS / RECORDING; None: no cache
+    files: tuple[str, ...]  # relative to the cache directory, in reading order
+    source_output: bool  # an unbounded source's output: recorded by background caching
+    partial: bool  # only an incomplete shard set (a crashed write)
+
+    @property
+    def title(self) -> str:
+        from beaminst.commands.elements import LAYOUT_NAMES
+
+        return f"{self.name} ({LAYOUT_NAMES.get(self.layout or '', 'no cache')})"
+
+
+@dataclass(frozen=True)
+class ShowPlan:
+    proto: Any
+    cache_dir: str
+    variables: tuple[Variable, ...]  # in the order asked, duplicates dropped
+    notes: tuple[str, ...]  # one line each: variables with no cache and how to make one
+
+    @property
+    def cached(self) -> tuple[Variable, ...]:
+        return tuple(v for v in self.variables if v.layout is not None)
+
+
+def plan_show(
+    pipeline_path: str,
+    manifest_path: str | None,
+    cache_dir: str,
+    names: Iterable[str],
+    rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
+) -> ShowPlan:
+    """Resolve ``names`` to their caches (the analysis finds unbounded
+    sources by ``rules``). Raises on an unknown name (with a suggestion) and
+    when none of them has a cache (with how to make one)."""
+    from beaminst.commands.api import analyze_files
+
+    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
+    how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
+    variables = tuple(resolve(analysis, list(dict.fromkeys(names))))
+    missing = [v for v in variables if v.layout is None]
+    if len(missing) == len(variables):
+        raise NothingCachedError(_no_cache(missing, how), cache_dir)
+    notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how)}") for v in missing)
+    return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
+
+
+def resolve(analysis: Analysis, names: list[str]) -> list[Variable]:
+    """The variables ``names`` name, each with where its cache is."""
+    from beaminst.commands.elements import locate
+
+    by_var = {c.var: c for c in analysis.cacheables.values()}
+    for name in names:
+        if name not in by_var:
+            raise BeaminstError(_unknown(name, analysis), analysis.manifest_source)
+    source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
+    out = []
+    for name in names:
+        c = by_var[name]
+        layout, files = locate(analysis.cache, c.cache_key, analysis.streaming_cache)
+        partial = any(stem.startswith(c.cache_key) for stem in analysis.cache.partial)
+        out.append(Variable(name, c.pcollection, c.cache_key, layout, files, c.pcollection in source_outputs, partial))
+    return out
+
+
+def _unknown(name: str, analysis: Analysis) -> str:
+    bound = sorted(c.var for c in analysis.cacheables.values() if not c.synthetic)
+    synthetic = sorted(c.var for c in analysis.cacheables.values() if c.synthetic)
+    hint = did_you_mean(name, bound + synthetic)
+    known = ", ".join(bound) if bound else "none"
+    if synthetic:
+        known += f"; synthetic source variables: {', '.join(synthetic)}"
+    return f"no variable {name!r}{hint} (variables: {known})"
+
+
+def _no_cache(variables: list[Variable], how: Invocation) -> str:
+    """One line: which variables have no cache, and the commands that make one."""
+    names = ", ".join(repr(v.name) for v in variables)
+    state = "only a partial shard set" if all(v.partial for v in variables) else "no cache"
+    record = [v.name for v in variables if v.source_output]
+    write = [v.name for v in variables if not v.source_output]
+    steps = []
+    if record:
+        out = how.output("record")
+        steps.append(f"beaminst background-caching {how.inputs()} -o {out} && beaminst run {out}"
+                     + (f" (records {', '.join(record)})" if write else ""))
+    if write:
+        out = how.output("instrumented")
+        steps.append(f"beaminst instrument {how.inputs()} -o {out} && beaminst run {out}"
+                     + (f" (writes {', '.join(write)})" if record else ""))
+    keys = ", ".join(v.cache_key for v in variables)
+    return f"{names} {'has' if len(variables) == 1 else 'have'} {state} (key {keys}); make one with: {'; then '.join(steps)}"
+
+
+def write_show(
+    plan: ShowPlan,
+    mode: str,
+    limit: int | None,
+    window_info: bool,
+    trust_pickles: bool,
+    out: TextIO,
+    console: Callable[[], Any],
+    note: Callable[[str], None],
+) -> None:
+    """Print every cached variable of ``plan`` in ``mode`` (``showformat.TABLE``,
+    ``PLAIN``, ``JSON``, ``CSV``): at most ``limit`` elements each, counting
+    the rest. Outside the table, a variable cut short by ``limit`` is
+    ``note``d with its total."""
+    from beaminst.commands import showformat
+    from beaminst.commands.elements import open_elements
+
+    # Several variables asked for: each line names its own (as grep names files).
+    prefix = len(plan.variables) > 1
+    writer = None if mode == showformat.TABLE else showformat.LineWriter(out, mode, window_info, prefix)
+    for v in plan.cached:
+        assert v.layout is not None
+        elements = open_elements(plan.proto, v.pcollection, plan.cache_dir, v.layout, v.files, trust_pickles)
+        section = showformat.Section(v.name, v.title, elements.take(limit))
+        try:
+            if writer is None:
+                showformat.print_table(console(), section, window_info, lambda e=elements: e.total or 0)
+            else:
+                shown = writer.write(section)
+                total = elements.total or 0
+                if shown < total:
+                    note(printable(f"{v.name}: showed {shown} of {total} elements (--limit)"))
+        except RecursionError:
+            raise BeaminstError(f"{v.name}: an element nests too deeply to show", plan.cache_dir) from None

@@ -1,0 +1,210 @@
+"""Which environment grafted Python transforms run in, and which SDK version it is.
+
+Beam's cache transforms are Python DoFns and coders. They must run where the
+pipeline's other Python transforms run: the same container image, the same
+staged artifacts, the same capabilities and resource hints, so they go into
+the pipeline's own Python SDK environment, never a copy of the one the
+installed SDK builds its templates with. A pipeline with no Python
+environment (every transform from another SDK) gets one for the installed
+Beam, built by Beam's own ``Environment.from_options`` (Docker by default,
+``--environment-type`` / ``--environment-config`` as Beam spells them).
+
+Nothing here imports the Beam SDK except :func:`new_python_environment`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from beaminst.errors import BeaminstError
+from beaminst.model import urns
+
+_PYTHON_FUNCTIONS = frozenset({
+    urns.PICKLED_DOFN, urns.PICKLED_COMBINE_FN, urns.PICKLED_WINDOW_FN,
+    "beam:dofn:pickled_python:v1", "beam:combinefn:packed_python:v1", "beam:source:pickled_python:v1",
+    "beam:dofn:python_key_with_none:v1",
+})
+_PYTHON_ENV_URNS = frozenset({
+    urns.ENV_DEFAULT, urns.ENV_EMBEDDED, "beam:env:embedded_python_grpc:v1",
+    "beam:env:embedded_python_loopback:v1", "beam:env:harness_subprocess_python:v1",
+})
+# apache/beam_python3.11_sdk:2.77.0, gcr.io/.../beam_python3.10_sdk:2.71.0rc1, ...
+_PYTHON_IMAGE = re.compile(r"beam_python\d+(?:\.\d+)?_sdk(?::(?P<tag>[^@/\s]+))?")
+_VERSION = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?")
+
+
+def _function_urns(t: Any) -> set[str]:
+    """URNs of the functions a transform carries (its DoFn, CombineFn, ...)."""
+    urn = t.spec.urn
+    if urn == urns.PICKLED_TRANSFORM:
+        return {urn}
+    try:
+        msg = urns.parse_payload(urn, t.spec.payload) if t.spec.payload else None
+    except ValueError:
+        return set()
+    if msg is None:
+        return set()
+    out = set()
+    for field in ("do_fn", "combine_fn", "window_fn", "source"):
+        if field in msg.DESCRIPTOR.fields_by_name and msg.HasField(field):
+            out.add(getattr(msg, field).urn)
+    return out
+
+
+def _is_python_transform(t: Any) -> bool:
+    found = _function_urns(t)
+    return urns.PICKLED_TRANSFORM in found or bool(found & _PYTHON_FUNCTIONS)
+
+
+def says_python(env: Any) -> bool:
+    """An environment that declares itself a Python SDK's."""
+    if env.urn in _PYTHON_ENV_URNS:
+        return True
+    if any(c.startswith(urns.SDK_BASE_CAPABILITY) and "beam_python" in c for c in env.capabilities):
+        return True
+    return env.urn == urns.ENV_DOCKER and _PYTHON_IMAGE.search(_docker_image(env) or "") is not None
+
+
+def python_environment(pipeline: Any) -> str | None:
+    """The id of the environment the pipeline's Python transforms use: the one
+    most of them name (ties: the smallest id); else an environment that says
+    it is Python's; None when there is none."""
+    c = pipeline.components
+    counts: Counter[str] = Counter(
+        t.environment_id for t in c.transforms.values() if t.environment_id in c.environments and _is_python_transform(t)
+    )
+    counts.update(
+        ws.environment_id for ws in c.windowing_strategies.values()
+        if ws.environment_id in c.environments and ws.window_fn.urn == urns.PICKLED_WINDOW_FN
+    )
+    if counts:
+        return min(counts, key=lambda e: (-counts[e], e))
+    for eid in sorted(c.environments):
+        if says_python(c.environments[eid]):
+            return eid
+    return None
+
+
+def _docker_image(env: Any) -> str | None:
+    if env.urn != urns.ENV_DOCKER:
+        return None
+    from beaminst.model.beamproto import runner_api
+
+    try:
+        return runner_api().DockerPayload.FromString(env.payload).container_image
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True, order=True)
+class SdkVersion:
+    major: int
+    minor: int
+    patch: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SdkVersion | None:
+        m = _VERSION.match(text.strip())
+        if m is None:
+            return None
+        return cls(int(m["major"]), int(m["minor"]), int(m["patch"] or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
+    """The Python SDK version an environment says it runs, and where it says
+    so: a ``beam:version:sdk_base:<image>`` capability, else a Docker image
+    tag. None when it says nothing (the placeholder ``beam:env:default:v1``,
+    an external worker pool, a process command)."""
+    for cap in env.capabilities:
+        if cap.startswith(urns.SDK_BASE_CAPABILITY):
+            m = _PYTHON_IMAGE.search(cap[len(urns.SDK_BASE_CAPABILITY):])
+            version = SdkVersion.parse(m["tag"]) if m and m["tag"] else None
+            if version is not None:
+                return version, f"capability {cap}"
+    image = _docker_image(env)
+    if image:
+        m = _PYTHON_IMAGE.search(image)
+        version = SdkVersion.parse(m["tag"]) if m and m["tag"] else None
+        if version is not None:
+            return version, f"container image {image}"
+    return None
+
+
+def new_python_environment(environment_type: str | None, environment_config: str | None) -> Any:
+    """A Python SDK environment for the installed Beam, as Beam's
+    ``Environment.from_options`` builds it (capabilities, artifacts and all)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+    from apache_beam.runners.pipeline_context import PipelineContext
+    from apache_beam.transforms import environments
+
+    args = [f"--environment_type={environment_type or 'DOCKER'}"]
+    if environment_config:
+        args.append(f"--environment_config={environment_config}")
+    if (environment_type or "DOCKER").upper() in ("LOOPBACK", "EMBEDDED"):
+        raise BeaminstError(
+            f"--environment-type {environment_type} only exists while a runner process is alive; "
+            "use DOCKER, PROCESS or EXTERNAL for a saved pipeline"
+        )
+    try:
+        env = environments.Environment.from_options(PipelineOptions(args).view_as(PortableOptions))
+    except Exception as e:
+        raise BeaminstError(f"cannot build a Python SDK environment from --environment-type/--environment-config: {e}") from None
+    return env.to_runner_api(PipelineContext())
+
+
+# The oldest Python SDK worker that loads the cache transforms the installed
+# Beam builds (measured: see the README's "Worker SDK versions").
+OLDEST_WORKER = SdkVersion(2, 68)
+
+
+def installed_sdk_version() -> SdkVersion:
+    from beaminst.model.beamproto import beam_version
+
+    version = SdkVersion.parse(beam_version())
+    assert version is not None
+    return version
+
+
+def check_worker_sdk(pipeline: Any, target_sdk: str | None) -> str | None:
+    """Refuse when the workers that will run ``pipeline`` cannot load the
+    pickles the installed Beam builds; returns a warning for workers newer
+    than the installed Beam (not measured), else None.
+
+    The worker version is ``target_sdk`` when given, else what the pipeline's
+    Python environment declares; a pipeline that declares none is trusted."""
+    if target_sdk is not None:
+        version = SdkVersion.parse(target_sdk)
+        if version is None or not re.fullmatch(r"\d+\.\d+(\.\d+)?(\S*)", target_sdk.strip()):
+            raise BeaminstError(f"--target-sdk {target_sdk!r} is not a Beam version such as 2.77.0")
+        where = f"--target-sdk {target_sdk}"
+    else:
+        eid = python_environment(pipeline)
+        declared = declared_sdk_version(pipeline.components.environments[eid]) if eid is not None else None
+        if declared is None:
+            return None
+        version, where = declared
+        where = f"environment {eid!r} ({where})"
+    installed = installed_sdk_version()
+    if version < OLDEST_WORKER:
+        span = f"{OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}"
+        fix = (
+            f"run its workers on apache-beam {span}" if target_sdk is not None else
+            f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass "
+            "--target-sdk if its workers run another version"
+        )
+        raise BeaminstError(
+            f"{where} means Beam Python {version} workers, but the cache transforms apache-beam {installed} builds "
+            f"load only on Python SDK workers {span}: {fix}"
+        )
+    if (version.major, version.minor) > (installed.major, installed.minor):
+        return (
+            f"{where} runs Beam Python {version}, newer than the apache-beam {installed} that built the cache "
+            f"transforms (tested on workers {OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor})"
+        )
+    return None

@@ -1,0 +1,236 @@
+"""One immutable index over a pipeline proto, built once and passed to every pass.
+
+In the spirit of Java's ``QueryablePipeline``: producers, consumers (main and
+side inputs told apart), parents, roots and a topological order of the leaf
+transforms, all computed in one linear walk. Nothing downstream rescans the
+whole transform map per node.
+
+Build it with :func:`build_index` on a proto that passed
+:func:`beaminst.graph.validate.check_references`; structural problems that only the
+walk can see (a PCollection with no or two producers, cycles) are raised here
+as :class:`~beaminst.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from beaminst.errors import ValidationError
+from beaminst.model import urns
+
+# Python SDK composites carry side inputs under these tags (pipeline.py).
+_PYTHON_SIDE_INPUT = re.compile(r"^python_side_input\d+$")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One use of a PCollection as a transform input."""
+
+    transform_id: str
+    tag: str
+    is_side: bool
+    is_leaf: bool
+
+
+@dataclass(frozen=True)
+class GraphIndex:
+    pipeline: Any
+    roots: tuple[str, ...]
+    # Pre-order over the hierarchy, following subtransform order: the order in
+    # which Beam's PipelineVisitor visits transforms.
+    hierarchy_order: tuple[str, ...]
+    parent: Mapping[str, str | None]
+    producer: Mapping[str, str]
+    consumers: Mapping[str, tuple[Consumer, ...]]
+    side_input_tags: Mapping[str, frozenset[str]]
+    leaf_order: tuple[str, ...]  # leaves, topologically sorted
+    # PCollection -> the output tag its producer gives it (the first, if it
+    # gives it two), filled in the walk that finds the producer.
+    producer_tags: Mapping[str, str]
+
+    # Cached: every pass asks, and each lookup through the proto makes new wrappers.
+    @cached_property
+    def transforms(self) -> Any:
+        return self.pipeline.components.transforms
+
+    @cached_property
+    def pcollections(self) -> Any:
+        return self.pipeline.components.pcollections
+
+    def is_leaf(self, transform_id: str) -> bool:
+        return not self.transforms[transform_id].subtransforms
+
+    def top_level(self) -> tuple[str, ...]:
+        """Transforms directly under the root(s), as a user sees them."""
+        out: list[str] = []
+        for root in self.roots:
+            root_t = self.transforms[root]
+            if root_t.unique_name in ("", root) and root_t.subtransforms and not root_t.inputs and not root_t.outputs:
+                out.extend(root_t.subtransforms)  # Python SDK: one synthetic root
+            else:
+                out.append(root)
+        return tuple(out)
+
+    def ancestors(self, transform_id: str) -> list[str]:
+        """Enclosing composites, innermost first."""
+        out = []
+        p = self.parent.get(transform_id)
+        while p is not None:
+            out.append(p)
+            p = self.parent.get(p)
+        return out
+
+    def producer_name(self, pcoll_id: str) -> str:
+        return self.transforms[self.producer[pcoll_id]].unique_name
+
+    def producer_tag(self, pcoll_id: str) -> str:
+        # A lookup, not a scan of the producer's outputs: asked for every
+        # output of a transform with thousands, a scan is quadratic.
+        return self.producer_tags[pcoll_id]
+
+    def main_consumers(self, pcoll_id: str) -> list[Consumer]:
+        """Main-input uses of ``pcoll_id`` whose input can be replaced. A
+        pass-through (a transform that also outputs ``pcoll_id``, like the
+        Python SDK's ``MaybeReshuffle``) is left out: rewiring its input would
+        make it a second producer of ``pcoll_id``."""
+        return [
+            c for c in self.consumers.get(pcoll_id, ())
+            if not c.is_side and pcoll_id not in self.transforms[c.transform_id].outputs.values()
+        ]
+
+
+def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = None) -> frozenset[str]:
+    """Input tags that are side inputs: the payload says so for leaves (see
+    :mod:`beaminst.model.urns`); Python composites mark them by tag name."""
+    # A side input always comes with a main input: skip the tag scan otherwise
+    # (the payload is still parsed: it must parse, and name only real inputs).
+    tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)} if len(transform.inputs) > 1 else set()
+    if is_leaf:
+        tags.update(payload_info_of(transform, transform_id).side_inputs)
+    return frozenset(tags)
+
+
+def payload_info_of(transform: Any, transform_id: str | None = None) -> urns.PayloadInfo:
+    """:func:`beaminst.model.urns.payload_info` of a transform; a payload that does
+    not parse is a ValidationError naming the transform."""
+    try:
+        return urns.payload_info(transform.spec.urn, transform.spec.payload)
+    except ValueError as e:
+        named = f"{transform_id!r} ({transform.unique_name!r})" if transform_id is not None else repr(transform.unique_name)
+        raise ValidationError(f"transform {named} has a {transform.spec.urn} payload that does not parse ({e})") from None
+
+
+def build_index(pipeline: Any) -> GraphIndex:
+    """Index ``pipeline`` in one linear walk (references must already be checked)."""
+    transforms = pipeline.components.transforms
+    parent: dict[str, str | None] = {}
+    order: list[str] = []
+    # Iterative pre-order DFS; a transform seen twice means two parents or a cycle.
+    stack: list[tuple[str, str | None]] = [(r, None) for r in reversed(pipeline.root_transform_ids)]
+    while stack:
+        tid, par = stack.pop()
+        if tid in parent:
+            other = parent[tid]
+            if other is not None and par is not None:
+                where = f"both {other!r} and {par!r}"
+            else:  # one of the two visits is as a root
+                where = f"a root and a subtransform of {(other if other is not None else par)!r}"
+            raise ValidationError(f"transform {tid!r} appears twice in the hierarchy ({where}); is there a cycle among subtransforms?")
+        parent[tid] = par
+        order.append(tid)
+        stack.extend((s, tid) for s in reversed(transforms[tid].subtransforms))
+    unreachable = len(transforms) - len(parent)
+    if unreachable:
+        orphan = min(t for t in transforms if t not in parent)
+        raise ValidationError(
+            f"transform {orphan!r} is not reachable from any root transform "
+            f"({unreachable} such transform{'s' if unreachable > 1 else ''})"
+        )
+
+    producer: dict[str, str] = {}
+    producer_tags: dict[str, str] = {}
+    consumers: dict[str, list[Consumer]] = {}
+    side_tags: dict[str, frozenset[str]] = {}
+    for tid in order:
+        t = transforms[tid]
+        leaf = not t.subtransforms
+        sides = side_input_tags(t, leaf, tid)
+        if sides:
+            side_tags[tid] = sides
+        for tag, pc in t.inputs.items():
+            consumers.setdefault(pc, []).append(Consumer(tid, tag, tag in sides, leaf))
+        if sides - set(t.inputs):
+            missing = sorted(sides - set(t.inputs))[0]
+            raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
+        if leaf:
+            ins = set(t.inputs.values())
+            for tag, pc in t.outputs.items():
+                if pc in ins:
+                    continue  # a pass-through is not a producer (as in Beam's from_runner_api)
+                if pc in producer and producer[pc] != tid:
+                    raise ValidationError(
+                        f"PCollection {pc!r} has two producers: {producer[pc]!r} and {tid!r}"
+                    )
+                producer[pc] = tid
+                producer_tags.setdefault(pc, tag)
+    for pc in pipeline.components.pcollections:
+        if pc not in producer:
+            raise ValidationError(f"PCollection {pc!r} has no producing transform")
+
+    leaf_order = _topological_leaves(order, transforms, producer)
+    return GraphIndex(
+        pipeline=pipeline,
+        roots=tuple(pipeline.root_transform_ids),
+        hierarchy_order=tuple(order),
+        parent=MappingProxyType(parent),
+        producer=MappingProxyType(producer),
+        consumers=MappingProxyType({k: tuple(v) for k, v in consumers.items()}),
+        side_input_tags=MappingProxyType(side_tags),
+        leaf_order=leaf_order,
+        producer_tags=MappingProxyType(producer_tags),
+    )
+
+
+def _topological_leaves(order: list[str], transforms: Any, producer: Mapping[str, str]) -> tuple[str, ...]:
+    """Kahn's algorithm over leaf data dependencies; ties keep hierarchy order.
+
+    SDKs apply transforms after their inputs exist, so hierarchy order is
+    usually topological already: one linear check returns it as it is, and
+    the heap only runs when it is not (the result is the same either way)."""
+    import heapq
+
+    leaves = [t for t in order if not transforms[t].subtransforms]
+    done: set[str] = set()
+    for t in leaves:
+        if any(producer.get(pc, t) not in done and producer.get(pc, t) != t for pc in transforms[t].inputs.values()):
+            break
+        done.add(t)
+    else:
+        return tuple(leaves)
+    rank = {t: i for i, t in enumerate(leaves)}
+    indegree = dict.fromkeys(leaves, 0)
+    downstream: dict[str, list[str]] = {}
+    for t in leaves:
+        ups = {producer[pc] for pc in transforms[t].inputs.values() if producer.get(pc, t) != t}
+        indegree[t] = len(ups)
+        for u in ups:
+            downstream.setdefault(u, []).append(t)
+    ready = [(rank[t], t) for t in leaves if indegree[t] == 0]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        _, t = heapq.heappop(ready)
+        out.append(t)
+        for d in downstream.get(t, ()):
+            indegree[d] -= 1
+            if indegree[d] == 0:
+                heapq.heappush(ready, (rank[d], d))
+    if len(out) != len(leaves):
+        stuck = min((t for t in leaves if indegree[t] > 0), key=rank.__getitem__)
+        raise ValidationError(f"cycle among transforms: {stuck!r} (transitively) consumes its own output")
+    return tuple(out)

@@ -1,0 +1,273 @@
+"""Pipeline validation, run on every input and on every proto beaminst writes.
+
+Modelled on Java's ``PipelineValidator``: every reference is checked (roots,
+subtransforms, inputs and outputs, coders and their components, windowing
+strategies, environments), unique names are unique, and the walk in
+:func:`beaminst.graph.index.build_index` adds producers, side inputs and cycles.
+Each message names the offending id. Linear in the size of the proto.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+from beaminst.errors import ValidationError
+from beaminst.graph.index import GraphIndex, build_index, payload_info_of
+from beaminst.model import bounded, urns
+from beaminst.model.urns import PICKLED_CODER as PICKLED_CODER_URN
+
+
+def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = None) -> None:
+    """Raise ValidationError for the first dangling or duplicated reference.
+    With ``referenced``, also collect there (by kind, as
+    :func:`beaminst.graph.prune.referenced_components` names them) every component
+    the transforms and PCollections reference, in the same walk."""
+    c = pipeline.components
+    transforms, pcolls, coders = c.transforms, c.pcollections, c.coders
+    strategies, envs = c.windowing_strategies, c.environments
+
+    if not pipeline.root_transform_ids:
+        raise ValidationError("pipeline has no root transform")
+    seen_roots: set[str] = set()
+    for r in pipeline.root_transform_ids:
+        if r not in transforms:
+            raise ValidationError(f"root transform {r!r} does not exist")
+        if r in seen_roots:
+            raise ValidationError(f"root transform {r!r} is listed twice")
+        seen_roots.add(r)
+
+    pcs_used: set[str] = set()
+    coders_used: set[str] = set()
+    strategies_used: set[str] = set()
+    envs_used: set[str] = set()
+    names: dict[str, str] = {}
+    for tid in sorted(transforms):
+        t = transforms[tid]
+        for s in t.subtransforms:
+            if s not in transforms:
+                raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
+        for kind, refs in (("input", t.inputs), ("output", t.outputs)):
+            for tag, pc in refs.items():
+                if pc not in pcolls:
+                    raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
+        if t.environment_id and t.environment_id not in envs:
+            raise ValidationError(f"transform {tid!r} names environment {t.environment_id!r} that does not exist")
+        info = _check_payload_references(tid, t, c)
+        if referenced is not None:
+            pcs_used.update(t.inputs.values())
+            pcs_used.update(t.outputs.values())
+            coders_used.update(info.coders)
+            strategies_used.update(info.windowing_strategies)
+            envs_used.update(info.environments)
+            if t.environment_id:
+                envs_used.add(t.environment_id)
+        if not t.spec.urn and not t.subtransforms and not set(t.outputs.values()) <= set(t.inputs.values()):
+            # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
+            raise ValidationError(f"transform {tid!r} ({t.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
+        if t.spec.urn in urns.RUNNER_IMPLEMENTED and t.environment_id:
+            raise ValidationError(
+                f"transform {tid!r} ({t.spec.urn}) names environment {t.environment_id!r}, "
+                "but the runner implements it and it must name none"
+            )
+        if t.unique_name:
+            if t.unique_name in names:
+                raise ValidationError(
+                    f"transforms {names[t.unique_name]!r} and {tid!r} share the unique name {t.unique_name!r}"
+                )
+            names[t.unique_name] = tid
+
+    for pid in sorted(pcolls):
+        p = pcolls[pid]
+        if referenced is not None and pid in pcs_used:
+            coders_used.add(p.coder_id)
+            strategies_used.add(p.windowing_strategy_id)
+        if p.coder_id not in coders:
+            raise ValidationError(f"PCollection {pid!r} names coder {p.coder_id!r} that does not exist")
+        if p.windowing_strategy_id not in strategies:
+            raise ValidationError(
+                f"PCollection {pid!r} names windowing strategy {p.windowing_strategy_id!r} that does not exist"
+            )
+    for cid in sorted(coders):
+        for comp in coders[cid].component_coder_ids:
+            if comp not in coders:
+                raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
+    _check_coder_cycles(coders)
+    _check_pickled_coders(coders)
+    _check_pickle_sizes(c)
+    for wid in sorted(strategies):
+        w = strategies[wid]
+        if w.window_coder_id not in coders:
+            raise ValidationError(f"windowing strategy {wid!r} names window coder {w.window_coder_id!r} that does not exist")
+        if w.environment_id and w.environment_id not in envs:
+            raise ValidationError(f"windowing strategy {wid!r} names environment {w.environment_id!r} that does not exist")
+        if referenced is not None and wid in strategies_used:
+            coders_used.add(w.window_coder_id)
+            if w.environment_id:
+                envs_used.add(w.environment_id)
+    if referenced is not None:
+        stack = list(coders_used)
+        while stack:
+            for comp in coders[stack.pop()].component_coder_ids:
+                if comp not in coders_used:
+                    coders_used.add(comp)
+                    stack.append(comp)
+        referenced.update({"PCollection": pcs_used, "coder": coders_used, "windowing strategy": strategies_used,
+                           "environment": envs_used})
+
+
+_KIND_NAMES = {"coders": "coder", "windowing_strategies": "windowing strategy", "environments": "environment"}
+
+
+def _check_payload_references(tid: str, t: Any, components: Any) -> urns.PayloadInfo:
+    """References inside the payload (a Combine's accumulator coder, ParDo
+    state and restriction coders, ...) must exist too, as Java checks them."""
+    info = payload_info_of(t, tid)
+    for kind, label in _KIND_NAMES.items():
+        existing = getattr(components, kind)
+        for ref in sorted(info.references(kind)):
+            if ref not in existing:
+                raise ValidationError(
+                    f"transform {tid!r} ({t.spec.urn}) names {label} {ref!r} in its payload, which does not exist"
+                )
+    return info
+
+
+def _check_coder_cycles(coders: Any) -> None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for start in sorted(coders):
+        if state.get(start):
+            continue
+        stack = [(start, iter(coders[start].component_coder_ids))]
+        state[start] = 1
+        while stack:
+            cid, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[cid] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                raise ValidationError(f"coder {nxt!r} is (transitively) its own component")
+            elif not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(coders[nxt].component_coder_ids)))
+
+
+
+
+def _check_pickled_coders(coders: Any) -> None:
+    """A ``pickled_python`` coder's payload must get as far as Beam's
+    ``deserialize_coder`` gets before unpickling: a ``BytesValue`` holding
+    ``Name$<base64 of zlib>``. Checked without unpickling (which would run code
+    from the file) and in bounded memory and time (:mod:`beaminst.model.bounded`);
+    the zlib checksum catches a corrupted pickle."""
+    from google.protobuf import wrappers_pb2
+
+    for cid in sorted(coders):
+        spec = coders[cid].spec
+        if spec.urn != PICKLED_CODER_URN:
+            continue
+        problem = None
+        try:
+            value = wrappers_pb2.BytesValue.FromString(spec.payload).value
+        except Exception:
+            value, problem = b"", "is not a BytesValue"
+        if problem is None and b"$" not in value:
+            problem = "has no 'Name$' prefix"
+        if problem is None:
+            try:
+                raw = base64.b64decode(value.split(b"$", 1)[1])
+            except (binascii.Error, ValueError):
+                raw, problem = b"", "is not base64"
+        if problem is None:
+            try:
+                bounded.decompress(raw, f"coder {cid!r} ({PICKLED_CODER_URN})", keep=False)
+            except bounded.CorruptStream as e:
+                problem = f"does not decompress ({e})"
+        if problem is not None:
+            raise ValidationError(f"coder {cid!r} ({PICKLED_CODER_URN}) has a corrupt payload: it {problem}")
+
+
+_INFLATE_CHECKED: set[tuple[int, bytes]] = set()  # (cap, payload digest) found within it
+
+
+def _check_pickle_sizes(c: Any) -> None:
+    """Every pickled function in the file (a ``pickled_python`` transform, a
+    DoFn, CombineFn, source or view fn inside a payload, a window fn) inflates
+    within the cap, so no later pass (cache keys, diff, the SDK loading a
+    window fn) meets a decompression bomb, and the error names the component.
+    Corrupt pickles are not this check's business. Payloads seen once (the
+    output repeats the input's) are not inflated again; the memo holds
+    digests, not payloads, so a long batch does not grow it by megabytes."""
+    if len(_INFLATE_CHECKED) > 100_000:
+        _INFLATE_CHECKED.clear()
+    cap = bounded.max_decompressed_bytes()
+
+    def check(encoded: bytes, what: str) -> None:
+        if len(encoded) < 8:
+            return
+        seen = (cap, hashlib.sha256(encoded).digest())
+        if seen in _INFLATE_CHECKED:
+            return
+        try:
+            bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False)
+        except (binascii.Error, ValueError):  # not base64, or not compressed: not a pickle
+            pass
+        _INFLATE_CHECKED.add(seen)
+
+    for tid in sorted(c.transforms):
+        t = c.transforms[tid]
+        what = f"transform {tid!r} ({t.unique_name!r}) payload"
+        if t.spec.urn == urns.PICKLED_TRANSFORM:
+            check(t.spec.payload, what)
+            continue
+        try:
+            msg = urns.parse_payload(t.spec.urn, t.spec.payload) if t.spec.payload else None
+        except ValueError:
+            continue  # reported by the reference check
+        for _m, fd, value in urns.scalar_fields(msg) if msg is not None else ():
+            if fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+                check(value, what)
+    for wid in sorted(c.windowing_strategies):
+        fn = c.windowing_strategies[wid].window_fn
+        if fn.urn == urns.PICKLED_WINDOW_FN:
+            check(fn.payload, f"windowing strategy {wid!r} window_fn")
+
+
+def validate(pipeline: Any) -> GraphIndex:
+    """Check ``pipeline`` completely and return its graph index."""
+    check_references(pipeline)
+    return build_index(pipeline)
+
+
+def validate_output(pipeline: Any) -> GraphIndex:
+    """:func:`validate`, and also refuse anything unreferenced (Go's
+    TrimCoders rule, which every output of beaminst keeps), in the same walk;
+    returns the graph index."""
+    referenced: dict[str, set[str]] = {}
+    check_references(pipeline, referenced)
+    index = build_index(pipeline)  # every transform is reachable from a root
+    _refuse_unreferenced(pipeline, referenced)
+    return index
+
+
+def check_unreferenced(pipeline: Any) -> None:
+    """Outputs must also carry nothing nobody references (TrimCoders' rule)."""
+    from beaminst.graph.prune import referenced_components
+
+    _refuse_unreferenced(pipeline, referenced_components(pipeline))
+
+
+def _refuse_unreferenced(pipeline: Any, referenced: dict[str, set[str]]) -> None:
+    c = pipeline.components
+    for kind, existing in (
+        ("PCollection", c.pcollections),
+        ("coder", c.coders),
+        ("windowing strategy", c.windowing_strategies),
+        ("environment", c.environments),
+    ):
+        extra = sorted(k for k in existing if k not in referenced[kind])
+        if extra:
+            raise ValidationError(f"{kind} {extra[0]!r} is not referenced by anything")

@@ -1,0 +1,242 @@
+"""Loading the pickles a pipeline carries without running code from them.
+
+A ``beam:coder:pickled_python:v1`` coder or a
+``beam:window_fn:pickled_python:v1`` window function is a pickle, and
+unpickling calls whatever callables the pickle names: a crafted one runs
+``os.system``. Beam's SDK unpickles them as soon as a coder or windowing
+strategy is looked up, so before beaminst asks the SDK about one, each pickle
+it would load is loaded here first by an unpickler that admits only classes of
+Beam's coders, windows, timestamps and type hints, and plain data; anything
+else (a function, code, a class pickled by value, ``os.system``) is refused by
+name. What the restricted load admits is exactly what the SDK's load then
+does, so the SDK's own load runs no code from the file. ``--trust-pickles``
+skips the check (for users who trust their own protos).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from beaminst.errors import BeaminstError
+from beaminst.model import urns
+
+# Classes (type objects only, never functions) under these modules may be
+# named by a pickle: Beam's coders, windows, timestamps, type hints.
+_SAFE_CLASS_MODULES = (
+    "apache_beam.coders.",
+    "apache_beam.typehints.",
+    "apache_beam.transforms.window",
+    "apache_beam.transforms.timeutil",
+    "apache_beam.utils.timestamp",
+    "apache_beam.utils.windowed_value",
+)
+# Plain data, and the helpers pickle protocols use to rebuild instances of
+# admitted classes.
+_SAFE_GLOBALS = frozenset({
+    ("builtins", n) for n in (
+        "int", "float", "complex", "bool", "str", "bytes", "bytearray", "tuple", "list", "dict",
+        "set", "frozenset", "object", "slice", "range", "NoneType",
+    )
+} | {
+    ("copyreg", "_reconstructor"), ("copyreg", "__newobj__"), ("collections", "OrderedDict"),
+    ("datetime", "datetime"), ("datetime", "timedelta"), ("datetime", "timezone"), ("decimal", "Decimal"),
+})
+# typing's special forms and aliases are objects, not callables that run code.
+_SAFE_OBJECT_MODULES = ("typing",)
+
+TRUST_FLAG = "--trust-pickles"
+
+
+class UntrustedPickleError(BeaminstError):
+    """A pickle in the input names something beaminst will not load."""
+
+
+class _Refused(Exception):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+
+
+def _admitted(find: Callable[[str, str], Any], module: str, name: str) -> Any:
+    """``find(module, name)`` when the policy admits what it names."""
+    if (module, name) in _SAFE_GLOBALS:
+        return find(module, name)
+    if module.startswith(_SAFE_CLASS_MODULES) or module in ("apache_beam.coders", "apache_beam.typehints"):
+        obj = find(module, name)
+        if isinstance(obj, type):
+            return obj
+    elif module in _SAFE_OBJECT_MODULES:
+        obj = find(module, name)
+        if not callable(obj) or type(obj).__module__ == "typing":
+            return obj
+    raise _Refused(module, name)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return _admitted(super().find_class, module, name)
+
+
+def _pickle_bytes(encoded: bytes) -> bytes | None:
+    """The pickle inside Beam's ``base64(zlib|bz2(pickle))`` encoding."""
+    from beaminst.model.canonical import decompress_pickle
+
+    return decompress_pickle(encoded)
+
+
+def check_pickle(encoded: bytes, what: str) -> None:
+    """Load ``encoded`` (Beam's pickler format) with the restricted unpickler;
+    raise :class:`UntrustedPickleError` naming ``what`` when it names anything
+    that is not admitted, or is not a pickle at all."""
+    data = _pickle_bytes(encoded)
+    if data is None:
+        raise UntrustedPickleError(f"{what} is not a pickle beaminst can check; pass {TRUST_FLAG} if you trust it")
+    try:
+        _RestrictedUnpickler(io.BytesIO(data)).load()
+    except _Refused as e:
+        raise UntrustedPickleError(
+            f"{what} is a pickle naming {e}, which would run code from the file when loaded; "
+            f"beaminst loads only Beam's coder, window and type-hint classes and plain data "
+            f"(pass {TRUST_FLAG} to load it anyway if you trust this pipeline)"
+        ) from None
+    except Exception as e:  # truncated, corrupt: the SDK's load would fail too
+        raise UntrustedPickleError(f"{what} is a pickle that does not load ({type(e).__name__})") from None
+
+
+def _coder_pickle(payload: bytes) -> bytes | None:
+    """``serialize_coder``'s ``ClassName$<pickle>`` inside a BytesValue."""
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload).value
+    except Exception:
+        return None
+    _, sep, encoded = value.partition(b"$")
+    return encoded if sep else None
+
+
+def check_coder(components: Any, coder_id: str) -> None:
+    """Every pickled coder in ``coder_id``'s closure loads safely."""
+    seen: set[str] = set()
+    stack = [coder_id]
+    while stack:
+        cid = stack.pop()
+        if cid in seen or cid not in components.coders:
+            continue
+        seen.add(cid)
+        c = components.coders[cid]
+        if c.spec.urn == urns.PICKLED_CODER:
+            encoded = _coder_pickle(c.spec.payload)
+            what = f"coder {cid!r} ({urns.PICKLED_CODER})"
+            if encoded is None:
+                raise UntrustedPickleError(f"{what} has a payload that is not a serialized coder")
+            try:
+                base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raise UntrustedPickleError(f"{what} has a payload that is not base64") from None
+            check_pickle(encoded, what)
+        stack.extend(c.component_coder_ids)
+
+
+def check_windowing(components: Any, ws_id: str) -> None:
+    """A windowing strategy's pickled window function and window coder load safely."""
+    ws = components.windowing_strategies[ws_id]
+    if ws.window_fn.urn == urns.PICKLED_WINDOW_FN:
+        what = f"windowing strategy {ws_id!r} window function ({urns.PICKLED_WINDOW_FN})"
+        # register_pickle_urn: the pickle inside a BytesValue.
+        from google.protobuf import wrappers_pb2
+
+        try:
+            encoded = wrappers_pb2.BytesValue.FromString(ws.window_fn.payload).value
+        except Exception:
+            raise UntrustedPickleError(f"{what} has a payload that is not a BytesValue") from None
+        check_pickle(encoded, what)
+    check_coder(components, ws.window_coder_id)
+
+
+def check_pcollection(components: Any, pc_id: str) -> None:
+    """What the SDK loads to build cache transforms for ``pc_id`` loads safely."""
+    p = components.pcollections[pc_id]
+    check_coder(components, p.coder_id)
+    check_windowing(components, p.windowing_strategy_id)
+
+
+# Functions that rebuild Beam's own values from plain data and call nothing
+# else, admitted for cached *elements* only (never for the pipeline's coders
+# and window functions): a StreamingCache recording pickles each element as a
+# ``beam.Row`` (``WindowedValueHolder``) holding a ``WindowedValue``, whose
+# interval windows unpickle through Cython's helper.
+_ELEMENT_RECONSTRUCTORS = frozenset({
+    ("apache_beam.pvalue", "_make_Row"),
+    ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
+})
+# Admitted builtins that allocate what an argument asks for: bytes(10**12),
+# tuple(range(10**12)) are a few bytes of pickle. Real pickles build these
+# from their contents (opcodes, or a bytes argument), never from a count.
+_SIZED = (bytes, bytearray, str, tuple, list, set, frozenset, dict)
+
+
+class _Oversized(Exception):
+    pass
+
+
+def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
+    import copyreg
+
+    if make is copyreg._reconstructor and len(args) == 3:  # base.__new__(cls, state)
+        make, args = args[1], args[2:]
+    elif make is copyreg.__newobj__ and args:  # cls.__new__(cls, *args)
+        make, args = args[0], args[1:]
+    if isinstance(make, type) and issubclass(make, _SIZED):
+        for a in args:
+            if isinstance(a, range) or (isinstance(a, int) and issubclass(make, (bytes, bytearray))):
+                raise _Oversized(f"{make.__qualname__}({type(a).__name__})")
+
+
+class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
+    Python unpickler, whose calls can be checked before they allocate."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ELEMENT_RECONSTRUCTORS:
+            return super().find_class(module, name)
+        return _admitted(super().find_class, module, name)
+
+    def load_reduce(self) -> None:
+        _check_allocation(self.stack[-2], self.stack[-1])
+        super().load_reduce()
+
+    def load_newobj(self) -> None:
+        _check_allocation(self.stack[-2], self.stack[-1])
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        _check_allocation(self.stack[-3], self.stack[-2])
+        super().load_newobj_ex()
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
+def restricted_loads(data: bytes) -> Any:
+    """``pickle.loads`` for a cached element: admits what :func:`check_pickle`
+    admits and the reconstructors of Beam's rows and windows, and refuses
+    builtins asked to allocate by a count."""
+    try:
+        return _ElementUnpickler(io.BytesIO(data)).load()
+    except _Refused as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle naming {e}, which would run code from the file when loaded; "
+            f"beaminst loads only Beam's classes and plain data (pass {TRUST_FLAG} to load it anyway)"
+        ) from None
+    except _Oversized as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
+            f"(pass {TRUST_FLAG} to load it anyway)"
+        ) from None

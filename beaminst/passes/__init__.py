@@ -1,0 +1,1 @@
+"""The rewriting commands as passes over one working state, and the driver that runs them."""

@@ -1,0 +1,367 @@
+"""The driver both rewriting commands run, and what their passes share.
+
+``instrument`` and ``background-caching`` are each a tuple of passes, in the
+style of Beam's ``fn_api_runner/translations.py``: a pass is a plain function
+of the working state (:class:`Work`) that returns what it made, as a mapping
+of ``Work`` fields, and :func:`run` applies each result in turn. The input's
+graph index (built and validated once, at load) is the only index: grafting
+extends it with what it adds (:func:`extend_index`) instead of re-indexing the
+working copy. The output is validated once, by :func:`run`, whatever the
+command.
+
+One thing stays shared and mutable: the working copy the grafter writes
+Beam's subgraphs into (``Work.working``); passes never write to the input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from beaminst.analysis.analyze import Analysis
+from beaminst.errors import BeaminstError, CacheDirError, InternalError
+from beaminst.graph.index import GraphIndex
+from beaminst.graph.prune import necessary_transforms, trim_components
+from beaminst.graph.validate import validate_output
+from beaminst.model import urns
+from beaminst.options import RewriteOptions
+
+
+@dataclass(frozen=True)
+class Write:
+    """A cache write grafted after ``pcollection``."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    transforms: tuple[str, ...]  # unique names of its top-level transforms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                "transforms": list(self.transforms)}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A background-caching capture write after an unbounded source's output."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    synthetic: bool  # the variable is one beaminst made up for an unbound source output
+    source: str  # the source's unique name
+    tag: str  # which of its outputs
+    transforms: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                "synthetic": self.synthetic, "source": self.source, "tag": self.tag,
+                "transforms": list(self.transforms)}
+
+
+@dataclass(frozen=True)
+class Read:
+    """A PCollection read back from the cache (``via`` ReadCache or TestStream)."""
+
+    pcollection: str
+    var: str
+    cache_key: str
+    via: str
+    transforms: tuple[str, ...] | None = None  # a ReadCache's; the TestStream is reported on its own
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pcollection": self.pcollection, "var": self.var, "cache_key": self.cache_key,
+                               "via": self.via}
+        if self.transforms is not None:
+            out["transforms"] = list(self.transforms)
+        return out
+
+
+@dataclass(frozen=True)
+class Rewiring:
+    """A main input moved from ``source`` to the read replacing it."""
+
+    transform: str  # unique name
+    tag: str
+    source: str  # PCollection ids
+    to: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"transform": self.transform, "tag": self.tag, "from": self.source, "to": self.to}
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A binding nothing happens for, and why."""
+
+    var: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"var": self.var, "reason": self.reason}
+
+
+@dataclass
+class Report:
+    """What a rewrite did; typed entries, turned into JSON only by :meth:`to_json`."""
+
+    output: str | None = None
+    format: str | None = None
+    writes: list[Write] | list[Capture] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)
+    rewired: list[Rewiring] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    test_stream: dict[str, Any] | None = None
+    skipped: list[Skip] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    environment: dict[str, Any] | None = None  # where the grafted transforms run
+    requirements: list[str] = field(default_factory=list)
+    reused: list[Read] = field(default_factory=list)  # reads of caches --reuse found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "format": self.format,
+            "writes": [w.to_json() for w in self.writes],
+            "reads": [r.to_json() for r in self.reads],
+            "rewired": [r.to_json() for r in self.rewired],
+            "pruned": self.pruned,
+            "test_stream": self.test_stream,
+            "skipped": [s.to_json() for s in self.skipped],
+            "warnings": self.warnings,
+            "environment": self.environment,
+            "requirements": self.requirements,
+            "reused": [{"var": r.var, "pcollection": r.pcollection, "cache_key": r.cache_key} for r in self.reused],
+        }
+
+
+@dataclass(frozen=True)
+class Grafted:
+    """What one graft added to the working copy."""
+
+    top: tuple[str, ...]  # its top-level transforms
+    transforms: tuple[str, ...]  # all of them, hierarchy order
+    outputs: Mapping[str, str]  # name -> PCollection id
+
+
+@dataclass(frozen=True)
+class Work:
+    """The state passes read; each pass returns the fields it made."""
+
+    analysis: Analysis
+    options: RewriteOptions
+    working: Any = None  # the input's copy grafts are written into
+    grafter: Any = None
+    plan: Any = None  # the command's pure decisions
+    grafted: tuple[Grafted, ...] = ()  # in graft order
+    read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
+    targets: frozenset[str] = frozenset()  # what pruning keeps producing
+    output: Any = None
+    writes: tuple[Write | Capture, ...] = ()
+    reads: tuple[Read, ...] = ()
+    rewired: tuple[Rewiring, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    warnings: tuple[str, ...] = ()
+    test_stream: dict[str, Any] | None = None
+
+    @property
+    def index(self) -> GraphIndex:
+        return self.analysis.index
+
+    def warn(self, *messages: str) -> dict[str, Any]:
+        """A pass result adding ``messages`` to the warnings."""
+        return {"warnings": (*self.warnings, *messages)}
+
+
+Pass = Callable[[Work], Mapping[str, Any]]
+
+
+def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) -> tuple[Any, Report]:
+    """Run ``passes`` in order, then validate the output: the one place every
+    rewritten proto is checked. ``report`` turns the final state into the
+    command's report."""
+    for step in passes:
+        made = step(work)
+        if made:
+            work = replace(work, **made)
+    check_output(work.output)
+    return work.output, report(work)
+
+
+def check_cache_dir(options: RewriteOptions, command: str, what: str) -> None:
+    cache_dir = options.cache_dir
+    if cache_dir is None:
+        raise CacheDirError(f"{command} needs --cache-dir: {what}")
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise CacheDirError("--cache-dir names a file, not a directory", cache_dir)
+
+
+def base_report(work: Work, report: Report) -> Report:
+    """Fill what every command reports from the final state."""
+    report.writes = list(work.writes)  # type: ignore[assignment]
+    report.reads = list(work.reads)
+    report.rewired = list(work.rewired)
+    report.skipped = list(work.skipped)
+    report.test_stream = work.test_stream
+    out = work.output
+    kept = out.components.transforms
+    report.pruned = sorted(t.unique_name for tid, t in work.index.transforms.items() if tid not in kept)
+    report.requirements = list(out.requirements)
+    warnings = list(work.warnings)
+    report.environment = None
+    eid = work.grafter.python_env_if_any if work.grafter is not None else None
+    if eid is not None and eid in out.components.environments:
+        env = out.components.environments[eid]
+        added = work.grafter.added_environment == eid
+        report.environment = {"id": eid, "urn": env.urn, "added": added}
+        if added:
+            warnings.append(
+                f"the pipeline has no Python SDK environment: added {eid!r} ({env.urn}) for the grafted transforms; "
+                "choose another with --environment-type / --environment-config"
+            )
+    report.warnings = warnings
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Passes both commands run
+
+
+def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
+    """The working copy and the Grafter writing into it, after checking that
+    the workers that will run it can load what the installed Beam builds."""
+    from beaminst.graft import Grafter  # the Beam SDK only if a template must be built
+    from beaminst.graft.environments import check_worker_sdk
+
+    working = type(work.index.pipeline)()
+    working.CopyFrom(work.index.pipeline)
+    made: dict[str, Any] = {"working": working}
+    options, worker = work.options, work.options.worker
+    warning = check_worker_sdk(working, worker.target_sdk)
+    if warning:
+        made.update(work.warn(warning))
+    made["grafter"] = Grafter(
+        working, options.cache_dir, streaming, worker.environment_type, worker.environment_config,
+        options.trust_pickles,
+    )
+    return made
+
+
+def graft(work: Work, sub: Any, key: str | None, input_pc: str | None, label: str) -> Grafted:
+    """Graft ``sub`` into the working copy; returns what it added."""
+    res = work.grafter.graft(sub, key, input_pc, label)
+    return Grafted(tuple(res.top), tuple(res.transforms), dict(res.outputs))
+
+
+def names(work: Work, transform_ids: Iterable[str]) -> tuple[str, ...]:
+    ts = work.working.components.transforms
+    return tuple(ts[t].unique_name for t in transform_ids)
+
+
+# ---------------------------------------------------------------------------
+# The hierarchy's top level
+
+
+def python_root(pipeline: Any) -> str | None:
+    """The Python SDK's single synthetic root, whose subtransforms are the top level."""
+    if len(pipeline.root_transform_ids) != 1:
+        return None
+    rid = pipeline.root_transform_ids[0]
+    r = pipeline.components.transforms[rid]
+    if not r.inputs and not r.outputs and r.unique_name in ("", rid):
+        return rid
+    return None
+
+
+def top_level_list(pipeline: Any) -> list[str]:
+    root = python_root(pipeline)
+    if root is not None:
+        return list(pipeline.components.transforms[root].subtransforms)
+    return list(pipeline.root_transform_ids)
+
+
+def set_top_level(pipeline: Any, top: list[str]) -> None:
+    root = python_root(pipeline)
+    if root is not None:
+        pipeline.components.transforms[root].subtransforms[:] = top
+    else:
+        pipeline.root_transform_ids[:] = top
+
+
+# ---------------------------------------------------------------------------
+# Pruning, from the one index
+
+
+def extend_index(index: GraphIndex, pipeline: Any, grafted: Iterable[Grafted]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The input index's parent and producer maps, extended by what was
+    grafted into ``pipeline`` (each graft's top-level transforms sit under
+    the top level); linear in what was added, not in the pipeline."""
+    ts = pipeline.components.transforms
+    root = python_root(pipeline)
+    parent: dict[str, str | None] = dict(index.parent)
+    producer: dict[str, str] = dict(index.producer)
+    for g in grafted:
+        for tid in g.top:
+            parent[tid] = root
+        for tid in g.transforms:
+            t = ts[tid]
+            for s in t.subtransforms:
+                parent[s] = tid
+            if not t.subtransforms:
+                ins = set(t.inputs.values())
+                for pc in t.outputs.values():
+                    if pc not in ins:
+                        producer[pc] = tid
+    return parent, producer
+
+
+def prune_to(
+    pipeline: Any, targets: Iterable[str], parent: Mapping[str, str | None], producer: Mapping[str, str]
+) -> Any:
+    """``PipelineFragment(targets).deduce_fragment()`` on a proto, given its
+    parent and producer maps."""
+    # Beam never prunes the Python SDK's one synthetic root; other SDKs' roots
+    # are top-level transforms like any other, and pruned like them.
+    transforms = pipeline.components.transforms
+    root = python_root(pipeline)
+    keep = necessary_transforms(transforms, () if root is None else (root,), parent, producer, targets)
+    if root is None:
+        pipeline.root_transform_ids[:] = [r for r in pipeline.root_transform_ids if r in keep]
+    # Transforms Beam never prunes inside keep everything under them.
+    stack = [s for tid in keep if _skip_pruning(transforms[tid]) for s in transforms[tid].subtransforms]
+    while stack:
+        tid = stack.pop()
+        if tid not in keep:
+            keep.add(tid)
+            stack.extend(transforms[tid].subtransforms)
+    for tid in keep:
+        t = transforms[tid]
+        if t.subtransforms and not _skip_pruning(t):
+            t.subtransforms[:] = [s for s in t.subtransforms if s in keep]
+    for tid in [t for t in transforms if t not in keep]:
+        del transforms[tid]
+    return trim_components(pipeline)
+
+
+def _skip_pruning(t: Any) -> bool:
+    # pipeline_fragment.should_skip_pruning
+    return t.spec.urn == urns.TEST_STREAM or "_DataFrame_" in t.unique_name
+
+
+# ---------------------------------------------------------------------------
+# The output check
+
+
+def check_output(pipeline: Any) -> GraphIndex:
+    """Every proto beaminst writes passes the input validator, and carries
+    nothing unreferenced; a failure is a beaminst bug, reported as such."""
+    try:
+        idx = validate_output(pipeline)
+        missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
+        if missing:
+            raise BeaminstError(f"requirement {sorted(missing)[0]!r} is not declared")
+    except BeaminstError as e:
+        raise InternalError(f"produced an invalid pipeline ({e.message}); please report this") from None
+    return idx
