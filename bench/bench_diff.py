@@ -123,8 +123,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
 def run_once(before: str, after: str, render: dict[str, Callable[[Any], None]]) -> dict[str, tuple[float, float]]:
     """{phase: (cpu, wall)} of one diff of ``before`` against ``after``."""
-    from beaminst.commands.api import load, paused_gc
+    from beaminst.commands.api import load
     from beaminst.commands.diff import diff_indexes
+    from beaminst.graph.gcpause import paused_gc
 
     def loaded() -> Any:
         with paused_gc():  # as api.diff_files (the command) loads and matches

@@ -21,14 +21,9 @@ import base64
 from dataclasses import dataclass
 
 from beaminst.graph.index import GraphIndex
-from beaminst.model import bounded
+from beaminst.model import bounded, urns
 from beaminst.model.beamproto import runner_api
 from beaminst.options import SourceRules
-
-PUBSUB_READ_URN = "beam:transform:pubsub_read:v1"
-READ_URN = "beam:transform:read:v1"
-PICKLED_TRANSFORM_URN = "beam:transform:pickled_python:v1"
-TEST_STREAM_URN = "beam:transform:teststream:v1"
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,7 @@ def _is_read_from_pubsub_wrapper(index: GraphIndex, tid: str | None) -> bool:
     if tid is None or tid in index.roots:
         return False
     t = index.transforms[tid]
-    return t.spec.urn == PICKLED_TRANSFORM_URN and not t.inputs and unpickled_payload_mentions(
+    return t.spec.urn == urns.PICKLED_TRANSFORM and not t.inputs and unpickled_payload_mentions(
         t.spec.payload, b"ReadFromPubSub", f"transform {tid!r} ({t.unique_name!r}) payload"
     )
 
@@ -87,13 +82,13 @@ def find_unbounded_sources(
         t = index.transforms[tid]
         urn = t.spec.urn
         rule = None
-        if urn == PUBSUB_READ_URN:
+        if urn == urns.PUBSUB_READ:
             rule = "pubsub"
             parent = index.parent.get(tid)
             if _is_read_from_pubsub_wrapper(index, parent):
                 assert parent is not None
                 tid = parent
-        elif urn == READ_URN and t.spec.payload:
+        elif urn == urns.READ and t.spec.payload:
             payload = rapi.ReadPayload()
             try:
                 payload.ParseFromString(t.spec.payload)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,27 +164,11 @@ def diff_files(
     meaning. ``/dev/null`` is the empty pipeline, as for diff(1) and git (an
     added or deleted file); ``sources`` name the sides instead of the paths."""
     from beaminst.commands.diff import diff_indexes
+    from beaminst.graph.gcpause import paused_gc
 
     with paused_gc():
         before, after = (_diff_side(p, s) for p, s in zip((before_path, after_path), sources, strict=True))
         return diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off while a pipeline pair is indexed and
-    matched: that builds hundreds of thousands of objects and no cycles, and
-    each full collection rescans all of them (from 5,000 to 20,000 transforms
-    the collector's time grew 6 to 10x, the diff's own 4x)."""
-    import gc
-
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _diff_side(path: str, source: str | None) -> Loaded:
@@ -215,17 +198,19 @@ def graph_files(
     Composites at level ``depth`` and the grafted cache subgraphs (unless
     ``expand_cache``) are drawn as one node each."""
     from beaminst.commands import render
+    from beaminst.graph.gcpause import paused_gc
     from beaminst.model.protoio import write_atomic
 
     chosen = render.graph_format(output, fmt)
     if chosen != "dot":
         render.require_graphviz(chosen)  # before any work
     check_output_path(output, (pipeline_path, against_path, manifest_path))
-    loaded = load(pipeline_path)
-    original = load(against_path) if against_path else None
-    manifest = load_manifest(manifest_path)
-    variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
-    title = loaded.source if original is None else f"{loaded.source} against {original.source}"
-    dot = render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
+    with paused_gc():  # loading and drawing, as diff_files loads and matches
+        loaded = load(pipeline_path)
+        original = load(against_path) if against_path else None
+        manifest = load_manifest(manifest_path)
+        variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
+        title = loaded.source if original is None else f"{loaded.source} against {original.source}"
+        dot = render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
     write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
     return chosen

@@ -19,11 +19,9 @@ elided in the middle; the full text stays in the tooltip.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from beaminst.commands.diff import (
@@ -37,6 +35,7 @@ from beaminst.commands.diff import (
     transform_name,
 )
 from beaminst.errors import BeaminstError, InternalError, OutputError, printable
+from beaminst.graph.gcpause import paused_gc
 from beaminst.graph.index import GraphIndex
 from beaminst.model.labels import CACHE_COMPOSITES, CACHE_STEPS
 
@@ -270,25 +269,8 @@ def render_dot(
     highlighted and what it had that is gone is drawn ghosted. Composites
     at level ``depth`` are drawn collapsed, and so are the cache subgraphs
     beaminst grafts unless ``expand_cache``."""
-    with _paused_gc():
+    with paused_gc():
         return _render_dot(index, variables, against, title, depth, expand_cache)
-
-
-@contextlib.contextmanager
-def _paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off while drawing, as ``api.diff_files``
-    pauses it around the diff (``api.paused_gc``): the drawing builds hundreds
-    of thousands of objects and no cycles, and every collection rescans all
-    that is alive, the loaded pipelines included (measured at 20,000
-    transforms: the drawing took 6.3x its 5,000-transform time with the
-    collector on, 4.6x with it off)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _render_dot(

@@ -22,15 +22,6 @@ from typing import Any
 from beaminst.errors import BeaminstError
 from beaminst.model import urns
 
-_PYTHON_FUNCTIONS = frozenset({
-    urns.PICKLED_DOFN, urns.PICKLED_COMBINE_FN, urns.PICKLED_WINDOW_FN,
-    "beam:dofn:pickled_python:v1", "beam:combinefn:packed_python:v1", "beam:source:pickled_python:v1",
-    "beam:dofn:python_key_with_none:v1",
-})
-_PYTHON_ENV_URNS = frozenset({
-    urns.ENV_DEFAULT, urns.ENV_EMBEDDED, "beam:env:embedded_python_grpc:v1",
-    "beam:env:embedded_python_loopback:v1", "beam:env:harness_subprocess_python:v1",
-})
 # apache/beam_python3.11_sdk:2.77.0, gcr.io/.../beam_python3.10_sdk:2.71.0rc1, ...
 _PYTHON_IMAGE = re.compile(r"beam_python\d+(?:\.\d+)?_sdk(?::(?P<tag>[^@/\s]+))?")
 _VERSION = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?")
@@ -56,12 +47,12 @@ def _function_urns(t: Any) -> set[str]:
 
 def _is_python_transform(t: Any) -> bool:
     found = _function_urns(t)
-    return urns.PICKLED_TRANSFORM in found or bool(found & _PYTHON_FUNCTIONS)
+    return urns.PICKLED_TRANSFORM in found or bool(found & urns.PYTHON_FUNCTIONS)
 
 
 def says_python(env: Any) -> bool:
     """An environment that declares itself a Python SDK's."""
-    if env.urn in _PYTHON_ENV_URNS:
+    if env.urn in urns.PYTHON_ENVIRONMENTS:
         return True
     if any(c.startswith(urns.SDK_BASE_CAPABILITY) and "beam_python" in c for c in env.capabilities):
         return True

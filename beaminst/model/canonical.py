@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from beaminst.model import bounded
+from beaminst.model import bounded, urns
 
 # An absolute path up to and including a site-packages / dist-packages
 # directory, inside a decompressed pickle, with the opcode and length of the
@@ -22,7 +22,6 @@ from beaminst.model import bounded
 _INSTALL_PREFIX = re.compile(
     rb"(?:\x8c[\x00-\xff]|X[\x00-\xff]{4})?/(?:[\x21-\x2e\x30-\x7e]+/)*?(?:site|dist)-packages/", re.DOTALL
 )
-_PICKLED_CODER = "beam:coder:pickled_python:v1"
 
 
 def digest(*parts: bytes | str) -> bytes:
@@ -88,7 +87,7 @@ def _unframe(data: bytes) -> bytes:
 
 def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:
     """Pickled coders are a BytesValue of ``ClassName$<pickle>``."""
-    if urn != _PICKLED_CODER or not payload:
+    if urn != urns.PICKLED_CODER or not payload:
         return payload
     from google.protobuf import wrappers_pb2
 

@@ -65,6 +65,16 @@ ENV_PROCESS = "beam:env:process:v1"
 ENV_EXTERNAL = "beam:env:external:v1"
 ENV_EMBEDDED = "beam:env:embedded_python:v1"
 SDK_BASE_CAPABILITY = "beam:version:sdk_base:"  # + container image, e.g. apache/beam_python3.11_sdk:2.77.0
+# Functions only the Python SDK runs, and environments that are Python's by their URN alone.
+PYTHON_FUNCTIONS = frozenset({
+    PICKLED_DOFN, PICKLED_COMBINE_FN, PICKLED_WINDOW_FN,
+    "beam:dofn:pickled_python:v1", "beam:combinefn:packed_python:v1", "beam:source:pickled_python:v1",
+    "beam:dofn:python_key_with_none:v1",
+})
+PYTHON_ENVIRONMENTS = frozenset({
+    ENV_DEFAULT, ENV_EMBEDDED, "beam:env:embedded_python_grpc:v1",
+    "beam:env:embedded_python_loopback:v1", "beam:env:harness_subprocess_python:v1",
+})
 
 # -- requirements (beam_runner_api.proto StandardRequirements) ------------------
 REQUIRES_STATEFUL = "beam:requirement:pardo:stateful:v1"
