@@ -27,8 +27,8 @@ def test_outputs_are_the_pinned_ones(tmp_path):
     structure = {k: v["structure"] for k, v in now.items() if v["structure"] != pinned["outputs"][k]["structure"]}
     assert not structure, f"structure changed: {sorted(structure)}"
     if environment() == pinned["environment"]:
-        changed = sorted(k for k, v in now.items() if v["bytes"] != pinned["outputs"][k]["bytes"])
-        assert not changed, f"bytes changed: {changed}"
+        changed = sorted(k for k, v in now.items() if v["content"] != pinned["outputs"][k]["content"])
+        assert not changed, f"content changed: {changed}"
 
 
 def test_the_structure_digest_sees_wiring_and_ignores_only_payloads():
@@ -43,3 +43,24 @@ def test_the_structure_digest_sees_wiring_and_ignores_only_payloads():
     assert structure_digest(p.SerializeToString()) == base
     p.components.transforms[tid].unique_name += "x"
     assert structure_digest(p.SerializeToString()) != base
+
+
+def test_the_pickle_digest_ignores_only_the_install_path_and_memo_sharing():
+    import base64
+    import bz2
+    import pickle
+
+    from tests.pinned.outputs import pickle_digest
+
+    def encoded(*parts: str, shared: bool) -> bytes:
+        strings = [p if shared else "".join(list(p)) for p in parts]  # equal strings, distinct objects
+        return base64.b64encode(bz2.compress(pickle.dumps((strings, strings[0], {"k": 1}), protocol=4)))
+
+    here = "/venv/a/lib/python3.11/site-packages/apache_beam/core.py"
+    there = "/other/lib/site-packages/apache_beam/core.py"
+    same = pickle_digest(encoded(here, here, shared=True))
+    assert encoded(here, here, shared=False) != encoded(here, here, shared=True)  # one memo read, or two strings
+    assert pickle_digest(encoded(here, here, shared=False)) == same
+    assert pickle_digest(encoded(there, there, shared=True)) == same
+    assert pickle_digest(encoded(here.replace("core", "other"), here, shared=True)) != same
+    assert pickle_digest(b"not a pickle") == b"not a pickle"

@@ -278,7 +278,7 @@ def test_stored_reads_and_test_streams_give_the_pinned_bytes(tmp_path, monkeypat
     assert warm == cold
     pinned = json.loads(PINNED.read_text())
     if environment() == pinned["environment"]:
-        assert {k: v["bytes"] for k, v in digests(warm).items()} == {k: v["bytes"] for k, v in pinned["outputs"].items()}
+        assert {k: v["content"] for k, v in digests(warm).items()} == {k: v["content"] for k, v in pinned["outputs"].items()}
 
 
 # -- concurrency and the cap ---------------------------------------------------------

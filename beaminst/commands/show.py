@@ -68,22 +68,25 @@ def plan_show(
 
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
     how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
-    variables = tuple(resolve(analysis, list(dict.fromkeys(names))))
+    variables = tuple(resolve(analysis, list(dict.fromkeys(names)), manifest_path is None))
     missing = [v for v in variables if v.layout is None]
     if len(missing) == len(variables):
+        if not analysis.cache.exists:
+            raise NothingCachedError("the cache directory does not exist (a typo, or nothing has run yet)", cache_dir)
         raise NothingCachedError(_no_cache(missing, how), cache_dir)
     notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how)}") for v in missing)
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
 
 
-def resolve(analysis: Analysis, names: list[str]) -> list[Variable]:
-    """The variables ``names`` name, each with where its cache is."""
+def resolve(analysis: Analysis, names: list[str], no_manifest: bool = False) -> list[Variable]:
+    """The variables ``names`` name, each with where its cache is
+    (``no_manifest``: none was given, which an unknown name's error says)."""
     from beaminst.commands.elements import locate
 
     by_var = {c.var: c for c in analysis.cacheables.values()}
     for name in names:
         if name not in by_var:
-            raise BeaminstError(_unknown(name, analysis), analysis.manifest_source)
+            raise BeaminstError(_unknown(name, analysis, no_manifest), analysis.manifest_source)
     source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
     out = []
     for name in names:
@@ -94,11 +97,11 @@ def resolve(analysis: Analysis, names: list[str]) -> list[Variable]:
     return out
 
 
-def _unknown(name: str, analysis: Analysis) -> str:
+def _unknown(name: str, analysis: Analysis, no_manifest: bool = False) -> str:
     bound = sorted(c.var for c in analysis.cacheables.values() if not c.synthetic)
     synthetic = sorted(c.var for c in analysis.cacheables.values() if c.synthetic)
     hint = did_you_mean(name, bound + synthetic)
-    known = ", ".join(bound) if bound else "none"
+    known = ", ".join(bound) if bound else ("none: no manifest given, pass -m MANIFEST" if no_manifest else "none")
     if synthetic:
         known += f"; synthetic source variables: {', '.join(synthetic)}"
     return f"no variable {name!r}{hint} (variables: {known})"

@@ -6,9 +6,17 @@ the CLI: the write pass, the read pass with every binding cached and
 computed, and, where there are unbounded sources, the background-caching
 pipeline. Each output gets two digests:
 
-* ``bytes``: SHA-256 of the file as written. Pickled payloads depend on the
-  Python and Beam versions that built them, so these are compared only where
-  ``environment()`` matches the one recorded;
+* ``content``: SHA-256 of the file as written, except that every pickled
+  payload (a DoFn, a pickled transform, coder or window function) stands as
+  the digest of its opcodes (:func:`pickle_digest`) with the install path
+  of Python packages cut out, and with memo references resolved: Beam's own
+  functions pickled by value carry the absolute path of the Beam they come
+  from, and whether two equal path strings are one object (pickled once,
+  then referenced) or two depends on how that Beam was installed and
+  compiled. So the same rewrite in another virtualenv differs there and only
+  there. Pickles also depend on the Python and Beam versions that built
+  them, so these are compared only where ``environment()`` matches the one
+  recorded;
 * ``structure``: SHA-256 of the output with every transform and coder payload
   and all display data cleared: ids, names, wiring, URNs, coders' and
   windowing strategies' references, environments, requirements. Compared
@@ -27,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -72,6 +81,94 @@ def structure_digest(data: bytes) -> str:
     return hashlib.sha256(p.SerializeToString(deterministic=True)).hexdigest()
 
 
+_SITE = re.compile(r"^.*?/(?:site|dist)-packages/", re.S)
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINBYTES", "BINBYTES",
+            "BINBYTES8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+_MEMO_PUT = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+
+
+def pickle_digest(encoded: bytes) -> bytes:
+    """A digest of a Beam pickled payload (base64 of a bz2 or zlib pickle)
+    that does not depend on where packages are installed nor on which equal
+    strings happened to be one object: the opcodes in order, FRAMEs dropped,
+    strings with their site-packages prefix cut, memo writes dropped and memo
+    reads replaced by the string they read (other objects read back by their
+    order among the memoized non-strings). Not a pickle: the bytes as they are."""
+    import pickletools
+
+    from beaminst.model.canonical import decompress_pickle
+
+    data = decompress_pickle(encoded)
+    if data is None:
+        return encoded
+    h = hashlib.sha256()
+    memo: dict[int, str] = {}
+    composites = 0
+    last_string: str | None = None
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name == "FRAME":
+                continue
+            if name in _MEMO_PUT:
+                index = len(memo) if name == "MEMOIZE" else arg
+                if last_string is not None:
+                    memo[index] = f"s:{last_string}"
+                else:
+                    memo[index] = f"o:{composites}"
+                    composites += 1
+                continue
+            token = memo.get(arg, "?") if name in _MEMO_GET else None
+            if name in _STRINGS:
+                text = arg.decode("latin-1") if isinstance(arg, bytes) else str(arg)
+                last_string = _SITE.sub("<site>/", text)
+                token = f"s:{last_string}"
+            else:
+                last_string = None if name not in _MEMO_GET or not str(token).startswith("s:") else str(token)[2:]
+                token = token if token is not None else f"{name}:{arg!r}"
+            h.update(token.encode("utf-8", "surrogatepass") + b"\0")
+    except Exception:  # not a pickle after all
+        return encoded
+    return b"pickle:" + h.digest()
+
+
+def content_digest(data: bytes) -> str:
+    from beaminst.model import urns
+    from beaminst.model.beamproto import runner_api
+
+    p = runner_api().Pipeline.FromString(data)
+    for t in p.components.transforms.values():
+        if t.spec.urn == urns.PICKLED_TRANSFORM:
+            t.spec.payload = pickle_digest(t.spec.payload)
+            continue
+        msg = urns.parse_payload(t.spec.urn, t.spec.payload) if t.spec.payload else None
+        if msg is None:
+            continue
+        for m, fd, value in list(urns.scalar_fields(msg)):
+            if fd.name == "payload" and fd.type == fd.TYPE_BYTES:
+                setattr(m, fd.name, pickle_digest(value))
+        t.spec.payload = msg.SerializeToString(deterministic=True)
+    for c in p.components.coders.values():
+        if c.spec.urn == urns.PICKLED_CODER:
+            c.spec.payload = _pickled_coder_digest(c.spec.payload)
+    for w in p.components.windowing_strategies.values():
+        w.window_fn.payload = pickle_digest(w.window_fn.payload)
+    return hashlib.sha256(p.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _pickled_coder_digest(payload: bytes) -> bytes:
+    """A pickled coder is a BytesValue of ``Name$<base64 zlib pickle>``."""
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload).value
+    except Exception:
+        return payload
+    name, sep, encoded = value.partition(b"$")
+    return name + sep + pickle_digest(encoded) if sep else payload
+
+
 def produce(cli: Callable[..., tuple[int, str]], work: Path) -> dict[str, bytes]:
     """Every pinned output, by ``<case>/<kind>``; ``cli(*args)`` runs
     beaminst and returns (exit code, stdout)."""
@@ -106,7 +203,7 @@ def produce(cli: Callable[..., tuple[int, str]], work: Path) -> dict[str, bytes]
 
 def digests(outputs: dict[str, bytes]) -> dict[str, dict[str, str]]:
     return {
-        k: {"bytes": hashlib.sha256(v).hexdigest(), "structure": structure_digest(v)}
+        k: {"content": content_digest(v), "structure": structure_digest(v)}
         for k, v in sorted(outputs.items())
     }
 
