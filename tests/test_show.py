@@ -599,3 +599,17 @@ def test_show_what_a_background_caching_job_recorded(tmp_path):
     # Not bound to a recording: the bounded branch 'upper' was never written.
     missing = run_cli_subprocess("show", *base, "upper")
     assert missing.returncode == 2 and "beaminst instrument " in missing.stderr
+
+
+def test_without_a_manifest_the_unknown_variable_says_to_pass_one(tmp_path):
+    r = run_cli("show", fixture_pb("wordcount"), "--cache-dir", str(tmp_path), "words")
+    assert r.exit_code == 2
+    assert "no variable 'words'" in r.stderr and "no manifest given, pass -m MANIFEST" in r.stderr, r.stderr
+
+
+def test_a_cache_directory_that_does_not_exist_is_named_as_such(tmp_path):
+    missing = tmp_path / "no-such-cache"
+    r = run_cli("show", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(missing), "words")
+    assert r.exit_code == 2
+    assert "the cache directory does not exist" in r.stderr and str(missing) in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
