@@ -71,9 +71,8 @@ def plan_show(
     variables = tuple(resolve(analysis, list(dict.fromkeys(names)), manifest_path is None))
     missing = [v for v in variables if v.layout is None]
     if len(missing) == len(variables):
-        if not analysis.cache.exists:
-            raise NothingCachedError("the cache directory does not exist (a typo, or nothing has run yet)", cache_dir)
-        raise NothingCachedError(_no_cache(missing, how), cache_dir)
+        where = "" if analysis.cache.exists else "the cache directory does not exist (a typo, or nothing has run yet): "
+        raise NothingCachedError(where + _no_cache(missing, how), cache_dir)
     notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how)}") for v in missing)
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
 
