@@ -455,3 +455,15 @@ def test_a_computed_source_output_is_not_said_to_be_recomputed(tmp_path):
     assert read_by_test_stream
     for var in read_by_test_stream:
         assert not any(w.startswith(f"{var!r} is listed as computed") for w in report["warnings"]), report["warnings"]
+
+
+def test_an_output_extension_that_names_no_format_is_written_binary_and_said(tmp_path):
+    out = tmp_path / "out.pbb"
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(out), "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["format"] == "binary" and out.exists()
+    assert any("'.pbb' names no format" in w and "--output-format" in w for w in doc["warnings"]), doc["warnings"]
+    for named in ("out.pb", "out"):  # a known extension, or none: nothing to say
+        r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / named), "--json")
+        assert not any("names no format" in w for w in json.loads(r.stdout)["warnings"])

@@ -122,7 +122,25 @@ def rewrite_file(
         raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
     report.format = save_pipeline(out, output, fmt)
     report.output = output  # "-" for stdout, as the user spelled it
+    guessed = _unknown_extension(output, output_format)
+    if guessed:
+        report.warnings.append(guessed)
     return Rewritten(analysis, report)
+
+
+def _unknown_extension(output: str, requested: str | None) -> str | None:
+    """A warning when the output's extension names no format (``out.pbb``, a
+    typo?) and binary was written for want of one; ``graph`` refuses those,
+    but a rewrite's output is always a pipeline, so it is written and said."""
+    import os
+
+    from beaminst.model.protoio import FORMATS, format_from_extension
+
+    ext = os.path.splitext(output)[1] if output != STDIO else ""
+    if requested or not ext or format_from_extension(output):
+        return None
+    return (f"{output}: the extension {ext!r} names no format, so binary was written "
+            f"(.pb, .textproto or .json choose one; or pass --output-format {'|'.join(FORMATS)})")
 
 
 def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:
