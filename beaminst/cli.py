@@ -957,7 +957,8 @@ def graph_command(
         _fail("only one of PIPELINE, --against and --manifest can be read from stdin")
     if output == "-" and fmt == "png" and sys.stdout.isatty():
         _fail("refusing to write PNG to a terminal: use -o FILE.png")
-    graph_files(pipeline, output, fmt, manifest, against, depth, expand_cache)
+    graph_files(pipeline, output, fmt, manifest, against, depth, expand_cache,
+                warn=lambda line: click.echo(f"beaminst: warning: {line}", err=True))
 
 
 if __name__ == "__main__":  # pragma: no cover

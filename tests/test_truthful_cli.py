@@ -467,3 +467,13 @@ def test_an_output_extension_that_names_no_format_is_written_binary_and_said(tmp
     for named in ("out.pb", "out"):  # a known extension, or none: nothing to say
         r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / named), "--json")
         assert not any("names no format" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_graph_with_the_pipelines_swapped_says_so(tmp_path):
+    out = tmp_path / "i.pb"
+    assert run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(out)).exit_code == 0
+    swapped = run_cli("graph", WC, "--against", str(out), "-o", str(tmp_path / "s.dot"))
+    assert swapped.exit_code == 0, swapped.stderr
+    assert "swapped?" in swapped.stderr and f"beaminst graph {out} --against {WC}" in swapped.stderr, swapped.stderr
+    right = run_cli("graph", str(out), "--against", WC, "-o", str(tmp_path / "r.dot"))
+    assert right.exit_code == 0 and "swapped" not in right.stderr, right.stderr

@@ -209,9 +209,12 @@ def graph_files(
     against_path: str | None = None,
     depth: int | None = None,
     expand_cache: bool = False,
+    warn: Callable[[str], None] = lambda _line: None,
 ) -> str:
     """``beaminst graph``: draw a pipeline (DOT, or SVG/PNG through Graphviz),
-    written atomically; returns the format written. With ``against_path`` the
+    written atomically; returns the format written; ``warn`` hears what
+    looks wrong (an instrumented ``against_path`` and an original pipeline:
+    swapped?). With ``against_path`` the
     manifest describes that original pipeline (the one instrumented).
     Composites at level ``depth`` and the grafted cache subgraphs (unless
     ``expand_cache``) are drawn as one node each."""
@@ -226,9 +229,21 @@ def graph_files(
     with paused_gc():  # loading and drawing, as diff_files loads and matches
         loaded = load(pipeline_path)
         original = load(against_path) if against_path else None
+        if original is not None and _grafted(original.proto) and not _grafted(loaded.proto):
+            warn(f"--against {original.source} has beaminst's cache transforms and {loaded.source} has none: "
+                 f"swapped? the instrumented pipeline is drawn against its original "
+                 f"(beaminst graph {against_path} --against {pipeline_path})")
         manifest = load_manifest(manifest_path)
         variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
         title = loaded.source if original is None else f"{loaded.source} against {original.source}"
         dot = render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
     write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
     return chosen
+
+
+def _grafted(proto: Any) -> bool:
+    """Whether ``proto`` holds a cache write or read beaminst grafted."""
+    from beaminst.model.labels import CACHE_COMPOSITES
+
+    prefixes = tuple(CACHE_COMPOSITES)
+    return any(t.unique_name.startswith(prefixes) for t in proto.components.transforms.values())
