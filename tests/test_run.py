@@ -484,6 +484,8 @@ def test_recording_limits_stop_a_long_recording_and_report_what_was_recorded(tmp
     assert "CANCELLED" in out and "stopped at --max-bytes" in out and "recorded" in out
     size = os.path.getsize(key["path"])
     assert 20_000 <= size < 400 * 1000  # cancelled soon after the limit (n events are ~4 MB)
+    (record,) = [line.split("\t") for line in out.splitlines() if line.startswith("recorded\t")]
+    assert record[3].isdigit() and 20_000 <= int(record[3]) <= size, record  # bytes, not "20.1 kB", on a pipe
 
     # Ctrl-C: the job is cancelled, the command ends at once, in one line.
     os.remove(key["path"])

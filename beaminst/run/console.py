@@ -88,6 +88,14 @@ def status_line(tty: bool) -> Iterator[Any]:
         yield RichStatus(status, console)
 
 
+def _size(out: Human, n: int | None) -> str:
+    """Human units for people; the byte count itself for a pipe, so that
+    ``cut`` and ``awk`` can add them up."""
+    if out.terminal:
+        return human_bytes(n)
+    return "" if n is None else str(n)
+
+
 def print_run_report(out: Human, report: RunReport) -> None:
     """The summary: final state, what was recorded or written, the next step."""
     where = f"{report.runner} at {report.job_endpoint}" if report.job_endpoint else report.runner
@@ -100,7 +108,7 @@ def print_run_report(out: Human, report: RunReport) -> None:
     rec = report.recorded
     if rec is not None:
         rows = [
-            (k["key"], k["source"], human_bytes(k["bytes"]), "" if k["elements"] is None else str(k["elements"]))
+            (k["key"], k["source"], _size(out, k["bytes"]), "" if k["elements"] is None else str(k["elements"]))
             for k in rec["keys"]
         ]
         out.table("recorded", "recorded", ("cache key", "source", "bytes", "elements"), rows)
