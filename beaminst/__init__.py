@@ -1,10 +1,9 @@
 """beaminst: Interactive Beam's pipeline instrumentation on saved pipeline protos.
 
 The public library API is re-exported here lazily so that ``import beaminst``
-(and therefore ``beaminst --help``) never pulls in the Beam SDK. The passes
-live in modules of the same name (``from beaminst.passes.instrument import
-instrument``); re-exporting them here would be shadowed by the submodule as
-soon as it is imported.
+(and therefore ``beaminst --help``) never pulls in the Beam SDK. The rest
+lives in the layer packages (``from beaminst.passes.instrument import
+instrument``; the README's layout table lists them).
 """
 
 from __future__ import annotations

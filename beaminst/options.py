@@ -115,7 +115,7 @@ class RewriteOptions:
     A ``test_stream_endpoint`` that is not ``HOST:PORT`` is an
     :class:`~beaminst.errors.OptionError`."""
 
-    cache_dir: str
+    cache_dir: str | None  # None: the command refuses, naming --cache-dir
     test_stream_endpoint: str | None = None
     allow_empty: bool = False
     worker: WorkerOptions = WorkerOptions()

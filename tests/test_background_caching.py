@@ -547,3 +547,21 @@ def test_same_command_twice_is_byte_identical(fmt, tmp_path):
     with open(outs[0], "rb") as f0, open(outs[1], "rb") as f1:
         a, b = f0.read(), f1.read()
     assert a and a == b
+
+
+def test_an_empty_background_pipeline_reports_the_requirements_it_declares(tmp_path):
+    """--allow-empty: the report's requirements are those of the root-only
+    output, a declared requirement beaminst cannot derive included (the
+    report said [] whatever the output declared before issue 13's driver)."""
+    from beaminst.model.protoio import save_pipeline
+
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    proto.requirements.append("beam:requirement:custom:v1")
+    pb = str(tmp_path / "p.pb")
+    save_pipeline(proto, pb)
+    out = str(tmp_path / "bg.pb")
+    r = run_cli("background-caching", pb, "--cache-dir", str(tmp_path / "cache"), "-o", out, "--allow-empty", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["empty"] is True
+    assert doc["requirements"] == list(load_pipeline(out)[0].requirements) == ["beam:requirement:custom:v1"]

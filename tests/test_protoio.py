@@ -429,3 +429,32 @@ def test_saving_a_pipeline_writes_those_pieces(tmp_path):
     p, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
     save_pipeline(p, str(tmp_path / "o.pb"))
     assert (tmp_path / "o.pb").read_bytes() == p.SerializeToString(deterministic=True)
+
+
+def test_a_trimmed_pipeline_drops_unknown_components_fields_as_the_copy_it_replaced_did():
+    """Trimming in place must not keep a field this Beam does not know on
+    Components (the copy of what stays dropped it): it would also send the
+    output down the one-buffer serialization."""
+    from google.protobuf import unknown_fields
+
+    from beaminst.graph.prune import trim_components
+    from beaminst.model.beamproto import runner_api
+
+    p = load_fixture("wordcount")
+    comps = runner_api().Components.FromString(p.components.SerializeToString() + b"\x98\x06\x01")  # field 99
+    p.components.CopyFrom(comps)
+    assert len(unknown_fields.UnknownFieldSet(p.components)) == 1
+    before = set(p.components.transforms)
+    trim_components(p)
+    assert len(unknown_fields.UnknownFieldSet(p.components)) == 0
+    assert set(p.components.transforms) == before
+    _pieces_equal(p)
+
+
+def test_pieces_fall_back_for_a_pipeline_layout_they_do_not_know(monkeypatch):
+    from beaminst.model import protoio
+
+    p = load_fixture("wordcount")
+    assert len(protoio.binary_pieces(p)) > 2
+    monkeypatch.setattr(protoio, "_PIPELINE_FIELDS", {**protoio._PIPELINE_FIELDS, "newer_field": 5})
+    assert protoio.binary_pieces(p) == [p.SerializeToString(deterministic=True)]

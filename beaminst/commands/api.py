@@ -52,7 +52,7 @@ def analyze_files(
 
 
 # A rewriting pass: instrument.instrument or background_caching.background_caching.
-Pass = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
+Rewrite = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def background_caching_files(
 
 
 def rewrite_file(
-    rewrite: Pass,
+    rewrite: Rewrite,
     pipeline_path: str,
     output: str,
     manifest_path: str | None,

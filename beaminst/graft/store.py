@@ -66,20 +66,30 @@ def store_root() -> str | None:
 
 
 @functools.cache
-def environment() -> dict[str, Any]:
-    """What every key includes: this format, Beam's and Python's versions, and
-    the digest of the beaminst source that builds templates (computed once)."""
+@functools.cache
+def _source_digest() -> str | None:
+    """The digest of the beaminst source that builds templates; None when
+    it is not on disk (a zip or bytecode-only install): then no store."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     h = hashlib.sha256()
     for rel in _SOURCES:
-        with open(os.path.join(here, rel), "rb") as f:
-            data = f.read()
+        try:
+            with open(os.path.join(here, rel), "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
         h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+def environment() -> dict[str, Any]:
+    """What every key includes: this format, Beam's and Python's versions, and
+    the digest of the beaminst source that builds templates (computed once)."""
     return {
         "format": FORMAT,
         "beam": beam_version(),
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
-        "source": h.hexdigest(),
+        "source": _source_digest(),
     }
 
 
@@ -93,7 +103,7 @@ class TemplateStore:
     @classmethod
     def open(cls) -> TemplateStore | None:
         root = store_root()
-        return None if root is None else cls(root)
+        return None if root is None or _source_digest() is None else cls(root)
 
     @staticmethod
     def key(kind: str, depends_on: dict[str, Any]) -> str:

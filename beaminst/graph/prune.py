@@ -140,8 +140,18 @@ def trim_components(pipeline: Any) -> Any:
     ones, and a pruned stateful ParDo no longer needs its declaration.
     Returns ``pipeline``. Deleting what goes, rather than copying what stays,
     keeps the cost in what was pruned."""
+    from google.protobuf import unknown_fields
+
     keep = referenced_components(pipeline)
     c = pipeline.components
+    if len(unknown_fields.UnknownFieldSet(c)):
+        # A field this Beam does not know (a newer one's): dropped, as the
+        # copy of what stays that this trim once made dropped it.
+        fresh = type(c)()
+        for name in ("transforms", "pcollections", "coders", "windowing_strategies", "environments"):
+            for k, v in getattr(c, name).items():
+                getattr(fresh, name)[k].CopyFrom(v)
+        c.CopyFrom(fresh)
     for name, kind in (
         ("transforms", "transform"),
         ("pcollections", "PCollection"),

@@ -155,8 +155,6 @@ def _check_coder_cycles(coders: Any) -> None:
                 stack.append((nxt, iter(coders[nxt].component_coder_ids)))
 
 
-
-
 def _check_pickled_coders(coders: Any) -> None:
     """A ``pickled_python`` coder's payload must get as far as Beam's
     ``deserialize_coder`` gets before unpickling: a ``BytesValue`` holding

@@ -236,6 +236,17 @@ def _upb_key_order(key: str) -> tuple[int, ...]:
     return (*key.encode("utf-8"), 256)
 
 
+_PIPELINE_FIELDS = {"components": 1, "root_transform_ids": 2, "display_data": 3, "requirements": 4}
+
+
+def _layout_is_known(proto: Any) -> bool:
+    """Pipeline and Components have exactly the fields, under the numbers,
+    that :func:`binary_pieces` writes (a newer Beam's would be dropped)."""
+    pipeline = {f.name: f.number for f in proto.DESCRIPTOR.fields}
+    components = {f.name: f.number for f in proto.components.DESCRIPTOR.fields}
+    return pipeline == _PIPELINE_FIELDS and components == {n: i for i, n in enumerate(_COMPONENT_MAPS, start=1)}
+
+
 def binary_pieces(proto: Any) -> list[bytes]:
     """``proto.SerializeToString(deterministic=True)`` as pieces to write one
     after another: the same bytes (a test holds them equal), without the one
@@ -251,6 +262,7 @@ def binary_pieces(proto: Any) -> list[bytes]:
     c = proto.components
     if (
         api_implementation.Type() != "upb"  # the key order below is upb's
+        or not _layout_is_known(proto)
         or unknown_fields.UnknownFieldSet(proto)
         or unknown_fields.UnknownFieldSet(c)
     ):

@@ -151,7 +151,7 @@ def empty(work: Work) -> dict[str, Any]:
 
 
 def plan_pass(work: Work) -> dict[str, Any]:
-    """Pass 1: the writes (:func:`plan_writes`)."""
+    """The writes (:func:`plan_writes`)."""
     return {"plan": plan_writes(work.analysis)}
 
 
@@ -160,7 +160,7 @@ def grafter_pass(work: Work) -> dict[str, Any]:
 
 
 def graft_captures(work: Work) -> dict[str, Any]:
-    """Pass 2: the capture writes, one per planned source output."""
+    """The capture writes, one per planned source output."""
     cache = work.analysis.cache
     grafted, writes, warnings = [], [], []
     for w in work.plan:
@@ -180,7 +180,7 @@ def graft_captures(work: Work) -> dict[str, Any]:
 
 
 def cut(work: Work) -> dict[str, Any]:
-    """Passes 3 and 4: mark what stays, cut the rest, trim."""
+    """Mark what stays, cut the rest, trim."""
     keep, partial = _mark(work.analysis)
     producer = work.index.producer
     working = work.working

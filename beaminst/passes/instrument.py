@@ -138,7 +138,7 @@ class NothingToInstrument(BeaminstError):
 
 
 def plan_pass(work: Work) -> dict[str, Any]:
-    """Pass 1: the decisions (:func:`plan`)."""
+    """The decisions (:func:`plan`)."""
     the_plan = plan(work.analysis)
     return {"plan": the_plan, "skipped": tuple(Skip(v, r) for v, r in the_plan.skipped)}
 
@@ -172,7 +172,7 @@ def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str
 
 
 def graft_reads(work: Work) -> dict[str, Any]:
-    """Pass 2: one TestStream (unbounded sources) or a ReadCache per read;
+    """One TestStream (unbounded sources) or a ReadCache per read;
     makes ``read_out`` (PCollection id -> the id that replaces it)."""
     the_plan, grafter = work.plan, work.grafter
     var_of = {pc: c.var for pc, c in work.analysis.cacheables.items()}
@@ -205,7 +205,7 @@ def graft_reads(work: Work) -> dict[str, Any]:
 
 
 def rewire(work: Work) -> dict[str, Any]:
-    """Pass 3: every consumer's main input reads the cache instead (side inputs
+    """Every consumer's main input reads the cache instead (side inputs
     stay, as in Beam's ReadCacheWireVisitor)."""
     index, transforms = work.index, work.working.components.transforms
     rewired = []
@@ -218,7 +218,7 @@ def rewire(work: Work) -> dict[str, Any]:
 
 
 def graft_writes(work: Work) -> dict[str, Any]:
-    """Pass 4: Beam's cache write after each PCollection to write; the
+    """Beam's cache write after each PCollection to write; the
     writes' outputs become extra pruning targets (``_extended_targets`` in Beam)."""
     grafted, writes, outputs = [], [], []
     for pc, key in work.plan.writes.items():
@@ -237,7 +237,7 @@ def graft_writes(work: Work) -> dict[str, Any]:
 
 
 def prune(work: Work) -> dict[str, Any]:
-    """Pass 5: the grafted pieces join the top level, then everything that
+    """The grafted pieces join the top level, then everything that
     does not contribute to the targets goes, and what nobody references."""
     working = work.working
     set_top_level(working, top_level_list(working) + [t for g in work.grafted for t in g.top])
@@ -246,7 +246,7 @@ def prune(work: Work) -> dict[str, Any]:
 
 
 def report_outcome(work: Work) -> dict[str, Any]:
-    """Pass 6: rewirings and reads of transforms pruning removed are not
+    """Rewirings and reads of transforms pruning removed are not
     reported; bindings the output neither writes nor reads are warned about."""
     kept = {t.unique_name for t in work.output.components.transforms.values()}
     reads = tuple(r for r in work.reads if r.transforms is None or r.transforms[0] in kept)

@@ -297,7 +297,8 @@ def set_top_level(pipeline: Any, top: list[str]) -> None:
 def extend_index(index: GraphIndex, pipeline: Any, grafted: Iterable[Grafted]) -> tuple[dict[str, str | None], dict[str, str]]:
     """The input index's parent and producer maps, extended by what was
     grafted into ``pipeline`` (each graft's top-level transforms sit under
-    the top level); linear in what was added, not in the pipeline."""
+    the top level): one C-level copy of each map, then a walk over what was
+    added only, instead of indexing the whole working copy again."""
     ts = pipeline.components.transforms
     root = python_root(pipeline)
     parent: dict[str, str | None] = dict(index.parent)
