@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,23 @@ def renamed_transforms(proto: Any, prefix: str = "v2/") -> Any:
     for t in out.components.transforms.values():
         t.unique_name = prefix + t.unique_name
     return out
+
+
+def lines_run(fn: Callable[[], Any]) -> int:
+    """Python lines run by ``fn()``: work counted, not timed (a loaded machine
+    runs slower, never longer; work inside one C call shows only in the benchmark)."""
+    import sys
+
+    lines = 0
+
+    def trace(frame: Any, event: str, _arg: Any) -> Any:
+        nonlocal lines
+        lines += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return lines

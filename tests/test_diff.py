@@ -23,7 +23,14 @@ from conftest import (
     run_cli_subprocess,
     run_python,
 )
-from diffcases import instrument_case, pcollection_refs, renamed, renamed_transforms, shape_pipeline
+from diffcases import (
+    instrument_case,
+    lines_run,
+    pcollection_refs,
+    renamed,
+    renamed_transforms,
+    shape_pipeline,
+)
 
 from beaminst.errors import ValidationError
 from beaminst.model.protoio import load_pipeline, save_pipeline
@@ -741,23 +748,14 @@ def diff_work(before: Any, after: Any) -> int:
     from beaminst.commands import diffformat
     from beaminst.commands.diff import diff_indexes
 
-    lines = 0
-
-    def trace(frame: Any, event: str, _arg: Any) -> Any:
-        nonlocal lines
-        lines += event == "line"
-        return trace
-
-    sys.settrace(trace)
-    try:
+    def work() -> None:
         d = diff_indexes(before, after)
         diffformat.write_plain(io.StringIO(), d)
         diffformat.markdown(d)
         json.dumps(d.to_json(), sort_keys=True)
         diffformat.print_tree(Console(file=io.StringIO(), width=200), d)
-    finally:
-        sys.settrace(None)
-    return lines
+
+    return lines_run(work)
 
 
 @pytest.mark.parametrize("shape", sorted(GROWTH_CASES))

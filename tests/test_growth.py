@@ -6,31 +6,13 @@ runs slower, never longer). ``tests/test_diff.py`` does the same for
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from diffcases import renamed_transforms, shape_pipeline
+from diffcases import lines_run, renamed_transforms, shape_pipeline
 
 GROWTH = 4.5  # 4x the input, linear with slack for sorting
-
-
-def lines_run(fn: Callable[[], Any]) -> int:
-    """Python lines run by ``fn()`` (work inside one C call shows only in the benchmark)."""
-    lines = 0
-
-    def trace(frame: Any, event: str, _arg: Any) -> Any:
-        nonlocal lines
-        lines += event == "line"
-        return trace
-
-    sys.settrace(trace)
-    try:
-        fn()
-    finally:
-        sys.settrace(None)
-    return lines
 
 
 def growth(make: Callable[[int], Callable[[], Any]], n: int) -> tuple[int, int]:
