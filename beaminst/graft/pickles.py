@@ -14,10 +14,10 @@ import bz2
 import contextlib
 import functools
 import zlib
-from typing import Any
 
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
+from beaminst.model.canonical import unwrap_pickled_coder
 
 
 def _decompress(raw: bytes) -> tuple[bytes, str] | None:
@@ -64,23 +64,8 @@ def pickle_mentions(encoded: bytes, needle: bytes) -> bool:
     return needle in (encoded if opened is None else opened[0])
 
 
-def _unwrap_pickled_coder(payload: bytes) -> tuple[Any, bytes, bytes] | None:
-    """``beam:coder:pickled_python:v1`` payloads are a BytesValue holding
-    ``ClassName$<base64 zlib pickle>`` (``coders.serialize_coder``)."""
-    from google.protobuf import wrappers_pb2
-
-    try:
-        value = wrappers_pb2.BytesValue.FromString(payload)
-    except Exception:
-        return None
-    name, sep, encoded = value.value.partition(b"$")
-    if not sep:
-        return None
-    return value, name, encoded
-
-
 def substitute_in_coder(payload: bytes, old: bytes, new: bytes) -> bytes:
-    unwrapped = _unwrap_pickled_coder(payload)
+    unwrapped = unwrap_pickled_coder(payload)
     if unwrapped is None:
         return substitute_in_pickle(payload, old, new)
     value, name, encoded = unwrapped
@@ -92,7 +77,7 @@ def substitute_in_coder(payload: bytes, old: bytes, new: bytes) -> bytes:
 
 
 def coder_mentions(payload: bytes, needle: bytes) -> bool:
-    unwrapped = _unwrap_pickled_coder(payload)
+    unwrapped = unwrap_pickled_coder(payload)
     if unwrapped is None:
         return pickle_mentions(payload, needle)
     return pickle_mentions(unwrapped[2], needle)

@@ -85,18 +85,31 @@ def _unframe(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def unwrap_pickled_coder(payload: bytes) -> tuple[Any, bytes, bytes] | None:
+    """``beam:coder:pickled_python:v1`` payloads are a BytesValue holding
+    ``ClassName$<base64 zlib pickle>`` (``coders.serialize_coder``): the
+    BytesValue, the name and the encoded pickle; None when it is not one."""
+    from google.protobuf import wrappers_pb2
+
+    try:
+        value = wrappers_pb2.BytesValue.FromString(payload)
+    except Exception:
+        return None
+    name, sep, encoded = value.value.partition(b"$")
+    if not sep:
+        return None
+    return value, name, encoded
+
+
 def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:
     """Pickled coders are a BytesValue of ``ClassName$<pickle>``."""
     if urn != urns.PICKLED_CODER or not payload:
         return payload
-    from google.protobuf import wrappers_pb2
-
-    try:
-        value = wrappers_pb2.BytesValue.FromString(payload).value
-    except Exception:
+    unwrapped = unwrap_pickled_coder(payload)
+    if unwrapped is None:
         return payload
-    name, sep, encoded = value.partition(b"$")
-    return name + sep + install_independent(encoded) if sep else payload
+    _, name, encoded = unwrapped
+    return name + b"$" + install_independent(encoded)
 
 
 class Signatures:

@@ -158,15 +158,13 @@ def content_digest(data: bytes) -> str:
 
 
 def _pickled_coder_digest(payload: bytes) -> bytes:
-    """A pickled coder is a BytesValue of ``Name$<base64 zlib pickle>``."""
-    from google.protobuf import wrappers_pb2
+    from beaminst.model.canonical import unwrap_pickled_coder
 
-    try:
-        value = wrappers_pb2.BytesValue.FromString(payload).value
-    except Exception:
+    unwrapped = unwrap_pickled_coder(payload)
+    if unwrapped is None:
         return payload
-    name, sep, encoded = value.partition(b"$")
-    return name + sep + pickle_digest(encoded) if sep else payload
+    _, name, encoded = unwrapped
+    return name + b"$" + pickle_digest(encoded)
 
 
 def produce(cli: Callable[..., tuple[int, str]], work: Path) -> dict[str, bytes]:
