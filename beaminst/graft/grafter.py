@@ -19,7 +19,7 @@ store holds (:mod:`beaminst.graft.templates`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,11 +59,13 @@ def _remember(table: dict[tuple[Any, ...], Any], shape: tuple[Any, ...], value: 
     table[shape] = value
 
 
-@dataclass
+@dataclass(frozen=True)
 class GraftResult:
-    top: list[str]
-    transforms: list[str]
-    outputs: dict[str, str]
+    """What one graft added to the target."""
+
+    top: tuple[str, ...]  # its top-level transforms
+    transforms: tuple[str, ...]  # all of them, hierarchy order
+    outputs: Mapping[str, str]  # name -> PCollection id
 
 
 @dataclass
@@ -397,7 +399,10 @@ class Grafter:
             out.subtransforms[:] = [t_map[x] for x in s.subtransforms]
             if s.environment_id:
                 out.environment_id = env_map[s.environment_id]
-        return GraftResult([t_map[t] for t in sub.top], [t_map[t] for t in sub.transforms], {k: pc_map[v] for k, v in sub.outputs.items()})
+        return GraftResult(
+            tuple(t_map[t] for t in sub.top), tuple(t_map[t] for t in sub.transforms),
+            {k: pc_map[v] for k, v in sub.outputs.items()},
+        )
 
 
 def _referenced(sub: Subgraph) -> _Referenced:

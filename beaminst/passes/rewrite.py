@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.errors import BeaminstError, CacheDirError, InternalError
@@ -27,6 +27,9 @@ from beaminst.graph.prune import necessary_transforms, trim_components
 from beaminst.graph.validate import validate_output
 from beaminst.model import urns
 from beaminst.options import RewriteOptions
+
+if TYPE_CHECKING:
+    from beaminst.graft import GraftResult
 
 
 @dataclass(frozen=True)
@@ -138,15 +141,6 @@ class Report:
 
 
 @dataclass(frozen=True)
-class Grafted:
-    """What one graft added to the working copy."""
-
-    top: tuple[str, ...]  # its top-level transforms
-    transforms: tuple[str, ...]  # all of them, hierarchy order
-    outputs: Mapping[str, str]  # name -> PCollection id
-
-
-@dataclass(frozen=True)
 class Work:
     """The state passes read; each pass returns the fields it made."""
 
@@ -155,7 +149,7 @@ class Work:
     working: Any = None  # the input's copy grafts are written into
     grafter: Any = None
     plan: Any = None  # the command's pure decisions
-    grafted: tuple[Grafted, ...] = ()  # in graft order
+    grafted: tuple[GraftResult, ...] = ()  # in graft order
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
     output: Any = None
@@ -249,10 +243,9 @@ def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
     return made
 
 
-def graft(work: Work, sub: Any, key: str | None, input_pc: str | None, label: str) -> Grafted:
+def graft(work: Work, sub: Any, key: str | None, input_pc: str | None, label: str) -> GraftResult:
     """Graft ``sub`` into the working copy; returns what it added."""
-    res = work.grafter.graft(sub, key, input_pc, label)
-    return Grafted(tuple(res.top), tuple(res.transforms), dict(res.outputs))
+    return work.grafter.graft(sub, key, input_pc, label)
 
 
 def names(work: Work, transform_ids: Iterable[str]) -> tuple[str, ...]:
@@ -294,7 +287,7 @@ def set_top_level(pipeline: Any, top: list[str]) -> None:
 # Pruning, from the one index
 
 
-def extend_index(index: GraphIndex, pipeline: Any, grafted: Iterable[Grafted]) -> tuple[dict[str, str | None], dict[str, str]]:
+def extend_index(index: GraphIndex, pipeline: Any, grafted: Iterable[GraftResult]) -> tuple[dict[str, str | None], dict[str, str]]:
     """The input index's parent and producer maps, extended by what was
     grafted into ``pipeline`` (each graft's top-level transforms sit under
     the top level): one C-level copy of each map, then a walk over what was
