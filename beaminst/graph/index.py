@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from beaminst.errors import ValidationError
 from beaminst.model import urns
@@ -27,9 +27,10 @@ from beaminst.model import urns
 _PYTHON_SIDE_INPUT = re.compile(r"^python_side_input\d+$")
 
 
-@dataclass(frozen=True)
-class Consumer:
-    """One use of a PCollection as a transform input."""
+class Consumer(NamedTuple):
+    """One use of a PCollection as a transform input (a tuple: one is made
+    per input of every transform, and a frozen dataclass costs five times
+    as much to build)."""
 
     transform_id: str
     tag: str
@@ -104,15 +105,24 @@ class GraphIndex:
         ]
 
 
-def side_input_tags(transform: Any, is_leaf: bool, transform_id: str | None = None) -> frozenset[str]:
+_NONE: frozenset[str] = frozenset()
+
+
+def side_input_tags(
+    transform: Any, is_leaf: bool, transform_id: str | None = None, input_tags: list[str] | None = None
+) -> frozenset[str]:
     """Input tags that are side inputs: the payload says so for leaves (see
-    :mod:`beaminst.model.urns`); Python composites mark them by tag name."""
+    :mod:`beaminst.model.urns`); Python composites mark them by tag name.
+    ``input_tags``: the transform's input tags, when the caller has read them."""
+    if input_tags is None:
+        input_tags = list(transform.inputs)
     # A side input always comes with a main input: skip the tag scan otherwise
     # (the payload is still parsed: it must parse, and name only real inputs).
-    tags = {t for t in transform.inputs if _PYTHON_SIDE_INPUT.match(t)} if len(transform.inputs) > 1 else set()
-    if is_leaf:
-        tags.update(payload_info_of(transform, transform_id).side_inputs)
-    return frozenset(tags)
+    named = [t for t in input_tags if _PYTHON_SIDE_INPUT.match(t)] if len(input_tags) > 1 else ()
+    declared = payload_info_of(transform, transform_id).side_inputs if is_leaf else _NONE
+    if not named:
+        return declared
+    return declared.union(named)
 
 
 def payload_info_of(transform: Any, transform_id: str | None = None) -> urns.PayloadInfo:
@@ -156,20 +166,31 @@ def build_index(pipeline: Any) -> GraphIndex:
     producer_tags: dict[str, str] = {}
     consumers: dict[str, list[Consumer]] = {}
     side_tags: dict[str, frozenset[str]] = {}
+    leaf_inputs: list[tuple[str, tuple[str, ...]]] = []  # (leaf, its input PCollections), hierarchy order
     for tid in order:
         t = transforms[tid]
         leaf = not t.subtransforms
-        sides = side_input_tags(t, leaf, tid)
+        inputs = t.inputs
+        # Each map is read once: a protobuf map's items() is a Python-level view.
+        tags = list(inputs)
+        pcs = [inputs[tag] for tag in tags]
+        sides = side_input_tags(t, leaf, tid, tags)
         if sides:
             side_tags[tid] = sides
-        for tag, pc in t.inputs.items():
-            consumers.setdefault(pc, []).append(Consumer(tid, tag, tag in sides, leaf))
-        if sides - set(t.inputs):
-            missing = sorted(sides - set(t.inputs))[0]
-            raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
+            if not sides <= set(tags):
+                missing = sorted(sides - set(tags))[0]
+                raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
+        for tag, pc in zip(tags, pcs, strict=True):
+            uses = consumers.get(pc)
+            if uses is None:
+                consumers[pc] = uses = []
+            uses.append(Consumer(tid, tag, tag in sides, leaf))
         if leaf:
-            ins = set(t.inputs.values())
-            for tag, pc in t.outputs.items():
+            leaf_inputs.append((tid, tuple(pcs)))
+            ins = set(pcs) if len(pcs) > 4 else pcs
+            outputs = t.outputs
+            for tag in outputs:
+                pc = outputs[tag]
                 if pc in ins:
                     continue  # a pass-through is not a producer (as in Beam's from_runner_api)
                 if pc in producer and producer[pc] != tid:
@@ -182,7 +203,7 @@ def build_index(pipeline: Any) -> GraphIndex:
         if pc not in producer:
             raise ValidationError(f"PCollection {pc!r} has no producing transform")
 
-    leaf_order = _topological_leaves(order, transforms, producer)
+    leaf_order = _topological_leaves(leaf_inputs, producer)
     return GraphIndex(
         pipeline=pipeline,
         roots=tuple(pipeline.root_transform_ids),
@@ -196,27 +217,34 @@ def build_index(pipeline: Any) -> GraphIndex:
     )
 
 
-def _topological_leaves(order: list[str], transforms: Any, producer: Mapping[str, str]) -> tuple[str, ...]:
+def _topological_leaves(leaf_inputs: list[tuple[str, tuple[str, ...]]], producer: Mapping[str, str]) -> tuple[str, ...]:
     """Kahn's algorithm over leaf data dependencies; ties keep hierarchy order.
+    ``leaf_inputs``: each leaf, in hierarchy order, with its input PCollections.
 
     SDKs apply transforms after their inputs exist, so hierarchy order is
     usually topological already: one linear check returns it as it is, and
     the heap only runs when it is not (the result is the same either way)."""
     import heapq
 
-    leaves = [t for t in order if not transforms[t].subtransforms]
+    leaves = [t for t, _ in leaf_inputs]
+    inputs_of = dict(leaf_inputs)
     done: set[str] = set()
-    for t in leaves:
-        if any(producer.get(pc, t) not in done and producer.get(pc, t) != t for pc in transforms[t].inputs.values()):
-            break
-        done.add(t)
+    for t, pcs in leaf_inputs:
+        for pc in pcs:
+            up = producer.get(pc, t)
+            if up not in done and up != t:
+                break
+        else:
+            done.add(t)
+            continue
+        break
     else:
         return tuple(leaves)
     rank = {t: i for i, t in enumerate(leaves)}
     indegree = dict.fromkeys(leaves, 0)
     downstream: dict[str, list[str]] = {}
     for t in leaves:
-        ups = {producer[pc] for pc in transforms[t].inputs.values() if producer.get(pc, t) != t}
+        ups = {producer[pc] for pc in inputs_of[t] if producer.get(pc, t) != t}
         indegree[t] = len(ups)
         for u in ups:
             downstream.setdefault(u, []).append(t)

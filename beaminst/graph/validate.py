@@ -46,38 +46,50 @@ def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = Non
     names: dict[str, str] = {}
     for tid in sorted(transforms):
         t = transforms[tid]
-        for s in t.subtransforms:
+        subtransforms = t.subtransforms
+        for s in subtransforms:
             if s not in transforms:
                 raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
-        for kind, refs in (("input", t.inputs), ("output", t.outputs)):
-            for tag, pc in refs.items():
+        # Each map is read once: a protobuf map's items() is a Python-level view.
+        inputs, outputs = t.inputs, t.outputs
+        ins = [inputs[tag] for tag in inputs]
+        outs = [outputs[tag] for tag in outputs]
+        for kind, refs, pcs in (("input", inputs, ins), ("output", outputs, outs)):
+            for pc in pcs:
                 if pc not in pcolls:
+                    tag = next(k for k in refs if refs[k] == pc)
                     raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
-        if t.environment_id and t.environment_id not in envs:
-            raise ValidationError(f"transform {tid!r} names environment {t.environment_id!r} that does not exist")
+        env = t.environment_id
+        if env and env not in envs:
+            raise ValidationError(f"transform {tid!r} names environment {env!r} that does not exist")
         info = _check_payload_references(tid, t, c)
         if referenced is not None:
-            pcs_used.update(t.inputs.values())
-            pcs_used.update(t.outputs.values())
-            coders_used.update(info.coders)
-            strategies_used.update(info.windowing_strategies)
-            envs_used.update(info.environments)
-            if t.environment_id:
-                envs_used.add(t.environment_id)
-        if not t.spec.urn and not t.subtransforms and not set(t.outputs.values()) <= set(t.inputs.values()):
+            pcs_used.update(ins)
+            pcs_used.update(outs)
+            if info.coders:
+                coders_used.update(info.coders)
+            if info.windowing_strategies:
+                strategies_used.update(info.windowing_strategies)
+            if info.environments:
+                envs_used.update(info.environments)
+            if env:
+                envs_used.add(env)
+        urn = t.spec.urn
+        if not urn and not subtransforms and not set(outs) <= set(ins):
             # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
             raise ValidationError(f"transform {tid!r} ({t.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
-        if t.spec.urn in urns.RUNNER_IMPLEMENTED and t.environment_id:
+        if env and urn in urns.RUNNER_IMPLEMENTED:
             raise ValidationError(
-                f"transform {tid!r} ({t.spec.urn}) names environment {t.environment_id!r}, "
+                f"transform {tid!r} ({urn}) names environment {env!r}, "
                 "but the runner implements it and it must name none"
             )
-        if t.unique_name:
-            if t.unique_name in names:
+        name = t.unique_name
+        if name:
+            if name in names:
                 raise ValidationError(
-                    f"transforms {names[t.unique_name]!r} and {tid!r} share the unique name {t.unique_name!r}"
+                    f"transforms {names[name]!r} and {tid!r} share the unique name {name!r}"
                 )
-            names[t.unique_name] = tid
+            names[name] = tid
 
     for pid in sorted(pcolls):
         p = pcolls[pid]
@@ -96,7 +108,6 @@ def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = Non
                 raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
     _check_coder_cycles(coders)
     _check_pickled_coders(coders)
-    _check_pickle_sizes(c)
     for wid in sorted(strategies):
         w = strategies[wid]
         if w.window_coder_id not in coders:
@@ -125,6 +136,8 @@ def _check_payload_references(tid: str, t: Any, components: Any) -> urns.Payload
     """References inside the payload (a Combine's accumulator coder, ParDo
     state and restriction coders, ...) must exist too, as Java checks them."""
     info = payload_info_of(t, tid)
+    if not (info.coders or info.windowing_strategies or info.environments):
+        return info
     for kind, label in _KIND_NAMES.items():
         existing = getattr(components, kind)
         for ref in sorted(info.references(kind)):
@@ -237,13 +250,19 @@ def _check_pickle_sizes(c: Any) -> None:
 def validate(pipeline: Any) -> GraphIndex:
     """Check ``pipeline`` completely and return its graph index."""
     check_references(pipeline)
+    _check_pickle_sizes(pipeline.components)
     return build_index(pipeline)
 
 
 def validate_output(pipeline: Any) -> GraphIndex:
     """:func:`validate`, and also refuse anything unreferenced (Go's
     TrimCoders rule, which every output of beaminst keeps), in the same walk;
-    returns the graph index."""
+    returns the graph index.
+
+    Pickle sizes are not checked again: an output's pickles are the input's,
+    which passed that check at load, or ones beaminst built, or the same with
+    a cache key substituted (same length, so the same size); the check guards
+    against what a file brings, and an output brings nothing new."""
     referenced: dict[str, set[str]] = {}
     check_references(pipeline, referenced)
     index = build_index(pipeline)  # every transform is reachable from a root
