@@ -101,6 +101,11 @@ class Grafter:
         self.alloc: dict[str, IdAllocator] = allocators_for(target)
         self._target_sigs = Signatures(target.components)
         self._by_sig: dict[str, dict[bytes, str]] | None = None
+        # Per template (the same Subgraph serves every graft of its shape):
+        # what it references, and the target ids of its coders that carry no
+        # key (those map the same way every time). Keyed by id, holding the
+        # Subgraph so the id cannot be reused.
+        self._per_template: dict[int, tuple[Subgraph, _Referenced, list[str], frozenset[str], dict[str, str]]] = {}
         self._pcoders_saved: set[str] = set()
         self._builder: Any = None
         self.store = TemplateStore.open()
@@ -311,25 +316,45 @@ class Grafter:
         target (kind -> piece id -> target id), adding what the target lacks.
         Environments all map to the pipeline's own Python environment: the
         template's is never copied."""
-        refs = _referenced(sub)
+        refs, order, keyed, fixed = self._template_facts(sub)
         env_map = {e: self.python_env() for e in sorted(refs.environments)}
-        coder_map = self._map_coders(sub, refs.coders, old, new_key)
+        coder_map = self._map_coders(sub, order, keyed, fixed, old, new_key)
         ws_map = self._map_windowing(sub, refs.windowing_strategies, coder_map, env_map)
         return {"coders": coder_map, "windowing_strategies": ws_map, "environments": env_map}
 
-    def _map_coders(self, sub: Subgraph, coders: set[str], old: bytes | None, new_key: bytes | None) -> dict[str, str]:
-        """Components before the coders that use them. Pickled coders can
-        carry the key too (a GroupByKey's deterministic key coder remembers
-        its label): it is substituted, and what results is signed."""
+    def _template_facts(self, sub: Subgraph) -> tuple[_Referenced, list[str], frozenset[str], dict[str, str]]:
+        """What ``sub`` references, its coders in post-order, those a key
+        reaches, and the (growing) map of the others onto the target."""
+        facts = self._per_template.get(id(sub))
+        if facts is None or facts[0] is not sub:
+            refs = _referenced(sub)
+            order = _post_order(sub.proto.components.coders, refs.coders)
+            facts = (sub, refs, order, _keyed_coders(sub, order), {})
+            self._per_template[id(sub)] = facts
+        return facts[1:]
+
+    def _map_coders(
+        self, sub: Subgraph, order: list[str], keyed: frozenset[str], fixed: dict[str, str],
+        old: bytes | None, new_key: bytes | None,
+    ) -> dict[str, str]:
+        """Components before the coders that use them (``order``). Pickled
+        coders can carry the key too (a GroupByKey's deterministic key coder
+        remembers its label): it is substituted, and what results is signed.
+        A coder no key reaches (not in ``keyed``) maps the same way on every
+        graft: it is remembered in ``fixed``."""
         src, sigs = sub.proto.components.coders, sub.signatures
         coder_map: dict[str, str] = {}
         new_sig: dict[str, bytes] = {}
-        for cid in _post_order(src, coders):
+        for cid in order:
+            known = fixed.get(cid)
+            if known is not None:
+                coder_map[cid] = known
+                continue
             c = src[cid]
-            payload = c.spec.payload
+            original = payload = c.spec.payload
             if old is not None and new_key is not None and cid in sub.key_coders:
                 payload = substitute_in_coder(payload, old, new_key)
-            if payload is c.spec.payload and not any(x in new_sig for x in c.component_coder_ids):
+            if payload is original and not any(x in new_sig for x in c.component_coder_ids):
                 sig = sigs.coder(cid)
             else:
                 sig = digest(b"coder", c.spec.urn, payload, *(new_sig.get(x) or sigs.coder(x) for x in c.component_coder_ids))
@@ -341,6 +366,8 @@ class Grafter:
                 out.component_coder_ids[:] = [coder_map[x] for x in c.component_coder_ids]
 
             coder_map[cid] = self._add_or_get("coders", sig, "beaminst_coder_", fill)
+            if cid not in keyed:
+                fixed[cid] = coder_map[cid]
         return coder_map
 
     def _map_windowing(
@@ -434,6 +461,17 @@ def _referenced(sub: Subgraph) -> _Referenced:
                 refs.coders.add(comp)
                 stack.append(comp)
     return refs
+
+
+def _keyed_coders(sub: Subgraph, order: list[str]) -> frozenset[str]:
+    """The template's coders a key can reach: those carrying it, and those
+    with such a coder among their (transitive) components."""
+    src = sub.proto.components.coders
+    keyed: set[str] = set()
+    for cid in order:  # components first
+        if cid in sub.key_coders or any(x in keyed for x in src[cid].component_coder_ids):
+            keyed.add(cid)
+    return frozenset(keyed)
 
 
 def _windowing_key(sigs: Signatures, ws_id: str, environment_id: str) -> bytes:

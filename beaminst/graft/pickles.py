@@ -95,21 +95,22 @@ def rewrite_payload(
 ) -> bytes:
     """Substitute the key and remap the ids held inside a transform payload
     (:mod:`beaminst.model.urns` says where they are); table payloads come out
-    deterministically serialized, so a clone matches a direct build."""
+    deterministically serialized, so a clone matches a direct build. The
+    payload is parsed once: substituting the key inside its pickle leaves the
+    ids it references alone, so the template's (memoised) references decide
+    whether anything is remapped."""
     if not payload:
         return payload
-    out = payload
-    if old is not None and new is not None:
-        if urn in urns.PAR_DO_FAMILY:
-            p = runner_api().ParDoPayload.FromString(payload)
-            p.do_fn.payload = substitute_in_pickle(p.do_fn.payload, old, new)
-            out = p.SerializeToString(deterministic=True)
-        elif urn == urns.PICKLED_TRANSFORM:
-            out = substitute_in_pickle(payload, old, new)
-    out = urns.remap_payload(urn, out, maps)
-    msg = urns.parse_payload(urn, out)
-    if msg is not None:
+    substitute = old is not None and new is not None
+    msg = urns.parse_payload(urn, payload)
+    if msg is None:
+        out = substitute_in_pickle(payload, old, new) if substitute and urn == urns.PICKLED_TRANSFORM else payload  # type: ignore[arg-type]
+    else:
+        if substitute and urn in urns.PAR_DO_FAMILY:
+            msg.do_fn.payload = substitute_in_pickle(msg.do_fn.payload, old, new)  # type: ignore[arg-type]
+        if urns.remaps(urns.payload_info(urn, payload), maps):
+            urns.remap_message(msg, maps)
         out = msg.SerializeToString(deterministic=True)
-    if old is not None and new is not None and old in out:
-        out = out.replace(old, new)  # plain strings (composite reprs and the like)
+    if substitute and old in out:
+        out = out.replace(old, new)  # type: ignore[arg-type]  # plain strings (composite reprs and the like)
     return out

@@ -225,10 +225,20 @@ def _pardo_requirements(p: Any) -> set[str]:
 def remap_payload(urn: str, payload: bytes, maps: Mapping[str, Mapping[str, str]]) -> bytes:
     """``payload`` with every referenced id replaced through ``maps`` (kind ->
     old id -> new id); the same bytes when nothing it references is remapped."""
-    info = payload_info(urn, payload)
-    if not any(info.references(k) & maps.get(k, {}).keys() for k in ("coders", "windowing_strategies", "environments")):
+    if not remaps(payload_info(urn, payload), maps):
         return payload
     msg = parse_payload(urn, payload)
+    remap_message(msg, maps)
+    return msg.SerializeToString(deterministic=True)
+
+
+def remaps(info: PayloadInfo, maps: Mapping[str, Mapping[str, str]]) -> bool:
+    """Whether ``maps`` replaces anything a payload with ``info`` references."""
+    return any(info.references(k) & maps.get(k, {}).keys() for k in ("coders", "windowing_strategies", "environments"))
+
+
+def remap_message(msg: Any, maps: Mapping[str, Mapping[str, str]]) -> None:
+    """Replace, in a parsed payload, every referenced id through ``maps``."""
 
     def visit(m: Any, fd: Any, kind: str, value: str) -> None:
         new = maps.get(kind, {}).get(value)
@@ -236,7 +246,6 @@ def remap_payload(urn: str, payload: bytes, maps: Mapping[str, Mapping[str, str]
             setattr(m, fd.name, new)
 
     _walk(msg, visit)
-    return msg.SerializeToString(deterministic=True)
 
 
 def replace_references(msg: Any, replace: Callable[[str, str], str | None]) -> bool:
