@@ -45,10 +45,13 @@ def analyze_files(
     """``beaminst analyze``: load and validate the pipeline, read the manifest
     and the state of ``cache_dir``, and analyze (:func:`beaminst.analysis.analyze.analyze`);
     ``rules`` say which transforms are unbounded sources beyond Beam's own."""
-    loaded = load(pipeline_path)
-    manifest = load_manifest(manifest_path)
-    cache = scan_cache_dir(cache_dir)
-    return analyze(loaded.index, manifest, cache, rules, reuse)
+    from beaminst.graph.gcpause import paused_gc
+
+    with paused_gc():
+        loaded = load(pipeline_path)
+        manifest = load_manifest(manifest_path)
+        cache = scan_cache_dir(cache_dir)
+        return analyze(loaded.index, manifest, cache, rules, reuse)
 
 
 # A rewriting pass: instrument.instrument or background_caching.background_caching.

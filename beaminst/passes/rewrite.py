@@ -175,13 +175,17 @@ Pass = Callable[[Work], Mapping[str, Any]]
 def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) -> tuple[Any, Report]:
     """Run ``passes`` in order, then validate the output: the one place every
     rewritten proto is checked. ``report`` turns the final state into the
-    command's report."""
-    for step in passes:
-        made = step(work)
-        if made:
-            work = replace(work, **made)
-    check_output(work.output)
-    return work.output, report(work)
+    command's report. The cyclic collector is paused meanwhile: the passes
+    build graph-sized structures and no cycles (:mod:`beaminst.graph.gcpause`)."""
+    from beaminst.graph.gcpause import paused_gc
+
+    with paused_gc():
+        for step in passes:
+            made = step(work)
+            if made:
+                work = replace(work, **made)
+        check_output(work.output)
+        return work.output, report(work)
 
 
 def check_cache_dir(options: RewriteOptions, command: str, what: str) -> None:
