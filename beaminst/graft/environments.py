@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from beaminst.errors import BeaminstError
+from beaminst.graph.index import Node, read_nodes
 from beaminst.model import urns
 
 # apache/beam_python3.11_sdk:2.77.0, gcr.io/.../beam_python3.10_sdk:2.71.0rc1, ...
@@ -27,27 +29,12 @@ _PYTHON_IMAGE = re.compile(r"beam_python\d+(?:\.\d+)?_sdk(?::(?P<tag>[^@/\s]+))?
 _VERSION = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?")
 
 
-def _function_urns(t: Any) -> set[str]:
-    """URNs of the functions a transform carries (its DoFn, CombineFn, ...)."""
-    urn = t.spec.urn
+def _is_python_transform(urn: str, info: urns.PayloadInfo | None) -> bool:
+    """A transform carrying a Python function (its DoFn, CombineFn, ...), by
+    its URN and its payload's info (None: the payload does not parse)."""
     if urn == urns.PICKLED_TRANSFORM:
-        return {urn}
-    try:
-        msg = urns.parse_payload(urn, t.spec.payload) if t.spec.payload else None
-    except ValueError:
-        return set()
-    if msg is None:
-        return set()
-    out = set()
-    for field in ("do_fn", "combine_fn", "window_fn", "source"):
-        if field in msg.DESCRIPTOR.fields_by_name and msg.HasField(field):
-            out.add(getattr(msg, field).urn)
-    return out
-
-
-def _is_python_transform(t: Any) -> bool:
-    found = _function_urns(t)
-    return urns.PICKLED_TRANSFORM in found or bool(found & urns.PYTHON_FUNCTIONS)
+        return True
+    return info is not None and bool(info.functions & urns.PYTHON_FUNCTIONS)
 
 
 def says_python(env: Any) -> bool:
@@ -59,13 +46,17 @@ def says_python(env: Any) -> bool:
     return env.urn == urns.ENV_DOCKER and _PYTHON_IMAGE.search(_docker_image(env) or "") is not None
 
 
-def python_environment(pipeline: Any) -> str | None:
+def python_environment(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> str | None:
     """The id of the environment the pipeline's Python transforms use: the one
     most of them name (ties: the smallest id); else an environment that says
-    it is Python's; None when there is none."""
+    it is Python's; None when there is none. ``nodes``: the transforms'
+    (:func:`beaminst.graph.index.read_nodes`), when read already."""
     c = pipeline.components
+    if nodes is None:
+        nodes = read_nodes(c.transforms)
     counts: Counter[str] = Counter(
-        t.environment_id for t in c.transforms.values() if t.environment_id in c.environments and _is_python_transform(t)
+        n.environment_id for n in nodes.values()
+        if n.environment_id in c.environments and _is_python_transform(n.urn, n.info)
     )
     counts.update(
         ws.environment_id for ws in c.windowing_strategies.values()
@@ -162,20 +153,21 @@ def installed_sdk_version() -> SdkVersion:
     return version
 
 
-def check_worker_sdk(pipeline: Any, target_sdk: str | None) -> str | None:
+def check_worker_sdk(pipeline: Any, target_sdk: str | None, nodes: Mapping[str, Node] | None = None) -> str | None:
     """Refuse when the workers that will run ``pipeline`` cannot load the
     pickles the installed Beam builds; returns a warning for workers newer
     than the installed Beam (not measured), else None.
 
     The worker version is ``target_sdk`` when given, else what the pipeline's
-    Python environment declares; a pipeline that declares none is trusted."""
+    Python environment declares; a pipeline that declares none is trusted.
+    ``nodes``: as for :func:`python_environment`."""
     if target_sdk is not None:
         version = SdkVersion.parse(target_sdk)
         if version is None or not re.fullmatch(r"\d+\.\d+(\.\d+)?(\S*)", target_sdk.strip()):
             raise BeaminstError(f"--target-sdk {target_sdk!r} is not a Beam version such as 2.77.0")
         where = f"--target-sdk {target_sdk}"
     else:
-        eid = python_environment(pipeline)
+        eid = python_environment(pipeline, nodes)
         declared = declared_sdk_version(pipeline.components.environments[eid]) if eid is not None else None
         if declared is None:
             return None

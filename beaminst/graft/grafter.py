@@ -30,6 +30,7 @@ from beaminst.graft.environments import new_python_environment, python_environme
 from beaminst.graft.pickles import rewrite_payload, substitute_in_coder
 from beaminst.graft.store import TemplateStore
 from beaminst.graft.subgraph import Subgraph, template_key
+from beaminst.graph.index import Node, read_node
 from beaminst.model import urns
 from beaminst.model.canonical import Signatures, digest
 from beaminst.model.ids import IdAllocator, allocators_for
@@ -66,6 +67,7 @@ class GraftResult:
     top: tuple[str, ...]  # its top-level transforms
     transforms: tuple[str, ...]  # all of them, hierarchy order
     outputs: Mapping[str, str]  # name -> PCollection id
+    nodes: Mapping[str, Node]  # each transform's structure, as written
 
 
 @dataclass
@@ -75,6 +77,19 @@ class _Referenced:
     coders: set[str]
     windowing_strategies: set[str]
     environments: set[str]
+
+
+@dataclass(frozen=True)
+class _TemplateFacts:
+    """What every graft of one template (the same Subgraph serves every graft
+    of its shape) would otherwise recompute."""
+
+    sub: Subgraph  # held, so its id (the key these are kept under) is not reused
+    referenced: _Referenced
+    coder_order: list[str]  # its referenced coders, components first
+    keyed_coders: frozenset[str]  # those a key reaches
+    fixed_coders: dict[str, str]  # the others' ids in the target, filled as they are mapped
+    nodes: dict[str, Node]  # its transforms' structure
 
 
 class Grafter:
@@ -88,7 +103,10 @@ class Grafter:
         environment_type: str | None = None,
         environment_config: str | None = None,
         trust_pickles: bool = False,
+        nodes: Mapping[str, Node] | None = None,
     ) -> None:
+        """``nodes``: ``target``'s transforms (:func:`beaminst.graph.index.read_nodes`),
+        when read already."""
         self.target = target
         self.trust_pickles = trust_pickles
         self._checked: set[str] = set()
@@ -101,17 +119,13 @@ class Grafter:
         self.alloc: dict[str, IdAllocator] = allocators_for(target)
         self._target_sigs = Signatures(target.components)
         self._by_sig: dict[str, dict[bytes, str]] | None = None
-        # Per template (the same Subgraph serves every graft of its shape):
-        # what it references, and the target ids of its coders that carry no
-        # key (those map the same way every time). Keyed by id, holding the
-        # Subgraph so the id cannot be reused.
-        self._per_template: dict[int, tuple[Subgraph, _Referenced, list[str], frozenset[str], dict[str, str]]] = {}
+        self._per_template: dict[int, _TemplateFacts] = {}
         self._pcoders_saved: set[str] = set()
         self._builder: Any = None
         self.store = TemplateStore.open()
         # Grafted Python transforms run in the pipeline's own Python environment;
         # one is added (and reported) only when the pipeline has none.
-        self._python_env = python_environment(target)
+        self._python_env = python_environment(target, nodes)
         self._environment_options = (environment_type, environment_config)
         self.added_environment: str | None = None
 
@@ -316,22 +330,23 @@ class Grafter:
         target (kind -> piece id -> target id), adding what the target lacks.
         Environments all map to the pipeline's own Python environment: the
         template's is never copied."""
-        refs, order, keyed, fixed = self._template_facts(sub)
+        facts = self._template_facts(sub)
+        refs = facts.referenced
         env_map = {e: self.python_env() for e in sorted(refs.environments)}
-        coder_map = self._map_coders(sub, order, keyed, fixed, old, new_key)
+        coder_map = self._map_coders(sub, facts.coder_order, facts.keyed_coders, facts.fixed_coders, old, new_key)
         ws_map = self._map_windowing(sub, refs.windowing_strategies, coder_map, env_map)
         return {"coders": coder_map, "windowing_strategies": ws_map, "environments": env_map}
 
-    def _template_facts(self, sub: Subgraph) -> tuple[_Referenced, list[str], frozenset[str], dict[str, str]]:
-        """What ``sub`` references, its coders in post-order, those a key
-        reaches, and the (growing) map of the others onto the target."""
+    def _template_facts(self, sub: Subgraph) -> _TemplateFacts:
         facts = self._per_template.get(id(sub))
-        if facts is None or facts[0] is not sub:
+        if facts is None or facts.sub is not sub:
             refs = _referenced(sub)
             order = _post_order(sub.proto.components.coders, refs.coders)
-            facts = (sub, refs, order, _keyed_coders(sub, order), {})
+            ts = sub.proto.components.transforms
+            nodes = {t: read_node(ts[t], t) for t in sub.transforms}
+            facts = _TemplateFacts(sub, refs, order, _keyed_coders(sub, order), {}, nodes)
             self._per_template[id(sub)] = facts
-        return facts[1:]
+        return facts
 
     def _map_coders(
         self, sub: Subgraph, order: list[str], keyed: frozenset[str], fixed: dict[str, str],
@@ -407,28 +422,38 @@ class Grafter:
                 out.unique_name = out.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
             out.coder_id = coder_map[out.coder_id]
             out.windowing_strategy_id = ws_map[out.windowing_strategy_id]
+        template_nodes = self._template_facts(sub).nodes
+        nodes: dict[str, Node] = {}
         for t in sub.transforms:
-            s = src.transforms[t]
-            out = dst.transforms[t_map[t]]
+            s, n = src.transforms[t], template_nodes[t]
+            tid = t_map[t]
+            out = dst.transforms[tid]
             out.CopyFrom(s)
             if old is not None and new is not None:
                 out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
+            info = n.info
             if t in sub.rewrite_sites:
                 out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, maps)
+                info = info.remapped(maps)
             if old is not None and new is not None:
                 for dd in out.display_data:  # e.g. the sink's "File Pattern"
                     if old in dd.payload:
                         dd.payload = dd.payload.replace(old, new)
-            for tag, pc in s.inputs.items():
-                out.inputs[tag] = pc_map[pc]
-            for tag, pc in s.outputs.items():
-                out.outputs[tag] = pc_map[pc]
-            out.subtransforms[:] = [t_map[x] for x in s.subtransforms]
-            if s.environment_id:
-                out.environment_id = env_map[s.environment_id]
+            inputs = {tag: pc_map[pc] for tag, pc in n.inputs.items()}
+            outputs = {tag: pc_map[pc] for tag, pc in n.outputs.items()}
+            for tag, pc in inputs.items():
+                out.inputs[tag] = pc
+            for tag, pc in outputs.items():
+                out.outputs[tag] = pc
+            subtransforms = tuple(t_map[x] for x in n.subtransforms)
+            out.subtransforms[:] = subtransforms
+            env = env_map[n.environment_id] if n.environment_id else ""
+            if env:
+                out.environment_id = env
+            nodes[tid] = Node(subtransforms, inputs, outputs, env, info)
         return GraftResult(
             tuple(t_map[t] for t in sub.top), tuple(t_map[t] for t in sub.transforms),
-            {k: pc_map[v] for k, v in sub.outputs.items()},
+            {k: pc_map[v] for k, v in sub.outputs.items()}, nodes,
         )
 
 

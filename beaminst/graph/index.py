@@ -38,6 +38,57 @@ class Consumer(NamedTuple):
     is_leaf: bool
 
 
+class Node(NamedTuple):
+    """One transform's structure, read from the proto once: what validation,
+    the index, pruning and trimming need, without protobuf's per-field cost
+    (a map's items() is a Python-level view) on every pass."""
+
+    subtransforms: tuple[str, ...]
+    inputs: Mapping[str, str]  # tag -> PCollection id
+    outputs: Mapping[str, str]
+    environment_id: str
+    info: urns.PayloadInfo | None  # of its payload; None when it does not parse
+    urn: str = ""
+    unique_name: str = ""
+
+
+def read_node(transform: Any, transform_id: str | None = None) -> Node:
+    """The :class:`Node` of ``transform``; ``info`` is None when its payload
+    does not parse (:func:`payload_info_of` says why)."""
+    inputs, outputs = transform.inputs, transform.outputs
+    try:
+        info: urns.PayloadInfo | None = payload_info_of(transform, transform_id)
+    except ValidationError:
+        info = None
+    return Node(
+        tuple(transform.subtransforms), {k: inputs[k] for k in inputs}, {k: outputs[k] for k in outputs},
+        transform.environment_id, info, transform.spec.urn, transform.unique_name,
+    )
+
+
+def read_nodes(transforms: Any, base: GraphIndex | None = None) -> dict[str, Node]:
+    """Every transform's :class:`Node`. With ``base`` (the index of a
+    pipeline this one was derived from), a transform equal to the one under
+    the same id there takes that node: equal messages read the same, and one
+    message comparison costs a fraction of the reads."""
+    if base is None:
+        return {tid: read_node(transforms[tid], tid) for tid in transforms}
+    base_transforms, base_nodes = base.transforms, base.nodes
+    out: dict[str, Node] = {}
+    for tid in transforms:
+        t = transforms[tid]
+        known = base_nodes.get(tid)
+        out[tid] = known if known is not None and t == base_transforms[tid] else read_node(t, tid)
+    return out
+
+
+def info_of(node: Node, transforms: Any, transform_id: str) -> urns.PayloadInfo:
+    """``node.info``, or the ValidationError saying why its payload does not parse."""
+    if node.info is None:
+        return payload_info_of(transforms[transform_id], transform_id)  # raises
+    return node.info
+
+
 @dataclass(frozen=True)
 class GraphIndex:
     pipeline: Any
@@ -53,6 +104,7 @@ class GraphIndex:
     # PCollection -> the output tag its producer gives it (the first, if it
     # gives it two), filled in the walk that finds the producer.
     producer_tags: Mapping[str, str]
+    nodes: Mapping[str, Node]  # every transform's structure, as the walk read it
 
     # Cached: every pass asks, and each lookup through the proto makes new wrappers.
     @cached_property
@@ -108,18 +160,13 @@ class GraphIndex:
 _NONE: frozenset[str] = frozenset()
 
 
-def side_input_tags(
-    transform: Any, is_leaf: bool, transform_id: str | None = None, input_tags: list[str] | None = None
-) -> frozenset[str]:
+def _side_tags(input_tags: list[str], leaf_info: urns.PayloadInfo | bool) -> frozenset[str]:
     """Input tags that are side inputs: the payload says so for leaves (see
-    :mod:`beaminst.model.urns`); Python composites mark them by tag name.
-    ``input_tags``: the transform's input tags, when the caller has read them."""
-    if input_tags is None:
-        input_tags = list(transform.inputs)
-    # A side input always comes with a main input: skip the tag scan otherwise
-    # (the payload is still parsed: it must parse, and name only real inputs).
+    :mod:`beaminst.model.urns`; ``leaf_info``: the payload's info for a leaf,
+    False for a composite); Python composites mark them by tag name."""
+    # A side input always comes with a main input: skip the tag scan otherwise.
     named = [t for t in input_tags if _PYTHON_SIDE_INPUT.match(t)] if len(input_tags) > 1 else ()
-    declared = payload_info_of(transform, transform_id).side_inputs if is_leaf else _NONE
+    declared = leaf_info.side_inputs if leaf_info else _NONE
     if not named:
         return declared
     return declared.union(named)
@@ -135,9 +182,12 @@ def payload_info_of(transform: Any, transform_id: str | None = None) -> urns.Pay
         raise ValidationError(f"transform {named} has a {transform.spec.urn} payload that does not parse ({e})") from None
 
 
-def build_index(pipeline: Any) -> GraphIndex:
-    """Index ``pipeline`` in one linear walk (references must already be checked)."""
+def build_index(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> GraphIndex:
+    """Index ``pipeline`` in one linear walk (references must already be
+    checked); ``nodes``: its transforms' (:func:`read_nodes`), when read already."""
     transforms = pipeline.components.transforms
+    if nodes is None:
+        nodes = read_nodes(transforms)
     parent: dict[str, str | None] = {}
     order: list[str] = []
     # Iterative pre-order DFS; a transform seen twice means two parents or a cycle.
@@ -153,7 +203,7 @@ def build_index(pipeline: Any) -> GraphIndex:
             raise ValidationError(f"transform {tid!r} appears twice in the hierarchy ({where}); is there a cycle among subtransforms?")
         parent[tid] = par
         order.append(tid)
-        stack.extend((s, tid) for s in reversed(transforms[tid].subtransforms))
+        stack.extend((s, tid) for s in reversed(nodes[tid].subtransforms))
     unreachable = len(transforms) - len(parent)
     if unreachable:
         orphan = min(t for t in transforms if t not in parent)
@@ -168,17 +218,14 @@ def build_index(pipeline: Any) -> GraphIndex:
     side_tags: dict[str, frozenset[str]] = {}
     leaf_inputs: list[tuple[str, tuple[str, ...]]] = []  # (leaf, its input PCollections), hierarchy order
     for tid in order:
-        t = transforms[tid]
-        leaf = not t.subtransforms
-        inputs = t.inputs
-        # Each map is read once: a protobuf map's items() is a Python-level view.
-        tags = list(inputs)
-        pcs = [inputs[tag] for tag in tags]
-        sides = side_input_tags(t, leaf, tid, tags)
+        n = nodes[tid]
+        leaf = not n.subtransforms
+        tags, pcs = list(n.inputs), list(n.inputs.values())
+        sides = _side_tags(tags, leaf and info_of(n, transforms, tid))
         if sides:
             side_tags[tid] = sides
-            if not sides <= set(tags):
-                missing = sorted(sides - set(tags))[0]
+            if not sides <= n.inputs.keys():
+                missing = sorted(sides - n.inputs.keys())[0]
                 raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
         for tag, pc in zip(tags, pcs, strict=True):
             uses = consumers.get(pc)
@@ -188,9 +235,7 @@ def build_index(pipeline: Any) -> GraphIndex:
         if leaf:
             leaf_inputs.append((tid, tuple(pcs)))
             ins = set(pcs) if len(pcs) > 4 else pcs
-            outputs = t.outputs
-            for tag in outputs:
-                pc = outputs[tag]
+            for tag, pc in n.outputs.items():
                 if pc in ins:
                     continue  # a pass-through is not a producer (as in Beam's from_runner_api)
                 if pc in producer and producer[pc] != tid:
@@ -214,6 +259,7 @@ def build_index(pipeline: Any) -> GraphIndex:
         side_input_tags=MappingProxyType(side_tags),
         leaf_order=leaf_order,
         producer_tags=MappingProxyType(producer_tags),
+        nodes=MappingProxyType(dict(nodes)),
     )
 
 

@@ -14,9 +14,10 @@ environments), so nothing unreferenced is left behind.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from beaminst.graph.index import Node, read_node
 from beaminst.model import urns
 
 
@@ -83,34 +84,45 @@ def necessary_transforms(
             need(pc)
 
 
-def referenced_components(pipeline: Any) -> dict[str, set[str]]:
-    """Everything reachable from the roots through references."""
+def referenced_components(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> dict[str, set[str]]:
+    """Everything reachable from the roots through references; ``nodes``,
+    when given, are the transforms' structure as the proto has it now (read
+    from the proto otherwise)."""
     c = pipeline.components
+    if nodes is None:
+        nodes = _LazyNodes(c.transforms)
     transforms: set[str] = set()
     stack = list(pipeline.root_transform_ids)
     while stack:
         tid = stack.pop()
-        if tid in transforms or tid not in c.transforms:
+        if tid in transforms or tid not in nodes:
             continue
         transforms.add(tid)
-        stack.extend(c.transforms[tid].subtransforms)
+        stack.extend(nodes[tid].subtransforms)
     pcolls: set[str] = set()
     envs: set[str] = set()
+    strategies: set[str] = set()
+    coders: set[str] = set()
     for tid in transforms:
-        t = c.transforms[tid]
-        pcolls.update(t.inputs.values())
-        pcolls.update(t.outputs.values())
-        if t.environment_id:
-            envs.add(t.environment_id)
-    strategies = {c.pcollections[p].windowing_strategy_id for p in pcolls if p in c.pcollections}
-    coders = {c.pcollections[p].coder_id for p in pcolls if p in c.pcollections}
-    # Ids inside payloads the runner still resolves (beaminst.model.urns).
-    for tid in transforms:
-        spec = c.transforms[tid].spec
-        info = urns.payload_info(spec.urn, spec.payload)
-        coders.update(info.coders)
-        strategies.update(info.windowing_strategies)
-        envs.update(info.environments)
+        n = nodes[tid]
+        pcolls.update(n.inputs.values())
+        pcolls.update(n.outputs.values())
+        if n.environment_id:
+            envs.add(n.environment_id)
+        # Ids inside payloads the runner still resolves (beaminst.model.urns).
+        info = n.info
+        if info.coders:
+            coders.update(info.coders)
+        if info.windowing_strategies:
+            strategies.update(info.windowing_strategies)
+        if info.environments:
+            envs.update(info.environments)
+    pcs = c.pcollections
+    for p in pcolls:
+        if p in pcs:
+            pc = pcs[p]
+            strategies.add(pc.windowing_strategy_id)
+            coders.add(pc.coder_id)
     for w in strategies:
         ws = c.windowing_strategies[w]
         coders.add(ws.window_coder_id)
@@ -132,17 +144,37 @@ def referenced_components(pipeline: Any) -> dict[str, set[str]]:
     }
 
 
-def trim_components(pipeline: Any) -> Any:
+class _LazyNodes(Mapping[str, Node]):
+    """A proto's transforms as :class:`Node` s, each read when asked."""
+
+    def __init__(self, transforms: Any) -> None:
+        self._transforms = transforms
+
+    def __getitem__(self, tid: str) -> Node:
+        return read_node(self._transforms[tid], tid)
+
+    def __contains__(self, tid: object) -> bool:
+        return tid in self._transforms
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._transforms)
+
+    def __len__(self) -> int:
+        return len(self._transforms)
+
+
+def trim_components(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> Any:
     """Drop from ``pipeline``, in place, unreachable transforms and
     unreferenced components, and recompute ``requirements`` for the transforms
     that remain (:func:`beaminst.model.urns.recompute_requirements`): a grafted
     cache read holds a splittable DoFn, a streaming cache write stateful
     ones, and a pruned stateful ParDo no longer needs its declaration.
-    Returns ``pipeline``. Deleting what goes, rather than copying what stays,
-    keeps the cost in what was pruned."""
+    ``nodes``: the transforms' structure as the proto has it (read from it
+    otherwise). Returns ``pipeline``. Deleting what goes, rather than copying
+    what stays, keeps the cost in what was pruned."""
     from google.protobuf import unknown_fields
 
-    keep = referenced_components(pipeline)
+    keep = referenced_components(pipeline, nodes)
     c = pipeline.components
     if len(unknown_fields.UnknownFieldSet(c)):
         # A field this Beam does not know (a newer one's): dropped, as the
@@ -162,5 +194,9 @@ def trim_components(pipeline: Any) -> Any:
         existing, kept = getattr(c, name), keep[kind]
         for k in [k for k in existing if k not in kept]:
             del existing[k]
-    pipeline.requirements[:] = urns.recompute_requirements(pipeline.requirements, c.transforms)
+    if nodes is None:
+        implied = urns.transform_requirements(c.transforms)
+    else:
+        implied = urns.implied_requirements(nodes[tid].info for tid in keep["transform"])
+    pipeline.requirements[:] = urns.with_implied(pipeline.requirements, implied)
     return pipeline

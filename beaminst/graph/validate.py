@@ -12,19 +12,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from beaminst.errors import ValidationError
-from beaminst.graph.index import GraphIndex, build_index, payload_info_of
+from beaminst.graph.index import GraphIndex, Node, build_index, info_of, read_nodes
 from beaminst.model import bounded, urns
 from beaminst.model.urns import PICKLED_CODER as PICKLED_CODER_URN
 
 
-def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = None) -> None:
+def check_references(
+    pipeline: Any, referenced: dict[str, set[str]] | None = None, nodes: Mapping[str, Node] | None = None
+) -> None:
     """Raise ValidationError for the first dangling or duplicated reference.
     With ``referenced``, also collect there (by kind, as
     :func:`beaminst.graph.prune.referenced_components` names them) every component
-    the transforms and PCollections reference, in the same walk."""
+    the transforms and PCollections reference, in the same walk. ``nodes``:
+    the transforms' (:func:`beaminst.graph.index.read_nodes`), when read already."""
     c = pipeline.components
     transforms, pcolls, coders = c.transforms, c.pcollections, c.coders
     strategies, envs = c.windowing_strategies, c.environments
@@ -44,25 +48,22 @@ def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = Non
     strategies_used: set[str] = set()
     envs_used: set[str] = set()
     names: dict[str, str] = {}
-    for tid in sorted(transforms):
-        t = transforms[tid]
-        subtransforms = t.subtransforms
-        for s in subtransforms:
-            if s not in transforms:
+    if nodes is None:
+        nodes = read_nodes(transforms)
+    for tid in sorted(nodes):
+        n = nodes[tid]
+        for s in n.subtransforms:
+            if s not in nodes:
                 raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
-        # Each map is read once: a protobuf map's items() is a Python-level view.
-        inputs, outputs = t.inputs, t.outputs
-        ins = [inputs[tag] for tag in inputs]
-        outs = [outputs[tag] for tag in outputs]
-        for kind, refs, pcs in (("input", inputs, ins), ("output", outputs, outs)):
-            for pc in pcs:
+        ins, outs = n.inputs.values(), n.outputs.values()
+        for kind, refs in (("input", n.inputs), ("output", n.outputs)):
+            for tag, pc in refs.items():
                 if pc not in pcolls:
-                    tag = next(k for k in refs if refs[k] == pc)
                     raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
-        env = t.environment_id
+        env = n.environment_id
         if env and env not in envs:
             raise ValidationError(f"transform {tid!r} names environment {env!r} that does not exist")
-        info = _check_payload_references(tid, t, c)
+        info = _check_payload_references(tid, info_of(n, transforms, tid), n.urn, c)
         if referenced is not None:
             pcs_used.update(ins)
             pcs_used.update(outs)
@@ -74,16 +75,16 @@ def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = Non
                 envs_used.update(info.environments)
             if env:
                 envs_used.add(env)
-        urn = t.spec.urn
-        if not urn and not subtransforms and not set(outs) <= set(ins):
+        urn = n.urn
+        if not urn and not n.subtransforms and not set(outs) <= set(ins):
             # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
-            raise ValidationError(f"transform {tid!r} ({t.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
+            raise ValidationError(f"transform {tid!r} ({n.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
         if env and urn in urns.RUNNER_IMPLEMENTED:
             raise ValidationError(
                 f"transform {tid!r} ({urn}) names environment {env!r}, "
                 "but the runner implements it and it must name none"
             )
-        name = t.unique_name
+        name = n.unique_name
         if name:
             if name in names:
                 raise ValidationError(
@@ -132,10 +133,9 @@ def check_references(pipeline: Any, referenced: dict[str, set[str]] | None = Non
 _KIND_NAMES = {"coders": "coder", "windowing_strategies": "windowing strategy", "environments": "environment"}
 
 
-def _check_payload_references(tid: str, t: Any, components: Any) -> urns.PayloadInfo:
+def _check_payload_references(tid: str, info: urns.PayloadInfo, urn: str, components: Any) -> urns.PayloadInfo:
     """References inside the payload (a Combine's accumulator coder, ParDo
     state and restriction coders, ...) must exist too, as Java checks them."""
-    info = payload_info_of(t, tid)
     if not (info.coders or info.windowing_strategies or info.environments):
         return info
     for kind, label in _KIND_NAMES.items():
@@ -143,7 +143,7 @@ def _check_payload_references(tid: str, t: Any, components: Any) -> urns.Payload
         for ref in sorted(info.references(kind)):
             if ref not in existing:
                 raise ValidationError(
-                    f"transform {tid!r} ({t.spec.urn}) names {label} {ref!r} in its payload, which does not exist"
+                    f"transform {tid!r} ({urn}) names {label} {ref!r} in its payload, which does not exist"
                 )
     return info
 
@@ -249,12 +249,13 @@ def _check_pickle_sizes(c: Any) -> None:
 
 def validate(pipeline: Any) -> GraphIndex:
     """Check ``pipeline`` completely and return its graph index."""
-    check_references(pipeline)
+    nodes = read_nodes(pipeline.components.transforms)
+    check_references(pipeline, nodes=nodes)
     _check_pickle_sizes(pipeline.components)
-    return build_index(pipeline)
+    return build_index(pipeline, nodes)
 
 
-def validate_output(pipeline: Any) -> GraphIndex:
+def validate_output(pipeline: Any, base: GraphIndex | None = None) -> GraphIndex:
     """:func:`validate`, and also refuse anything unreferenced (Go's
     TrimCoders rule, which every output of beaminst keeps), in the same walk;
     returns the graph index.
@@ -262,10 +263,15 @@ def validate_output(pipeline: Any) -> GraphIndex:
     Pickle sizes are not checked again: an output's pickles are the input's,
     which passed that check at load, or ones beaminst built, or the same with
     a cache key substituted (same length, so the same size); the check guards
-    against what a file brings, and an output brings nothing new."""
+    against what a file brings, and an output brings nothing new.
+
+    ``base``: the validated input's index. Each transform equal to the one
+    under its id there is not read again (:func:`beaminst.graph.index.read_nodes`):
+    every check still runs on every transform, on what the output holds."""
     referenced: dict[str, set[str]] = {}
-    check_references(pipeline, referenced)
-    index = build_index(pipeline)  # every transform is reachable from a root
+    nodes = read_nodes(pipeline.components.transforms, base)
+    check_references(pipeline, referenced, nodes)
+    index = build_index(pipeline, nodes)  # every transform is reachable from a root
     _refuse_unreferenced(pipeline, referenced)
     return index
 

@@ -19,7 +19,7 @@ payloads (pickles) are opaque bytes and are never opened here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,10 +117,25 @@ class PayloadInfo:
     environments: frozenset[str] = frozenset()
     side_inputs: frozenset[str] = frozenset()  # input tags that are side inputs
     requirements: frozenset[str] = frozenset()
+    functions: frozenset[str] = frozenset()  # URNs of the functions it carries (DoFn, CombineFn, ...)
 
     def references(self, kind: str) -> frozenset[str]:
         """``kind`` is a Components map name: coders, windowing_strategies, environments."""
         return getattr(self, kind)
+
+    def remapped(self, maps: Mapping[str, Mapping[str, str]]) -> PayloadInfo:
+        """The info of this payload after :func:`remap_payload` with ``maps``."""
+        if not remaps(self, maps):
+            return self
+
+        def through(kind: str) -> frozenset[str]:
+            m = maps.get(kind, {})
+            return frozenset(m.get(x, x) for x in getattr(self, kind))
+
+        return PayloadInfo(
+            through("coders"), through("windowing_strategies"), through("environments"), self.side_inputs,
+            self.requirements, self.functions,
+        )
 
 
 NOTHING = PayloadInfo()
@@ -199,10 +214,18 @@ def payload_info(urn: str, payload: bytes) -> PayloadInfo:
         reqs = _pardo_requirements(msg)
     elif urn == WRITE_FILES:
         sides = frozenset(msg.side_inputs.keys())
+    fields = msg.DESCRIPTOR.fields_by_name
+    functions = frozenset(
+        getattr(msg, f).urn for f in _FUNCTION_FIELDS if f in fields and msg.HasField(f)
+    )
     return PayloadInfo(
         frozenset(refs["coders"]), frozenset(refs["windowing_strategies"]), frozenset(refs["environments"]),
-        sides, frozenset(reqs),
+        sides, frozenset(reqs), functions,
     )
+
+
+# Payload fields holding a FunctionSpec of user code.
+_FUNCTION_FIELDS = ("do_fn", "combine_fn", "window_fn", "source")
 
 
 def _pardo_requirements(p: Any) -> set[str]:
@@ -274,8 +297,23 @@ def transform_requirements(transforms: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(out)
 
 
+def implied_requirements(infos: Iterable[PayloadInfo]) -> frozenset[str]:
+    """The requirements transforms with these payload infos imply (only
+    ParDo-family payloads carry any)."""
+    out: set[str] = set()
+    for info in infos:
+        if info.requirements:
+            out |= info.requirements
+    return frozenset(out)
+
+
 def recompute_requirements(declared: Any, transforms: Mapping[str, Any]) -> list[str]:
     """A pipeline's ``requirements`` for exactly ``transforms``: what they imply
     by Beam's rules, plus every declared requirement beaminst cannot derive
     (kept, since something it does not understand may need it). Sorted."""
-    return sorted(transform_requirements(transforms) | (set(declared) - DERIVED_REQUIREMENTS))
+    return with_implied(declared, transform_requirements(transforms))
+
+
+def with_implied(declared: Any, implied: frozenset[str]) -> list[str]:
+    """``implied`` and the ``declared`` requirements beaminst cannot derive, sorted."""
+    return sorted(implied | (set(declared) - DERIVED_REQUIREMENTS))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.errors import BeaminstError, CacheDirError, InternalError
-from beaminst.graph.index import GraphIndex
+from beaminst.graph.index import GraphIndex, Node, read_node
 from beaminst.graph.prune import necessary_transforms, trim_components
 from beaminst.graph.validate import validate_output
 from beaminst.model import urns
@@ -151,6 +151,7 @@ class Work:
     plan: Any = None  # the command's pure decisions
     grafted: tuple[GraftResult, ...] = ()  # in graft order
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
+    touched: frozenset[str] = frozenset()  # input transforms the passes changed in the working copy
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
     output: Any = None
     writes: tuple[Write | Capture, ...] = ()
@@ -184,7 +185,7 @@ def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) ->
             made = step(work)
             if made:
                 work = replace(work, **made)
-        check_output(work.output)
+        check_output(work.output, work.index)
         return work.output, report(work)
 
 
@@ -237,12 +238,12 @@ def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
     working.CopyFrom(work.index.pipeline)
     made: dict[str, Any] = {"working": working}
     options, worker = work.options, work.options.worker
-    warning = check_worker_sdk(working, worker.target_sdk)
+    warning = check_worker_sdk(working, worker.target_sdk, work.index.nodes)
     if warning:
         made.update(work.warn(warning))
     made["grafter"] = Grafter(
         working, options.cache_dir, streaming, worker.environment_type, worker.environment_config,
-        options.trust_pickles,
+        options.trust_pickles, work.index.nodes,  # the copy's, as it is a copy
     )
     return made
 
@@ -291,56 +292,70 @@ def set_top_level(pipeline: Any, top: list[str]) -> None:
 # Pruning, from the one index
 
 
-def extend_index(index: GraphIndex, pipeline: Any, grafted: Iterable[GraftResult]) -> tuple[dict[str, str | None], dict[str, str]]:
-    """The input index's parent and producer maps, extended by what was
+def extend_index(
+    index: GraphIndex, pipeline: Any, grafted: Iterable[GraftResult], touched: Iterable[str] = ()
+) -> tuple[dict[str, str | None], dict[str, str], dict[str, Node]]:
+    """The input index's parent, producer and node maps, extended by what was
     grafted into ``pipeline`` (each graft's top-level transforms sit under
-    the top level): one C-level copy of each map, then a walk over what was
-    added only, instead of indexing the whole working copy again."""
+    the top level) and with the ``touched`` transforms (and the root) read
+    again: one C-level copy of each map, then a walk over what changed only,
+    instead of indexing the whole working copy again."""
     ts = pipeline.components.transforms
     root = python_root(pipeline)
     parent: dict[str, str | None] = dict(index.parent)
     producer: dict[str, str] = dict(index.producer)
+    nodes: dict[str, Node] = dict(index.nodes)
+    for tid in {*touched, *([] if root is None else [root])}:
+        nodes[tid] = read_node(ts[tid], tid)
     for g in grafted:
+        nodes.update(g.nodes)
         for tid in g.top:
             parent[tid] = root
-        for tid in g.transforms:
-            t = ts[tid]
-            for s in t.subtransforms:
+        for tid, n in g.nodes.items():
+            for s in n.subtransforms:
                 parent[s] = tid
-            if not t.subtransforms:
-                ins = set(t.inputs.values())
-                for pc in t.outputs.values():
+            if not n.subtransforms:
+                ins = set(n.inputs.values())
+                for pc in n.outputs.values():
                     if pc not in ins:
                         producer[pc] = tid
-    return parent, producer
+    return parent, producer, nodes
 
 
 def prune_to(
-    pipeline: Any, targets: Iterable[str], parent: Mapping[str, str | None], producer: Mapping[str, str]
+    pipeline: Any, targets: Iterable[str], parent: Mapping[str, str | None], producer: Mapping[str, str],
+    nodes: Mapping[str, Node],
 ) -> Any:
     """``PipelineFragment(targets).deduce_fragment()`` on a proto, given its
-    parent and producer maps."""
+    parent, producer and node maps (``nodes`` as the proto is now)."""
     # Beam never prunes the Python SDK's one synthetic root; other SDKs' roots
     # are top-level transforms like any other, and pruned like them.
     transforms = pipeline.components.transforms
     root = python_root(pipeline)
-    keep = necessary_transforms(transforms, () if root is None else (root,), parent, producer, targets)
+    keep = necessary_transforms(nodes, () if root is None else (root,), parent, producer, targets)
     if root is None:
         pipeline.root_transform_ids[:] = [r for r in pipeline.root_transform_ids if r in keep]
-    # Transforms Beam never prunes inside keep everything under them.
-    stack = [s for tid in keep if _skip_pruning(transforms[tid]) for s in transforms[tid].subtransforms]
+    # Transforms Beam never prunes inside keep everything under them (only a
+    # composite has anything under it).
+    composites = [tid for tid in keep if nodes[tid].subtransforms]
+    stack = [s for tid in composites if _skip_pruning(transforms[tid]) for s in nodes[tid].subtransforms]
     while stack:
         tid = stack.pop()
         if tid not in keep:
             keep.add(tid)
-            stack.extend(transforms[tid].subtransforms)
-    for tid in keep:
-        t = transforms[tid]
-        if t.subtransforms and not _skip_pruning(t):
-            t.subtransforms[:] = [s for s in t.subtransforms if s in keep]
+            stack.extend(nodes[tid].subtransforms)
+            if nodes[tid].subtransforms:
+                composites.append(tid)
+    kept_nodes = {tid: nodes[tid] for tid in keep}
+    for tid in composites:
+        parts = nodes[tid].subtransforms
+        kept_parts = tuple(s for s in parts if s in keep)
+        if len(kept_parts) != len(parts) and not _skip_pruning(transforms[tid]):
+            transforms[tid].subtransforms[:] = kept_parts
+            kept_nodes[tid] = nodes[tid]._replace(subtransforms=kept_parts)
     for tid in [t for t in transforms if t not in keep]:
         del transforms[tid]
-    return trim_components(pipeline)
+    return trim_components(pipeline, kept_nodes)
 
 
 def _skip_pruning(t: Any) -> bool:
@@ -352,11 +367,12 @@ def _skip_pruning(t: Any) -> bool:
 # The output check
 
 
-def check_output(pipeline: Any) -> GraphIndex:
+def check_output(pipeline: Any, base: GraphIndex | None = None) -> GraphIndex:
     """Every proto beaminst writes passes the input validator, and carries
-    nothing unreferenced; a failure is a beaminst bug, reported as such."""
+    nothing unreferenced; a failure is a beaminst bug, reported as such.
+    ``base``: the input's index (what is unchanged is not read again)."""
     try:
-        idx = validate_output(pipeline)
+        idx = validate_output(pipeline, base)
         missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
         if missing:
             raise BeaminstError(f"requirement {sorted(missing)[0]!r} is not declared")
