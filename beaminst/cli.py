@@ -194,7 +194,10 @@ Examples:
 """,
 )
 @click.version_option(__version__, prog_name="beaminst")
-@click.option("-v", "--verbose", is_flag=True, help="Show the Beam SDK's warnings and log messages.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Show the Beam SDK's warnings and log messages, and all of a failed job's messages (tracebacks).",
+)
 def main(verbose: bool = False) -> None:
     """Interactive Beam's pipeline instrumentation, on saved pipeline protos.
 
@@ -562,7 +565,8 @@ Examples:
 
 \b
 Exit codes: 0 when the job is DONE (or a recording was stopped at its limit),
-2 otherwise: the job's state and last error on one line, its messages after it.
+2 otherwise: the job's state and last error on one line (with beaminst -v,
+the job's messages after it).
 This runs the pipeline's code: only run pipelines you trust.
 """,
 )
@@ -643,9 +647,15 @@ def run_command(
     if failure:
         from beaminst.errors import printable
 
-        click.echo(f"beaminst: {printable(report.pipeline)}: {failure}", err=True)
-        for m in report.distinct_messages():
-            click.echo(m.text.rstrip(), err=True)
+        # A failed run is one line, as bad input is; the job's messages (Beam's
+        # tracebacks) only when asked for. --json has them all regardless.
+        messages = report.distinct_messages()
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        more = " (rerun with beaminst -v to see the job's messages and tracebacks)" if messages and not verbose else ""
+        click.echo(f"beaminst: {printable(report.pipeline)}: {failure}{more}", err=True)
+        if verbose:
+            for m in messages:
+                click.echo(m.text.rstrip(), err=True)
         sys.exit(2)
 
 

@@ -109,3 +109,90 @@ def test_instrument_of_many_bindings_prints_a_short_show_step(tmp_path):
     assert args[:7] == ["beaminst", "show", fixture_pb("wordcount"), "-m", str(manifest), "--cache-dir", str(cache)]
     assert args[7:] == written[:SHOW_AT_MOST]
     assert show.endswith(f"# and {13 - SHOW_AT_MOST} more variables written (listed above)")
+
+
+# --- a failed job: one line, the job's messages only with -v --------------------------------
+
+TRACEBACK = (
+    "invalid literal for int() with base 10: 'x' [while running 'Parse']\n"
+    "Traceback (most recent call last):\n  File \"core.py\", line 2126, in <lambda>\n"
+    "ValueError: invalid literal for int() with base 10: 'x'\n"
+)
+FAILURE = "job FAILED: ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+
+
+@pytest.fixture
+def failed_run(monkeypatch):
+    """``run`` whose job failed, without running one: the CLI's side of it."""
+    import beaminst.run
+    from beaminst.run import RunReport
+    from beaminst.run.job import Message
+
+    def run_file(path, options, status):
+        return RunReport(path, "DirectRunner", False, state="FAILED", messages=[
+            Message("JOB_MESSAGE_ERROR", TRACEBACK),
+            Message("JOB_MESSAGE_ERROR", "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"),
+        ])
+
+    monkeypatch.setattr(beaminst.run, "run_file", run_file)
+
+
+def test_a_failed_job_is_one_line_naming_the_step_and_how_to_see_more(failed_run):
+    from conftest import run_cli
+
+    pb = fixture_pb("wordcount")
+    r = run_cli("run", pb)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        f"beaminst: {pb}: {FAILURE} (rerun with beaminst -v to see the job's messages and tracebacks)"
+    ]
+
+
+def test_a_failed_job_under_verbose_gives_its_messages_after_the_line(failed_run):
+    from conftest import run_cli
+
+    pb = fixture_pb("wordcount")
+    r = run_cli("-v", "run", pb)
+    assert r.exit_code == 2
+    first, *rest = r.stderr.splitlines()
+    assert first == f"beaminst: {pb}: {FAILURE}"  # no pointer at -v: this is -v
+    assert "Traceback (most recent call last):" in rest and rest[-1].endswith("[while running 'Parse']")
+
+
+def test_the_failure_line_finds_the_step_in_a_runners_own_wrapping():
+    """Flink wraps the SDK harness's traceback in a Java one, whose frames come last."""
+    from beaminst.run.report import last_error_line
+
+    flink = (
+        "java.lang.RuntimeException: Error received from SDK harness for instruction 4: "
+        + TRACEBACK + "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']\n\n"
+        "\tat org.apache.beam.runners.fnexecution.control.FnApiControlClient.onNext(FnApiControlClient.java:180)\n"
+        "\tat org.apache.beam.vendor.grpc.v1p69p0.io.grpc.stub.ServerCalls.onMessage(ServerCalls.java:262)\n"
+    )
+    assert last_error_line([flink]) == "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+    # Naming no step, the last line it is.
+    assert last_error_line(["Traceback ...\nKeyError: 'a'\n"]) == "KeyError: 'a'"
+    assert last_error_line(["x [while running 'A']\nKeyError: 'b' [while running 'B']"]) == "KeyError: 'b' [while running 'B']"
+
+
+def test_while_a_job_runs_the_sdk_writes_nothing_to_stderr(capsys):
+    """Beam's SDK worker prints a failed bundle's traceback to sys.stderr from
+    its own thread, and a log record no handler takes goes to logging's last
+    resort, on stderr: the job's messages carry both, so neither is printed."""
+    import logging
+    import threading
+
+    from beaminst.run.job import quiet_sdk_logs
+
+    def worker() -> None:
+        print("Traceback (most recent call last): from a worker thread", file=sys.stderr)
+
+    with quiet_sdk_logs():
+        logging.getLogger("apache_beam.runners.worker.sdk_worker").error("Error processing instruction bundle_2")
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        print("beaminst: job: FAILED", file=sys.stderr)  # this thread's own lines still go out
+    assert capsys.readouterr().err == "beaminst: job: FAILED\n"
+    print("after", file=sys.stderr)
+    assert capsys.readouterr().err == "after\n"  # stderr is itself again
