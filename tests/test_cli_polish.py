@@ -196,3 +196,87 @@ def test_while_a_job_runs_the_sdk_writes_nothing_to_stderr(capsys):
     assert capsys.readouterr().err == "beaminst: job: FAILED\n"
     print("after", file=sys.stderr)
     assert capsys.readouterr().err == "after\n"  # stderr is itself again
+
+
+# --- run's next steps: spelled by nextsteps, with the rules the recording needs -------------
+
+
+def test_after_a_recording_the_replay_step_carries_the_source_rules_and_replays_it(tmp_path, monkeypatch):
+    """What ``run`` prints after a recording, read from the proto alone: the
+    TestStream it recorded is a source only under --unbounded-urn, so the
+    replaying instrument needs it; with the pipeline and manifest filled in,
+    the line runs as printed and replays that recording's key."""
+    import json
+    import shlex
+
+    from conftest import run_cli
+    from test_run import TEST_STREAM, events_pipeline
+
+    from beaminst.commands.api import load
+    from beaminst.run import RunReport
+    from beaminst.run.capture import find_cache_writes
+    from beaminst.run.driver import next_steps
+    from beaminst.run.recording import plan_recording
+
+    pb, man = events_pipeline(str(tmp_path / "ev"))
+    cache, bg = str(tmp_path / "cache"), str(tmp_path / "bg.pb")
+    r = run_cli("background-caching", pb, "-m", man, "--cache-dir", cache, "-o", bg, "--unbounded-urn", TEST_STREAM)
+    assert r.exit_code == 0, r.stderr
+    index = load(bg).index
+    writes = find_cache_writes(index)
+    recording, _ = plan_recording(writes, None)
+    (step,) = next_steps(RunReport(bg, "DirectRunner", True, state="DONE"), recording, writes, index)
+    assert step == (
+        f"beaminst instrument PIPELINE -m MANIFEST --cache-dir {shlex.quote(os.path.abspath(cache))} "
+        f"--unbounded-urn {TEST_STREAM} -o pipeline.instrumented.pb  # replays this recording"
+    )
+    args = [{"PIPELINE": pb, "MANIFEST": man}.get(a, a) for a in shlex.split(step, comments=True)[1:]]
+    monkeypatch.chdir(tmp_path)
+    r = run_cli(*args, "--json")
+    assert r.exit_code == 0, r.stderr
+    (capture,) = [w for w in writes if w.capture]
+    assert json.loads(r.stdout)["test_stream"]["tags"] == [capture.key]
+
+
+def test_after_a_run_that_cached_the_steps_are_nextsteps_own(tmp_path):
+    import shlex
+
+    from conftest import run_cli
+
+    from beaminst.commands.api import load
+    from beaminst.commands.nextsteps import Invocation, after_run
+    from beaminst.run import RunReport
+    from beaminst.run.capture import find_cache_writes
+    from beaminst.run.driver import next_steps
+
+    cache, out = tmp_path / "my cache", str(tmp_path / "wc.pb")
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(cache),
+                "-o", out)
+    assert r.exit_code == 0, r.stderr
+    index = load(out).index
+    steps = next_steps(RunReport(out, "DirectRunner", False, state="DONE"), None, find_cache_writes(index), index)
+    assert steps == after_run(Invocation("-", "-", os.path.abspath(cache)), recording=False)
+    show, reuse = steps
+    assert shlex.split(show, comments=True) == [
+        "beaminst", "show", "PIPELINE", "-m", "MANIFEST", "--cache-dir", os.path.abspath(cache), "VAR..."
+    ]
+    assert shlex.split(reuse, comments=True)[-3:] == ["--reuse", "-o", "pipeline.next.pb"]
+    assert next_steps(RunReport(out, "DirectRunner", False, state="FAILED"), None, find_cache_writes(index), index) == []
+
+
+def test_replay_rules_name_a_urn_only_where_it_is_the_sources_own():
+    from beaminst.analysis.sources import UnboundedSource
+    from beaminst.model import urns
+    from beaminst.options import SourceRules
+    from beaminst.run.driver import replay_rules
+
+    def source(urn: str, rule: str) -> UnboundedSource:
+        return UnboundedSource("t", "T", urn, {"None": "pc"}, rule)
+
+    assert replay_rules([source(urns.PUBSUB_READ, "pubsub"), source(urns.READ, "read")]) == SourceRules()
+    assert replay_rules([source(urns.TEST_STREAM, "inferred")] * 2) == SourceRules((urns.TEST_STREAM,))
+    # A source that is a ParDo: --unbounded-urn would make every ParDo one.
+    assert replay_rules([source(urns.PAR_DO, "inferred")]) == SourceRules(infer=True)
+    assert replay_rules([source("beam:transform:kafka:v1", "inferred"), source(urns.PICKLED_TRANSFORM, "inferred")]) == (
+        SourceRules(("beam:transform:kafka:v1",), infer=True)
+    )

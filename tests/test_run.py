@@ -439,6 +439,7 @@ def test_a_background_caching_proto_records_then_instrument_replays_it(tmp_path)
     assert key["elements"] == 3 and key["source"] == "Events"
     assert key["bytes"] == rec["bytes"] == os.path.getsize(os.path.join(cache, "full", key["key"]))
     assert doc["next"][0].startswith("beaminst instrument PIPELINE -m MANIFEST --cache-dir ")
+    assert f"--unbounded-urn {TEST_STREAM} " in doc["next"][0]  # what the replay below needs
     assert "DONE" in err  # the state lines
     # The recording is what the next instrument replays; the replay runs too.
     inst = instrument(pb, man, cache, str(tmp_path / "inst.pb"), "--unbounded-urn", TEST_STREAM)

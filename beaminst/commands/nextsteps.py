@@ -85,6 +85,18 @@ def after_instrument(how: Invocation, output: str | None, writes: list[str], cac
     return steps
 
 
+def after_run(how: Invocation, recording: bool) -> list[str]:
+    """After a successful ``run``: replay what it recorded, or look at what it
+    cached and reuse it. ``run`` is given only the proto, so ``how`` names the
+    pipeline and manifest it came from as for stdin (placeholders)."""
+    if recording:
+        return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays this recording"]
+    return [
+        f"beaminst show {how.inputs()} VAR...  # the cached elements",
+        f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached",
+    ]
+
+
 def after_background_caching(how: Invocation, output: str | None) -> list[str]:
     """After ``background-caching``: record, then replay the recording."""
     target = "FILE" if output == "-" else shlex.quote(output or how.output("record"))
