@@ -170,8 +170,9 @@ def test_the_failure_line_finds_the_step_in_a_runners_own_wrapping():
         "\tat org.apache.beam.vendor.grpc.v1p69p0.io.grpc.stub.ServerCalls.onMessage(ServerCalls.java:262)\n"
     )
     assert last_error_line([flink]) == "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
-    # Naming no step, the last line it is.
-    assert last_error_line(["Traceback ...\nKeyError: 'a'\n"]) == "KeyError: 'a'"
+    # Naming no step, the last line it is: Beam's own source line, quoted in a traceback, names none.
+    source = "    step_annotation = \" [while running '%s']\" % self.step_name\n"
+    assert last_error_line(["Traceback ...\n" + source + "KeyError: 'a'\n"]) == "KeyError: 'a'"
     assert last_error_line(["x [while running 'A']\nKeyError: 'b' [while running 'B']"]) == "KeyError: 'b' [while running 'B']"
 
 

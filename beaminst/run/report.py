@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +86,9 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-# What Beam's DoFnRunner appends to the exception a step raised.
-_STEP = "[while running '"
+# What Beam's DoFnRunner appends to the exception a step raised (at the end
+# of a line: not the source line that appends it, in a traceback).
+_STEP = re.compile(r"\[while running '.*'\]$")
 
 
 def last_error_line(errors: list[str]) -> str:
@@ -96,7 +98,7 @@ def last_error_line(errors: list[str]) -> str:
     that wraps that traceback in its own (Flink's Java stack trace) ends with
     its frames; the last line naming a step is then the error."""
     last = next((line for line in map(_last_line, reversed(errors)) if line), "")
-    if _STEP not in last:
-        naming = [line.strip() for text in errors for line in text.splitlines() if _STEP in line]
+    if not _STEP.search(last):
+        naming = [line.strip() for text in errors for line in text.splitlines() if _STEP.search(line.strip())]
         last = naming[-1] if naming else last
     return " ".join(last.split())
