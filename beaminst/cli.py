@@ -1,8 +1,9 @@
 """Command line interface: Click only. Everything real lives in the library.
 
 Exit codes: 0 success, 1 differences found (diff only), 2 bad input, bad
-usage or failure. Errors are one line on stderr, never a traceback (set
-``BEAMINST_DEBUG=1`` to see one).
+usage or failure, 141 stdout's reader went away (``| head``), silently.
+Errors are one line on stderr, never a traceback (set ``BEAMINST_DEBUG=1``
+to see one).
 """
 
 from __future__ import annotations
@@ -59,6 +60,28 @@ def _endpoint(_ctx: Any, _param: Any, value: str | None) -> str | None:
 
 
 _FULL_STDOUT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+# 128 + SIGPIPE (13), what a shell reports for a writer its reader left
+# (``yes | head``): Python ignores SIGPIPE, so beaminst exits with it itself.
+READER_GONE = 141
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that its flush at exit has nowhere to fail
+    (no "Exception ignored ... BrokenPipeError" after beaminst is done)."""
+    with contextlib.suppress(OSError, ValueError):  # no real file descriptor (a test runner's stdout)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _quiet_when_reader_gone() -> Any:
+    """The one handling of a closed pipe on stdout (``beaminst ... | head``),
+    wherever the write happens (a report, ``--help``, the flush at the end):
+    exit 141, with nothing on stderr."""
+    try:
+        yield
+    except BrokenPipeError:
+        _detach_stdout()
+        sys.exit(READER_GONE)
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -67,9 +90,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         from beaminst.errors import BeaminstError
 
         try:
-            result = fn(*args, **kwargs)
-            sys.stdout.flush()
-            return result
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # Whatever the command's outcome (an exit status of its own
+                # included), buffered output meets a closed pipe or a full disk
+                # here, not in the interpreter's flush at exit.
+                sys.stdout.flush()
         except BeaminstError as e:
             _fail(str(e))
         except KeyboardInterrupt:
@@ -77,12 +104,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except BrokenPipeError:
-            sys.exit(2)
+            raise  # not a bug: BeaminstGroup exits 141, quietly
         except Exception as e:  # a bug: still one line, still exit 2
             if isinstance(e, OSError) and e.filename is None and e.errno in _FULL_STDOUT:
                 # Not a bug: the report went to a full disk, or > /dev/full.
-                with contextlib.suppress(OSError, ValueError):  # no second error at exit
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                _detach_stdout()  # no second error at exit
                 _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
             if os.environ.get("BEAMINST_DEBUG"):
                 raise
@@ -108,7 +134,17 @@ class BeaminstGroup(click.Group):
     """Click, with usage errors in beaminst's own style: one line, naming the
     command and where its help is, exit 2 (click prints three lines and a
     usage banner). Extra arguments that are existing files are an unquoted
-    glob, which the line says, pointing at ``batch``."""
+    glob, which the line says, pointing at ``batch``. A closed pipe on stdout
+    is exit 141, silently, from parsing (``--help``) to the last write (click's
+    own handling would exit 1)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _quiet_when_reader_gone():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _quiet_when_reader_gone():
+            return super().invoke(ctx)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:  # a caller that handles click's exceptions itself
@@ -158,7 +194,10 @@ Examples:
 """,
 )
 @click.version_option(__version__, prog_name="beaminst")
-@click.option("-v", "--verbose", is_flag=True, help="Show the Beam SDK's warnings and log messages.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Show the Beam SDK's warnings and log messages, and all of a failed job's messages (tracebacks).",
+)
 def main(verbose: bool = False) -> None:
     """Interactive Beam's pipeline instrumentation, on saved pipeline protos.
 
@@ -363,15 +402,10 @@ def show(
     plan = plan_show(pipeline, manifest, cache_dir, variables, rules)
     for note in plan.notes:
         click.echo(f"beaminst: {note}", err=True)
-    try:
-        write_show(
-            plan, mode, limit, include_window_info, trust_pickles, sys.stdout, _console,
-            lambda line: click.echo(f"beaminst: {line}", err=True),
-        )
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (| head): no noise at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise
+    write_show(
+        plan, mode, limit, include_window_info, trust_pickles, sys.stdout, _console,
+        lambda line: click.echo(f"beaminst: {line}", err=True),
+    )
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -531,7 +565,8 @@ Examples:
 
 \b
 Exit codes: 0 when the job is DONE (or a recording was stopped at its limit),
-2 otherwise: the job's state and last error on one line, its messages after it.
+2 otherwise: the job's state and last error on one line (with beaminst -v,
+the job's messages after it).
 This runs the pipeline's code: only run pipelines you trust.
 """,
 )
@@ -612,9 +647,15 @@ def run_command(
     if failure:
         from beaminst.errors import printable
 
-        click.echo(f"beaminst: {printable(report.pipeline)}: {failure}", err=True)
-        for m in report.distinct_messages():
-            click.echo(m.text.rstrip(), err=True)
+        # A failed run is one line, as bad input is; the job's messages (Beam's
+        # tracebacks) only when asked for. --json has them all regardless.
+        messages = report.distinct_messages()
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        more = " (rerun with beaminst -v to see the job's messages and tracebacks)" if messages and not verbose else ""
+        click.echo(f"beaminst: {printable(report.pipeline)}: {failure}{more}", err=True)
+        if verbose:
+            for m in messages:
+                click.echo(m.text.rstrip(), err=True)
         sys.exit(2)
 
 
@@ -854,17 +895,12 @@ def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_pa
     if before == "-" and after == "-":
         _fail("BEFORE and AFTER cannot both be read from stdin")
     result = diff_files(before, after, show_payloads, sources)
-    try:
-        if git_driver and fmt in (diffformat.HUMAN, diffformat.PLAIN):
-            from beaminst.errors import printable
+    if git_driver and fmt in (diffformat.HUMAN, diffformat.PLAIN):
+        from beaminst.errors import printable
 
-            # git prints no header of its own for an external diff: say which file.
-            click.echo(f"diff --beam {printable(result.before)} {printable(result.after)}")
-        _write_diff(result, fmt, show_payloads)
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (| head): no noise at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise
+        # git prints no header of its own for an external diff: say which file.
+        click.echo(f"diff --beam {printable(result.before)} {printable(result.after)}")
+    _write_diff(result, fmt, show_payloads)
     if not result.identical and not git_driver:
         sys.exit(1)
 

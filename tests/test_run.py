@@ -439,6 +439,7 @@ def test_a_background_caching_proto_records_then_instrument_replays_it(tmp_path)
     assert key["elements"] == 3 and key["source"] == "Events"
     assert key["bytes"] == rec["bytes"] == os.path.getsize(os.path.join(cache, "full", key["key"]))
     assert doc["next"][0].startswith("beaminst instrument PIPELINE -m MANIFEST --cache-dir ")
+    assert f"--unbounded-urn {TEST_STREAM} " in doc["next"][0]  # what the replay below needs
     assert "DONE" in err  # the state lines
     # The recording is what the next instrument replays; the replay runs too.
     inst = instrument(pb, man, cache, str(tmp_path / "inst.pb"), "--unbounded-urn", TEST_STREAM)
@@ -504,13 +505,20 @@ def test_recording_limits_stop_a_long_recording_and_report_what_was_recorded(tmp
 @pytest.mark.slow
 def test_a_failing_pipeline_gives_its_error_in_one_line_then_the_jobs_messages(tmp_path):
     pb, _ = failing_pipeline(str(tmp_path / "fail"))
+    failure = f"beaminst: {pb}: job FAILED: ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
     code, out, err = cli("run", pb)
     assert code == 2
     (line,) = error_lines(err)
-    assert line == f"beaminst: {pb}: job FAILED: ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+    assert line == f"{failure} (rerun with beaminst -v to see the job's messages and tracebacks)"
+    # One line: the rest of stderr is the state lines, no traceback, no SDK log.
+    assert [ln for ln in err.splitlines() if ln != line and not ln.startswith("beaminst: job: ")] == [], err
+    # With -v, the job's messages after the line.
+    code, out, err = cli("-v", "run", pb)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert line == failure
     after = err[err.index(line) + len(line):]
-    assert "Traceback" in after and "ValueError" in after  # the job's messages, after the line
-    assert "beaminst: apache_beam" not in err  # the SDK's log is not printed as well
+    assert "Traceback" in after and "ValueError" in after
     code, doc, _ = run_json(pb)
     assert code == 2 and doc["state"] == "FAILED" and not doc["ok"]
     assert doc["errors"] and "invalid literal" in doc["errors"][-1]
@@ -558,7 +566,11 @@ def test_a_failing_pipeline_through_the_job_api(job_service, tmp_path):
     assert code == 2
     (line,) = error_lines(err)
     assert line.startswith(f"beaminst: {pb}: job FAILED: ")
-    assert "invalid literal for int() with base 10: 'x'" in line
+    assert "invalid literal for int() with base 10: 'x' [while running 'Parse']" in line
+    # One line: the LOOPBACK worker in this process neither logs nor prints its traceback.
+    assert [ln for ln in err.splitlines() if ln != line and not ln.startswith("beaminst: job ")] == [], err
+    code, out, err = cli("-v", "run", pb, "--job-endpoint", job_service.endpoint)
+    (line,) = error_lines(err)
     after = err[err.index(line) + len(line):]
     assert "Traceback" in after and after.count("RuntimeError: Traceback") <= 1  # sent twice, shown once
     code, doc, _ = run_json(pb, "--job-endpoint", job_service.endpoint)

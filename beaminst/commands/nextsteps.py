@@ -62,6 +62,11 @@ def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
     return steps
 
 
+# Variables a printed ``show`` names: a big pipeline binds hundreds, and a
+# next step is a line to read and copy, not the report (--json lists them all).
+SHOW_AT_MOST = 5
+
+
 def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
     """After ``instrument``: run it, then look at what it cached."""
     if output == "-":
@@ -69,10 +74,27 @@ def after_instrument(how: Invocation, output: str | None, writes: list[str], cac
         steps = ["beaminst run FILE  # FILE: where you saved the proto from stdout"]
     else:
         steps = [f"beaminst run {shlex.quote(output or how.output('instrumented'))}"]
-    shown = writes or ([] if not cached else ["VAR"])
+    written = list(dict.fromkeys(writes))
+    shown = written[:SHOW_AT_MOST] or ([] if not cached else ["VAR"])
     if shown:
-        steps.append(f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}")
+        step = f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}"
+        if len(written) > len(shown):
+            # A shell comment: the line still runs as printed.
+            step += f"  # and {len(written) - len(shown)} more variables written (listed above)"
+        steps.append(step)
     return steps
+
+
+def after_run(how: Invocation, recording: bool) -> list[str]:
+    """After a successful ``run``: replay what it recorded, or look at what it
+    cached and reuse it. ``run`` is given only the proto, so ``how`` names the
+    pipeline and manifest it came from as for stdin (placeholders)."""
+    if recording:
+        return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays this recording"]
+    return [
+        f"beaminst show {how.inputs()} VAR...  # the cached elements",
+        f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached",
+    ]
 
 
 def after_background_caching(how: Invocation, output: str | None) -> list[str]:

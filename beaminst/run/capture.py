@@ -98,6 +98,16 @@ def find_cache_writes(index: GraphIndex) -> tuple[CacheWrite, ...]:
     return tuple(out)
 
 
+def recorded_sources(index: GraphIndex, writes: Iterable[CacheWrite]) -> tuple[UnboundedSource, ...]:
+    """The unbounded sources whose output ``writes``' capture writes record,
+    in hierarchy order."""
+    captured = {w.pcollection for w in writes if w.capture}
+    return tuple(
+        s for s in find_unbounded_sources(index, SourceRules(infer=True))
+        if captured & _source_outputs(index, (s,))
+    )
+
+
 def _source_outputs(index: GraphIndex, sources: Iterable[UnboundedSource]) -> frozenset[str]:
     """The outputs of every source and of every composite around one."""
     pcs: set[str] = set()

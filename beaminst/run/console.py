@@ -83,7 +83,9 @@ def status_line(tty: bool) -> Iterator[Any]:
         return
     from rich.console import Console
 
-    console = Console(stderr=True, highlight=False)
+    # This stderr, not whatever sys.stderr is when the status refreshes (from
+    # rich's own thread, while quiet_sdk_logs lets only the main one write).
+    console = Console(file=sys.stderr, highlight=False)
     with console.status("starting the job") as status:
         yield RichStatus(status, console)
 

@@ -13,16 +13,19 @@ keeps the proto's pickles from loading. Run only pipelines you trust.
 
 from __future__ import annotations
 
-import shlex
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from beaminst.analysis.sources import UnboundedSource
 from beaminst.cache.cachefs import filesystem_options, is_url
 from beaminst.commands.api import load
 from beaminst.errors import BeaminstError
+from beaminst.graph.index import GraphIndex
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
-from beaminst.run.capture import CacheWrite, find_cache_writes
+from beaminst.options import SourceRules
+from beaminst.run.capture import CacheWrite, find_cache_writes, recorded_sources
 from beaminst.run.job import Job, quiet_sdk_logs
 from beaminst.run.options import RunOptions
 from beaminst.run.recording import Recording, make_sink_dirs, plan_recording, written_bytes
@@ -75,7 +78,7 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         report.recorded = _recorded(recording, options)
     with filesystem_options(options.pipeline_args if any(is_url(w.cache_dir) for w in writes) else ()):
         report.cache_writes = [{**w.to_json(), "bytes": written_bytes(w)} for w in writes if not w.capture]
-    report.next_steps = next_steps(report, recording, writes)
+    report.next_steps = next_steps(report, recording, writes, loaded.index)
     return report
 
 
@@ -129,18 +132,42 @@ def _recorded(recording: Recording, options: RunOptions) -> dict[str, Any]:
     }
 
 
-def next_steps(report: RunReport, recording: Recording | None, writes: tuple[CacheWrite, ...]) -> list[str]:
+# Source URNs that --unbounded-urn cannot name for a replay: every ParDo (or
+# pickled transform) would become a source; --infer-unbounded finds the one.
+_GENERIC_URNS = urns.PAR_DO_FAMILY | {urns.PICKLED_TRANSFORM, ""}
+
+
+def replay_rules(sources: Iterable[UnboundedSource]) -> SourceRules:
+    """The source rules under which ``instrument`` finds ``sources`` (what a
+    recording recorded) in the pipeline the recording was made from: none for
+    Pub/Sub and unbounded Reads (always sources), ``--unbounded-urn`` for a
+    source found by its URN alone (TestStream), else ``--infer-unbounded``."""
+    named: list[str] = []
+    infer = False
+    for s in sources:
+        if s.rule in ("pubsub", "read"):
+            continue
+        if s.urn in _GENERIC_URNS:
+            infer = True
+        else:
+            named.append(s.urn)
+    return SourceRules(tuple(sorted(set(named))), infer)
+
+
+def next_steps(
+    report: RunReport, recording: Recording | None, writes: tuple[CacheWrite, ...], index: GraphIndex
+) -> list[str]:
     """The commands that come next in the interactive loop, for a successful run."""
+    from beaminst.commands.nextsteps import Invocation, after_run
+
     if not report.ok:
         return []
     if recording is not None:
-        where = shlex.quote(recording.cache_dir) if recording.cache_dir else "DIR"
-        return [f"beaminst instrument PIPELINE -m MANIFEST --cache-dir {where} -o instrumented.pb  # replays this recording"]
+        # The rules the recording's sources need, read from the proto; the
+        # pipeline and manifest it came from are not in it: placeholders.
+        how = Invocation("-", "-", recording.cache_dir or "DIR", replay_rules(recorded_sources(index, writes)))
+        return after_run(how, recording=True)
     dirs = sorted({w.cache_dir for w in writes if w.cache_dir})
     if not dirs:
         return []
-    where = shlex.quote(dirs[0]) if len(dirs) == 1 else "DIR"
-    return [
-        f"beaminst show PIPELINE -m MANIFEST --cache-dir {where} VAR...  # the cached elements",
-        f"beaminst instrument PIPELINE -m MANIFEST --cache-dir {where} --reuse -o next.pb  # reads back what this run cached",
-    ]
+    return after_run(Invocation("-", "-", dirs[0] if len(dirs) == 1 else "DIR"), recording=False)

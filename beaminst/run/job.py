@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 # PipelineState.is_terminal (the Job API's TERMINAL_STATES plus UPDATED).
 TERMINAL = frozenset({"DONE", "FAILED", "CANCELLED", "DRAINED", "UPDATED"})
@@ -115,12 +117,47 @@ def sdk_errors_as_messages(job: Job) -> Iterator[None]:
 @contextlib.contextmanager
 def quiet_sdk_logs() -> Iterator[None]:
     """While a job runs in this process (a local runner, or a LOOPBACK worker),
-    keep the SDK's log records off stderr: the job's messages say it once, at
-    the end. With ``beaminst -v`` (INFO) the log stays."""
+    keep the SDK's log records off stderr: the job's messages say it, in the
+    report. With ``beaminst -v`` (INFO) the log stays.
+
+    Not propagating is not enough on its own: a record that meets no handler
+    at all goes to ``logging.lastResort``, which prints WARNING and above on
+    stderr (a LOOPBACK worker's tracebacks did). A NullHandler is one. And
+    the SDK worker also prints a failed bundle's traceback straight to
+    ``sys.stderr`` from its own thread (``SdkHarness._execute``), besides
+    logging it and returning it to the runner, whose job message it becomes:
+    while quiet, only this thread writes to ``sys.stderr``."""
     beam_logger = logging.getLogger("apache_beam")
     propagate = beam_logger.propagate
-    beam_logger.propagate = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
+    if not quiet:
+        yield
+        return
+    beam_logger.propagate = False
+    sink = logging.NullHandler()
+    beam_logger.addHandler(sink)
+    stderr = sys.stderr
+    sys.stderr = _OneThreadOnly(stderr, threading.current_thread())
     try:
         yield
     finally:
+        sys.stderr = stderr
+        beam_logger.removeHandler(sink)
         beam_logger.propagate = propagate
+
+
+class _OneThreadOnly:
+    """A text stream that passes on what one thread writes, and drops what
+    the others do."""
+
+    def __init__(self, stream: Any, owner: threading.Thread) -> None:
+        self._stream = stream
+        self._owner = owner
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is self._owner:
+            return self._stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, ...
+        return getattr(self._stream, name)

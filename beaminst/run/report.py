@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +86,19 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+# What Beam's DoFnRunner appends to the exception a step raised (at the end
+# of a line: not the source line that appends it, in a traceback).
+_STEP = re.compile(r"\[while running '.*'\]$")
+
+
 def last_error_line(errors: list[str]) -> str:
-    """The last line of the last error: the exception a traceback ends with."""
-    for text in reversed(errors):
-        line = _last_line(text)
-        if line:
-            return " ".join(line.split())
-    return ""
+    """The last line of the last error: the exception a traceback ends with.
+    Unless it names no step and another line does: Beam appends the step to
+    the exception it re-raises (``... [while running 'Parse']``), and a runner
+    that wraps that traceback in its own (Flink's Java stack trace) ends with
+    its frames; the last line naming a step is then the error."""
+    last = next((line for line in map(_last_line, reversed(errors)) if line), "")
+    if not _STEP.search(last):
+        naming = [line.strip() for text in errors for line in text.splitlines() if _STEP.search(line.strip())]
+        last = naming[-1] if naming else last
+    return " ".join(last.split())

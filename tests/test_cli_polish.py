@@ -1,0 +1,283 @@
+"""Newcomer-review fixes to the CLI's edges: a reader that leaves the pipe
+early, a failing job under ``run``, and the next steps ``run`` and
+``instrument`` print."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI_PREFIX, REPO, fixture_manifest, fixture_pb
+
+# --- a closed pipe on stdout: exit 141, nothing on stderr ---------------------------------
+
+
+def run_into_closed_pipe(*args: str) -> subprocess.CompletedProcess[str]:
+    """``beaminst ARGS`` with stdout a pipe whose reader has already gone (as
+    ``| head -c1`` once head is done, but with no race: every write fails)."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("BEAMINST_DEBUG", None)
+    try:
+        return subprocess.run(
+            [*CLI_PREFIX, *args], stdout=write, stderr=subprocess.PIPE, text=True,
+            cwd=str(REPO), env=env, timeout=120,
+        )
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("analyze", "WC", "-m", "WCM", "--json"),  # the report, flushed at the end of the command
+        ("analyze", "WC", "-m", "WCM"),  # human output, piped: records
+        ("diff", "WC", "COGBK"),  # a command that exits 1 of its own, with its output still buffered
+        ("instrument", "WC", "-m", "WCM", "--cache-dir", "CACHE", "-o", "-"),  # a binary proto to stdout
+        ("--help",),  # click's own output, while parsing
+        ("show", "--help"),
+        ("--version",),
+    ],
+)
+def test_a_reader_gone_is_exit_141_and_silent(args, tmp_path):
+    names = {"WC": fixture_pb("wordcount"), "WCM": fixture_manifest("wordcount"),
+             "COGBK": fixture_pb("cogbk"), "CACHE": str(tmp_path / "cache")}
+    proc = run_into_closed_pipe(*(names.get(a, a) for a in args))
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""  # no "Exception ignored ... BrokenPipeError", no error line
+
+
+def test_the_exit_status_is_what_a_shell_shows_for_yes_into_head():
+    if sys.platform == "win32":  # pragma: no cover
+        pytest.skip("no SIGPIPE")
+    import signal
+
+    from beaminst.cli import READER_GONE
+
+    assert READER_GONE == 128 + signal.SIGPIPE
+
+
+# --- instrument's show step names a few variables, not hundreds -----------------------------
+
+
+def _next(stdout: str) -> list[str]:
+    return [line.split("\t", 1)[1] for line in stdout.splitlines() if line.startswith("next\t")]
+
+
+def test_the_show_step_names_at_most_a_few_variables_and_still_runs_as_printed():
+    import shlex
+
+    from beaminst.commands.nextsteps import SHOW_AT_MOST, Invocation, after_instrument
+
+    how = Invocation("p.pb", "m.json", "cache")
+    names = [f"v{i:05d}" for i in range(300)]
+    _, show = after_instrument(how, "out.pb", names, cached=False)
+    command, _, comment = show.partition("  # ")
+    assert shlex.split(command) == [
+        "beaminst", "show", "p.pb", "-m", "m.json", "--cache-dir", "cache", *names[:SHOW_AT_MOST]
+    ]
+    assert comment == f"and {300 - SHOW_AT_MOST} more variables written (listed above)"
+    assert shlex.split(show, comments=True) == shlex.split(command)  # as a shell reads it: the comment is no argument
+    assert 1 < SHOW_AT_MOST <= 5
+    # A few are all named, with no comment; a variable written twice is named once.
+    _, few = after_instrument(how, "out.pb", ["a", "b", "a"], cached=False)
+    assert few == "beaminst show p.pb -m m.json --cache-dir cache a b"
+
+
+def test_instrument_of_many_bindings_prints_a_short_show_step(tmp_path):
+    import json
+    import shlex
+
+    from conftest import run_cli
+
+    from beaminst.commands.nextsteps import SHOW_AT_MOST
+
+    manifest = tmp_path / "many.json"  # every PCollection of wordcount bound: 13 variables
+    bindings = {f"v{i:05d}": f"ref_PCollection_PCollection_{i}" for i in range(1, 14)}
+    manifest.write_text(json.dumps({"version": 1, "bindings": bindings}))
+    cache = tmp_path / "cache"
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", str(manifest), "--cache-dir", str(cache),
+                "-o", str(tmp_path / "out.pb"))
+    assert r.exit_code == 0, r.stderr
+    written = [line.split("\t")[1] for line in r.stdout.splitlines() if line.startswith("write\t")]
+    assert len(written) == 13
+    _, show = _next(r.stdout)
+    args = shlex.split(show, comments=True)
+    assert args[:7] == ["beaminst", "show", fixture_pb("wordcount"), "-m", str(manifest), "--cache-dir", str(cache)]
+    assert args[7:] == written[:SHOW_AT_MOST]
+    assert show.endswith(f"# and {13 - SHOW_AT_MOST} more variables written (listed above)")
+
+
+# --- a failed job: one line, the job's messages only with -v --------------------------------
+
+TRACEBACK = (
+    "invalid literal for int() with base 10: 'x' [while running 'Parse']\n"
+    "Traceback (most recent call last):\n  File \"core.py\", line 2126, in <lambda>\n"
+    "ValueError: invalid literal for int() with base 10: 'x'\n"
+)
+FAILURE = "job FAILED: ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+
+
+@pytest.fixture
+def failed_run(monkeypatch):
+    """``run`` whose job failed, without running one: the CLI's side of it."""
+    import beaminst.run
+    from beaminst.run import RunReport
+    from beaminst.run.job import Message
+
+    def run_file(path, options, status):
+        return RunReport(path, "DirectRunner", False, state="FAILED", messages=[
+            Message("JOB_MESSAGE_ERROR", TRACEBACK),
+            Message("JOB_MESSAGE_ERROR", "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"),
+        ])
+
+    monkeypatch.setattr(beaminst.run, "run_file", run_file)
+
+
+def test_a_failed_job_is_one_line_naming_the_step_and_how_to_see_more(failed_run):
+    from conftest import run_cli
+
+    pb = fixture_pb("wordcount")
+    r = run_cli("run", pb)
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        f"beaminst: {pb}: {FAILURE} (rerun with beaminst -v to see the job's messages and tracebacks)"
+    ]
+
+
+def test_a_failed_job_under_verbose_gives_its_messages_after_the_line(failed_run):
+    from conftest import run_cli
+
+    pb = fixture_pb("wordcount")
+    r = run_cli("-v", "run", pb)
+    assert r.exit_code == 2
+    first, *rest = r.stderr.splitlines()
+    assert first == f"beaminst: {pb}: {FAILURE}"  # no pointer at -v: this is -v
+    assert "Traceback (most recent call last):" in rest and rest[-1].endswith("[while running 'Parse']")
+
+
+def test_the_failure_line_finds_the_step_in_a_runners_own_wrapping():
+    """Flink wraps the SDK harness's traceback in a Java one, whose frames come last."""
+    from beaminst.run.report import last_error_line
+
+    flink = (
+        "java.lang.RuntimeException: Error received from SDK harness for instruction 4: "
+        + TRACEBACK + "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']\n\n"
+        "\tat org.apache.beam.runners.fnexecution.control.FnApiControlClient.onNext(FnApiControlClient.java:180)\n"
+        "\tat org.apache.beam.vendor.grpc.v1p69p0.io.grpc.stub.ServerCalls.onMessage(ServerCalls.java:262)\n"
+    )
+    assert last_error_line([flink]) == "ValueError: invalid literal for int() with base 10: 'x' [while running 'Parse']"
+    # Naming no step, the last line it is: Beam's own source line, quoted in a traceback, names none.
+    source = "    step_annotation = \" [while running '%s']\" % self.step_name\n"
+    assert last_error_line(["Traceback ...\n" + source + "KeyError: 'a'\n"]) == "KeyError: 'a'"
+    assert last_error_line(["x [while running 'A']\nKeyError: 'b' [while running 'B']"]) == "KeyError: 'b' [while running 'B']"
+
+
+def test_while_a_job_runs_the_sdk_writes_nothing_to_stderr(capsys):
+    """Beam's SDK worker prints a failed bundle's traceback to sys.stderr from
+    its own thread, and a log record no handler takes goes to logging's last
+    resort, on stderr: the job's messages carry both, so neither is printed."""
+    import logging
+    import threading
+
+    from beaminst.run.job import quiet_sdk_logs
+
+    def worker() -> None:
+        print("Traceback (most recent call last): from a worker thread", file=sys.stderr)
+
+    with quiet_sdk_logs():
+        logging.getLogger("apache_beam.runners.worker.sdk_worker").error("Error processing instruction bundle_2")
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        print("beaminst: job: FAILED", file=sys.stderr)  # this thread's own lines still go out
+    assert capsys.readouterr().err == "beaminst: job: FAILED\n"
+    print("after", file=sys.stderr)
+    assert capsys.readouterr().err == "after\n"  # stderr is itself again
+
+
+# --- run's next steps: spelled by nextsteps, with the rules the recording needs -------------
+
+
+def test_after_a_recording_the_replay_step_carries_the_source_rules_and_replays_it(tmp_path, monkeypatch):
+    """What ``run`` prints after a recording, read from the proto alone: the
+    TestStream it recorded is a source only under --unbounded-urn, so the
+    replaying instrument needs it; with the pipeline and manifest filled in,
+    the line runs as printed and replays that recording's key."""
+    import json
+    import shlex
+
+    from conftest import run_cli
+    from test_run import TEST_STREAM, events_pipeline
+
+    from beaminst.commands.api import load
+    from beaminst.run import RunReport
+    from beaminst.run.capture import find_cache_writes
+    from beaminst.run.driver import next_steps
+    from beaminst.run.recording import plan_recording
+
+    pb, man = events_pipeline(str(tmp_path / "ev"))
+    cache, bg = str(tmp_path / "cache"), str(tmp_path / "bg.pb")
+    r = run_cli("background-caching", pb, "-m", man, "--cache-dir", cache, "-o", bg, "--unbounded-urn", TEST_STREAM)
+    assert r.exit_code == 0, r.stderr
+    index = load(bg).index
+    writes = find_cache_writes(index)
+    recording, _ = plan_recording(writes, None)
+    (step,) = next_steps(RunReport(bg, "DirectRunner", True, state="DONE"), recording, writes, index)
+    assert step == (
+        f"beaminst instrument PIPELINE -m MANIFEST --cache-dir {shlex.quote(os.path.abspath(cache))} "
+        f"--unbounded-urn {TEST_STREAM} -o pipeline.instrumented.pb  # replays this recording"
+    )
+    args = [{"PIPELINE": pb, "MANIFEST": man}.get(a, a) for a in shlex.split(step, comments=True)[1:]]
+    monkeypatch.chdir(tmp_path)
+    r = run_cli(*args, "--json")
+    assert r.exit_code == 0, r.stderr
+    (capture,) = [w for w in writes if w.capture]
+    assert json.loads(r.stdout)["test_stream"]["tags"] == [capture.key]
+
+
+def test_after_a_run_that_cached_the_steps_are_nextsteps_own(tmp_path):
+    import shlex
+
+    from conftest import run_cli
+
+    from beaminst.commands.api import load
+    from beaminst.commands.nextsteps import Invocation, after_run
+    from beaminst.run import RunReport
+    from beaminst.run.capture import find_cache_writes
+    from beaminst.run.driver import next_steps
+
+    cache, out = tmp_path / "my cache", str(tmp_path / "wc.pb")
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(cache),
+                "-o", out)
+    assert r.exit_code == 0, r.stderr
+    index = load(out).index
+    steps = next_steps(RunReport(out, "DirectRunner", False, state="DONE"), None, find_cache_writes(index), index)
+    assert steps == after_run(Invocation("-", "-", os.path.abspath(cache)), recording=False)
+    show, reuse = steps
+    assert shlex.split(show, comments=True) == [
+        "beaminst", "show", "PIPELINE", "-m", "MANIFEST", "--cache-dir", os.path.abspath(cache), "VAR..."
+    ]
+    assert shlex.split(reuse, comments=True)[-3:] == ["--reuse", "-o", "pipeline.next.pb"]
+    assert next_steps(RunReport(out, "DirectRunner", False, state="FAILED"), None, find_cache_writes(index), index) == []
+
+
+def test_replay_rules_name_a_urn_only_where_it_is_the_sources_own():
+    from beaminst.analysis.sources import UnboundedSource
+    from beaminst.model import urns
+    from beaminst.options import SourceRules
+    from beaminst.run.driver import replay_rules
+
+    def source(urn: str, rule: str) -> UnboundedSource:
+        return UnboundedSource("t", "T", urn, {"None": "pc"}, rule)
+
+    assert replay_rules([source(urns.PUBSUB_READ, "pubsub"), source(urns.READ, "read")]) == SourceRules()
+    assert replay_rules([source(urns.TEST_STREAM, "inferred")] * 2) == SourceRules((urns.TEST_STREAM,))
+    # A source that is a ParDo: --unbounded-urn would make every ParDo one.
+    assert replay_rules([source(urns.PAR_DO, "inferred")]) == SourceRules(infer=True)
+    assert replay_rules([source("beam:transform:kafka:v1", "inferred"), source(urns.PICKLED_TRANSFORM, "inferred")]) == (
+        SourceRules(("beam:transform:kafka:v1",), infer=True)
+    )
