@@ -25,13 +25,14 @@ _INSTALL_PREFIX = re.compile(
 
 
 def digest(*parts: bytes | str) -> bytes:
-    """sha256 over length-prefixed parts (so ("ab","c") != ("a","bc"))."""
-    h = hashlib.sha256()
+    """sha256 over length-prefixed parts (so ("ab","c") != ("a","bc")), hashed
+    in one call (the same bytes as one update per piece)."""
+    pieces = []
     for p in parts:
         b = p.encode("utf-8") if isinstance(p, str) else p
-        h.update(len(b).to_bytes(8, "big"))
-        h.update(b)
-    return h.digest()
+        pieces.append(len(b).to_bytes(8, "big"))
+        pieces.append(b)
+    return hashlib.sha256(b"".join(pieces)).digest()
 
 
 def decompress_pickle(encoded: bytes, what: str = "a pickled payload") -> bytes | None:

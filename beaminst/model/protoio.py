@@ -211,7 +211,12 @@ def save_pipeline(proto: Any, path: str, fmt: Format | None = None) -> Format:
     return chosen
 
 
+_SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -228,12 +233,13 @@ def _length_delimited(field: int, body: bytes) -> bytes:
 _COMPONENT_MAPS = ("transforms", "pcollections", "windowing_strategies", "coders", "environments")
 
 
-def _upb_key_order(key: str) -> tuple[int, ...]:
+def _upb_key_order(key: str) -> bytes:
     """The order protobuf's deterministic serialization gives map keys:
     bytewise, except that a key comes *after* the longer keys it is a prefix
     of (``PCollection_10`` before ``PCollection_1``: upb encodes back to
-    front). A sentinel above every byte value gives exactly that."""
-    return (*key.encode("utf-8"), 256)
+    front). A sentinel above every byte of the key gives exactly that: 0xFF,
+    which UTF-8 never contains."""
+    return key.encode("utf-8") + b"\xff"
 
 
 _PIPELINE_FIELDS = {"components": 1, "root_transform_ids": 2, "display_data": 3, "requirements": 4}
@@ -271,11 +277,14 @@ def binary_pieces(proto: Any) -> list[bytes]:
     body = 0
     for number, name in enumerate(_COMPONENT_MAPS, start=1):
         entries = getattr(c, name)
+        tag = _varint(number << 3 | 2)
         for key in sorted(entries, key=_upb_key_order):
-            entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(
-                2, entries[key].SerializeToString(deterministic=True)
-            )
-            framed = _length_delimited(number, entry)
+            k = key.encode("utf-8")
+            v = entries[key].SerializeToString(deterministic=True)
+            head = _varint(len(k))
+            value_head = _varint(len(v))
+            size = 2 + len(head) + len(k) + len(value_head) + len(v)  # 2: the entry's two field tags
+            framed = b"".join((tag, _varint(size), b"\x0a", head, k, b"\x12", value_head, v))
             pieces.append(framed)
             body += len(framed)
     head = _varint(1 << 3 | 2) + _varint(body) if proto.HasField("components") else b""
