@@ -90,6 +90,7 @@ class _TemplateFacts:
     keyed_coders: frozenset[str]  # those a key reaches
     fixed_coders: dict[str, str]  # the others' ids in the target, filled as they are mapped
     nodes: dict[str, Node]  # its transforms' structure
+    keyed_display_data: dict[str, tuple[int, ...]]  # transform -> its display data holding the key
 
 
 class Grafter:
@@ -344,7 +345,12 @@ class Grafter:
             order = _post_order(sub.proto.components.coders, refs.coders)
             ts = sub.proto.components.transforms
             nodes = {t: read_node(ts[t], t) for t in sub.transforms}
-            facts = _TemplateFacts(sub, refs, order, _keyed_coders(sub, order), {}, nodes)
+            placeholder = sub.key.encode("utf-8")
+            keyed_dd = {
+                t: idx for t in sub.transforms
+                if (idx := tuple(i for i, dd in enumerate(ts[t].display_data) if placeholder in dd.payload))
+            }
+            facts = _TemplateFacts(sub, refs, order, _keyed_coders(sub, order), {}, nodes, keyed_dd)
             self._per_template[id(sub)] = facts
         return facts
 
@@ -422,23 +428,26 @@ class Grafter:
                 out.unique_name = out.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
             out.coder_id = coder_map[out.coder_id]
             out.windowing_strategy_id = ws_map[out.windowing_strategy_id]
-        template_nodes = self._template_facts(sub).nodes
+        facts = self._template_facts(sub)
+        template_nodes = facts.nodes
         nodes: dict[str, Node] = {}
         for t in sub.transforms:
             s, n = src.transforms[t], template_nodes[t]
             tid = t_map[t]
             out = dst.transforms[tid]
             out.CopyFrom(s)
+            name = n.unique_name
             if old is not None and new is not None:
-                out.unique_name = s.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
+                name = name.replace(sub.key, key)  # type: ignore[arg-type]
+                out.unique_name = name
             info = n.info
             if t in sub.rewrite_sites:
-                out.spec.payload = rewrite_payload(s.spec.urn, s.spec.payload, old, new, maps)
-                info = info.remapped(maps)
+                out.spec.payload = rewrite_payload(n.urn, s.spec.payload, old, new, maps)
+                info = info.remapped(maps)  # type: ignore[union-attr]
             if old is not None and new is not None:
-                for dd in out.display_data:  # e.g. the sink's "File Pattern"
-                    if old in dd.payload:
-                        dd.payload = dd.payload.replace(old, new)
+                for i in facts.keyed_display_data.get(t, ()):  # e.g. the sink's "File Pattern"
+                    dd = out.display_data[i]
+                    dd.payload = dd.payload.replace(old, new)
             inputs = {tag: pc_map[pc] for tag, pc in n.inputs.items()}
             outputs = {tag: pc_map[pc] for tag, pc in n.outputs.items()}
             for tag, pc in inputs.items():
@@ -450,7 +459,7 @@ class Grafter:
             env = env_map[n.environment_id] if n.environment_id else ""
             if env:
                 out.environment_id = env
-            nodes[tid] = Node(subtransforms, inputs, outputs, env, info)
+            nodes[tid] = Node(subtransforms, inputs, outputs, env, info, n.urn, name)
         return GraftResult(
             tuple(t_map[t] for t in sub.top), tuple(t_map[t] for t in sub.transforms),
             {k: pc_map[v] for k, v in sub.outputs.items()}, nodes,

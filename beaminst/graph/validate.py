@@ -50,18 +50,21 @@ def check_references(
     names: dict[str, str] = {}
     if nodes is None:
         nodes = read_nodes(transforms)
+    # Membership in a set, not through protobuf's map, once per reference.
+    pcoll_ids, env_ids = set(pcolls), set(envs)
     for tid in sorted(nodes):
         n = nodes[tid]
         for s in n.subtransforms:
             if s not in nodes:
                 raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
         ins, outs = n.inputs.values(), n.outputs.values()
-        for kind, refs in (("input", n.inputs), ("output", n.outputs)):
-            for tag, pc in refs.items():
-                if pc not in pcolls:
-                    raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
+        if not (pcoll_ids.issuperset(ins) and pcoll_ids.issuperset(outs)):
+            for kind, refs in (("input", n.inputs), ("output", n.outputs)):
+                for tag, pc in refs.items():
+                    if pc not in pcoll_ids:
+                        raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
         env = n.environment_id
-        if env and env not in envs:
+        if env and env not in env_ids:
             raise ValidationError(f"transform {tid!r} names environment {env!r} that does not exist")
         info = _check_payload_references(tid, info_of(n, transforms, tid), n.urn, c)
         if referenced is not None:
