@@ -133,22 +133,23 @@ def content_digests(index: GraphIndex) -> ContentDigests:
     sigs = Signatures(index.pipeline.components, coder_payload_install_independent)
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
+    nodes, coders = index.nodes, index.pipeline.components.coders
     for tid in index.leaf_order:
-        t = index.transforms[tid]
-        ins = sorted(t.inputs.items())
+        t, n = index.transforms[tid], nodes[tid]
+        ins = sorted(n.inputs.items())
         t_sig[tid] = digest(
             b"transform",
-            t.unique_name,
-            t.spec.urn,
-            payload_signature(t.spec, sigs.coder, index.pipeline.components.coders),
+            n.unique_name,
+            n.urn,
+            payload_signature(t.spec, sigs.coder, coders),
             *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
         )
-        for tag, pc in sorted(t.outputs.items()):
+        for tag, pc in sorted(n.outputs.items()):
             if index.producer.get(pc) != tid:
                 continue
             p = index.pcollections[pc]
             pc_sig[pc] = digest(
                 b"pcollection", t_sig[tid], tag, sigs.coder(p.coder_id), sigs.windowing(p.windowing_strategy_id, with_environment=False), str(p.is_bounded)
             )
-    sources = sorted(index.transforms[t].unique_name for t in index.leaf_order if not index.transforms[t].inputs)
+    sources = sorted(nodes[t].unique_name for t in index.leaf_order if not nodes[t].inputs)
     return ContentDigests(pc_sig, t_sig, digest(b"pipeline", *sources))
