@@ -5,6 +5,12 @@ side inputs told apart), parents, roots and a topological order of the leaf
 transforms, all computed in one linear walk. Nothing downstream rescans the
 whole transform map per node.
 
+Each transform is read from the proto once, into a :class:`Node`: reading a
+protobuf map from Python costs microseconds per entry, and validation, the
+index, pruning and trimming all need the same fields. An output is checked
+from nodes too, the input's reused wherever a transform equals the input's
+(:func:`read_nodes`).
+
 Build it with :func:`build_index` on a proto that passed
 :func:`beaminst.graph.validate.check_references`; structural problems that only the
 walk can see (a PCollection with no or two producers, cycles) are raised here
@@ -48,8 +54,8 @@ class Node(NamedTuple):
     outputs: Mapping[str, str]
     environment_id: str
     info: urns.PayloadInfo | None  # of its payload; None when it does not parse
-    urn: str = ""
-    unique_name: str = ""
+    urn: str
+    unique_name: str
 
 
 def read_node(transform: Any, transform_id: str | None = None) -> Node:

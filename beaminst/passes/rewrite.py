@@ -4,10 +4,11 @@
 style of Beam's ``fn_api_runner/translations.py``: a pass is a plain function
 of the working state (:class:`Work`) that returns what it made, as a mapping
 of ``Work`` fields, and :func:`run` applies each result in turn. The input's
-graph index (built and validated once, at load) is the only index: grafting
-extends it with what it adds (:func:`extend_index`) instead of re-indexing the
-working copy. The output is validated once, by :func:`run`, whatever the
-command.
+graph index (built and validated once, at load) is the only index: each graft
+returns the nodes of what it wrote, and pruning extends the input's maps with
+them and with the transforms rewiring touched (:func:`extend_index`) instead
+of re-indexing the working copy. The output is validated once, by :func:`run`,
+whatever the command, reading again only what differs from the input.
 
 One thing stays shared and mutable: the working copy the grafter writes
 Beam's subgraphs into (``Work.working``); passes never write to the input.
