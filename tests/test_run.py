@@ -542,6 +542,59 @@ def test_a_pipeline_that_cannot_be_rebuilt_is_one_line(tmp_path):
     assert code == 2 and len(lines) == 1 and "cannot rebuild the pipeline for the DirectRunner" in lines[0], err
 
 
+# A beaminst CLI with Beam's Prism download replaced by one that notes the
+# call in the file $PRISM_FETCHES names and then fails as an unreachable
+# GitHub does (Beam raises RuntimeError for a URLError): no run in the tests
+# depends on the network, and a fetch is seen even where Beam falls back.
+NO_GITHUB_CLI = [
+    CLI_PREFIX[0], "-c",
+    "import os, sys\n"
+    "from apache_beam.runners.portability import prism_runner\n"
+    "def fetch(url, *args, **kwargs):\n"
+    "    with open(os.environ['PRISM_FETCHES'], 'a') as f:\n"
+    "        f.write(url + '\\n')\n"
+    "    raise RuntimeError('Unable to fetch remote prism binary at ' + url + ': no network in this test')\n"
+    "prism_runner.PrismJobServer._download_to_local_path = staticmethod(fetch)\n"
+    "from beaminst.cli import main\n"
+    "main(sys.argv[1:], prog_name='beaminst')\n",
+]
+
+
+def cli_without_github(fetches: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PRISM_FETCHES": str(fetches), "COLUMNS": "200"}
+    proc = subprocess.run([*NO_GITHUB_CLI, *args], capture_output=True, text=True, cwd=str(REPO), env=env,
+                          timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_local_run_does_not_fetch_prism(tmp_path):
+    """The DirectRunner (Beam's SwitchingDirectRunner) would first try Prism,
+    downloading it from GitHub, then fall back; run as Interactive Beam runs,
+    it goes straight to the FnApiRunner."""
+    fetches = tmp_path / "fetches"
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "wc.pb")
+    report = instrument(fixture_pb("wordcount"), fixture_manifest("wordcount"), cache, out)
+    code, text, err = cli_without_github(fetches, "-v", "run", out, "--json")
+    assert not fetches.exists(), f"the local run fetched Prism from {fetches.read_text()!r}"
+    assert code == 0, err[-4000:]
+    assert (json.loads(text)["state"], json.loads(text)["runner"]) == ("DONE", "DirectRunner")
+    assert "PrismRunner" not in err, err[-4000:]  # not tried at all, not merely fallen back from
+    (counts,) = [w for w in report["writes"] if w["var"] == "counts"]
+    assert sorted(_read_back(out, counts, cache)) == WORD_COUNTS
+
+
+@pytest.mark.slow
+def test_prism_named_as_the_runner_is_the_runner(tmp_path):
+    """--pipeline-arg=--runner=PrismRunner is still Prism, fetched as Beam
+    fetches it (here: refused, so the job fails, and says why, in one line)."""
+    fetches = tmp_path / "fetches"
+    pb, _ = failing_pipeline(str(tmp_path / "p"))
+    code, _, err = cli_without_github(fetches, "run", pb, "--pipeline-arg=--runner=PrismRunner")
+    assert fetches.read_text().startswith("https://github.com/apache/beam/releases/download/")
+    assert code == 2 and "Unable to fetch remote prism binary" in err, err[-4000:]
+
+
 # --- slow: through the Job API -----------------------------------------------------------
 
 

@@ -7,6 +7,17 @@ module registered their URN: TestStream's is not imported by
 PCollections, then ``Pipeline.from_runner_api(proto, runner, options).run()``
 on the runner the options name (DirectRunner by default: the FnApiRunner for
 batch, the BundleBasedDirectRunner for streaming, which can be cancelled).
+
+The runner is marked interactive, as Interactive Beam marks its underlying
+runner (``InteractiveRunner.__init__``, ``RecordingManager.record_pipeline``:
+``runner.is_interactive()`` where the runner has it). On the DirectRunner
+(Beam's ``SwitchingDirectRunner``) that is what keeps it off Prism, which it
+would otherwise try first for every pipeline Prism supports ("Prism currently
+does not support interactive mode"), downloading the binary from GitHub and
+falling back when it cannot: a network attempt and a delay on every run. Its
+choice between the FnApiRunner and the BundleBasedDirectRunner is unchanged.
+Prism when asked for: ``--runner=PrismRunner`` (``--prism_location`` for a
+binary on this machine).
 """
 
 from __future__ import annotations
@@ -61,6 +72,8 @@ def start_local(proto: Any, pipeline_args: tuple[str, ...], streaming: bool) -> 
         runner = create_runner(name)
     except (ValueError, ImportError) as e:
         raise RunError(f"--runner {name}: {_one_line(e)}") from None
+    if hasattr(runner, "is_interactive"):  # as Interactive Beam does: see the module docstring
+        runner.is_interactive()
     try:
         pipeline = beam.Pipeline.from_runner_api(proto, runner, options)
     except Exception as e:  # unpickling the pipeline's functions, unknown URNs, ...
