@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from beaminst.commands.diff import (
     ROOT,
     Ref,
     Side,
-    common_transforms,
     is_synthetic_root,
-    rewired_inputs,
     side,
     transform_name,
 )
@@ -295,9 +293,7 @@ def _render_dot(
         state_of.update(dict.fromkeys(s.tid.keys() - o.tid.keys(), "added"))
         state_of.update(dict.fromkeys(o.tid.keys() - s.tid.keys(), "ghost"))
         # A consumer rewired to a cache read still reads the same variable.
-        for r in rewired_inputs(o, s, common_transforms(o, s)):
-            was = (r["before"]["producer"], r["before"]["tag"])
-            now = (r["after"]["producer"], r["after"]["tag"])
+        for was, now in rewired_refs(o, s, variables.keys()):
             if was in variables:
                 variables.setdefault(now, variables[was])
     drawing.add_transforms(s, None, state_of)
@@ -313,6 +309,41 @@ def _render_dot(
         if key not in edges:
             drawing.edges[key] = "ghost"
     return _emit(fold(drawing, depth, expand_cache), title)
+
+
+def rewired_refs(b: Side, a: Side, bound: Iterable[Ref]) -> list[tuple[Ref, Ref]]:
+    """(was, now) of every input that :func:`~beaminst.commands.diff.rewired_inputs`
+    reports as rewired and that may carry a variable: in its order (by
+    transform name, then tag), found from the consumers of the PCollections
+    that can carry one instead of every input of every common transform. A
+    PCollection carries a variable when its ref is ``bound``, or is what an
+    input reading a carrying one was rewired to (hence the rounds: one, or
+    two when a rewired input reads a cache read's output; a chain of n takes
+    n rounds)."""
+    carrying = set(bound)
+    pcs_of: dict[Ref, list[str]] = {}
+    for pc, ref in b.ref.items():
+        pcs_of.setdefault(ref, []).append(pc)
+    found: dict[tuple[str, str], tuple[Ref, Ref]] = {}
+    frontier = [pc for ref in carrying for pc in pcs_of.get(ref, ())]
+    while frontier:
+        fresh: list[Ref] = []
+        for pc in frontier:
+            for use in b.index.consumers.get(pc, ()):
+                name = b.name[use.transform_id]
+                if b.tid.get(name) != use.transform_id:
+                    continue  # a name another transform shadows: diff matches that one
+                after = a.transform.get(name)
+                if after is None or use.tag not in after.inputs:
+                    continue
+                was, now = b.ref[pc], a.ref[after.inputs[use.tag]]
+                if was != now:
+                    found[(name, use.tag)] = (was, now)
+                    if now not in carrying:
+                        carrying.add(now)
+                        fresh.append(now)
+        frontier = [pc for ref in fresh for pc in pcs_of.get(ref, ())]
+    return [found[k] for k in sorted(found)]
 
 
 def _emit(drawing: _Drawing, title: str | None) -> str:
