@@ -49,6 +49,7 @@ _ELLIPSIS = "\u2026"
 # digests). The first part names the variable; the rest tells writes of one
 # variable apart, which the tooltip still shows.
 _CACHE_KEY = re.compile(r"(?<![0-9a-f])([0-9a-f]{10})-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}(?![0-9a-f])")
+_CACHE_PREFIXES = tuple(CACHE_COMPOSITES)
 _EDGE_RANK = {"ghost": 0, "": 1, "added": 2}  # a merged edge shows its liveliest state
 
 _STYLE = {
@@ -113,11 +114,17 @@ def _short_urn(urn: str) -> str:
     return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
 
 
+def _key_part(m: re.Match[str]) -> str:
+    return m.group(1) + _ELLIPSIS
+
+
 def short_label(text: str, limit: int) -> str:
     """``text`` in at most ``limit`` characters: each cache key cut to its
     variable part, then, if still too long, the middle elided (the start and
     the end of a Beam label are the parts that tell transforms apart)."""
-    text = _CACHE_KEY.sub(lambda m: m.group(1) + _ELLIPSIS, printable(text))
+    text = printable(text)
+    if "-" in text:  # every cache key has one: most labels skip the regex
+        text = _CACHE_KEY.sub(_key_part, text)
     if len(text) <= limit:
         return text
     head = limit // 2
@@ -140,15 +147,20 @@ class _Drawing:
     def add_transforms(self, s: Side, names: set[str] | None, state_of: Mapping[str, str]) -> None:
         hidden = {r for r in s.index.roots if is_synthetic_root(s.index.transforms[r], r)}
         parent_of = s.index.parent
+        # A transform with subtransforms is the parent of each (the index's
+        # walk visits every one): a set lookup, not a protobuf field per transform.
+        composites = set(parent_of.values())
+        tid_of, name_of = s.tid, s.name
+        parent, composite, state, urn = self.parent, self.composite, self.state, self.urn
         for name, t in s.transform.items():
-            tid = s.tid[name]
+            tid = tid_of[name]
             if (names is not None and name not in names) or tid in hidden:
                 continue
             par = parent_of.get(tid)
-            self.parent[name] = None if par is None or par in hidden else s.name[par]
-            self.composite[name] = bool(t.subtransforms)
-            self.state[name] = state_of.get(name, "")
-            self.urn[name] = t.spec.urn
+            parent[name] = None if par is None or par in hidden else name_of[par]
+            composite[name] = tid in composites
+            state[name] = state_of.get(name, "")
+            urn[name] = t.spec.urn
 
     def pcollection_edges(
         self, s: Side, variables: Mapping[Ref, str], sinks: bool
@@ -175,7 +187,7 @@ def cache_kind(name: str, parent: str | None, composite: bool) -> str | None:
     """What a grafted cache composite is ("cache write", "cache read"), or
     None for anything else. Recognised by the top-level unique names the
     grafting code gives (ids are free to change; these labels are Beam's)."""
-    if parent is not None or not composite:
+    if parent is not None or not composite or not name.startswith(_CACHE_PREFIXES):
         return None
     return next((kind for prefix, kind in CACHE_COMPOSITES.items() if name.startswith(prefix)), None)
 
@@ -212,10 +224,12 @@ def representatives(
     rep = {name: folded_into[name] or name for name in parent}
     if not expand_cache:
         for name, par in parent.items():
-            step = next((p for p in CACHE_STEPS if name.startswith(p)), None)
-            target = name[len(step) :] if step else ""
+            if par is not None or not name.startswith(CACHE_STEPS):  # one C call for most names
+                continue
+            step = next(p for p in CACHE_STEPS if name.startswith(p))
+            target = name[len(step) :]
             if (
-                par is None and step and target in parent and rep[target] == target
+                target in parent and rep[target] == target
                 and cache_kind(target, parent[target], composite[target])
             ):
                 rep[name] = target
