@@ -91,3 +91,42 @@ def test_binding_by_producer_is_linear_in_outputs():
 
     small, large = growth(make, 400)
     assert large <= GROWTH * small, f"{small:,} -> {large:,} lines run ({large / small:.1f}x)"
+
+
+def rewired_chain(n: int) -> Any:
+    """The chain of ``n`` with each step but the first reading a new leaf's
+    output instead of its predecessor's, as a cache read replaces what it
+    computed."""
+    p = shape_pipeline("chain", n)
+    c = p.components
+    for i in range(1, n):
+        read, pc = f"ReadCache{i}", f"c{i}"
+        c.pcollections[pc].CopyFrom(c.pcollections[f"p{i - 1}"])
+        c.pcollections[pc].unique_name = pc
+        t = c.transforms[read]
+        t.CopyFrom(c.transforms[f"Step{i}"])
+        t.unique_name = read
+        t.inputs["in"] = "impulse"
+        t.outputs["out"] = pc
+        c.transforms["root"].subtransforms.append(read)
+        c.transforms[f"Step{i}"].inputs["in"] = pc
+    return p
+
+
+def test_graph_carries_variables_over_rewired_inputs_in_linear_work():
+    """Every PCollection bound, every input rewired: the variables follow the
+    rewiring (found from the bound PCollections' consumers) in work linear in
+    the pipeline."""
+    from beaminst.commands.render import render_dot
+    from beaminst.graph.validate import validate
+
+    def make(n: int) -> Callable[[], Any]:
+        original, drawn = validate(shape_pipeline("chain", n)), validate(rewired_chain(n))
+        variables = {(f"Step{i}", "out"): f"v{i}" for i in range(n)}
+        return lambda: render_dot(drawn, variables, original, "t")
+
+    dot = make(3)()
+    assert '"ReadCache1" -> "Step1" [color="#1a7f37", penwidth=1.5, label="v0"];' in dot
+    assert '"Step0" -> "Step1" [style=dashed, color="#a0a0a0", fontcolor="#a0a0a0", label="v0"];' in dot
+    small, large = growth(make, 400)
+    assert large <= GROWTH * small, f"{small:,} -> {large:,} lines run ({large / small:.1f}x)"

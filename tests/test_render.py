@@ -474,3 +474,29 @@ def test_merged_edges_keep_the_liveliest_state(tmp_path):
     (edge,) = [a for s, d, a in dot.edges if (s, d) == ("PairWithOne", "CountWords")]
     assert "#1a7f37" in edge and "dashed" not in edge
     assert_collapsed(full, dot, lambda n: at_depth(n, 1))
+
+
+def test_rewired_refs_carry_the_variables_diffs_rewired_inputs_do(read_case):
+    """render finds rewired inputs from the consumers of bound PCollections;
+    the variables it carries over are the ones diff's full scan of every
+    common transform's inputs gives."""
+    from beaminst.analysis.manifest import load_manifest
+    from beaminst.commands.diff import common_transforms, rewired_inputs, side
+    from beaminst.commands.render import bound_variables, rewired_refs
+    from beaminst.graph.validate import validate
+    from beaminst.model.protoio import load_pipeline
+
+    out, _ = read_case
+
+    o, s = side(validate(load_fixture("wordcount"))), side(validate(load_pipeline(out)[0]))
+    variables = bound_variables(load_manifest(WC_M), o.index)
+    expected, got = dict(variables), dict(variables)
+    for r in rewired_inputs(o, s, common_transforms(o, s)):
+        was, now = (r["before"]["producer"], r["before"]["tag"]), (r["after"]["producer"], r["after"]["tag"])
+        if was in expected:
+            expected.setdefault(now, expected[was])
+    for was, now in rewired_refs(o, s, got.keys()):
+        if was in got:
+            got.setdefault(now, got[was])
+    assert got == expected
+    assert len(got) > len(variables)  # the read's output carries "words"

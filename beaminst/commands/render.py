@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from beaminst.commands.diff import (
     ROOT,
     Ref,
     Side,
-    common_transforms,
     is_synthetic_root,
-    rewired_inputs,
     side,
     transform_name,
 )
@@ -51,6 +49,7 @@ _ELLIPSIS = "\u2026"
 # digests). The first part names the variable; the rest tells writes of one
 # variable apart, which the tooltip still shows.
 _CACHE_KEY = re.compile(r"(?<![0-9a-f])([0-9a-f]{10})-[0-9a-f]{16}-[0-9a-f]{16}-[0-9a-f]{16}(?![0-9a-f])")
+_CACHE_PREFIXES = tuple(CACHE_COMPOSITES)
 _EDGE_RANK = {"ghost": 0, "": 1, "added": 2}  # a merged edge shows its liveliest state
 
 _STYLE = {
@@ -115,11 +114,17 @@ def _short_urn(urn: str) -> str:
     return parts[2] if len(parts) == 4 and parts[0] == "beam" else urn
 
 
+def _key_part(m: re.Match[str]) -> str:
+    return m.group(1) + _ELLIPSIS
+
+
 def short_label(text: str, limit: int) -> str:
     """``text`` in at most ``limit`` characters: each cache key cut to its
     variable part, then, if still too long, the middle elided (the start and
     the end of a Beam label are the parts that tell transforms apart)."""
-    text = _CACHE_KEY.sub(lambda m: m.group(1) + _ELLIPSIS, printable(text))
+    text = printable(text)
+    if "-" in text:  # every cache key has one: most labels skip the regex
+        text = _CACHE_KEY.sub(_key_part, text)
     if len(text) <= limit:
         return text
     head = limit // 2
@@ -142,15 +147,20 @@ class _Drawing:
     def add_transforms(self, s: Side, names: set[str] | None, state_of: Mapping[str, str]) -> None:
         hidden = {r for r in s.index.roots if is_synthetic_root(s.index.transforms[r], r)}
         parent_of = s.index.parent
+        # A transform with subtransforms is the parent of each (the index's
+        # walk visits every one): a set lookup, not a protobuf field per transform.
+        composites = set(parent_of.values())
+        tid_of, name_of = s.tid, s.name
+        parent, composite, state, urn = self.parent, self.composite, self.state, self.urn
         for name, t in s.transform.items():
-            tid = s.tid[name]
+            tid = tid_of[name]
             if (names is not None and name not in names) or tid in hidden:
                 continue
             par = parent_of.get(tid)
-            self.parent[name] = None if par is None or par in hidden else s.name[par]
-            self.composite[name] = bool(t.subtransforms)
-            self.state[name] = state_of.get(name, "")
-            self.urn[name] = t.spec.urn
+            parent[name] = None if par is None or par in hidden else name_of[par]
+            composite[name] = tid in composites
+            state[name] = state_of.get(name, "")
+            urn[name] = t.spec.urn
 
     def pcollection_edges(
         self, s: Side, variables: Mapping[Ref, str], sinks: bool
@@ -177,7 +187,7 @@ def cache_kind(name: str, parent: str | None, composite: bool) -> str | None:
     """What a grafted cache composite is ("cache write", "cache read"), or
     None for anything else. Recognised by the top-level unique names the
     grafting code gives (ids are free to change; these labels are Beam's)."""
-    if parent is not None or not composite:
+    if parent is not None or not composite or not name.startswith(_CACHE_PREFIXES):
         return None
     return next((kind for prefix, kind in CACHE_COMPOSITES.items() if name.startswith(prefix)), None)
 
@@ -214,10 +224,12 @@ def representatives(
     rep = {name: folded_into[name] or name for name in parent}
     if not expand_cache:
         for name, par in parent.items():
-            step = next((p for p in CACHE_STEPS if name.startswith(p)), None)
-            target = name[len(step) :] if step else ""
+            if par is not None or not name.startswith(CACHE_STEPS):  # one C call for most names
+                continue
+            step = next(p for p in CACHE_STEPS if name.startswith(p))
+            target = name[len(step) :]
             if (
-                par is None and step and target in parent and rep[target] == target
+                target in parent and rep[target] == target
                 and cache_kind(target, parent[target], composite[target])
             ):
                 rep[name] = target
@@ -295,9 +307,7 @@ def _render_dot(
         state_of.update(dict.fromkeys(s.tid.keys() - o.tid.keys(), "added"))
         state_of.update(dict.fromkeys(o.tid.keys() - s.tid.keys(), "ghost"))
         # A consumer rewired to a cache read still reads the same variable.
-        for r in rewired_inputs(o, s, common_transforms(o, s)):
-            was = (r["before"]["producer"], r["before"]["tag"])
-            now = (r["after"]["producer"], r["after"]["tag"])
+        for was, now in rewired_refs(o, s, variables.keys()):
             if was in variables:
                 variables.setdefault(now, variables[was])
     drawing.add_transforms(s, None, state_of)
@@ -313,6 +323,41 @@ def _render_dot(
         if key not in edges:
             drawing.edges[key] = "ghost"
     return _emit(fold(drawing, depth, expand_cache), title)
+
+
+def rewired_refs(b: Side, a: Side, bound: Iterable[Ref]) -> list[tuple[Ref, Ref]]:
+    """(was, now) of every input that :func:`~beaminst.commands.diff.rewired_inputs`
+    reports as rewired and that may carry a variable: in its order (by
+    transform name, then tag), found from the consumers of the PCollections
+    that can carry one instead of every input of every common transform. A
+    PCollection carries a variable when its ref is ``bound``, or is what an
+    input reading a carrying one was rewired to (hence the rounds: one, or
+    two when a rewired input reads a cache read's output; a chain of n takes
+    n rounds)."""
+    carrying = set(bound)
+    pcs_of: dict[Ref, list[str]] = {}
+    for pc, ref in b.ref.items():
+        pcs_of.setdefault(ref, []).append(pc)
+    found: dict[tuple[str, str], tuple[Ref, Ref]] = {}
+    frontier = [pc for ref in carrying for pc in pcs_of.get(ref, ())]
+    while frontier:
+        fresh: list[Ref] = []
+        for pc in frontier:
+            for use in b.index.consumers.get(pc, ()):
+                name = b.name[use.transform_id]
+                if b.tid.get(name) != use.transform_id:
+                    continue  # a name another transform shadows: diff matches that one
+                after = a.transform.get(name)
+                if after is None or use.tag not in after.inputs:
+                    continue
+                was, now = b.ref[pc], a.ref[after.inputs[use.tag]]
+                if was != now:
+                    found[(name, use.tag)] = (was, now)
+                    if now not in carrying:
+                        carrying.add(now)
+                        fresh.append(now)
+        frontier = [pc for ref in fresh for pc in pcs_of.get(ref, ())]
+    return [found[k] for k in sorted(found)]
 
 
 def _emit(drawing: _Drawing, title: str | None) -> str:
