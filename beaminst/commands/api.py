@@ -116,14 +116,18 @@ def rewrite_file(
     from beaminst.model.protoio import output_format as choose_format
     from beaminst.model.protoio import save_pipeline
 
+    from beaminst.graph.gcpause import paused_gc
+
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output, (pipeline_path, manifest_path))
-    analysis = analyze_files(pipeline_path, manifest_path, options.cache_dir, rules, reuse)
-    try:
-        out, report = rewrite(analysis, options)
-    except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
-        raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
-    report.format = save_pipeline(out, output, fmt)
+    with paused_gc():  # one pause from load to save, not a collection over both protos between the phases
+        analysis = analyze_files(pipeline_path, manifest_path, options.cache_dir, rules, reuse)
+        try:
+            out, report = rewrite(analysis, options)
+        except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
+            raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
+        report.format = save_pipeline(out, output, fmt)
+        del out
     report.output = output  # "-" for stdout, as the user spelled it
     guessed = _unknown_extension(output, output_format)
     if guessed:
