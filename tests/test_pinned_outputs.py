@@ -64,3 +64,25 @@ def test_the_pickle_digest_ignores_only_the_install_path_and_memo_sharing():
     assert pickle_digest(encoded(there, there, shared=True)) == same
     assert pickle_digest(encoded(here.replace("core", "other"), here, shared=True)) != same
     assert pickle_digest(b"not a pickle") == b"not a pickle"
+
+
+def test_pruning_sees_the_working_copy_as_it_is(tmp_path, monkeypatch):
+    """Pruning works from nodes (the input's, the grafts', and those of input
+    transforms a pass changed, found by comparison): on every pinned case
+    they are exactly what reading the working copy gives, so no pass can
+    change a transform behind pruning's back."""
+    from beaminst.graph.index import read_nodes
+    from beaminst.passes import instrument, rewrite
+
+    seen = []
+    real = rewrite.prune_to
+
+    def checked(pipeline, targets, parent, producer, nodes):
+        fresh = read_nodes(pipeline.components.transforms)
+        assert dict(nodes) == fresh
+        seen.append(len(fresh))
+        return real(pipeline, targets, parent, producer, nodes)
+
+    monkeypatch.setattr(instrument, "prune_to", checked)
+    produce(_cli, tmp_path)
+    assert len(seen) >= 28  # a write and a read pass per case

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import FIXTURE_NAMES, load_fixture
+from conftest import FIXTURE_NAMES, FIXTURES, load_fixture
 
 from beaminst.errors import BeaminstError, ValidationError
 from beaminst.graph.index import Consumer, build_index
@@ -363,3 +363,49 @@ def test_build_index_is_linear_on_a_long_chain():
     index = validate(p)
     assert index.leaf_order == tuple(f"t{i}" for i in range(n))
     assert build_index(p).producer[f"pc{n - 1}"] == f"t{n - 1}"
+
+
+def test_the_output_check_compares_with_the_input_as_it_was(tmp_path):
+    """The output check does not read again what equals the input, but
+    "equal" is against a snapshot taken before the passes: a pass that broke
+    the input and its copy the same way (a bug) is still caught."""
+    from beaminst.errors import InternalError
+    from beaminst.graph.validate import validate
+    from beaminst.model.protoio import load_pipeline
+    from beaminst.passes.rewrite import check_output
+
+    proto, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
+    index = validate(proto)
+    snapshot = index.snapshot()
+    out = type(proto)()
+    out.CopyFrom(proto)
+    tid = next(t for t, tr in proto.components.transforms.items() if tr.inputs and not tr.subtransforms)
+    tag = next(iter(proto.components.transforms[tid].inputs))
+    for p in (proto, out):
+        p.components.transforms[tid].inputs[tag] = "dangling"
+    with pytest.raises(InternalError, match="dangling"):
+        check_output(out, snapshot)
+
+
+def test_a_pickle_bomb_is_reported_before_later_reference_errors(monkeypatch):
+    """The pickle-size check keeps its place among the reference checks:
+    before the windowing strategies'."""
+    import base64
+    import zlib
+
+    from beaminst.graph.validate import validate
+    from beaminst.model import bounded
+    from beaminst.model.beamproto import runner_api
+    from beaminst.model.protoio import load_pipeline
+
+    monkeypatch.setattr(bounded, "max_decompressed_bytes", lambda: 1 << 20)
+    proto, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
+    ts = proto.components.transforms
+    tid = next(t for t, tr in ts.items() if tr.spec.urn == "beam:transform:pardo:v1")
+    payload = runner_api().ParDoPayload.FromString(ts[tid].spec.payload)
+    payload.do_fn.payload = base64.b64encode(zlib.compress(b"\0" * (4 << 20)))
+    ts[tid].spec.payload = payload.SerializeToString()
+    ws = next(iter(proto.components.windowing_strategies))
+    proto.components.windowing_strategies[ws].window_coder_id = "nope"
+    with pytest.raises(ValidationError, match="decompresses"):
+        validate(proto)

@@ -113,10 +113,9 @@ def rewrite_file(
     check the output can be written, analyze, run the pass, save atomically.
     Returns the analysis with the report, so a caller that needs more of it
     (batch records every cache key it saw) does not analyze twice."""
+    from beaminst.graph.gcpause import paused_gc
     from beaminst.model.protoio import output_format as choose_format
     from beaminst.model.protoio import save_pipeline
-
-    from beaminst.graph.gcpause import paused_gc
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
     check_output_path(output, (pipeline_path, manifest_path))

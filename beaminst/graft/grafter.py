@@ -443,7 +443,7 @@ class Grafter:
             info = n.info
             if t in sub.rewrite_sites:
                 out.spec.payload = rewrite_payload(n.urn, s.spec.payload, old, new, maps)
-                info = info.remapped(maps)  # type: ignore[union-attr]
+                info = info.remapped(maps) if info is not None else None
             if old is not None and new is not None:
                 for i in facts.keyed_display_data.get(t, ()):  # e.g. the sink's "File Pattern"
                     dd = out.display_data[i]

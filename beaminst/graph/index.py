@@ -67,24 +67,40 @@ def read_node(transform: Any, transform_id: str | None = None) -> Node:
     except ValidationError:
         info = None
     return Node(
-        tuple(transform.subtransforms), {k: inputs[k] for k in inputs}, {k: outputs[k] for k in outputs},
-        transform.environment_id, info, transform.spec.urn, transform.unique_name,
+        tuple(transform.subtransforms), MappingProxyType({k: inputs[k] for k in inputs}),
+        MappingProxyType({k: outputs[k] for k in outputs}), transform.environment_id, info, transform.spec.urn,
+        transform.unique_name,
     )
 
 
-def read_nodes(transforms: Any, base: GraphIndex | None = None) -> dict[str, Node]:
-    """Every transform's :class:`Node`. With ``base`` (the index of a
-    pipeline this one was derived from), a transform equal to the one under
-    the same id there takes that node: equal messages read the same, and one
-    message comparison costs a fraction of the reads."""
+def fingerprint(transform: Any) -> int:
+    """A transform's whole content as one number (the hash of its
+    deterministic serialization): equal numbers, equal transforms."""
+    return hash(transform.SerializeToString(deterministic=True))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A pipeline's transforms as they were when :meth:`GraphIndex.snapshot`
+    was taken: their nodes, and their fingerprints to tell what changed since."""
+
+    nodes: Mapping[str, Node]
+    fingerprints: Mapping[str, int]
+
+
+def read_nodes(transforms: Any, base: Snapshot | None = None) -> dict[str, Node]:
+    """Every transform's :class:`Node`. With ``base`` (a snapshot of a
+    validated pipeline this one was derived from), a transform whose
+    fingerprint is the one under the same id there takes that node: it holds
+    what was read then, and a fingerprint costs a fraction of the reads."""
     if base is None:
         return {tid: read_node(transforms[tid], tid) for tid in transforms}
-    base_transforms, base_nodes = base.transforms, base.nodes
+    base_nodes, base_prints = base.nodes, base.fingerprints
     out: dict[str, Node] = {}
     for tid in transforms:
         t = transforms[tid]
         known = base_nodes.get(tid)
-        out[tid] = known if known is not None and t == base_transforms[tid] else read_node(t, tid)
+        out[tid] = known if known is not None and fingerprint(t) == base_prints[tid] else read_node(t, tid)
     return out
 
 
@@ -110,7 +126,7 @@ class GraphIndex:
     # PCollection -> the output tag its producer gives it (the first, if it
     # gives it two), filled in the walk that finds the producer.
     producer_tags: Mapping[str, str]
-    nodes: Mapping[str, Node]  # every transform's structure, as the walk read it
+    nodes: Mapping[str, Node]  # every transform's structure, as :func:`read_nodes` read it
 
     # Cached: every pass asks, and each lookup through the proto makes new wrappers.
     @cached_property
@@ -120,6 +136,11 @@ class GraphIndex:
     @cached_property
     def pcollections(self) -> Any:
         return self.pipeline.components.pcollections
+
+    def snapshot(self) -> Snapshot:
+        """The transforms' nodes, and their fingerprints as the proto holds them now."""
+        ts = self.transforms
+        return Snapshot(self.nodes, {tid: fingerprint(ts[tid]) for tid in self.nodes})
 
     def is_leaf(self, transform_id: str) -> bool:
         return not self.transforms[transform_id].subtransforms

@@ -22,13 +22,14 @@ from beaminst.model import urns
 
 
 def necessary_transforms(
-    transforms: Any,
+    nodes: Mapping[str, Node],
     roots: Iterable[str],
     parent: Mapping[str, str | None],
     producer: Mapping[str, str],
     targets: Iterable[str],
 ) -> set[str]:
-    """Transforms needed to produce ``targets`` (roots always kept).
+    """Transforms needed to produce ``targets`` (roots always kept), from
+    the transforms' ``nodes`` (:func:`beaminst.graph.index.read_nodes`).
 
     Beam's rule, breadth first as Beam's rounds are: walk from each needed
     PCollection's producer up through its parents, stopping at one already
@@ -55,11 +56,11 @@ def necessary_transforms(
         tid: str | None = producer[pc]
         while tid is not None and tid not in keep:
             keep.add(tid)
-            t = transforms[tid]
+            t = nodes[tid]
             if tid not in roots:
                 for part in t.subtransforms:
                     keep.add(part)
-                    for out in transforms[part].outputs.values():
+                    for out in nodes[part].outputs.values():
                         need(out)
             for pc_in in t.inputs.values():
                 need(pc_in)
@@ -73,7 +74,7 @@ def necessary_transforms(
         missing = sorted(
             pc
             for tid in keep
-            for refs in (transforms[tid].inputs, transforms[tid].outputs)
+            for refs in (nodes[tid].inputs, nodes[tid].outputs)
             for pc in refs.values()
             if producer.get(pc) is not None and producer[pc] not in keep
         )
@@ -111,6 +112,8 @@ def referenced_components(pipeline: Any, nodes: Mapping[str, Node] | None = None
             envs.add(n.environment_id)
         # Ids inside payloads the runner still resolves (beaminst.model.urns).
         info = n.info
+        if info is None:  # cannot happen from _LazyNodes (it raises) or a validated proto's nodes
+            continue
         if info.coders:
             coders.update(info.coders)
         if info.windowing_strategies:
@@ -145,13 +148,23 @@ def referenced_components(pipeline: Any, nodes: Mapping[str, Node] | None = None
 
 
 class _LazyNodes(Mapping[str, Node]):
-    """A proto's transforms as :class:`Node` s, each read when asked."""
+    """A proto's transforms as :class:`Node` s, each read once, when first
+    asked; a payload that does not parse is the ValueError it always was
+    here (the proto may not have been validated)."""
 
     def __init__(self, transforms: Any) -> None:
         self._transforms = transforms
+        self._read: dict[str, Node] = {}
 
     def __getitem__(self, tid: str) -> Node:
-        return read_node(self._transforms[tid], tid)
+        node = self._read.get(tid)
+        if node is None:
+            t = self._transforms[tid]
+            node = read_node(t, tid)
+            if node.info is None:
+                urns.payload_info(t.spec.urn, t.spec.payload)  # raises the ValueError
+            self._read[tid] = node
+        return node
 
     def __contains__(self, tid: object) -> bool:
         return tid in self._transforms
@@ -166,7 +179,7 @@ class _LazyNodes(Mapping[str, Node]):
 def trim_components(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> Any:
     """Drop from ``pipeline``, in place, unreachable transforms and
     unreferenced components, and recompute ``requirements`` for the transforms
-    that remain (:func:`beaminst.model.urns.recompute_requirements`): a grafted
+    that remain (what they imply, :func:`beaminst.model.urns.with_implied`): a grafted
     cache read holds a splittable DoFn, a streaming cache write stateful
     ones, and a pruned stateful ParDo no longer needs its declaration.
     ``nodes``: the transforms' structure as the proto has it (read from it

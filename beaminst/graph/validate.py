@@ -16,19 +16,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from beaminst.errors import ValidationError
-from beaminst.graph.index import GraphIndex, Node, build_index, info_of, read_nodes
+from beaminst.graph.index import GraphIndex, Node, Snapshot, build_index, info_of, read_nodes
 from beaminst.model import bounded, urns
 from beaminst.model.urns import PICKLED_CODER as PICKLED_CODER_URN
 
 
 def check_references(
-    pipeline: Any, referenced: dict[str, set[str]] | None = None, nodes: Mapping[str, Node] | None = None
+    pipeline: Any, referenced: dict[str, set[str]] | None = None, nodes: Mapping[str, Node] | None = None,
+    pickle_sizes: bool = True,
 ) -> None:
     """Raise ValidationError for the first dangling or duplicated reference.
     With ``referenced``, also collect there (by kind, as
     :func:`beaminst.graph.prune.referenced_components` names them) every component
     the transforms and PCollections reference, in the same walk. ``nodes``:
-    the transforms' (:func:`beaminst.graph.index.read_nodes`), when read already."""
+    the transforms' (:func:`beaminst.graph.index.read_nodes`), when read already.
+    ``pickle_sizes``: also inflate every pickle within the cap (inputs)."""
     c = pipeline.components
     transforms, pcolls, coders = c.transforms, c.pcollections, c.coders
     strategies, envs = c.windowing_strategies, c.environments
@@ -112,6 +114,8 @@ def check_references(
                 raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
     _check_coder_cycles(coders)
     _check_pickled_coders(coders)
+    if pickle_sizes:
+        _check_pickle_sizes(c)
     for wid in sorted(strategies):
         w = strategies[wid]
         if w.window_coder_id not in coders:
@@ -264,26 +268,28 @@ def validate(pipeline: Any) -> GraphIndex:
     """Check ``pipeline`` completely and return its graph index."""
     nodes = read_nodes(pipeline.components.transforms)
     check_references(pipeline, nodes=nodes)
-    _check_pickle_sizes(pipeline.components)
     return build_index(pipeline, nodes)
 
 
-def validate_output(pipeline: Any, base: GraphIndex | None = None) -> GraphIndex:
+def validate_output(pipeline: Any, base: Snapshot | None = None) -> GraphIndex:
     """:func:`validate`, and also refuse anything unreferenced (Go's
     TrimCoders rule, which every output of beaminst keeps), in the same walk;
     returns the graph index.
 
     Pickle sizes are not checked again: an output's pickles are the input's,
-    which passed that check at load, or ones beaminst built, or the same with
-    a cache key substituted (same length, so the same size); the check guards
+    which passed that check at load, or ones the Beam SDK built for beaminst
+    (in this process, or earlier into the template store, whose entries are
+    checked against the digest they were written with), or either with a
+    cache key substituted (same length, so the same size). The check guards
     against what a file brings, and an output brings nothing new.
 
-    ``base``: the validated input's index. Each transform equal to the one
-    under its id there is not read again (:func:`beaminst.graph.index.read_nodes`):
-    every check still runs on every transform, on what the output holds."""
+    ``base``: a snapshot of the validated input taken before the rewrite.
+    A transform whose fingerprint is the one under its id there is not read
+    again (:func:`beaminst.graph.index.read_nodes`): every check still runs
+    on every transform, on what the output holds."""
     referenced: dict[str, set[str]] = {}
     nodes = read_nodes(pipeline.components.transforms, base)
-    check_references(pipeline, referenced, nodes)
+    check_references(pipeline, referenced, nodes, pickle_sizes=False)
     index = build_index(pipeline, nodes)  # every transform is reachable from a root
     _refuse_unreferenced(pipeline, referenced)
     return index

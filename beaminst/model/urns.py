@@ -297,23 +297,19 @@ def transform_requirements(transforms: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(out)
 
 
-def implied_requirements(infos: Iterable[PayloadInfo]) -> frozenset[str]:
+def implied_requirements(infos: Iterable[PayloadInfo | None]) -> frozenset[str]:
     """The requirements transforms with these payload infos imply (only
     ParDo-family payloads carry any)."""
     out: set[str] = set()
     for info in infos:
-        if info.requirements:
+        if info is not None and info.requirements:  # None: a payload that does not parse implies nothing
             out |= info.requirements
     return frozenset(out)
 
 
-def recompute_requirements(declared: Any, transforms: Mapping[str, Any]) -> list[str]:
-    """A pipeline's ``requirements`` for exactly ``transforms``: what they imply
-    by Beam's rules, plus every declared requirement beaminst cannot derive
-    (kept, since something it does not understand may need it). Sorted."""
-    return with_implied(declared, transform_requirements(transforms))
-
-
 def with_implied(declared: Any, implied: frozenset[str]) -> list[str]:
-    """``implied`` and the ``declared`` requirements beaminst cannot derive, sorted."""
+    """A pipeline's ``requirements`` for transforms that imply ``implied``
+    (:func:`transform_requirements`, :func:`implied_requirements`): those,
+    plus every declared requirement beaminst cannot derive (kept, since
+    something it does not understand may need it). Sorted."""
     return sorted(implied | (set(declared) - DERIVED_REQUIREMENTS))

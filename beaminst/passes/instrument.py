@@ -208,14 +208,13 @@ def rewire(work: Work) -> dict[str, Any]:
     """Every consumer's main input reads the cache instead (side inputs
     stay, as in Beam's ReadCacheWireVisitor)."""
     index, transforms = work.index, work.working.components.transforms
-    rewired, touched = [], set()
+    rewired = []
     for pc, new_pc in work.read_out.items():
         for use in index.main_consumers(pc):
             transforms[use.transform_id].inputs[use.tag] = new_pc
-            touched.add(use.transform_id)
             if use.is_leaf:
                 rewired.append(Rewiring(index.transforms[use.transform_id].unique_name, use.tag, pc, new_pc))
-    return {"rewired": tuple(rewired), "touched": work.touched | touched}
+    return {"rewired": tuple(rewired)}
 
 
 def graft_writes(work: Work) -> dict[str, Any]:
@@ -242,7 +241,7 @@ def prune(work: Work) -> dict[str, Any]:
     does not contribute to the targets goes, and what nobody references."""
     working = work.working
     set_top_level(working, top_level_list(working) + [t for g in work.grafted for t in g.top])
-    parent, producer, nodes = extend_index(work.index, working, work.grafted, work.touched)
+    parent, producer, nodes = extend_index(work.index, working, work.grafted)
     return {"output": prune_to(working, work.targets, parent, producer, nodes)}
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.errors import BeaminstError, CacheDirError, InternalError
-from beaminst.graph.index import GraphIndex, Node, read_node
+from beaminst.graph.index import GraphIndex, Node, Snapshot, read_node
 from beaminst.graph.prune import necessary_transforms, trim_components
 from beaminst.graph.validate import validate_output
 from beaminst.model import urns
@@ -152,7 +152,6 @@ class Work:
     plan: Any = None  # the command's pure decisions
     grafted: tuple[GraftResult, ...] = ()  # in graft order
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
-    touched: frozenset[str] = frozenset()  # input transforms the passes changed in the working copy
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
     output: Any = None
     writes: tuple[Write | Capture, ...] = ()
@@ -177,16 +176,20 @@ Pass = Callable[[Work], Mapping[str, Any]]
 def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) -> tuple[Any, Report]:
     """Run ``passes`` in order, then validate the output: the one place every
     rewritten proto is checked. ``report`` turns the final state into the
-    command's report. The cyclic collector is paused meanwhile: the passes
-    build graph-sized structures and no cycles (:mod:`beaminst.graph.gcpause`)."""
+    command's report. The input's snapshot, taken first, is what the output
+    check compares against (what a pass did to the input, by mistake, would
+    not hide). The cyclic collector is paused meanwhile: the passes build
+    graph-sized structures with no cycles (:mod:`beaminst.graph.gcpause`;
+    what the Beam SDK leaves when it builds a template waits for the resume)."""
     from beaminst.graph.gcpause import paused_gc
 
     with paused_gc():
+        snapshot = work.index.snapshot()
         for step in passes:
             made = step(work)
             if made:
                 work = replace(work, **made)
-        check_output(work.output, work.index)
+        check_output(work.output, snapshot)
         return work.output, report(work)
 
 
@@ -294,20 +297,22 @@ def set_top_level(pipeline: Any, top: list[str]) -> None:
 
 
 def extend_index(
-    index: GraphIndex, pipeline: Any, grafted: Iterable[GraftResult], touched: Iterable[str] = ()
+    index: GraphIndex, pipeline: Any, grafted: Iterable[GraftResult]
 ) -> tuple[dict[str, str | None], dict[str, str], dict[str, Node]]:
     """The input index's parent, producer and node maps, extended by what was
     grafted into ``pipeline`` (each graft's top-level transforms sit under
-    the top level) and with the ``touched`` transforms (and the root) read
-    again: one C-level copy of each map, then a walk over what changed only,
-    instead of indexing the whole working copy again."""
-    ts = pipeline.components.transforms
+    the top level), with the input's transforms a pass changed (rewired
+    inputs, the root's new top level) read again: one C-level copy of each
+    map, one message comparison per input transform, then a walk over what
+    changed only, instead of indexing the whole working copy again."""
+    ts, before = pipeline.components.transforms, index.transforms
     root = python_root(pipeline)
     parent: dict[str, str | None] = dict(index.parent)
     producer: dict[str, str] = dict(index.producer)
     nodes: dict[str, Node] = dict(index.nodes)
-    for tid in {*touched, *([] if root is None else [root])}:
-        nodes[tid] = read_node(ts[tid], tid)
+    for tid in index.nodes:
+        if tid in ts and ts[tid] != before[tid]:
+            nodes[tid] = read_node(ts[tid], tid)
     for g in grafted:
         nodes.update(g.nodes)
         for tid in g.top:
@@ -368,10 +373,10 @@ def _skip_pruning(t: Any) -> bool:
 # The output check
 
 
-def check_output(pipeline: Any, base: GraphIndex | None = None) -> GraphIndex:
+def check_output(pipeline: Any, base: Snapshot | None = None) -> GraphIndex:
     """Every proto beaminst writes passes the input validator, and carries
     nothing unreferenced; a failure is a beaminst bug, reported as such.
-    ``base``: the input's index (what is unchanged is not read again)."""
+    ``base``: the input's snapshot (what is unchanged is not read again)."""
     try:
         idx = validate_output(pipeline, base)
         missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
