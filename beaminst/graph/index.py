@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from sys import intern
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -50,7 +51,7 @@ class Node(NamedTuple):
     (a map's items() is a Python-level view) on every pass."""
 
     subtransforms: tuple[str, ...]
-    inputs: Mapping[str, str]  # tag -> PCollection id
+    inputs: Mapping[str, str]  # tag -> PCollection id (never mutated: nodes are shared)
     outputs: Mapping[str, str]
     environment_id: str
     info: urns.PayloadInfo | None  # of its payload; None when it does not parse
@@ -66,10 +67,13 @@ def read_node(transform: Any, transform_id: str | None = None) -> Node:
         info: urns.PayloadInfo | None = payload_info_of(transform, transform_id)
     except ValidationError:
         info = None
+    # Interned: tags, URNs and environment ids repeat across transforms, and
+    # each PCollection id is read as one transform's output and others' input
+    # (every read through protobuf is a new string).
     return Node(
-        tuple(transform.subtransforms), MappingProxyType({k: inputs[k] for k in inputs}),
-        MappingProxyType({k: outputs[k] for k in outputs}), transform.environment_id, info, transform.spec.urn,
-        transform.unique_name,
+        tuple(map(intern, transform.subtransforms)), {intern(k): intern(inputs[k]) for k in inputs},
+        {intern(k): intern(outputs[k]) for k in outputs}, intern(transform.environment_id), info,
+        intern(transform.spec.urn), transform.unique_name,
     )
 
 
