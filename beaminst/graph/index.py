@@ -8,8 +8,8 @@ whole transform map per node.
 Each transform is read from the proto once, into a :class:`Node`: reading a
 protobuf map from Python costs microseconds per entry, and validation, the
 index, pruning and trimming all need the same fields. An output is checked
-from nodes too, the input's reused wherever a transform equals the input's
-(:func:`read_nodes`).
+from nodes too, the input's reused wherever a transform's fingerprint is the one
+the input's snapshot holds (:func:`read_nodes`).
 
 Build it with :func:`build_index` on a proto that passed
 :func:`beaminst.graph.validate.check_references`; structural problems that only the
