@@ -668,3 +668,34 @@ def test_good_test_stream_endpoint(endpoint: str, tmp_path: Path) -> None:
     from beaminst.options import parse_endpoint
 
     assert parse_endpoint(endpoint) == endpoint
+
+
+def test_many_payloads_each_under_the_cap_are_bounded_in_all(monkeypatch):
+    """The cap is per payload; a file of many distinct payloads, each just
+    under it, would still inflate without end: one file's pickles may
+    inflate to 16 caps in all, then one line names the total."""
+    from beaminst.graph import validate as validate_module
+    from beaminst.graph.validate import validate
+    from beaminst.model.beamproto import runner_api
+
+    monkeypatch.setenv(bounded.ENV, str(1 << 20))
+
+    def pipeline(payloads: int):
+        proto = load_fixture("wordcount")
+        ts = proto.components.transforms
+        pardos = sorted(t for t, tr in ts.items() if tr.spec.urn == "beam:transform:pardo:v1")
+        assert len(pardos) >= 4
+        for i in range(payloads):
+            tid = pardos[i % len(pardos)]
+            p = runner_api().ParDoPayload.FromString(ts[tid].spec.payload)
+            # Distinct (no memo hit), each 0.875 MiB inflated: under the 1 MiB cap.
+            bomb = base64.b64encode(zlib.compress(bytes([i % 251]) * (7 << 17)))
+            p.side_inputs[f"s{i}"].view_fn.payload = bomb
+            ts[tid].spec.payload = p.SerializeToString()
+            ts[tid].inputs[f"s{i}"] = next(iter(ts[tid].inputs.values()))
+        return proto
+
+    with pytest.raises(ValidationError, match="in all"):
+        validate(pipeline(20))  # 17.5 MiB > 16 MiB
+    validate_module._INFLATE_CHECKED.clear()
+    validate(pipeline(12))  # 10.5 MiB: within

@@ -113,9 +113,10 @@ def check_references(
             if comp not in coders:
                 raise ValidationError(f"coder {cid!r} has component coder {comp!r} that does not exist")
     _check_coder_cycles(coders)
-    _check_pickled_coders(coders)
+    budget = bounded.Budget() if pickle_sizes else None  # one file's pickles, in all
+    _check_pickled_coders(coders, budget)
     if pickle_sizes:
-        _check_pickle_sizes(c)
+        _check_pickle_sizes(c, budget)
     for wid in sorted(strategies):
         w = strategies[wid]
         if w.window_coder_id not in coders:
@@ -175,7 +176,7 @@ def _check_coder_cycles(coders: Any) -> None:
                 stack.append((nxt, iter(coders[nxt].component_coder_ids)))
 
 
-def _check_pickled_coders(coders: Any) -> None:
+def _check_pickled_coders(coders: Any, budget: bounded.Budget | None = None) -> None:
     """A ``pickled_python`` coder's payload must get as far as Beam's
     ``deserialize_coder`` gets before unpickling: a ``BytesValue`` holding
     ``Name$<base64 of zlib>``. Checked without unpickling (which would run code
@@ -201,7 +202,7 @@ def _check_pickled_coders(coders: Any) -> None:
                 raw, problem = b"", "is not base64"
         if problem is None:
             try:
-                bounded.decompress(raw, f"coder {cid!r} ({PICKLED_CODER_URN})", keep=False)
+                bounded.decompress(raw, f"coder {cid!r} ({PICKLED_CODER_URN})", keep=False, budget=budget)
             except bounded.CorruptStream as e:
                 problem = f"does not decompress ({e})"
         if problem is not None:
@@ -211,13 +212,14 @@ def _check_pickled_coders(coders: Any) -> None:
 _INFLATE_CHECKED: set[tuple[int, bytes]] = set()  # (cap, payload digest) found within it
 
 
-def _check_pickle_sizes(c: Any) -> None:
+def _check_pickle_sizes(c: Any, budget: bounded.Budget | None = None) -> None:
     """Every pickled function in the file (a ``pickled_python`` transform, a
     DoFn, CombineFn, source or view fn inside a payload, a window fn) inflates
-    within the cap, so no later pass (cache keys, diff, the SDK loading a
+    within the cap, and all of them within ``budget``, so no later pass (cache keys, diff, the SDK loading a
     window fn) meets a decompression bomb, and the error names the component.
     Corrupt pickles are not this check's business. Payloads seen once (the
-    output repeats the input's) are not inflated again; the memo holds
+    output repeats the input's) are not inflated again (nor charged: it is
+    the work the budget bounds); the memo holds
     digests, not payloads, so a long batch does not grow it by megabytes."""
     if len(_INFLATE_CHECKED) > 100_000:
         _INFLATE_CHECKED.clear()
@@ -230,7 +232,7 @@ def _check_pickle_sizes(c: Any) -> None:
         if seen in _INFLATE_CHECKED:
             return
         try:
-            bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False)
+            bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False, budget=budget)
         except (binascii.Error, ValueError):  # not base64, or not compressed: not a pickle
             pass
         _INFLATE_CHECKED.add(seen)

@@ -6,6 +6,8 @@ trust, and a few KB of bz2 inflate to gigabytes. So every decompression of
 input goes through :func:`decompress`: incremental, stopping one byte past a
 cap far above any real pickle, and then a ValidationError naming the
 component and the cap, never minutes of work and gigabytes of memory.
+A :class:`Budget` bounds the sum over one file too: a cap per payload alone
+lets a file of many distinct payloads, each just under it, cost hours.
 """
 
 from __future__ import annotations
@@ -42,6 +44,26 @@ def max_decompressed_bytes() -> int:
     return cap
 
 
+TOTAL_FACTOR = 16  # one file's pickles may inflate to this many caps in all (1 GiB by default)
+
+
+class Budget:
+    """What one file's pickles may inflate to in all: :data:`TOTAL_FACTOR`
+    times the cap (the cap read when the budget is made). Charged by
+    :func:`decompress` as it inflates, so a file over it stops there."""
+
+    def __init__(self) -> None:
+        self.total = TOTAL_FACTOR * max_decompressed_bytes()
+        self.left = self.total
+
+    def exceeded(self, what: str) -> ValidationError:
+        return ValidationError(
+            f"the file's pickles decompress to more than {_size(self.total)} in all (at {what}); a real "
+            f"pipeline's are far smaller (the total is {TOTAL_FACTOR} times the per-payload cap: raise it with "
+            f"--max-decompressed-bytes or {ENV} only for a file you trust)"
+        )
+
+
 def method_of(raw: bytes) -> str | None:
     """``"bz2"`` or ``"zlib"`` from the stream's magic, else None."""
     if raw[:3] == b"BZh":
@@ -51,13 +73,14 @@ def method_of(raw: bytes) -> str | None:
     return None
 
 
-def decompress(raw: bytes, what: str, keep: bool = True) -> bytes:
+def decompress(raw: bytes, what: str, keep: bool = True, budget: Budget | None = None) -> bytes:
     """``raw`` (bz2 or zlib, by magic) decompressed, as ``bz2.decompress`` /
     ``zlib.decompress`` would (concatenated bz2 streams joined, trailing
     bytes ignored) but never past the cap: beyond it, a ValidationError
-    saying ``<what> decompresses to more than N bytes``. With ``keep=False``
-    the output is only counted, a chunk at a time (a check, not a read), and
-    ``b""`` comes back. Raises CorruptStream for anything else wrong."""
+    saying ``<what> decompresses to more than N bytes``; nor past what is
+    left of ``budget``, which it is charged. With ``keep=False`` the output
+    is only counted, a chunk at a time (a check, not a read), and ``b""``
+    comes back. Raises CorruptStream for anything else wrong."""
     method = method_of(raw)
     if method is None:
         raise CorruptStream("neither bz2 nor zlib")
@@ -71,8 +94,12 @@ def decompress(raw: bytes, what: str, keep: bool = True) -> bytes:
                 f"{what} decompresses ({method}) to more than {_size(cap)}; a real pickle is far smaller "
                 f"(raise the cap with --max-decompressed-bytes or {ENV} only for a file you trust)"
             )
+        if budget is not None and total > budget.left:
+            raise budget.exceeded(what)
         if keep:
             parts.append(chunk)
+    if budget is not None:
+        budget.left -= total
     return b"".join(parts)
 
 
