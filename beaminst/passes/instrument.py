@@ -16,10 +16,12 @@ what it made):
 4. :func:`rewire`: every consumer's *main* input to the read (side inputs
    stay, as in Beam);
 5. :func:`graft_writes`: ``ReifyBefore_WriteCache_<key>`` + ``WriteCache_<key>``;
-6. :func:`prune`: to what contributes to the targets (``PipelineFragment``),
+6. :func:`pruning_targets` (pure): what pruning keeps producing, the writes'
+   outputs among them (Beam's ``_extended_targets``);
+7. :func:`prune`: to what contributes to the targets (``PipelineFragment``),
    from the input's index extended by the grafts, then trim coders,
    windowing strategies and environments nothing references;
-7. :func:`report_outcome`: what survived pruning, and idle bindings.
+8. :func:`report_outcome`: what survived pruning, and idle bindings.
 
 The driver then validates the output like any input. The input proto is
 never mutated: the passes work on a copy.
@@ -218,22 +220,28 @@ def rewire(work: Work) -> dict[str, Any]:
 
 
 def graft_writes(work: Work) -> dict[str, Any]:
-    """Beam's cache write after each PCollection to write; the
-    writes' outputs become extra pruning targets (``_extended_targets`` in Beam)."""
-    grafted, writes, outputs = [], [], []
+    """Beam's cache write after each PCollection to write."""
+    grafted, writes = [], []
     for pc, key in work.plan.writes.items():
         sub = work.grafter.write_template(pc, key, is_capture=False)
         g = graft(work, sub, key, pc, f"{WRITE_CACHE}{key}")
         grafted.append(g)
-        outputs.extend(g.outputs.values())
         writes.append(Write(pc, work.analysis.cacheables[pc].var, key, names(work, g.top)))
+    outputs = frozenset(pc for g in grafted for pc in g.outputs.values())
+    return {"grafted": (*work.grafted, *grafted), "writes": tuple(writes), "write_outputs": outputs}
+
+
+def pruning_targets(work: Work) -> dict[str, Any]:
+    """What pruning keeps producing: the cacheables, the writes' outputs
+    (``_extended_targets`` in Beam) and the outputs nobody consumes, less
+    what now reads the cache."""
     p = work.plan
-    targets = (set(work.analysis.cacheables) | set(outputs) | p.side_effects) - p.ignored
+    targets = (set(work.analysis.cacheables) | work.write_outputs | p.side_effects) - p.ignored
     if p.streaming:
         # Beam's rule: the TestStream stays when it feeds a watched PCollection,
         # even one nobody consumes (a pipeline that is only a source).
         targets |= set(work.read_out.values())
-    return {"grafted": (*work.grafted, *grafted), "writes": tuple(writes), "targets": frozenset(targets)}
+    return {"targets": frozenset(targets)}
 
 
 def prune(work: Work) -> dict[str, Any]:
@@ -255,7 +263,7 @@ def report_outcome(work: Work) -> dict[str, Any]:
     return {**made, **work.warn(*_idle_bindings(work.analysis, acted))}
 
 
-PASSES = (plan_pass, grafter_pass, graft_reads, rewire, graft_writes, prune, report_outcome)
+PASSES = (plan_pass, grafter_pass, graft_reads, rewire, graft_writes, pruning_targets, prune, report_outcome)
 
 
 def _report(work: Work) -> Report:

@@ -152,6 +152,7 @@ class Work:
     plan: Any = None  # the command's pure decisions
     grafted: tuple[GraftResult, ...] = ()  # in graft order
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
+    write_outputs: frozenset[str] = frozenset()  # the grafted writes' outputs
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
     output: Any = None
     writes: tuple[Write | Capture, ...] = ()
