@@ -409,3 +409,27 @@ def test_a_pickle_bomb_is_reported_before_later_reference_errors(monkeypatch):
     proto.components.windowing_strategies[ws].window_coder_id = "nope"
     with pytest.raises(ValidationError, match="decompresses"):
         validate(proto)
+
+
+def test_the_output_check_refuses_an_undeclared_requirement():
+    """A rewritten pipeline whose transforms imply a requirement it does not
+    declare (here a splittable DoFn) is a beaminst bug, reported as one."""
+    from beaminst.errors import InternalError
+    from beaminst.model.beamproto import runner_api
+    from beaminst.model.protoio import load_pipeline
+    from beaminst.passes.rewrite import check_output
+
+    proto, _ = load_pipeline(str(FIXTURES / "wordcount.pb"))
+    snapshot = validate(proto).snapshot()
+    out = type(proto)()
+    out.CopyFrom(proto)
+    ts = out.components.transforms
+    tid = next(t for t, tr in ts.items() if tr.spec.urn == "beam:transform:pardo:v1")
+    payload = runner_api().ParDoPayload.FromString(ts[tid].spec.payload)
+    payload.restriction_coder_id = next(iter(out.components.coders))
+    ts[tid].spec.payload = payload.SerializeToString()
+    del out.requirements[:]
+    with pytest.raises(InternalError, match="requirement 'beam:requirement:pardo:splittable_dofn:v1' is not declared"):
+        check_output(out, snapshot)
+    out.requirements.append("beam:requirement:pardo:splittable_dofn:v1")
+    check_output(out, snapshot)

@@ -380,7 +380,7 @@ def check_output(pipeline: Any, base: Snapshot | None = None) -> GraphIndex:
     ``base``: the input's snapshot (what is unchanged is not read again)."""
     try:
         idx = validate_output(pipeline, base)
-        missing = urns.transform_requirements(pipeline.components.transforms) - set(pipeline.requirements)
+        missing = urns.implied_requirements(n.info for n in idx.nodes.values()) - set(pipeline.requirements)
         if missing:
             raise BeaminstError(f"requirement {sorted(missing)[0]!r} is not declared")
     except BeaminstError as e:
