@@ -353,3 +353,22 @@ def test_entries_are_protos_and_json_never_pickles(tmp_path):
     header = json.loads(data[len(store.MAGIC) + 4:len(store.MAGIC) + 4 + size])
     assert header["key"] == key and header["body_bytes"] == len(data) - len(store.MAGIC) - 4 - size
     assert str(REPO) not in data.decode("latin-1")  # nothing of where beaminst is installed
+
+
+def test_an_entry_naming_a_transform_its_body_lacks_is_not_trusted(filled):
+    """An entry whose digest holds but whose top-level transform is not in
+    its body (a bug that wrote it, not damage): a protobuf map would make up
+    an empty transform for the missing id; the entry is refused instead."""
+    import dataclasses
+    import json
+
+    _root, _reference, entries, _builds = filled
+    data = next(iter(entries.values()))
+    start = len(store.MAGIC) + 4
+    key = json.loads(data[start : start + int.from_bytes(data[len(store.MAGIC) : start], "big")])["key"]
+    sub = store._decode(data, key)
+    assert sub is not None
+    assert store._decode(store.encode(key, sub), key) is not None
+    bad = dataclasses.replace(sub, top=("missing",))
+    assert store._decode(store.encode(key, bad), key) is None
+    assert "missing" not in bad.proto.components.transforms

@@ -41,6 +41,8 @@ def piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str
     stack = list(reversed(top))
     while stack:
         tid = stack.pop()
+        if tid not in ts:  # a protobuf map would insert an empty transform, not raise
+            raise KeyError(tid)
         order.append(tid)
         stack.extend(reversed(ts[tid].subtransforms))
     pcs: list[str] = []
