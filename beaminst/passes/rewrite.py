@@ -30,7 +30,7 @@ from beaminst.model import urns
 from beaminst.options import RewriteOptions
 
 if TYPE_CHECKING:
-    from beaminst.graft import GraftResult
+    from beaminst.graft import Grafter, GraftResult
 
 
 @dataclass(frozen=True)
@@ -147,14 +147,14 @@ class Work:
 
     analysis: Analysis
     options: RewriteOptions
-    working: Any = None  # the input's copy grafts are written into
-    grafter: Any = None
-    plan: Any = None  # the command's pure decisions
+    working: Any = None  # the input's copy grafts are written into (a Pipeline proto)
+    grafter: Grafter | None = None
+    plan: Any = None  # the command's pure decisions (instrument.Plan; background_caching's planned writes)
     grafted: tuple[GraftResult, ...] = ()  # in graft order
     read_out: Mapping[str, str] = field(default_factory=dict)  # PCollection -> the read replacing it
     write_outputs: frozenset[str] = frozenset()  # the grafted writes' outputs
     targets: frozenset[str] = frozenset()  # what pruning keeps producing
-    output: Any = None
+    output: Any = None  # the rewritten Pipeline proto
     writes: tuple[Write | Capture, ...] = ()
     reads: tuple[Read, ...] = ()
     rewired: tuple[Rewiring, ...] = ()
