@@ -192,7 +192,10 @@ def diff_files(
 
     with paused_gc():
         before, after = (_diff_side(p, s) for p, s in zip((before_path, after_path), sources, strict=True))
-        return diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
+        result = diff_indexes(before.index, after.index, before.source, after.source, show_payloads)
+        # Freed before the collector resumes: its first collection would walk them all.
+        del before, after
+    return result
 
 
 def _diff_side(path: str, source: str | None) -> Loaded:
