@@ -473,3 +473,28 @@ def test_pickle_frame_lengths_do_not_leak_the_install_path():
     long_ = framed(b"/tmp/beaminst-ci.Ab12Cd/lib/python3.11/site-packages/apache_beam/transforms/core.py")
     assert short[3:11] != long_[3:11]
     assert install_independent(_beam_pickle(short)) == install_independent(_beam_pickle(long_))
+
+
+def test_the_validator_fills_the_install_independent_memo_with_what_it_would_compute():
+    """Validation inflates every pickle of a file once and records its
+    install-independent digest, so cache keys do not inflate it again: the
+    recorded value is the one install_independent computes itself."""
+    from beaminst.graph import validate as validate_module
+    from beaminst.graph.validate import validate
+    from beaminst.model import canonical, urns
+
+    proto = load_fixture("wordcount")
+    pickles = []
+    for t in proto.components.transforms.values():
+        msg = urns.parse_payload(t.spec.urn, t.spec.payload) if t.spec.payload else None
+        for _m, fd, value in urns.scalar_fields(msg) if msg is not None else ():
+            if fd.name == "payload" and fd.type == fd.TYPE_BYTES and len(value) >= 8:
+                pickles.append(value)
+    assert len(pickles) >= 5
+    canonical._STABLE_MEMO.clear()
+    computed = [canonical.install_independent(p) for p in pickles]
+    canonical._STABLE_MEMO.clear()
+    validate_module._INFLATE_CHECKED.clear()
+    validate(proto)
+    assert all(p in canonical._STABLE_MEMO for p in pickles if computed[pickles.index(p)].startswith(b"pickle:"))
+    assert [canonical._STABLE_MEMO.get(p, p) for p in pickles] == computed

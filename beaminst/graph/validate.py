@@ -17,7 +17,7 @@ from typing import Any
 
 from beaminst.errors import ValidationError
 from beaminst.graph.index import GraphIndex, Node, Snapshot, build_index, info_of, read_nodes
-from beaminst.model import bounded, urns
+from beaminst.model import bounded, canonical, urns
 from beaminst.model.urns import PICKLED_CODER as PICKLED_CODER_URN
 
 
@@ -232,9 +232,13 @@ def _check_pickle_sizes(c: Any, budget: bounded.Budget | None = None) -> None:
         if seen in _INFLATE_CHECKED:
             return
         try:
-            bounded.decompress(base64.b64decode(encoded, validate=True), what, keep=False, budget=budget)
+            data = bounded.decompress(base64.b64decode(encoded, validate=True), what, budget=budget)
         except (binascii.Error, ValueError):  # not base64, or not compressed: not a pickle
             pass
+        else:
+            # Cache keys sign this pickle without its install path: from the
+            # bytes in hand, not a second inflation.
+            canonical.remember_inflated(encoded, data)
         _INFLATE_CHECKED.add(seen)
 
     for tid in sorted(c.transforms):

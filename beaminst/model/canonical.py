@@ -64,12 +64,22 @@ def install_independent(encoded: bytes) -> bytes:
     memo = _STABLE_MEMO.get(encoded)
     if memo is None:
         data = decompress_pickle(encoded)
-        if data is None:
-            memo = encoded
-        else:
-            memo = b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", _unframe(data))).digest()
+        memo = encoded if data is None else _stable_digest(data)
         _STABLE_MEMO[encoded] = memo
     return memo
+
+
+def remember_inflated(encoded: bytes, data: bytes) -> None:
+    """Record what :func:`install_independent` gives for ``encoded``, whose
+    pickle ``data`` a caller has just inflated (the validator does, for every
+    pickle of a file): the same pickle is not inflated a second time."""
+    if len(_STABLE_MEMO) > 100_000:
+        _STABLE_MEMO.clear()
+    _STABLE_MEMO.setdefault(encoded, _stable_digest(data))
+
+
+def _stable_digest(data: bytes) -> bytes:
+    return b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", _unframe(data))).digest()
 
 
 def _unframe(data: bytes) -> bytes:
