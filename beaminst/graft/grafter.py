@@ -326,12 +326,13 @@ class Grafter:
             known[sig] = added
         return known[sig]
 
-    def _component_maps(self, sub: Subgraph, old: bytes | None, new_key: bytes | None) -> dict[str, dict[str, str]]:
+    def _component_maps(
+        self, sub: Subgraph, facts: _TemplateFacts, old: bytes | None, new_key: bytes | None
+    ) -> dict[str, dict[str, str]]:
         """Map the piece's coders / windowing strategies / environments onto the
         target (kind -> piece id -> target id), adding what the target lacks.
         Environments all map to the pipeline's own Python environment: the
-        template's is never copied."""
-        facts = self._template_facts(sub)
+        template's is never copied. ``facts``: the template's (:meth:`_template_facts`)."""
         refs = facts.referenced
         env_map = {e: self.python_env() for e in sorted(refs.environments)}
         coder_map = self._map_coders(sub, facts.coder_order, facts.keyed_coders, facts.fixed_coders, old, new_key)
@@ -413,7 +414,8 @@ class Grafter:
         src, dst = sub.proto.components, self.target.components
         old = sub.key.encode("utf-8") if key is not None and key != sub.key else None
         new = key.encode("utf-8") if old is not None else None
-        maps = self._component_maps(sub, old, new)
+        facts = self._template_facts(sub)
+        maps = self._component_maps(sub, facts, old, new)
         coder_map, ws_map, env_map = maps["coders"], maps["windowing_strategies"], maps["environments"]
         t_alloc, pc_alloc = self.alloc["transforms"], self.alloc["pcollections"]
         t_map = {t: t_alloc.take(f"beaminst_{label}_t{i}") for i, t in enumerate(sub.transforms)}
@@ -428,7 +430,6 @@ class Grafter:
                 out.unique_name = out.unique_name.replace(sub.key, key)  # type: ignore[arg-type]
             out.coder_id = coder_map[out.coder_id]
             out.windowing_strategy_id = ws_map[out.windowing_strategy_id]
-        facts = self._template_facts(sub)
         template_nodes = facts.nodes
         nodes: dict[str, Node] = {}
         for t in sub.transforms:

@@ -191,13 +191,12 @@ class GraphIndex:
 _NONE: frozenset[str] = frozenset()
 
 
-def _side_tags(input_tags: list[str], leaf_info: urns.PayloadInfo | bool) -> frozenset[str]:
-    """Input tags that are side inputs: the payload says so for leaves (see
-    :mod:`beaminst.model.urns`; ``leaf_info``: the payload's info for a leaf,
-    False for a composite); Python composites mark them by tag name."""
+def _side_tags(input_tags: list[str], declared: frozenset[str]) -> frozenset[str]:
+    """Input tags that are side inputs: a leaf's payload ``declared`` them
+    (see :mod:`beaminst.model.urns`; empty for a composite); Python
+    composites mark them by tag name."""
     # A side input always comes with a main input: skip the tag scan otherwise.
     named = [t for t in input_tags if _PYTHON_SIDE_INPUT.match(t)] if len(input_tags) > 1 else ()
-    declared = leaf_info.side_inputs if leaf_info else _NONE
     if not named:
         return declared
     return declared.union(named)
@@ -252,7 +251,7 @@ def build_index(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> Graph
         n = nodes[tid]
         leaf = not n.subtransforms
         tags, pcs = list(n.inputs), list(n.inputs.values())
-        sides = _side_tags(tags, leaf and info_of(n, transforms, tid))
+        sides = _side_tags(tags, info_of(n, transforms, tid).side_inputs if leaf else _NONE)
         if sides:
             side_tags[tid] = sides
             if not sides <= n.inputs.keys():
@@ -307,14 +306,9 @@ def _topological_leaves(leaf_inputs: list[tuple[str, tuple[str, ...]]], producer
     inputs_of = dict(leaf_inputs)
     done: set[str] = set()
     for t, pcs in leaf_inputs:
-        for pc in pcs:
-            up = producer.get(pc, t)
-            if up not in done and up != t:
-                break
-        else:
-            done.add(t)
-            continue
-        break
+        if any((up := producer.get(pc, t)) not in done and up != t for pc in pcs):
+            break
+        done.add(t)
     else:
         return tuple(leaves)
     rank = {t: i for i, t in enumerate(leaves)}

@@ -187,8 +187,10 @@ def trim_components(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> A
     what stays, keeps the cost in what was pruned."""
     from google.protobuf import unknown_fields
 
-    keep = referenced_components(pipeline, nodes)
     c = pipeline.components
+    if nodes is None:
+        nodes = _LazyNodes(c.transforms)  # each kept transform read once, for the closure and the requirements
+    keep = referenced_components(pipeline, nodes)
     if len(unknown_fields.UnknownFieldSet(c)):
         # A field this Beam does not know (a newer one's): dropped, as the
         # copy of what stays that this trim once made dropped it.
@@ -207,9 +209,6 @@ def trim_components(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> A
         existing, kept = getattr(c, name), keep[kind]
         for k in [k for k in existing if k not in kept]:
             del existing[k]
-    if nodes is None:
-        implied = urns.transform_requirements(c.transforms)
-    else:
-        implied = urns.implied_requirements(nodes[tid].info for tid in keep["transform"])
+    implied = urns.implied_requirements(nodes[tid].info for tid in keep["transform"])
     pipeline.requirements[:] = urns.with_implied(pipeline.requirements, implied)
     return pipeline

@@ -290,11 +290,9 @@ def replace_references(msg: Any, replace: Callable[[str, str], str | None]) -> b
 
 def transform_requirements(transforms: Mapping[str, Any]) -> frozenset[str]:
     """The requirements the given transforms imply."""
-    out: set[str] = set()
-    for t in transforms.values():
-        if t.spec.urn in PAR_DO_FAMILY:
-            out |= payload_info(t.spec.urn, t.spec.payload).requirements
-    return frozenset(out)
+    return implied_requirements(
+        payload_info(t.spec.urn, t.spec.payload) for t in transforms.values() if t.spec.urn in PAR_DO_FAMILY
+    )
 
 
 def implied_requirements(infos: Iterable[PayloadInfo | None]) -> frozenset[str]:

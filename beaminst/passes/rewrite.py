@@ -6,7 +6,7 @@ of the working state (:class:`Work`) that returns what it made, as a mapping
 of ``Work`` fields, and :func:`run` applies each result in turn. The input's
 graph index (built and validated once, at load) is the only index: each graft
 returns the nodes of what it wrote, and pruning extends the input's maps with
-them and with the transforms rewiring touched (:func:`extend_index`) instead
+them and with the input transforms a pass changed (:func:`extend_index`) instead
 of re-indexing the working copy. The output is validated once, by :func:`run`,
 whatever the command, reading again only what differs from the input.
 
