@@ -290,6 +290,48 @@ def test_counting_holds_nothing(tmp_path):
     assert peak < 4 << 20, peak
 
 
+def test_a_shard_bomb_stops_counting_and_refuses_to_decode_past_the_cap(tmp_path, monkeypatch):
+    """A few KB of bz2 inflate to gigabytes of valid lines: constant memory is
+    not enough, counting them would take minutes. Past the cap, counting stops
+    (the total is a lower bound, and says so) and decoding refuses."""
+    from beaminst.commands import elements
+
+    cache = tmp_path / "cache"
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    key = write_shards(pb, man, "words", cache, ["w"])
+    line = bz2.decompress((cache / "full" / f"{key}-00000-of-00001").read_bytes())
+    bomb = bz2.compress(line * 1_000_000)  # 9 MB of lines in a few KB
+    assert len(bomb) < 10_000
+    (cache / "full" / f"{key}-00000-of-00001").write_bytes(bomb)
+    monkeypatch.setattr(elements, "MAX_SHARD_BYTES", 1 << 20)
+    per_line = len(line)
+
+    limited = show("words", "--limit", "3", cache=cache)
+    assert limited.exit_code == 0 and limited.stdout == "w\nw\nw\n"
+    counted = (1 << 20) // per_line
+    assert limited.stderr == (
+        f"beaminst: words: showed 3 of at least {counted} elements "
+        "(--limit; counting stopped at BEAMINST_MAX_SHARD_BYTES of inflated shards)\n"
+    )
+
+    everything = show("words", "--json", cache=cache)
+    assert everything.exit_code == 2
+    assert everything.stderr.splitlines()[-1] == (
+        f"beaminst: {cache}: full/{key}-00000-of-00001: the shards decompress to more than {1 << 20} bytes "
+        f"before element {counted} (a few KB of bz2 can inflate to gigabytes; BEAMINST_MAX_SHARD_BYTES raises the cap)"
+    )
+
+    from rich.console import Console
+
+    from beaminst.commands import showformat
+    from beaminst.commands.show import plan_show, write_show
+
+    console = Console(record=True, width=120)
+    write_show(plan_show(pb, man, str(cache), ["words"]), showformat.TABLE, 20, False, False, sys.stdout,
+               lambda: console, print)
+    assert f"20 of at least {counted:,} elements (counting stopped at BEAMINST_MAX_SHARD_BYTES" in console.export_text()
+
+
 # --- no cache, unknown variables, usage ----------------------------------------------------
 
 

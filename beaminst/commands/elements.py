@@ -13,7 +13,11 @@
 Elements are streamed, never listed: the first ``limit`` are decoded, the rest
 only counted, so a cache of any size is shown and counted in constant memory.
 Lines are read in bounded chunks (``BEAMINST_MAX_SHARD_LINE_BYTES``, and the
-recording line cap of :mod:`beaminst.cache.streaming`). Every element is decoded by
+recording line cap of :mod:`beaminst.cache.streaming`). Time is bounded too: a
+recording costs what its file holds, but a shard is bz2, and a few KB of it
+inflate to gigabytes of lines. So one variable's shards are inflated to at most
+``BEAMINST_MAX_SHARD_BYTES`` (1 GiB): past it, counting stops (the total is then
+a lower bound) and decoding refuses. Every element is decoded by
 :func:`beaminst.model.safecoders.bounded_decoder`: bounds-checked, and with the
 restricted unpickler of :mod:`beaminst.model.safepickle` as the pickle fallback of
 ``FastPrimitivesCoder`` unless ``trust_pickles``.
@@ -38,6 +42,7 @@ RECORDING = "recording"
 LAYOUT_NAMES = {SHARDS: "FileBasedCacheManager shards", RECORDING: "StreamingCache recording"}
 
 MAX_SHARD_LINE_BYTES = int(os.environ.get("BEAMINST_MAX_SHARD_LINE_BYTES", 64 << 20))
+MAX_SHARD_BYTES = int(os.environ.get("BEAMINST_MAX_SHARD_BYTES", 1 << 30))
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
 
@@ -80,16 +85,27 @@ class CachedElements:
         self.files = files
         self._decode = decode
         self.total: int | None = None  # known once take() has run to the end
+        # False when counting stopped at MAX_SHARD_BYTES: total is then a lower bound.
+        self.counted_all = True
 
     def take(self, limit: int | None) -> Iterator[Any]:
         """The first ``limit`` elements (all with ``None``) as ``WindowedValue``
         objects, in file order; run to the end, it also counts the rest."""
         raw = _shard_lines(self.cache_dir, self.files) if self.layout == SHARDS else _recorded(self.cache_dir, self.files)
         n = 0
-        for where, item in raw:
+        try:
+            for where, item in raw:
+                if limit is None or n < limit:
+                    yield self._decoded(where, n, item)
+                n += 1
+        except _ShardCap as cap:
             if limit is None or n < limit:
-                yield self._decoded(where, n, item)
-            n += 1
+                raise CacheDirError(
+                    f"{cap.where}: the shards decompress to more than {MAX_SHARD_BYTES} bytes before element {n} "
+                    "(a few KB of bz2 can inflate to gigabytes; BEAMINST_MAX_SHARD_BYTES raises the cap)",
+                    self.cache_dir,
+                ) from None
+            self.counted_all = False
         self.total = n
 
     def _decoded(self, where: str, n: int, item: bytes) -> Any:
@@ -158,9 +174,18 @@ def _recording_decoder(trust_pickles: bool) -> Callable[[bytes], Any]:
     return decode
 
 
+class _ShardCap(Exception):
+    """The shards inflated past :data:`MAX_SHARD_BYTES`, in ``where``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+
 def _shard_lines(cache_dir: str, files: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
     """Each line of each bz2 text shard, without its newline, read in chunks
-    of at most the line cap."""
+    of at most the line cap; :class:`_ShardCap` once they inflate past
+    :data:`MAX_SHARD_BYTES` in all."""
+    left = MAX_SHARD_BYTES
     for rel in files:
         try:
             raw = open_file(cache_dir, rel) if is_url(cache_dir) else os.path.join(cache_dir, rel)
@@ -169,6 +194,9 @@ def _shard_lines(cache_dir: str, files: tuple[str, ...]) -> Iterator[tuple[str, 
                     line = f.readline(MAX_SHARD_LINE_BYTES + 1)
                     if not line:
                         break
+                    left -= len(line)
+                    if left < 0:
+                        raise _ShardCap(rel)
                     if not line.endswith(b"\n") and len(line) > MAX_SHARD_LINE_BYTES:
                         raise CacheDirError(
                             f"{rel} has a line over {MAX_SHARD_LINE_BYTES} bytes (BEAMINST_MAX_SHARD_LINE_BYTES "

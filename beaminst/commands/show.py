@@ -151,11 +151,18 @@ def write_show(
         section = showformat.Section(v.name, v.title, elements.take(limit))
         try:
             if writer is None:
-                showformat.print_table(console(), section, window_info, lambda e=elements: e.total or 0)
+                showformat.print_table(
+                    console(), section, window_info, lambda e=elements: (e.total or 0, e.counted_all)
+                )
             else:
                 shown = writer.write(section)
                 total = elements.total or 0
-                if shown < total:
+                if not elements.counted_all:
+                    note(printable(
+                        f"{v.name}: showed {shown} of at least {total} elements "
+                        f"(--limit; counting stopped at {showformat.COUNTING_CAP})"
+                    ))
+                elif shown < total:
                     note(printable(f"{v.name}: showed {shown} of {total} elements (--limit)"))
         except RecursionError:
             raise BeaminstError(f"{v.name}: an element nests too deeply to show", plan.cache_dir) from None

@@ -33,6 +33,7 @@ from beaminst.errors import printable
 
 WINDOW_COLUMNS = ("event_time", "windows", "pane_info")
 TABLE, PLAIN, JSON, CSV = "table", "plain", "json", "csv"
+COUNTING_CAP = "BEAMINST_MAX_SHARD_BYTES of inflated shards"
 MAX_DEPTH = 100  # nesting rendered; deeper is a cache nobody wrote by hand
 
 
@@ -291,7 +292,8 @@ class LineWriter:
 
 def print_table(console: Any, section: Section, window_info: bool, total_of: Any) -> None:
     """A rich table of ``section``'s elements; ``total_of()`` (called after
-    the elements are consumed) gives the total count for the caption."""
+    the elements are consumed) gives the total count for the caption, and
+    whether it is exact (False: counting stopped at a cap, it is a lower bound)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -300,7 +302,7 @@ def print_table(console: Any, section: Section, window_info: bool, total_of: Any
         shape = shape or Shape.of(wv.value)
         cells = shape.cells(wv.value) + (window_cells(wv) if window_info else [])
         rows.append([Text(tsv_escape(cell_text(c), backslash=False)) for c in cells])
-    total = total_of()
+    total, exact = total_of()
     table = Table()
     for col in (shape.columns if shape else ("value",)) + (WINDOW_COLUMNS if window_info else ()):
         table.add_column(Text(printable(col)), overflow="fold")
@@ -309,7 +311,9 @@ def print_table(console: Any, section: Section, window_info: bool, total_of: Any
     # Title and count outside the table, which is as narrow as its cells.
     console.print(Text(printable(section.title), style="bold"))
     console.print(table)
-    if len(rows) < total:
+    if not exact:
+        console.print(f"{len(rows)} of at least {total:,} elements (counting stopped at {COUNTING_CAP})", style="dim")
+    elif len(rows) < total:
         console.print(f"{len(rows)} of {total:,} elements (--limit N shows more)", style="dim")
     else:
         console.print(f"{total:,} element{'s' if total != 1 else ''}", style="dim")
