@@ -194,6 +194,20 @@ WORDCOUNT_MUTATIONS: dict[str, tuple[Callable[[Any], tuple[str, ...]], str]] = {
 }
 
 
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_the_bulk_transform_check_passes_valid_pipelines_without_the_walk(name, monkeypatch):
+    """check_references decides the per-transform checks with set unions over
+    every node; the walk in id order runs only to name a problem. On a valid
+    pipeline it does not run (the mutations below prove the walk names each)."""
+    from beaminst.graph import validate as v
+
+    def walk(*_a: Any) -> None:
+        raise AssertionError("the bulk check failed a valid pipeline")
+
+    monkeypatch.setattr(v, "_first_transform_problem", walk)
+    validate(load_fixture(name))
+
+
 @pytest.mark.parametrize("case", sorted(WORDCOUNT_MUTATIONS))
 def test_invalid_wordcount_mutation(case):
     mutate, phrase = WORDCOUNT_MUTATIONS[case]

@@ -13,6 +13,9 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from functools import partial
+from itertools import chain
+from operator import attrgetter, is_, itemgetter, methodcaller
 from typing import Any
 
 from beaminst.errors import ValidationError
@@ -28,7 +31,10 @@ def check_references(
     """Raise ValidationError for the first dangling or duplicated reference.
     With ``referenced``, also collect there (by kind, as
     :func:`beaminst.graph.prune.referenced_components` names them) every component
-    the transforms and PCollections reference, in the same walk. ``nodes``:
+    the transforms and PCollections reference, from the same reads. The
+    transforms' and PCollections' checks are decided in bulk, with set
+    operations over all of them; a walk in id order runs only to name the
+    first problem (the same message it always gave). ``nodes``:
     the transforms' (:func:`beaminst.graph.index.read_nodes`), when read already.
     ``pickle_sizes``: also inflate every pickle within the cap (inputs)."""
     c = pipeline.components
@@ -45,69 +51,30 @@ def check_references(
             raise ValidationError(f"root transform {r!r} is listed twice")
         seen_roots.add(r)
 
-    pcs_used: set[str] = set()
-    coders_used: set[str] = set()
-    strategies_used: set[str] = set()
-    envs_used: set[str] = set()
-    names: dict[str, str] = {}
     if nodes is None:
         nodes = read_nodes(transforms)
     # Membership in a set, not through protobuf's map, once per reference.
     pcoll_ids, env_ids = set(pcolls), set(envs)
-    for tid in sorted(nodes):
-        n = nodes[tid]
-        for s in n.subtransforms:
-            if s not in nodes:
-                raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
-        ins, outs = n.inputs.values(), n.outputs.values()
-        if not (pcoll_ids.issuperset(ins) and pcoll_ids.issuperset(outs)):
-            for kind, refs in (("input", n.inputs), ("output", n.outputs)):
-                for tag, pc in refs.items():
-                    if pc not in pcoll_ids:
-                        raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
-        env = n.environment_id
-        if env and env not in env_ids:
-            raise ValidationError(f"transform {tid!r} names environment {env!r} that does not exist")
-        info = _check_payload_references(tid, info_of(n, transforms, tid), n.urn, c)
-        if referenced is not None:
-            pcs_used.update(ins)
-            pcs_used.update(outs)
-            if info.coders:
-                coders_used.update(info.coders)
-            if info.windowing_strategies:
-                strategies_used.update(info.windowing_strategies)
-            if info.environments:
-                envs_used.update(info.environments)
-            if env:
-                envs_used.add(env)
-        urn = n.urn
-        if not urn and not n.subtransforms and not set(outs) <= set(ins):
-            # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
-            raise ValidationError(f"transform {tid!r} ({n.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
-        if env and urn in urns.RUNNER_IMPLEMENTED:
-            raise ValidationError(
-                f"transform {tid!r} ({urn}) names environment {env!r}, "
-                "but the runner implements it and it must name none"
-            )
-        name = n.unique_name
-        if name:
-            if name in names:
-                raise ValidationError(
-                    f"transforms {names[name]!r} and {tid!r} share the unique name {name!r}"
-                )
-            names[name] = tid
+    used = _references(nodes)
+    if not _transforms_pass(nodes, used, pcoll_ids, env_ids, c):
+        _first_transform_problem(nodes, pcoll_ids, env_ids, transforms, c)  # raises it
+    pcs_used, coders_used, strategies_used, envs_used = used
 
-    for pid in sorted(pcolls):
-        p = pcolls[pid]
-        if referenced is not None and pid in pcs_used:
-            coders_used.add(p.coder_id)
-            strategies_used.add(p.windowing_strategy_id)
-        if p.coder_id not in coders:
-            raise ValidationError(f"PCollection {pid!r} names coder {p.coder_id!r} that does not exist")
-        if p.windowing_strategy_id not in strategies:
-            raise ValidationError(
-                f"PCollection {pid!r} names windowing strategy {p.windowing_strategy_id!r} that does not exist"
-            )
+    # One read of each PCollection; the walk in id order only to name a problem.
+    pc_refs = {pid: (p.coder_id, p.windowing_strategy_id) for pid, p in pcolls.items()}
+    pc_coders, pc_strategies = set(map(itemgetter(0), pc_refs.values())), set(map(itemgetter(1), pc_refs.values()))
+    if not (pc_coders <= set(coders) and pc_strategies <= set(strategies)):
+        for pid in sorted(pc_refs):
+            coder_id, strategy_id = pc_refs[pid]
+            if coder_id not in coders:
+                raise ValidationError(f"PCollection {pid!r} names coder {coder_id!r} that does not exist")
+            if strategy_id not in strategies:
+                raise ValidationError(f"PCollection {pid!r} names windowing strategy {strategy_id!r} that does not exist")
+    if referenced is not None:
+        for pid in pcs_used:
+            coder_id, strategy_id = pc_refs[pid]
+            coders_used.add(coder_id)
+            strategies_used.add(strategy_id)
     for cid in sorted(coders):
         for comp in coders[cid].component_coder_ids:
             if comp not in coders:
@@ -139,6 +106,97 @@ def check_references(
 
 
 _KIND_NAMES = {"coders": "coder", "windowing_strategies": "windowing strategy", "environments": "environment"}
+
+
+# Node fields by position (a NamedTuple), for C-level maps over every node.
+_SUBS, _INPUTS, _OUTPUTS, _ENV, _INFO, _URN, _NAME = (itemgetter(i) for i in range(7))
+_VALUES = methodcaller("values")
+_IS_NONE = partial(is_, None)
+
+
+def _references(nodes: Mapping[str, Node]) -> tuple[set[str], set[str], set[str], set[str]]:
+    """The PCollections, coders, windowing strategies and environments the
+    transforms name (in their fields and, through ``info``, their payloads),
+    gathered with set unions over every node at once."""
+    vals = nodes.values()
+    infos = [i for i in map(_INFO, vals) if i is not None]
+    pcs = set(chain.from_iterable(map(_VALUES, map(_INPUTS, vals))))
+    pcs.update(chain.from_iterable(map(_VALUES, map(_OUTPUTS, vals))))
+    coders = set().union(*map(attrgetter("coders"), infos))
+    strategies = set().union(*map(attrgetter("windowing_strategies"), infos))
+    envs = set().union(*map(attrgetter("environments"), infos))
+    envs.update(map(_ENV, vals))
+    envs.discard("")
+    return pcs, coders, strategies, envs
+
+
+def _transforms_pass(
+    nodes: Mapping[str, Node], used: tuple[set[str], set[str], set[str], set[str]], pcoll_ids: set[str],
+    env_ids: set[str], c: Any,
+) -> bool:
+    """Whether every per-transform check of :func:`_first_transform_problem`
+    passes, decided in bulk: the same conditions over all nodes at once, in
+    C where it can be. The walk that names the first problem runs only when
+    one does not pass."""
+    vals = nodes.values()
+    pcs, coders, strategies, envs = used
+    if sum(map(_IS_NONE, map(_INFO, vals))):
+        return False  # a payload that does not parse
+    if not nodes.keys() >= set(chain.from_iterable(map(_SUBS, vals))):
+        return False
+    # envs: the transforms' own and their payloads'.
+    if not (pcs <= pcoll_ids and envs <= env_ids and coders <= set(c.coders) and strategies <= set(c.windowing_strategies)):
+        return False
+    for n in vals:
+        if not n.urn and not n.subtransforms and not set(n.outputs.values()) <= set(n.inputs.values()):
+            return False
+    if any(n.environment_id and n.urn in urns.RUNNER_IMPLEMENTED for n in vals):
+        return False
+    names = [name for name in map(_NAME, vals) if name]
+    return len(set(names)) == len(names)
+
+
+def _first_transform_problem(
+    nodes: Mapping[str, Node], pcoll_ids: set[str], env_ids: set[str], transforms: Any, c: Any
+) -> None:
+    """Raise ValidationError for the first transform, in id order, that fails
+    a check: dangling references (subtransforms, inputs and outputs,
+    environment, ids in its payload), a leaf with outputs but no URN, a
+    runner-implemented transform with an environment, a duplicated unique name."""
+    names: dict[str, str] = {}
+    for tid in sorted(nodes):
+        n = nodes[tid]
+        for s in n.subtransforms:
+            if s not in nodes:
+                raise ValidationError(f"transform {tid!r} has subtransform {s!r} that does not exist")
+        ins, outs = n.inputs.values(), n.outputs.values()
+        if not (pcoll_ids.issuperset(ins) and pcoll_ids.issuperset(outs)):
+            for kind, refs in (("input", n.inputs), ("output", n.outputs)):
+                for tag, pc in refs.items():
+                    if pc not in pcoll_ids:
+                        raise ValidationError(f"transform {tid!r} {kind} {tag!r} names PCollection {pc!r} that does not exist")
+        env = n.environment_id
+        if env and env not in env_ids:
+            raise ValidationError(f"transform {tid!r} names environment {env!r} that does not exist")
+        _check_payload_references(tid, info_of(n, transforms, tid), n.urn, c)
+        urn = n.urn
+        if not urn and not n.subtransforms and not set(outs) <= set(ins):
+            # Java's PipelineValidator: only a composite (or a pass-through) may have no URN.
+            raise ValidationError(f"transform {tid!r} ({n.unique_name!r}) has no URN and no subtransforms, yet produces outputs")
+        if env and urn in urns.RUNNER_IMPLEMENTED:
+            raise ValidationError(
+                f"transform {tid!r} ({urn}) names environment {env!r}, "
+                "but the runner implements it and it must name none"
+            )
+        name = n.unique_name
+        if name:
+            if name in names:
+                raise ValidationError(
+                    f"transforms {names[name]!r} and {tid!r} share the unique name {name!r}"
+                )
+            names[name] = tid
+
+
 
 
 def _check_payload_references(tid: str, info: urns.PayloadInfo, urn: str, components: Any) -> urns.PayloadInfo:
