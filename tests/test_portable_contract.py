@@ -287,6 +287,20 @@ def test_environment_type_loopback_is_refused_for_a_saved_pipeline(tmp_path):
                    RewriteOptions(str(tmp_path / "c"), worker=WorkerOptions(environment_type="LOOPBACK")))
 
 
+
+@pytest.mark.parametrize("env_type,config", [("PROCESS", None), ("PROCESS", '{"os": "linux"}'), ("EXTERNAL", None)])
+def test_an_environment_with_nothing_to_start_is_refused(tmp_path, env_type, config):
+    # Beam builds a process environment with an empty command, and fails on an
+    # external one with no address, from these: a saved pipeline would name a
+    # worker nobody can start.
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    _strip_python(proto)
+    pb = str(tmp_path / "go.pb")
+    save_pipeline(proto, pb)
+    with pytest.raises(BeaminstError, match=f"--environment-type {env_type} needs --environment-config"):
+        instrument(analyze_files(pb, fixture_manifest("wordcount")), RewriteOptions(
+            str(tmp_path / "c"), worker=WorkerOptions(environment_type=env_type, environment_config=config)))
+
 # --- worker SDK versions ----------------------------------------------------------------
 
 

@@ -145,3 +145,24 @@ def test_beams_own_values_still_load():
         for protocol in (3, 4, 5):
             out = restricted_loads(pickle.dumps(v, protocol))
             assert out == v or repr(out) == repr(v), (v, out)
+
+
+def test_beams_schema_rows_sharded_keys_and_file_metadata_load():
+    # What a runner hands the cache write for schema'd PCollections (RowCoder
+    # decodes to a named tuple built from the schema; GroupBy(...).aggregate_field
+    # builds its own with core._dynamic_named_tuple), for
+    # GroupIntoBatches.WithShardedKey and for fileio.MatchFiles: Beam's own
+    # rebuilds of plain data.
+    from apache_beam.io.filesystem import FileMetadata
+    from apache_beam.transforms.core import _dynamic_named_tuple
+    from apache_beam.typehints.schemas import named_fields_to_schema, named_tuple_from_schema
+    from apache_beam.utils.sharded_key import ShardedKey
+
+    schema_row = named_tuple_from_schema(named_fields_to_schema([("k", str), ("v", int)]))("a", 1)
+    values = [schema_row, _dynamic_named_tuple("Result", ("name", "total"))("a", 3), ShardedKey("k", b"\x01"),
+              FileMetadata("/data/f1.txt", 6, 1.5)]
+    for v in values:
+        for protocol in (3, 4, 5):
+            out = restricted_loads(pickle.dumps(v, protocol))
+            assert out == v and type(out).__name__ == type(v).__name__, (v, out)
+            assert getattr(out, "_fields", None) == getattr(v, "_fields", None)

@@ -133,11 +133,22 @@ def new_python_environment(environment_type: str | None, environment_config: str
             f"--environment-type {environment_type} only exists while a runner process is alive; "
             "use DOCKER, PROCESS or EXTERNAL for a saved pipeline"
         )
+    needs = {"PROCESS": 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
+             "EXTERNAL": "the worker pool's address, HOST:PORT"}.get((environment_type or "").upper())
+    if needs and not environment_config:
+        raise BeaminstError(f"--environment-type {environment_type} needs --environment-config: {needs}")
     try:
         env = environments.Environment.from_options(PipelineOptions(args).view_as(PortableOptions))
     except Exception as e:
         raise BeaminstError(f"cannot build a Python SDK environment from --environment-type/--environment-config: {e}") from None
-    return env.to_runner_api(PipelineContext())
+    proto = env.to_runner_api(PipelineContext())
+    if proto.urn == urns.ENV_PROCESS:
+        from apache_beam.portability.api import beam_runner_api_pb2
+
+        if not beam_runner_api_pb2.ProcessPayload.FromString(proto.payload).command:
+            # Beam takes a missing "command" as an empty one: a worker nobody can start.
+            raise BeaminstError(f"--environment-type {environment_type} needs --environment-config: {needs}")
+    return proto
 
 
 # The oldest Python SDK worker that loads the cache transforms the installed

@@ -169,10 +169,19 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # else, admitted for cached *elements* only (never for the pipeline's coders
 # and window functions): a StreamingCache recording pickles each element as a
 # ``beam.Row`` (``WindowedValueHolder``) holding a ``WindowedValue``, whose
-# interval windows unpickle through Cython's helper.
+# interval windows unpickle through Cython's helper. Schema'd elements are
+# named tuples Beam rebuilds from a schema proto (RowCoder's) or from a name
+# and field names (GroupBy(...).aggregate_field's), and
+# GroupIntoBatches.WithShardedKey's keys are ShardedKeys, fileio.MatchFiles'
+# outputs FileMetadata: each takes plain data and builds a namedtuple (whose
+# names it checks) or sets attributes.
 _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.pvalue", "_make_Row"),
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
+    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"),
+    ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
+    ("apache_beam.utils.sharded_key", "ShardedKey"),
+    ("apache_beam.io.filesystem", "FileMetadata"),
 })
 # Admitted builtins that allocate what an argument asks for: bytes(10**12),
 # tuple(range(10**12)) are a few bytes of pickle. Real pickles build these
