@@ -10,6 +10,7 @@ what Beam's compiled coders give on bytes Beam wrote.
 from __future__ import annotations
 
 import copyreg
+import os
 import pickle
 import typing
 
@@ -145,3 +146,29 @@ def test_beams_own_values_still_load():
         for protocol in (3, 4, 5):
             out = restricted_loads(pickle.dumps(v, protocol))
             assert out == v or repr(out) == repr(v), (v, out)
+
+
+def test_beams_schema_rows_load():
+    # A schema'd PCollection (to_pcollection of a deferred DataFrame, a Beam
+    # SQL or cross-language output) holds NamedTuples Beam generates from the
+    # schema; they pickle through Beam's own _hydrate_namedtuple_instance.
+    from apache_beam.portability.api import schema_pb2
+    from apache_beam.typehints.schemas import named_tuple_from_schema, named_tuple_to_schema
+
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(named_tuple_to_schema(Point))
+    schema.id = "beaminst-test-schema-row"
+    row = named_tuple_from_schema(schema)(3, "y")
+    for protocol in (3, 4, 5):
+        data = pickle.dumps(row, protocol)
+        assert b"_hydrate_namedtuple_instance" in data
+        out = restricted_loads(data)
+        assert tuple(out) == (3, "y") and out._fields == ("x", "label")
+
+
+def test_a_schema_row_still_loads_its_values_restricted():
+    from apache_beam.typehints.schemas import _hydrate_namedtuple_instance, named_tuple_to_schema
+
+    schema = named_tuple_to_schema(Point).SerializeToString()
+    with pytest.raises(UntrustedPickleError, match="posix.system"):
+        restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (schema, (_Reduce(os.system, ("true",)), "y"))), 4))

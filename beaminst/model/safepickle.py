@@ -169,9 +169,12 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # else, admitted for cached *elements* only (never for the pipeline's coders
 # and window functions): a StreamingCache recording pickles each element as a
 # ``beam.Row`` (``WindowedValueHolder``) holding a ``WindowedValue``, whose
-# interval windows unpickle through Cython's helper.
+# interval windows unpickle through Cython's helper. A schema'd PCollection's
+# NamedTuples (to_pcollection of a DataFrame) are rebuilt from the schema proto;
+# its names are checked as identifiers by collections.namedtuple.
 _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.pvalue", "_make_Row"),
+    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"),
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
 })
 # Admitted builtins that allocate what an argument asks for: bytes(10**12),
