@@ -20,6 +20,11 @@ from apache_beam.coders import coders
 from apache_beam.coders.row_coder import RowCoder
 from apache_beam.testing.test_stream import WindowedValueHolder
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.typehints.schemas import (
+    _hydrate_namedtuple_instance,
+    named_tuple_from_schema,
+    named_tuple_to_schema,
+)
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
@@ -153,7 +158,6 @@ def test_beams_schema_rows_load():
     # SQL or cross-language output) holds NamedTuples Beam generates from the
     # schema; they pickle through Beam's own _hydrate_namedtuple_instance.
     from apache_beam.portability.api import schema_pb2
-    from apache_beam.typehints.schemas import named_tuple_from_schema, named_tuple_to_schema
 
     schema = schema_pb2.Schema()
     schema.CopyFrom(named_tuple_to_schema(Point))
@@ -167,8 +171,15 @@ def test_beams_schema_rows_load():
 
 
 def test_a_schema_row_still_loads_its_values_restricted():
-    from apache_beam.typehints.schemas import _hydrate_namedtuple_instance, named_tuple_to_schema
-
     schema = named_tuple_to_schema(Point).SerializeToString()
     with pytest.raises(UntrustedPickleError, match="posix.system"):
         restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (schema, (_Reduce(os.system, ("true",)), "y"))), 4))
+
+
+@pytest.mark.parametrize("bad", [
+    _Reduce(_hydrate_namedtuple_instance, (b"\xffnot a schema", (1,))),
+    _Reduce(beam.pvalue._make_Row, (1, 2)),
+], ids=["schema-row-garbage-schema", "row-wrong-arguments"])
+def test_a_beam_value_that_does_not_build_is_bad_input_not_a_crash(bad):
+    with pytest.raises(UntrustedPickleError, match="does not build"):
+        restricted_loads(pickle.dumps(bad, 4))
