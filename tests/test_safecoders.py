@@ -10,6 +10,7 @@ what Beam's compiled coders give on bytes Beam wrote.
 from __future__ import annotations
 
 import copyreg
+import os
 import pickle
 import typing
 
@@ -19,6 +20,11 @@ from apache_beam.coders import coders
 from apache_beam.coders.row_coder import RowCoder
 from apache_beam.testing.test_stream import WindowedValueHolder
 from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.typehints.schemas import (
+    _hydrate_namedtuple_instance,
+    named_tuple_from_schema,
+    named_tuple_to_schema,
+)
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
@@ -166,3 +172,35 @@ def test_beams_schema_rows_sharded_keys_and_file_metadata_load():
             out = restricted_loads(pickle.dumps(v, protocol))
             assert out == v and type(out).__name__ == type(v).__name__, (v, out)
             assert getattr(out, "_fields", None) == getattr(v, "_fields", None)
+
+
+def test_beams_schema_rows_load():
+    # A schema'd PCollection (to_pcollection of a deferred DataFrame, a Beam
+    # SQL or cross-language output) holds NamedTuples Beam generates from the
+    # schema; they pickle through Beam's own _hydrate_namedtuple_instance.
+    from apache_beam.portability.api import schema_pb2
+
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(named_tuple_to_schema(Point))
+    schema.id = "beaminst-test-schema-row"
+    row = named_tuple_from_schema(schema)(3, "y")
+    for protocol in (3, 4, 5):
+        data = pickle.dumps(row, protocol)
+        assert b"_hydrate_namedtuple_instance" in data
+        out = restricted_loads(data)
+        assert tuple(out) == (3, "y") and out._fields == ("x", "label")
+
+
+def test_a_schema_row_still_loads_its_values_restricted():
+    schema = named_tuple_to_schema(Point).SerializeToString()
+    with pytest.raises(UntrustedPickleError, match="posix.system"):
+        restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (schema, (_Reduce(os.system, ("true",)), "y"))), 4))
+
+
+@pytest.mark.parametrize("bad", [
+    _Reduce(_hydrate_namedtuple_instance, (b"\xffnot a schema", (1,))),
+    _Reduce(beam.pvalue._make_Row, (1, 2)),
+], ids=["schema-row-garbage-schema", "row-wrong-arguments"])
+def test_a_beam_value_that_does_not_build_is_bad_input_not_a_crash(bad):
+    with pytest.raises(UntrustedPickleError, match="does not build"):
+        restricted_loads(pickle.dumps(bad, 4))

@@ -193,6 +193,10 @@ class _Oversized(Exception):
     pass
 
 
+class _Unbuildable(Exception):
+    pass
+
+
 def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
     import copyreg
 
@@ -216,8 +220,15 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         return _admitted(super().find_class, module, name)
 
     def load_reduce(self) -> None:
-        _check_allocation(self.stack[-2], self.stack[-1])
-        super().load_reduce()
+        make = self.stack[-2]
+        _check_allocation(make, self.stack[-1])
+        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_RECONSTRUCTORS:
+            super().load_reduce()
+            return
+        try:  # its arguments come from the file: a wrong schema or field list is bad input, not a bug
+            super().load_reduce()
+        except Exception as e:
+            raise _Unbuildable(f"{make.__module__}.{make.__name__}: {type(e).__name__}: {e}") from None
 
     def load_newobj(self) -> None:
         _check_allocation(self.stack[-2], self.stack[-1])
@@ -249,3 +260,5 @@ def restricted_loads(data: bytes) -> Any:
             f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
             f"(pass {TRUST_FLAG} to load it anyway)"
         ) from None
+    except _Unbuildable as e:
+        raise UntrustedPickleError(f"an element is a pickle whose Beam value does not build ({e})") from None
