@@ -187,6 +187,24 @@ def test_unwritable_output(case, tmp_path):
         assert not out.exists()
 
 
+def test_beams_leftover_temp_directories_are_one_warning(tmp_path):
+    """A failed run leaves one beam-temp-<key>-<uuid>/ per variable it was
+    writing: one line says so, not one per directory."""
+    cache = tmp_path / "c"
+    for i in range(3):
+        (cache / "full" / f"beam-temp-k{i}-0123456789abcdef0123456789abcdef").mkdir(parents=True)
+    (cache / "full" / "not-beams").mkdir()
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    warnings = json.loads(r.stdout)["warnings"]
+    temps = [w for w in warnings if "beam-temp" in w]
+    assert temps == [
+        "cache: full/: 3 temporary directories of Beam's file writes (beam-temp-k0-0123456789abcdef0123456789abcdef and "
+        "2 more): a write that did not finish, ignored (safe to delete once no job is writing to this cache)"
+    ]
+    assert any("full/not-beams: not a regular file, ignored" in w for w in warnings)
+
+
 def test_cache_dir_that_is_a_file(tmp_path):
     f = tmp_path / "cachefile"
     f.write_text("x")

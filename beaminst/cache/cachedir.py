@@ -89,9 +89,13 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         raise CacheDirError("permission denied reading full/", path)
     names: list[str] = []
     problems: list[str] = []
+    leftovers: list[str] = []
     for entry in entries:
         name = entry.name
         if name.startswith("."):
+            continue
+        if name.startswith(BEAM_TEMP) and entry.is_dir(follow_symlinks=False):
+            leftovers.append(name)
             continue
         if not _is_regular_file(entry, path):
             # Beam writes only files here: a directory or a dangling link with a
@@ -99,7 +103,25 @@ def scan_cache_dir(path: str | None) -> CacheDir:
             problems.append(f"full/{name}: not a regular file, ignored")
             continue
         names.append(name)
+    if leftovers:
+        problems.append(_leftover_temps(leftovers))
     return _classify(path, names, problems)
+
+
+# Beam's FileBasedSink writes each shard under full/beam-temp-<key>-<uuid>/
+# first and removes the directory once the write finalises: one left behind
+# is a write that did not finish (a failed or cancelled run), or one still going.
+BEAM_TEMP = "beam-temp-"
+
+
+def _leftover_temps(names: list[str]) -> str:
+    """One line for all of them: a failed run leaves one per variable it was writing."""
+    n = len(names)
+    which = names[0] + (f" and {n - 1} more" if n > 1 else "")
+    return (
+        f"full/: {n} temporary director{'y' if n == 1 else 'ies'} of Beam's file writes ({which}): a write that did "
+        "not finish, ignored (safe to delete once no job is writing to this cache)"
+    )
 
 
 def _looks_like_full(path: str) -> tuple[str, ...]:
