@@ -277,6 +277,28 @@ def test_a_pipeline_without_python_environment_gets_one(options, urn, tmp_path):
     assert grafted == {report.environment["id"]}
 
 
+def test_environment_options_the_pipelines_own_environment_makes_unused_say_so(tmp_path):
+    """--environment-type builds only an added environment: with the
+    pipeline's own Python one there, a warning says the options went unused
+    (and, for Beam's placeholder, where they do apply)."""
+    opts = WorkerOptions(environment_type="EXTERNAL", environment_config="localhost:50000")
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    out, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c"), worker=opts))
+    assert not report.environment["added"]
+    (unused,) = [w for w in report.warnings if "not used" in w]
+    env = out.components.environments[report.environment["id"]]
+    assert unused.startswith("--environment-type / --environment-config not used: the grafted transforms run in "
+                             f"the pipeline's own Python SDK environment {report.environment['id']!r} ({env.urn})")
+    assert ("beaminst run --environment-type" in unused) == (env.urn == urns.ENV_DEFAULT)
+    _, plain = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+    assert not any("not used" in w for w in plain.warnings)
+    proto, _ = load_pipeline(pb)
+    _strip_python(proto)
+    save_pipeline(proto, str(tmp_path / "go.pb"))
+    _, added = instrument(analyze_files(str(tmp_path / "go.pb"), man), RewriteOptions(str(tmp_path / "c"), worker=opts))
+    assert added.environment["added"] and not any("not used" in w for w in added.warnings)
+
+
 def test_environment_type_loopback_is_refused_for_a_saved_pipeline(tmp_path):
     proto, _ = load_pipeline(fixture_pb("wordcount"))
     _strip_python(proto)

@@ -225,6 +225,14 @@ def base_report(work: Work, report: Report) -> Report:
                 f"the pipeline has no Python SDK environment: added {eid!r} ({env.urn}) for the grafted transforms; "
                 "choose another with --environment-type / --environment-config"
             )
+        elif work.options.worker.environment_type or work.options.worker.environment_config:
+            # Only an added environment is built from them; the pipeline's own is never replaced.
+            warnings.append(
+                f"--environment-type / --environment-config not used: the grafted transforms run in the pipeline's "
+                f"own Python SDK environment {eid!r} ({env.urn}), as the rest of its Python transforms do"
+                + ("; that placeholder is replaced when the job is submitted (beaminst run --environment-type ...)"
+                   if env.urn == urns.ENV_DEFAULT else "")
+            )
     report.warnings = warnings
     return report
 
