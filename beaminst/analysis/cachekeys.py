@@ -134,14 +134,22 @@ def content_digests(index: GraphIndex) -> ContentDigests:
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
     nodes, coders = index.nodes, index.pipeline.components.coders
+    # A payload's signature depends only on its bytes and this pipeline's
+    # coders: transforms applied in a loop repeat theirs, signed once.
+    payload_sigs: dict[tuple[str, bytes], bytes] = {}
     for tid in index.leaf_order:
         t, n = index.transforms[tid], nodes[tid]
+        spec = t.spec
+        seen = (n.urn, spec.payload)
+        signed = payload_sigs.get(seen)
+        if signed is None:
+            signed = payload_sigs[seen] = payload_signature(spec, sigs.coder, coders)
         ins = sorted(n.inputs.items())
         t_sig[tid] = digest(
             b"transform",
             n.unique_name,
             n.urn,
-            payload_signature(t.spec, sigs.coder, coders),
+            signed,
             *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
         )
         for tag, pc in sorted(n.outputs.items()):
