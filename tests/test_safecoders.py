@@ -148,7 +148,10 @@ BIG = 10**12
     pickle.dumps(_Reduce(copyreg._reconstructor, (bytes, bytes, BIG)), 4),
     # NEWOBJ: bytes.__new__(bytes, BIG), written by hand
     b"\x80\x04\x8c\x08builtins\x8c\x05bytes\x93\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85\x81.",
-], ids=["bytes", "bytearray", "list-range", "tuple-range", "frozenset-range", "reconstructor", "newobj"])
+    # OBJ and INST (protocols 0-1) call the class with no REDUCE: bytes(BIG), by hand
+    b"(cbuiltins\nbytes\nI1000000000000\no.",
+    b"(I1000000000000\nibuiltins\nbytes\n.",
+], ids=["bytes", "bytearray", "list-range", "tuple-range", "frozenset-range", "reconstructor", "newobj", "obj", "inst"])
 def test_a_few_bytes_of_pickle_cannot_allocate_gigabytes(bomb):
     with pytest.raises(UntrustedPickleError, match="allocates what the file asks for"):
         restricted_loads(bomb)

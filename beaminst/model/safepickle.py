@@ -306,6 +306,12 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         super().load_newobj_ex()
         self._note()
 
+    def _instantiate(self, klass: Any, args: list[Any]) -> None:
+        # INST and OBJ (protocols 0-1) call the class without REDUCE.
+        _check_allocation(klass, tuple(args))
+        super()._instantiate(klass, args)
+        self._note()
+
     def load_build(self) -> None:
         super().load_build()
         self._note()  # a slot state may have set __class__
