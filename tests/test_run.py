@@ -348,6 +348,27 @@ def test_a_local_job_server_defaults_to_loopback():
     assert parse_endpoint("[::1]:8099") == ("::1", 8099)
 
 
+def test_a_submitted_environment_has_something_to_start():
+    # The same rule as instrument's; Beam's own --environment_options still
+    # name a command or address without --environment-config.
+    from beaminst.errors import BeaminstError
+    from beaminst.model.protoio import load_pipeline
+    from beaminst.run.jobapi import placeholder_replaced, submission_options
+
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    for env_type, config in (("PROCESS", None), ("PROCESS", '{"env": {}}'), ("EXTERNAL", None), ("EXTERNAL", "")):
+        with pytest.raises(BeaminstError, match=f"^--environment-type {env_type} needs --environment-config: "):
+            placeholder_replaced(proto, submission_options("localhost:1", env_type, config, (), False))
+    for env_type, config, args in (
+        ("PROCESS", None, ("--environment_options=process_command=/opt/apache/beam/boot",)),
+        ("PROCESS", '{"command": "/opt/apache/beam/boot"}', ()),
+        ("EXTERNAL", "", ("--environment_options=external_service_address=localhost:50000",)),
+        ("EXTERNAL", "localhost:50000", ()),
+    ):
+        out, ids = placeholder_replaced(proto, submission_options("localhost:1", env_type, config, args, False))
+        assert ids and out.components.environments[ids[0]].urn == f"beam:env:{env_type.lower()}:v1"
+
+
 # --- fast: bad input, one line ------------------------------------------------------------
 
 
@@ -361,6 +382,18 @@ def test_a_local_job_server_defaults_to_loopback():
         (("run", "PB", "--max-bytes", "0"), "--max-bytes"),
         (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1"),
          "no job service answering at localhost:1"),
+        # Refused before the endpoint is contacted (nothing answers there): Beam
+        # would build an empty boot command, or fail on no address.
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "PROCESS"), "--environment-type PROCESS needs --environment-config: the boot command"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "PROCESS", "--environment-config", '{"os": "linux"}'),
+         "--environment-type PROCESS needs --environment-config: the boot command"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "EXTERNAL"), "--environment-type EXTERNAL needs --environment-config: the worker pool"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "EXTERNAL", "--environment-config", ""),
+         "--environment-type EXTERNAL needs --environment-config: the worker pool"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path):

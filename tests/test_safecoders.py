@@ -126,6 +126,16 @@ class _Reduce:
         return (self.make, self.args)
 
 
+class _Build:
+    """Pickles as an empty instance of ``obj``'s class, then BUILD with ``state``."""
+
+    def __init__(self, obj, state):
+        self.obj, self.state = obj, state
+
+    def __reduce__(self):
+        return (copyreg._reconstructor, (type(self.obj), object, None), self.state)
+
+
 BIG = 10**12
 
 
@@ -138,7 +148,10 @@ BIG = 10**12
     pickle.dumps(_Reduce(copyreg._reconstructor, (bytes, bytes, BIG)), 4),
     # NEWOBJ: bytes.__new__(bytes, BIG), written by hand
     b"\x80\x04\x8c\x08builtins\x8c\x05bytes\x93\x8a\x06\x00\x10\xa5\xd4\xe8\x00\x85\x81.",
-], ids=["bytes", "bytearray", "list-range", "tuple-range", "frozenset-range", "reconstructor", "newobj"])
+    # OBJ and INST (protocols 0-1) call the class with no REDUCE: bytes(BIG), by hand
+    b"(cbuiltins\nbytes\nI1000000000000\no.",
+    b"(I1000000000000\nibuiltins\nbytes\n.",
+], ids=["bytes", "bytearray", "list-range", "tuple-range", "frozenset-range", "reconstructor", "newobj", "obj", "inst"])
 def test_a_few_bytes_of_pickle_cannot_allocate_gigabytes(bomb):
     with pytest.raises(UntrustedPickleError, match="allocates what the file asks for"):
         restricted_loads(bomb)
@@ -172,6 +185,87 @@ def test_beams_schema_rows_sharded_keys_and_file_metadata_load():
             out = restricted_loads(pickle.dumps(v, protocol))
             assert out == v and type(out).__name__ == type(v).__name__, (v, out)
             assert getattr(out, "_fields", None) == getattr(v, "_fields", None)
+
+
+def _readable_file(**attrs):
+    """A ReadableFile whose attributes are exactly ``attrs``, as a pickle
+    would BUILD it."""
+    from apache_beam.io.fileio import ReadableFile
+
+    f = ReadableFile.__new__(ReadableFile)
+    f.__dict__.update(attrs)
+    return f
+
+
+def test_readmatches_readable_files_load():
+    # fileio.ReadMatches' outputs: no reduce of their own, so the runner's
+    # pickle is __newobj__(ReadableFile) + BUILD {metadata: FileMetadata, _compression}.
+    from apache_beam.io.fileio import ReadableFile
+    from apache_beam.io.filesystem import FileMetadata
+
+    for compression in (None, "gzip"):
+        f = ReadableFile(FileMetadata("/data/f1.txt", 6, 1.5), compression)
+        for protocol in (2, 3, 4, 5):
+            data = pickle.dumps(f, protocol)
+            assert b"ReadableFile" in data and b"_reconstructor" not in data
+            out = restricted_loads(data)
+            assert type(out) is ReadableFile and out._compression == compression
+            assert type(out.metadata) is FileMetadata and out.metadata == f.metadata
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda fm: _readable_file(metadata=coders.VarIntCoder(), _compression=None), "'metadata' set to a apache_beam.coders"),
+    (lambda fm: _readable_file(metadata="/data/f1.txt", _compression=None), "'metadata' set to a builtins.str"),
+    (lambda fm: _readable_file(metadata=fm, _compression=None, mode="rb"), "attributes"),
+    (lambda fm: _readable_file(metadata=fm), "attributes"),
+    (lambda fm: _readable_file(metadata=fm, _compression=[1]), "'_compression' set to a builtins.list"),
+    (lambda fm: _Reduce(__import__("apache_beam.io.fileio").io.fileio.ReadableFile, (coders.VarIntCoder(),)),
+     "'metadata' set to a"),
+    (lambda fm: _Reduce(copyreg._reconstructor, (__import__("apache_beam.io.fileio").io.fileio.ReadableFile,
+                                                 __import__("apache_beam.io.fileio").io.fileio.ReadableFile, 3)),
+     "'metadata' set to a builtins.int"),
+], ids=["metadata-a-coder", "metadata-a-str", "extra-attribute", "missing-attribute", "compression-a-list",
+        "called-with-a-coder", "reconstructor-init"])
+def test_a_readable_file_holds_only_what_beams_does(bad, match):
+    # The class is admitted for elements, but BUILD (or its __init__) would set
+    # any attribute to anything else the policy admits.
+    from apache_beam.io.filesystem import FileMetadata
+
+    for protocol in (3, 4, 5):  # 2 names copyreg by its Python 2 name, refused as such
+        with pytest.raises(UntrustedPickleError, match=match):
+            restricted_loads(pickle.dumps(bad(FileMetadata("/data/f1.txt", 6)), protocol))
+
+
+def test_a_readable_file_still_loads_its_state_restricted():
+    with pytest.raises(UntrustedPickleError, match="posix.system"):
+        restricted_loads(pickle.dumps(_readable_file(metadata=os.system, _compression=None), 4))
+    with pytest.raises(UntrustedPickleError, match="posix.system"):
+        restricted_loads(pickle.dumps(_readable_file(metadata=_Reduce(os.system, ("true",)), _compression=None), 4))
+
+
+def test_file_metadata_holds_only_what_beams_does():
+    from apache_beam.io.filesystem import FileMetadata
+
+    for attrs, match in [({"path": 3, "size_in_bytes": 1, "last_updated_in_seconds": 0.0}, "'path' set to a builtins.int"),
+                         ({"path": "/a", "size_in_bytes": 1, "last_updated_in_seconds": 0.0, "x": [1]}, "attributes")]:
+        fm = FileMetadata.__new__(FileMetadata)
+        fm.__dict__.update(attrs)
+        with pytest.raises(UntrustedPickleError, match=match):
+            restricted_loads(pickle.dumps(fm, 4))
+
+
+def test_the_same_path_builds_nothing_else():
+    # __newobj__ + BUILD of another class of fileio's, or a slot state that
+    # turns an admitted instance into a ReadableFile, is still refused.
+    from apache_beam.io.fileio import MatchAll, ReadableFile
+    from apache_beam.io.filesystem import FileMetadata
+
+    other = _Build(MatchAll(), {"metadata": FileMetadata("/a", 1), "_compression": None})
+    with pytest.raises(UntrustedPickleError, match="naming apache_beam.io.fileio.MatchAll"):
+        restricted_loads(pickle.dumps(other, 4))
+    turned = _Build(FileMetadata("/a", 1), (None, {"__class__": ReadableFile}))
+    with pytest.raises(UntrustedPickleError, match="class changed to apache_beam.io.fileio.ReadableFile"):
+        restricted_loads(pickle.dumps(turned, 4))
 
 
 def test_beams_schema_rows_load():

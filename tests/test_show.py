@@ -615,6 +615,31 @@ def test_show_what_the_direct_runner_wrote(tmp_path):
 
 
 @pytest.mark.slow
+def test_show_readmatches_files_the_direct_runner_wrote(tmp_path):
+    # ReadableFiles pickle as __newobj__ + a state dict holding a FileMetadata;
+    # show read them only with --trust-pickles.
+    from apache_beam.io import fileio
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello\n")
+    (data / "b.txt").write_text("world!\n")
+    p = beam.Pipeline()
+    files = p | fileio.MatchFiles(str(data / "*.txt")) | fileio.ReadMatches(compression="uncompressed")
+    pb, man = beaminst.export(p, {"files": files}, str(tmp_path / "p"))
+    cache, out = str(tmp_path / "cache"), str(tmp_path / "inst.pb")
+    _ok(run_cli_subprocess("instrument", pb, "-m", man, "--cache-dir", cache, "-o", out))
+    _ok(run_cli_subprocess("run", out, timeout=600))
+
+    shown = sorted(x["$repr"] for x in json_lines(_ok(run_cli_subprocess(
+        "show", pb, "-m", man, "--cache-dir", cache, "files", "--json")).stdout))
+    assert len(shown) == 2, shown
+    for name, size in (("a.txt", 6), ("b.txt", 7)):
+        assert any(r.startswith("apache_beam.io.fileio.ReadableFile(_compression='uncompressed', "
+                                f"metadata=FileMetadata({data / name}, {size}, ") for r in shown), shown
+
+
+@pytest.mark.slow
 def test_show_what_a_background_caching_job_recorded(tmp_path):
     from test_background_caching import test_stream_pipeline
 

@@ -9,7 +9,8 @@ environment (every transform from another SDK) gets one for the installed
 Beam, built by Beam's own ``Environment.from_options`` (Docker by default,
 ``--environment-type`` / ``--environment-config`` as Beam spells them).
 
-Nothing here imports the Beam SDK except :func:`new_python_environment`.
+Nothing here imports the Beam SDK except :func:`new_python_environment` and
+:func:`environment_from_options`.
 """
 
 from __future__ import annotations
@@ -118,12 +119,54 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
     return None
 
 
+# What PROCESS and EXTERNAL environments need to start a worker.
+_NEEDS = {"PROCESS": 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
+          "EXTERNAL": "the worker pool's address, HOST:PORT"}
+
+
+def _nothing_to_start(environment_type: str) -> BeaminstError:
+    return BeaminstError(
+        f"--environment-type {environment_type} needs --environment-config: {_NEEDS[environment_type]}"
+    )
+
+
+def _starts_nothing(env: Any) -> bool:
+    """A process environment with no boot command, or an external one with no
+    worker pool address: a worker nobody can start."""
+    from apache_beam.portability.api import beam_runner_api_pb2 as rapi
+
+    if env.urn == urns.ENV_PROCESS:
+        return not rapi.ProcessPayload.FromString(env.payload).command
+    if env.urn == urns.ENV_EXTERNAL:
+        return not rapi.ExternalPayload.FromString(env.payload).endpoint.url
+    return False
+
+
+def environment_from_options(options: Any) -> Any:
+    """The environment proto Beam's ``Environment.from_options`` builds from
+    ``options``' ``--environment_type`` / ``--environment_config`` (and
+    ``--environment_options``), refusing one that starts nothing: Beam takes a
+    missing command or address as an empty one, and fails with a TypeError on
+    an EXTERNAL environment with no config. Beam's own errors (a config that
+    is not JSON, an unknown type) propagate."""
+    from apache_beam.options.pipeline_options import PortableOptions
+    from apache_beam.runners.pipeline_context import PipelineContext
+    from apache_beam.transforms import environments
+
+    portable = options.view_as(PortableOptions)
+    kind = portable.environment_type or "DOCKER"
+    if kind == "EXTERNAL" and portable.environment_config is None:  # Beam spells types in capitals
+        raise _nothing_to_start(kind)
+    env = environments.Environment.from_options(portable).to_runner_api(PipelineContext())
+    if _starts_nothing(env):
+        raise _nothing_to_start(kind)
+    return env
+
+
 def new_python_environment(environment_type: str | None, environment_config: str | None) -> Any:
     """A Python SDK environment for the installed Beam, as Beam's
     ``Environment.from_options`` builds it (capabilities, artifacts and all)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
-    from apache_beam.runners.pipeline_context import PipelineContext
-    from apache_beam.transforms import environments
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     args = [f"--environment_type={environment_type or 'DOCKER'}"]
     if environment_config:
@@ -133,22 +176,12 @@ def new_python_environment(environment_type: str | None, environment_config: str
             f"--environment-type {environment_type} only exists while a runner process is alive; "
             "use DOCKER, PROCESS or EXTERNAL for a saved pipeline"
         )
-    needs = {"PROCESS": 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
-             "EXTERNAL": "the worker pool's address, HOST:PORT"}.get((environment_type or "").upper())
-    if needs and not environment_config:
-        raise BeaminstError(f"--environment-type {environment_type} needs --environment-config: {needs}")
     try:
-        env = environments.Environment.from_options(PipelineOptions(args).view_as(PortableOptions))
+        return environment_from_options(PipelineOptions(args))
+    except BeaminstError:
+        raise
     except Exception as e:
         raise BeaminstError(f"cannot build a Python SDK environment from --environment-type/--environment-config: {e}") from None
-    proto = env.to_runner_api(PipelineContext())
-    if proto.urn == urns.ENV_PROCESS:
-        from apache_beam.portability.api import beam_runner_api_pb2
-
-        if not beam_runner_api_pb2.ProcessPayload.FromString(proto.payload).command:
-            # Beam takes a missing "command" as an empty one: a worker nobody can start.
-            raise BeaminstError(f"--environment-type {environment_type} needs --environment-config: {needs}")
-    return proto
 
 
 # The oldest Python SDK worker that loads the cache transforms the installed

@@ -172,17 +172,56 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # interval windows unpickle through Cython's helper. Schema'd elements are
 # named tuples Beam rebuilds from a schema proto (RowCoder's) or from a name
 # and field names (GroupBy(...).aggregate_field's), and
-# GroupIntoBatches.WithShardedKey's keys are ShardedKeys, fileio.MatchFiles'
-# outputs FileMetadata: each takes plain data and builds a namedtuple (whose
-# names it checks) or sets attributes.
+# GroupIntoBatches.WithShardedKey's keys are ShardedKeys: each takes plain data
+# and builds a namedtuple (whose names it checks) or sets attributes.
 _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.pvalue", "_make_Row"),
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
     ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"),
     ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
     ("apache_beam.utils.sharded_key", "ShardedKey"),
-    ("apache_beam.io.filesystem", "FileMetadata"),
 })
+_NONE = ("builtins", "NoneType")
+# Beam classes without a reduce of their own, which pickle as an empty
+# instance (``__newobj__``) plus a state dict set by BUILD: fileio.MatchFiles'
+# FileMetadata and ReadMatches' ReadableFile. BUILD (or a crafted call of the
+# class, or ``copyreg._reconstructor`` running its ``__init__``) would set any
+# attribute to anything the policy admits, so every instance of one is checked,
+# once the pickle is loaded, to hold exactly Beam's attributes, each of one of
+# Beam's types (module, qualname).
+_ELEMENT_STATES: dict[tuple[str, str], dict[str, tuple[tuple[str, str], ...]]] = {
+    ("apache_beam.io.filesystem", "FileMetadata"): {
+        "path": (("builtins", "str"),),
+        "size_in_bytes": (("builtins", "int"),),
+        "last_updated_in_seconds": (("builtins", "float"), ("builtins", "int")),
+    },
+    ("apache_beam.io.fileio", "ReadableFile"): {
+        "metadata": (("apache_beam.io.filesystem", "FileMetadata"),),
+        "_compression": (("builtins", "str"), _NONE),  # a CompressionTypes value, or None for AUTO
+    },
+}
+_ELEMENT_GLOBALS = _ELEMENT_RECONSTRUCTORS | _ELEMENT_STATES.keys()
+
+
+def _class_name(obj: Any) -> tuple[str, str]:
+    return type(obj).__module__, type(obj).__qualname__
+
+
+def _state_problem(obj: Any, cls: tuple[str, str]) -> str | None:
+    """What is wrong with ``obj``, noted as an instance of ``cls``, against
+    Beam's attributes for it; ``None`` when nothing is."""
+    if _class_name(obj) != cls:
+        return f"its class changed to {'.'.join(_class_name(obj))}"
+    attrs = getattr(obj, "__dict__", {})
+    shape = _ELEMENT_STATES[cls]
+    if attrs.keys() != shape.keys():
+        return f"attributes {sorted(attrs)} (Beam's are {sorted(shape)})"
+    for key, value in attrs.items():
+        if _class_name(value) not in shape[key]:
+            return f"{key!r} set to a {'.'.join(_class_name(value))}"
+    return None
+
+
 # Admitted builtins that allocate what an argument asks for: bytes(10**12),
 # tuple(range(10**12)) are a few bytes of pickle. Real pickles build these
 # from their contents (opcodes, or a bytes argument), never from a count.
@@ -194,6 +233,10 @@ class _Oversized(Exception):
 
 
 class _Unbuildable(Exception):
+    pass
+
+
+class _BadState(Exception):
     pass
 
 
@@ -212,41 +255,78 @@ def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
 
 class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
-    Python unpickler, whose calls can be checked before they allocate."""
+    Python unpickler, whose calls can be checked before they allocate and
+    whose instances of :data:`_ELEMENT_STATES` classes can be checked once
+    built."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._stateful: dict[int, tuple[Any, tuple[str, str]]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ELEMENT_RECONSTRUCTORS:
+        if (module, name) in _ELEMENT_GLOBALS:
             return super().find_class(module, name)
         return _admitted(super().find_class, module, name)
+
+    def _note(self) -> None:
+        """Remember the object just pushed if it is a stateful Beam class."""
+        obj = self.stack[-1]
+        cls = _class_name(obj)
+        if cls in _ELEMENT_STATES:
+            self._stateful.setdefault(id(obj), (obj, cls))
+
+    def load(self) -> Any:
+        value = super().load()
+        # After the last BUILD, not at each: an instance is empty until its state arrives.
+        for obj, cls in self._stateful.values():
+            problem = _state_problem(obj, cls)
+            if problem:
+                raise _BadState(f"{'.'.join(cls)} with {problem}")
+        return value
 
     def load_reduce(self) -> None:
         make = self.stack[-2]
         _check_allocation(make, self.stack[-1])
-        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_RECONSTRUCTORS:
+        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_GLOBALS:
             super().load_reduce()
-            return
-        try:  # its arguments come from the file: a wrong schema or field list is bad input, not a bug
-            super().load_reduce()
-        except Exception as e:
-            raise _Unbuildable(f"{make.__module__}.{make.__name__}: {type(e).__name__}: {e}") from None
+        else:
+            try:  # its arguments come from the file: a wrong schema or field list is bad input, not a bug
+                super().load_reduce()
+            except Exception as e:
+                raise _Unbuildable(f"{make.__module__}.{make.__name__}: {type(e).__name__}: {e}") from None
+        self._note()
 
     def load_newobj(self) -> None:
         _check_allocation(self.stack[-2], self.stack[-1])
         super().load_newobj()
+        self._note()
 
     def load_newobj_ex(self) -> None:
         _check_allocation(self.stack[-3], self.stack[-2])
         super().load_newobj_ex()
+        self._note()
+
+    def _instantiate(self, klass: Any, args: list[Any]) -> None:
+        # INST and OBJ (protocols 0-1) call the class without REDUCE.
+        _check_allocation(klass, tuple(args))
+        super()._instantiate(klass, args)
+        self._note()
+
+    def load_build(self) -> None:
+        super().load_build()
+        self._note()  # a slot state may have set __class__
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def restricted_loads(data: bytes) -> Any:
     """``pickle.loads`` for a cached element: admits what :func:`check_pickle`
-    admits and the reconstructors of Beam's rows and windows, and refuses
+    admits, the reconstructors of Beam's rows and windows, and fileio's
+    FileMetadata and ReadableFile holding only Beam's attributes; refuses
     builtins asked to allocate by a count."""
     try:
         return _ElementUnpickler(io.BytesIO(data)).load()
@@ -262,3 +342,8 @@ def restricted_loads(data: bytes) -> Any:
         ) from None
     except _Unbuildable as e:
         raise UntrustedPickleError(f"an element is a pickle whose Beam value does not build ({e})") from None
+    except _BadState as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle building {e}, which Beam never builds "
+            f"(pass {TRUST_FLAG} to load it anyway)"
+        ) from None

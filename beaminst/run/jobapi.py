@@ -64,9 +64,7 @@ def submission_options(
 def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
     """A copy of ``proto`` whose placeholder environments are the one
     ``options`` describe (resource hints kept); the ids replaced."""
-    from apache_beam.options.pipeline_options import PortableOptions
-    from apache_beam.runners.pipeline_context import PipelineContext
-    from apache_beam.transforms import environments
+    from beaminst.graft.environments import environment_from_options
 
     out = type(proto)()
     out.CopyFrom(proto)
@@ -74,7 +72,7 @@ def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
     if not ids:
         return out, []
     try:
-        env = environments.Environment.from_options(options.view_as(PortableOptions)).to_runner_api(PipelineContext())
+        env = environment_from_options(options)
     except ValueError as e:
         raise RunError(f"--environment-type/--environment-config: {' '.join(str(e).split())}") from None
     for env_id in ids:
