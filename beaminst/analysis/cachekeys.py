@@ -40,6 +40,7 @@ from beaminst.model.canonical import (
     coder_payload_install_independent,
     digest,
     install_independent,
+    process_ids_cleared,
 )
 
 DIGEST_HEX = 16
@@ -129,27 +130,37 @@ class ContentDigests:
 
 
 def content_digests(index: GraphIndex) -> ContentDigests:
-    """Digest every PCollection and leaf transform, in one topological pass."""
+    """Digest every PCollection and leaf transform, in one topological pass.
+    Names and tags are signed without the ``id()``s Beam's DataFrame API puts
+    in them (:func:`process_ids_cleared`)."""
     sigs = Signatures(index.pipeline.components, coder_payload_install_independent)
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
     nodes, coders = index.nodes, index.pipeline.components.coders
     for tid in index.leaf_order:
         t, n = index.transforms[tid], nodes[tid]
-        ins = sorted(n.inputs.items())
         t_sig[tid] = digest(
             b"transform",
-            n.unique_name,
+            process_ids_cleared(n.unique_name),
             n.urn,
             payload_signature(t.spec, sigs.coder, coders),
-            *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
+            *(x for tag, pc in _stable_tags(n.inputs) for x in (tag, pc_sig[pc])),
         )
-        for tag, pc in sorted(n.outputs.items()):
+        for tag, pc in _stable_tags(n.outputs):
             if index.producer.get(pc) != tid:
                 continue
             p = index.pcollections[pc]
             pc_sig[pc] = digest(
                 b"pcollection", t_sig[tid], tag, sigs.coder(p.coder_id), sigs.windowing(p.windowing_strategy_id, with_environment=False), str(p.is_bounded)
             )
-    sources = sorted(nodes[t].unique_name for t in index.leaf_order if not nodes[t].inputs)
+    sources = sorted(process_ids_cleared(nodes[t].unique_name) for t in index.leaf_order if not nodes[t].inputs)
     return ContentDigests(pc_sig, t_sig, digest(b"pipeline", *sources))
+
+
+def _stable_tags(tagged: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(tag, pcollection)`` sorted, tags without process ids; the tags as
+    they are when clearing would make two of them one (two outputs of one
+    DataFrame stage named alike): a key that survives no process beats two
+    outputs sharing one."""
+    stable = {process_ids_cleared(tag): pc for tag, pc in tagged.items()}
+    return sorted(stable.items() if len(stable) == len(tagged) else tagged.items())
