@@ -23,7 +23,10 @@ write-cache templates rely on that). Ids and environments are not part of the
 digest, and pickled payloads are signed without the absolute path of the
 site-packages directory their by-value functions were loaded from: renumbering
 ids, or building the same pipeline in another virtualenv or on another
-machine, keeps every key.
+machine, keeps every key. Nor are the ids a process invents: the ``id()``s in
+Beam's DataFrame names and tags, schema uuids, cloudpickle class tracker ids
+(:func:`beaminst.model.canonical.process_ids_cleared` and the pickle rules
+beside it), so DataFrame pipelines keep their keys in a new process too.
 """
 
 from __future__ import annotations
