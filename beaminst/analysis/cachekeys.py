@@ -23,7 +23,10 @@ write-cache templates rely on that). Ids and environments are not part of the
 digest, and pickled payloads are signed without the absolute path of the
 site-packages directory their by-value functions were loaded from: renumbering
 ids, or building the same pipeline in another virtualenv or on another
-machine, keeps every key.
+machine, keeps every key. Nor are the ids a process invents: the ``id()``s in
+Beam's DataFrame names and tags, schema uuids, cloudpickle class tracker ids
+(:func:`beaminst.model.canonical.process_ids_cleared` and the pickle rules
+beside it), so DataFrame pipelines keep their keys in a new process too.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from beaminst.model.canonical import (
     coder_payload_install_independent,
     digest,
     install_independent,
+    process_ids_cleared,
 )
 
 DIGEST_HEX = 16
@@ -129,7 +133,9 @@ class ContentDigests:
 
 
 def content_digests(index: GraphIndex) -> ContentDigests:
-    """Digest every PCollection and leaf transform, in one topological pass."""
+    """Digest every PCollection and leaf transform, in one topological pass.
+    Names and tags are signed without the ``id()``s Beam's DataFrame API puts
+    in them (:func:`process_ids_cleared`)."""
     sigs = Signatures(index.pipeline.components, coder_payload_install_independent)
     pc_sig: dict[str, bytes] = {}
     t_sig: dict[str, bytes] = {}
@@ -144,20 +150,28 @@ def content_digests(index: GraphIndex) -> ContentDigests:
         signed = payload_sigs.get(seen)
         if signed is None:
             signed = payload_sigs[seen] = payload_signature(spec, sigs.coder, coders)
-        ins = sorted(n.inputs.items())
         t_sig[tid] = digest(
             b"transform",
-            n.unique_name,
+            process_ids_cleared(n.unique_name),
             n.urn,
             signed,
-            *(x for tag, pc in ins for x in (tag, pc_sig[pc])),
+            *(x for tag, pc in _stable_tags(n.inputs) for x in (tag, pc_sig[pc])),
         )
-        for tag, pc in sorted(n.outputs.items()):
+        for tag, pc in _stable_tags(n.outputs):
             if index.producer.get(pc) != tid:
                 continue
             p = index.pcollections[pc]
             pc_sig[pc] = digest(
                 b"pcollection", t_sig[tid], tag, sigs.coder(p.coder_id), sigs.windowing(p.windowing_strategy_id, with_environment=False), str(p.is_bounded)
             )
-    sources = sorted(nodes[t].unique_name for t in index.leaf_order if not nodes[t].inputs)
+    sources = sorted(process_ids_cleared(nodes[t].unique_name) for t in index.leaf_order if not nodes[t].inputs)
     return ContentDigests(pc_sig, t_sig, digest(b"pipeline", *sources))
+
+
+def _stable_tags(tagged: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(tag, pcollection)`` sorted, tags without process ids; the tags as
+    they are when clearing would make two of them one (two outputs of one
+    DataFrame stage named alike): a key that survives no process beats two
+    outputs sharing one."""
+    stable = {process_ids_cleared(tag): pc for tag, pc in tagged.items()}
+    return sorted(stable.items() if len(stable) == len(tagged) else tagged.items())

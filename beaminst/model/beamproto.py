@@ -75,6 +75,12 @@ def runner_api() -> ModuleType:
 
 
 @cache
+def schema_api() -> ModuleType:
+    """``schema_pb2`` (row coders' payloads)."""
+    return _load("pipeline", "schema_pb2")
+
+
+@cache
 def interactive_api() -> ModuleType:
     """``beam_interactive_api_pb2`` (TestStream file records)."""
     runner_api()

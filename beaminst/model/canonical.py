@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import pickletools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,38 @@ from beaminst.model import bounded, urns
 _INSTALL_PREFIX = re.compile(
     rb"(?:\x8c[\x00-\xff]|X[\x00-\xff]{4})?/(?:[\x21-\x2e\x30-\x7e]+/)*?(?:site|dist)-packages/", re.DOTALL
 )
+
+
+# Beam's DataFrame API names each expression '<name>_<proxy type>_<id(expr)>'
+# (``expressions.Expression._id``) and uses that name as a label part
+# ("Unbatch '...'", "[ComputedExpression[...]]", "Partition_..._...",
+# "Size[..., ...]"), an output tag and a pickled attribute; a stage's label
+# ends in ':<id(stage)>' after its ops list (``ComputeStage.default_label``).
+# An id() is an object's address, at least 8-aligned: the check keeps a
+# user's own '..._v_1234567' out (7 times in 8).
+_EXPRESSION_ID = re.compile(r"(?<=[A-Za-z0-9])_([A-Za-z][A-Za-z0-9]*)_([0-9]{7,})(?![A-Za-z0-9_])")
+_STAGE_ID = re.compile(r"(?<=\]\]):([0-9]{7,})(?![0-9])")
+_EXPRESSION_ID_BYTES = re.compile(rb"[A-Za-z0-9]_[A-Za-z][A-Za-z0-9]*_[0-9]{7,}")
+# cloudpickle's class tracker id (``uuid4().hex``) and Beam's schema ids
+# (``SchemaTypeRegistry.generate_new_id``: ``str(uuid4())``).
+_TRACKER_ID = re.compile(r"[0-9a-f]{32}")
+_SCHEMA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_PROCESS_ID_HINTS = re.compile(rb"_make_skeleton_class|_make_skeleton_enum|RowTypeConstraint")
+
+
+def _aligned_id(m: re.Match[str], keep: str) -> str:
+    return keep if int(m.group(m.lastindex or 0)) % 8 == 0 else m.group(0)
+
+
+def process_ids_cleared(label: str) -> str:
+    """``label`` with the ``id()``s Beam's DataFrame API writes into
+    expression and stage names replaced by ``#``: they die with the process
+    that built the pipeline. The rest of the name (expression name, proxy
+    type) stays, so different operations keep different names."""
+    if "_" not in label:
+        return label
+    label = _EXPRESSION_ID.sub(lambda m: _aligned_id(m, f"_{m.group(1)}_#"), label)
+    return _STAGE_ID.sub(lambda m: _aligned_id(m, ":#"), label)
 
 
 def digest(*parts: bytes | str) -> bytes:
@@ -79,7 +112,66 @@ def remember_inflated(encoded: bytes, data: bytes) -> None:
 
 
 def _stable_digest(data: bytes) -> bytes:
-    return b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", _unframe(data))).digest()
+    plain = _unframe(data)
+    if _EXPRESSION_ID_BYTES.search(plain) or _PROCESS_ID_HINTS.search(plain):
+        plain = _pickle_process_ids_cleared(plain)
+    return b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", plain)).digest()
+
+
+# A set pickles in iteration order, which follows str hashes (random per
+# process): DataFrame stages keep their inputs and outputs in sets.
+_SET_BUILDERS = frozenset({"ADDITEMS", "FROZENSET"})
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def _pickle_process_ids_cleared(data: bytes) -> bytes:
+    """A canonical opcode stream of ``data`` with the strings that name
+    process-born ids replaced (:func:`_pickled_string_cleared`) and sets of
+    already pickled objects in a fixed order. String arguments are written
+    with a length of our own, so a shorter or longer id shifts nothing.
+    ``data`` itself when it holds no such id (its signature stays byte for
+    byte what it was) or does not parse."""
+    try:
+        ops = list(pickletools.genops(data))
+    except Exception:
+        return data
+    rows = b"RowTypeConstraint" in data
+    out: list[bytes] = []  # one entry per opcode: out[k] is ops[k]
+    marks: list[int] = []
+    cleared_any, end = False, 0
+    for i, (op, arg, pos) in enumerate(ops):
+        end = ops[i + 1][2] if i + 1 < len(ops) else pos + 1
+        if isinstance(arg, str):
+            cleared = _pickled_string_cleared(arg, ops, i, rows)
+            cleared_any |= cleared != arg
+            raw = cleared.encode("utf-8", "surrogatepass")
+            out.append(b"\0s" + op.code.encode("latin-1") + len(raw).to_bytes(8, "big") + raw)
+        else:
+            out.append(data[pos:end])
+        if op.name == "MARK":
+            marks.append(len(out))
+        elif pickletools.markobject in op.stack_before and marks:
+            start = marks.pop()
+            # Items that are all memo references: sorting them renumbers nothing.
+            if op.name in _SET_BUILDERS and start < i and all(o.name in _MEMO_GETS for o, _, _ in ops[start:i]):
+                out[start:i] = sorted(out[start:i])
+    if not cleared_any:
+        return data
+    out.append(data[end:])
+    return b"".join(out)
+
+
+def _pickled_string_cleared(arg: str, ops: list[Any], i: int, rows: bool) -> str:
+    """DataFrame expression and stage ids (:func:`process_ids_cleared`), the
+    schema id in a pickle that rebuilds a ``RowTypeConstraint``, and
+    cloudpickle's tracker id for a class pickled by value (the argument just
+    before the trailing ``None`` of ``_make_skeleton_class``/``_enum``): none
+    of them is content, all are fresh in every process."""
+    if rows and _SCHEMA_ID.fullmatch(arg):
+        return "<schema id>"
+    if _TRACKER_ID.fullmatch(arg) and [o.name for o, _, _ in ops[i + 1 : i + 5] if o.name != "MEMOIZE"][:2] == ["NONE", "TUPLE"]:
+        return "<class tracker id>"
+    return process_ids_cleared(arg)
 
 
 def _unframe(data: bytes) -> bytes:
@@ -113,7 +205,10 @@ def unwrap_pickled_coder(payload: bytes) -> tuple[Any, bytes, bytes] | None:
 
 
 def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:
-    """Pickled coders are a BytesValue of ``ClassName$<pickle>``."""
+    """Pickled coders are a BytesValue of ``ClassName$<pickle>``; row coders'
+    schemas are signed without their ids."""
+    if urn == urns.ROW_CODER and payload:
+        return schema_ids_cleared(payload)
     if urn != urns.PICKLED_CODER or not payload:
         return payload
     unwrapped = unwrap_pickled_coder(payload)
@@ -121,6 +216,26 @@ def coder_payload_install_independent(urn: str, payload: bytes) -> bytes:
         return payload
     _, name, encoded = unwrapped
     return name + b"$" + install_independent(encoded)
+
+
+def schema_ids_cleared(payload: bytes) -> bytes:
+    """A ``Schema`` payload with its id and its nested row types' ids
+    cleared: Beam gives every schema a fresh ``uuid4`` (``schema_registry``),
+    which names it in this process's registry and is not what it encodes.
+    The payload itself when it does not parse."""
+    from beaminst.model.beamproto import schema_api
+
+    schema_pb2 = schema_api()
+    try:
+        schema = schema_pb2.Schema.FromString(payload)
+    except Exception:
+        return payload
+    changed = False
+    for m, fd, _ in list(urns.scalar_fields(schema)):
+        if fd.name == "id" and m.DESCRIPTOR.full_name == schema_pb2.Schema.DESCRIPTOR.full_name:
+            m.ClearField("id")
+            changed = True
+    return schema.SerializeToString(deterministic=True) if changed else payload
 
 
 class Signatures:

@@ -59,6 +59,7 @@ PICKLED_DOFN = "beam:dofn:pickled_python_info:v1"
 PICKLED_COMBINE_FN = "beam:combinefn:pickled_python:v1"
 PICKLED_WINDOW_FN = "beam:window_fn:pickled_python:v1"
 PICKLED_CODER = "beam:coder:pickled_python:v1"
+ROW_CODER = "beam:coder:row:v1"
 ENV_DEFAULT = "beam:env:default:v1"  # the Python SDK's placeholder, replaced at submission
 ENV_DOCKER = "beam:env:docker:v1"
 ENV_PROCESS = "beam:env:process:v1"

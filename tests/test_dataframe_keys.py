@@ -1,0 +1,138 @@
+"""Cache keys of DataFrame pipelines survive the process that built them.
+
+Beam's DataFrame API writes ``id()``s into expression and stage names (labels,
+output tags, pickled expressions), gives every schema a fresh uuid4 and keeps
+stage inputs in sets pickled in hash order; the same notebook code rebuilt in
+a new process must still find its cache, and a changed DataFrame operation
+must still re-key what it computes.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from conftest import environ, run_python
+
+from beaminst.model.canonical import process_ids_cleared
+
+# Beam's dataframe wordcount shape: to_dataframe -> groupby().sum() ->
+# to_pcollection, a DataframeTransform, and a second DataFrame step (max).
+# argv: output stem, the aggregation of 'counted' (sum or min).
+_BUILD = textwrap.dedent(
+    """
+    import sys
+    import apache_beam as beam
+    import beaminst
+    from apache_beam.dataframe.convert import to_dataframe, to_pcollection
+    from apache_beam.dataframe.transforms import DataframeTransform
+    from fixtures import pipelines as fp
+
+    def to_row(word):
+        return beam.Row(word=word)
+
+    def counted_by_dt(df):
+        df['n'] = 1
+        return df.groupby('word').sum()
+
+    p = fp._pipeline()
+    lines = p | 'Read' >> beam.Create(['to be or not to be', 'that is the question'])
+    words = lines | 'Split' >> beam.FlatMap(fp.split_words).with_output_types(str) | 'ToRows' >> beam.Map(to_row)
+    # Built before 'counted': the GroupByKeys' shared key coder pickles the
+    # label of the first one (Beam's step_label), which would tie them.
+    via_dt = words | 'DT' >> DataframeTransform(counted_by_dt, include_indexes=True)
+    df = to_dataframe(words)
+    df['count'] = 1
+    grouped = df.groupby('word')
+    most = grouped.max()
+    maxed = to_pcollection(most, include_indexes=True)
+    counted_df = getattr(grouped, sys.argv[2])()
+    counted = to_pcollection(counted_df, include_indexes=True)
+    filtered = counted | 'Filter' >> beam.Filter(lambda row: row.count > 1)
+    bindings = {'words': words, 'via_dt': via_dt, 'maxed': maxed, 'counted': counted, 'filtered': filtered}
+    beaminst.export(p, bindings, sys.argv[1])
+    """
+)
+
+
+def _build(tmp_path, stem: str, aggregation: str, hash_seed: str):
+    """Export the pipeline from a fresh interpreter; its analysis."""
+    from beaminst.commands.api import analyze_files
+
+    # Seeds that order the DataFrame stages' sets differently.
+    with environ({"PYTHONHASHSEED": hash_seed}):
+        proc = run_python("-c", _BUILD, str(tmp_path / stem), aggregation, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return analyze_files(str(tmp_path / f"{stem}.pb"), str(tmp_path / f"{stem}.manifest.json"))
+
+
+def _keys_by_var(analysis) -> dict[str, str]:
+    return {c.var: c.cache_key for c in analysis.cacheables.values()}
+
+
+def _all_keys(analysis) -> dict[tuple[str, str], str]:
+    """A key for every PCollection, by producer name and tag with the ids
+    cleared (the only identity two builds share)."""
+    d, index = analysis.digests, analysis.index
+    return {
+        (process_ids_cleared(i.producer), process_ids_cleared(i.tag)): d.key_for("v", pc, index.producer[pc])
+        for pc, i in analysis.pcollections.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dataframe")
+    return {
+        "first": _build(tmp, "first", "sum", "1"),
+        "again": _build(tmp, "again", "sum", "2"),
+        "changed": _build(tmp, "changed", "min", "3"),
+    }
+
+
+def test_the_premise_beam_names_dataframe_steps_after_ids(builds):
+    first = {i.producer for i in builds["first"].pcollections.values()}
+    again = {i.producer for i in builds["again"].pcollections.values()}
+    assert any("_DataFrame_" in name for name in first)
+    assert first != again
+    assert {process_ids_cleared(n) for n in first} == {process_ids_cleared(n) for n in again}
+
+
+def test_same_dataframe_code_in_two_processes_gives_the_same_keys(builds):
+    first, again = builds["first"], builds["again"]
+    assert _keys_by_var(first) == _keys_by_var(again)
+    assert len(_all_keys(first)) == len(first.pcollections)  # cleared names stay apart
+    assert _all_keys(first) == _all_keys(again)
+
+
+def test_a_changed_dataframe_operation_rekeys_it_and_downstream(builds):
+    first, changed = _keys_by_var(builds["first"]), _keys_by_var(builds["changed"])
+    rekeyed = {v for v in first if first[v].split("-")[1] != changed[v].split("-")[1]}
+    assert rekeyed == {"counted", "filtered"}
+    assert all(first[v] == changed[v] for v in first if v not in rekeyed)
+
+
+def test_two_dataframe_steps_keep_different_keys(builds):
+    keys = _keys_by_var(builds["first"])
+    versions = {v: k.split("-")[1] for v, k in keys.items()}
+    assert len(set(versions.values())) == len(versions)  # sum, max and the DataframeTransform apart
+
+
+@pytest.mark.parametrize(
+    ("label", "cleared"),
+    [
+        ("Unbatch 'post_combine_sum_DataFrame_140639040733968' with indexes", "Unbatch 'post_combine_sum_DataFrame_#' with indexes"),
+        (
+            "ToPCollection(c)/[ComputedExpression[set_column_DataFrame_140094574416400]]:140094574416784/Map",
+            "ToPCollection(c)/[ComputedExpression[set_column_DataFrame_#]]:#/Map",
+        ),
+        ("placeholder_Series_94558712345664", "placeholder_Series_#"),
+        # Not an id (an address is 8-aligned), and names Beam did not build.
+        ("post_combine_sum_DataFrame_140639040733969", "post_combine_sum_DataFrame_140639040733969"),
+        ("Read_v2_20240101", "Read_v2_20240101"),
+        ("ReadLines/FlatMap(<lambda at core.py:4094>)", "ReadLines/FlatMap(<lambda at core.py:4094>)"),
+        ("Stage_140639040733968", "Stage_140639040733968"),
+    ],
+)
+def test_process_ids_cleared(label, cleared):
+    assert process_ids_cleared(label) == cleared
