@@ -136,3 +136,40 @@ def test_two_dataframe_steps_keep_different_keys(builds):
 )
 def test_process_ids_cleared(label, cleared):
     assert process_ids_cleared(label) == cleared
+
+
+# A script's (a notebook's) own DoFn class, pickled by value: cloudpickle names
+# it with a class tracker id, a fresh uuid4 per process. argv: stem, increment.
+_MAIN_CLASS = textwrap.dedent(
+    """
+    import sys
+    import apache_beam as beam
+    import beaminst
+    from fixtures import pipelines as fp
+
+    class AddSome(beam.DoFn):
+        INCREMENT = int(sys.argv[2])  # pickled with the class
+
+        def process(self, x):
+            yield x + self.INCREMENT
+
+    p = fp._pipeline()
+    added = p | beam.Create([1, 2, 3]) | 'AddSome' >> beam.ParDo(AddSome())
+    doubled = added | 'Double' >> beam.Map(lambda x: 2 * x)
+    beaminst.export(p, {'added': added, 'doubled': doubled}, sys.argv[1])
+    """
+)
+
+
+def test_a_scripts_own_dofn_class_keeps_its_keys_in_a_new_process(tmp_path):
+    from beaminst.commands.api import analyze_files
+
+    def build(stem: str, increment: str) -> dict[str, str]:
+        proc = run_python("-c", _MAIN_CLASS, str(tmp_path / stem), increment, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return _keys_by_var(analyze_files(str(tmp_path / f"{stem}.pb"), str(tmp_path / f"{stem}.manifest.json")))
+
+    first, again, changed = build("first", "1"), build("again", "1"), build("changed", "2")
+    assert first == again
+    # The class's behaviour is its content: a different increment is another key.
+    assert all(first[v] != changed[v] for v in first)
