@@ -132,6 +132,7 @@ def test_two_dataframe_steps_keep_different_keys(builds):
         ("Read_v2_20240101", "Read_v2_20240101"),
         ("ReadLines/FlatMap(<lambda at core.py:4094>)", "ReadLines/FlatMap(<lambda at core.py:4094>)"),
         ("Stage_140639040733968", "Stage_140639040733968"),
+        ("Read logs_day_20240104", "Read logs_day_20240104"),  # a word, not a proxy type: content
     ],
 )
 def test_process_ids_cleared(label, cleared):
@@ -173,3 +174,44 @@ def test_a_scripts_own_dofn_class_keeps_its_keys_in_a_new_process(tmp_path):
     assert first == again
     # The class's behaviour is its content: a different increment is another key.
     assert all(first[v] != changed[v] for v in first)
+
+
+def _keys_of(tmp_path, stem: str, build) -> dict[str, str]:
+    import apache_beam as beam
+
+    import beaminst
+    from beaminst.commands.api import analyze_files
+    from fixtures import pipelines as fp
+
+    p = fp._pipeline()
+    lines = p | "Read" >> beam.Create(["a", "b"])
+    beaminst.export(p, {"lines": lines, "tagged": build(lines, beam)}, str(tmp_path / stem))
+    return _keys_by_var(analyze_files(str(tmp_path / f"{stem}.pb"), str(tmp_path / f"{stem}.manifest.json")))
+
+
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        # 8-aligned, 7+ digits after a word: the shape of an id, but a user's table name.
+        ("logs_day_20240104", "logs_day_20240112"),
+        # uuid4-shaped and 32-hex strings next to a trailing None: the shapes of
+        # Beam's schema ids and cloudpickle's tracker ids, passed by nobody's rule.
+        ("8989daae-0273-4b3a-9731-224d2db83af1", "1f2e3d4c-0273-4b3a-9731-224d2db83af1"),
+        ("43226289165c484f957c6448dc05fa6d", "00000000165c484f957c6448dc05fa6d"),
+    ],
+)
+def test_content_that_looks_like_a_process_id_still_keys(tmp_path, first, second):
+    """Clearing a string of an id's form anywhere would give two pipelines
+    that differ in it one key: the second would read the first's cache."""
+    from apache_beam.typehints import row_type
+
+    def tagging(table: str):
+        def build(lines, beam):
+            # Holds a RowTypeConstraint too, so the pickle is one the id rules read.
+            rows = row_type.RowTypeConstraint.from_fields([("word", str)])
+            return lines | "Tag" >> beam.Map(lambda x, t=(1, 2, 3, table, None), r=rows: (t, x, r))
+        return build
+
+    one, two = _keys_of(tmp_path, "one", tagging(first)), _keys_of(tmp_path, "two", tagging(second))
+    assert one["lines"] == two["lines"]
+    assert one["tagged"] != two["tagged"]

@@ -30,13 +30,24 @@ _INSTALL_PREFIX = re.compile(
 # ("Unbatch '...'", "[ComputedExpression[...]]", "Partition_..._...",
 # "Size[..., ...]"), an output tag and a pickled attribute; a stage's label
 # ends in ':<id(stage)>' after its ops list (``ComputeStage.default_label``).
-# An id() is an object's address, at least 8-aligned: the check keeps a
-# user's own '..._v_1234567' out (7 times in 8).
-_EXPRESSION_ID = re.compile(r"(?<=[A-Za-z0-9])_([A-Za-z][A-Za-z0-9]*)_([0-9]{7,})(?![A-Za-z0-9_])")
+# Only the proxy types Beam's frames have (pandas' and numpy's), and an id()
+# is an object's address, at least 8-aligned: a user's 'logs_day_20240104' is
+# content and keeps its digits (clearing it would give two pipelines one key).
+_PROXY_TYPES = (
+    "DataFrame|Series|(?:Multi|Range|Datetime|Categorical|Interval|Period|Timedelta)?Index|Categorical"
+    "|Timestamp|Timedelta|u?int(?:8|16|32|64)|float(?:16|32|64)|complex(?:64|128)|bool_|object_"
+    "|datetime64|timedelta64"
+)
+_EXPRESSION_ID = re.compile(rf"(?<=[A-Za-z0-9])_({_PROXY_TYPES})_([0-9]{{7,}})(?![A-Za-z0-9_])")
 _STAGE_ID = re.compile(r"(?<=\]\]):([0-9]{7,})(?![0-9])")
-_EXPRESSION_ID_BYTES = re.compile(rb"[A-Za-z0-9]_[A-Za-z][A-Za-z0-9]*_[0-9]{7,}")
+# A pickle that may hold expression ids: one of Beam's DataFrame objects, or
+# anything holding a string of an expression id's form (a CoGroupByKey's
+# RestoreTags holds them as tags); the stage ids and the set order only the former.
+_DATAFRAME_PICKLE = re.compile(rb"apache_beam\.dataframe")
+_EXPRESSION_ID_BYTES = re.compile(rf"[A-Za-z0-9]_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
 # cloudpickle's class tracker id (``uuid4().hex``) and Beam's schema ids
-# (``SchemaTypeRegistry.generate_new_id``: ``str(uuid4())``).
+# (``SchemaTypeRegistry.generate_new_id``: ``str(uuid4())``), cleared only
+# where those functions pass them (:data:`_ID_ARGUMENTS`).
 _TRACKER_ID = re.compile(r"[0-9a-f]{32}")
 _SCHEMA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _PROCESS_ID_HINTS = re.compile(rb"_make_skeleton_class|_make_skeleton_enum|RowTypeConstraint")
@@ -51,7 +62,7 @@ def process_ids_cleared(label: str) -> str:
     expression and stage names replaced by ``#``: they die with the process
     that built the pipeline. The rest of the name (expression name, proxy
     type) stays, so different operations keep different names."""
-    if "_" not in label:
+    if "_" not in label and "]]:" not in label:
         return label
     label = _EXPRESSION_ID.sub(lambda m: _aligned_id(m, f"_{m.group(1)}_#"), label)
     return _STAGE_ID.sub(lambda m: _aligned_id(m, ":#"), label)
@@ -113,7 +124,7 @@ def remember_inflated(encoded: bytes, data: bytes) -> None:
 
 def _stable_digest(data: bytes) -> bytes:
     plain = _unframe(data)
-    if _EXPRESSION_ID_BYTES.search(plain) or _PROCESS_ID_HINTS.search(plain):
+    if _DATAFRAME_PICKLE.search(plain) or _EXPRESSION_ID_BYTES.search(plain) or _PROCESS_ID_HINTS.search(plain):
         plain = _pickle_process_ids_cleared(plain)
     return b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", plain)).digest()
 
@@ -126,23 +137,30 @@ _MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 def _pickle_process_ids_cleared(data: bytes) -> bytes:
     """A canonical opcode stream of ``data`` with the strings that name
-    process-born ids replaced (:func:`_pickled_string_cleared`) and sets of
-    already pickled objects in a fixed order. String arguments are written
-    with a length of our own, so a shorter or longer id shifts nothing.
-    ``data`` itself when it holds no such id (its signature stays byte for
-    byte what it was) or does not parse."""
+    process-born ids replaced and, in a pickle of Beam's DataFrame objects,
+    sets of already pickled objects in a fixed order. String arguments are
+    written with a length of our own, so a shorter or longer id shifts
+    nothing. ``data`` itself when it holds no such id (its signature stays
+    byte for byte what it was) or does not parse.
+
+    What is cleared: a class tracker id or a schema id only as the argument
+    cloudpickle or Beam passes it (:func:`_id_arguments`), and DataFrame
+    expression and stage ids (:func:`process_ids_cleared`: pandas' and
+    numpy's proxy types, 8-aligned) in a pickle that holds one."""
     try:
         ops = list(pickletools.genops(data))
+        id_args = _id_arguments(ops)
     except Exception:
         return data
-    rows = b"RowTypeConstraint" in data
+    frames = bool(_DATAFRAME_PICKLE.search(data))
+    expressions = frames or bool(_EXPRESSION_ID_BYTES.search(data))
     out: list[bytes] = []  # one entry per opcode: out[k] is ops[k]
     marks: list[int] = []
     cleared_any, end = False, 0
     for i, (op, arg, pos) in enumerate(ops):
         end = ops[i + 1][2] if i + 1 < len(ops) else pos + 1
         if isinstance(arg, str):
-            cleared = _pickled_string_cleared(arg, ops, i, rows)
+            cleared = id_args.get(i) or (process_ids_cleared(arg) if expressions else arg)
             cleared_any |= cleared != arg
             raw = cleared.encode("utf-8", "surrogatepass")
             out.append(b"\0s" + op.code.encode("latin-1") + len(raw).to_bytes(8, "big") + raw)
@@ -153,7 +171,8 @@ def _pickle_process_ids_cleared(data: bytes) -> bytes:
         elif pickletools.markobject in op.stack_before and marks:
             start = marks.pop()
             # Items that are all memo references: sorting them renumbers nothing.
-            if op.name in _SET_BUILDERS and start < i and all(o.name in _MEMO_GETS for o, _, _ in ops[start:i]):
+            if (frames and op.name in _SET_BUILDERS and start < i
+                    and all(o.name in _MEMO_GETS for o, _, _ in ops[start:i])):
                 out[start:i] = sorted(out[start:i])
     if not cleared_any:
         return data
@@ -161,17 +180,84 @@ def _pickle_process_ids_cleared(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _pickled_string_cleared(arg: str, ops: list[Any], i: int, rows: bool) -> str:
-    """DataFrame expression and stage ids (:func:`process_ids_cleared`), the
-    schema id in a pickle that rebuilds a ``RowTypeConstraint``, and
-    cloudpickle's tracker id for a class pickled by value (the argument just
-    before the trailing ``None`` of ``_make_skeleton_class``/``_enum``): none
-    of them is content, all are fresh in every process."""
-    if rows and _SCHEMA_ID.fullmatch(arg):
-        return "<schema id>"
-    if _TRACKER_ID.fullmatch(arg) and [o.name for o, _, _ in ops[i + 1 : i + 5] if o.name != "MEMOIZE"][:2] == ["NONE", "TUPLE"]:
-        return "<class tracker id>"
-    return process_ids_cleared(arg)
+# (module, callable) -> (which argument holds the id, its pattern, what
+# stands for it): cloudpickle's _class_getnewargs / _enum_getnewargs put the
+# tracker id just before their trailing None; Beam's RowTypeConstraint
+# pickles as from_fields(fields, schema_id, ...).
+_CLOUDPICKLE_MODULES = ("cloudpickle.cloudpickle", "apache_beam.internal.cloudpickle.cloudpickle")
+_ID_ARGUMENTS: dict[tuple[str, str], tuple[int, re.Pattern[str], str]] = {
+    **{(m, f): (-2, _TRACKER_ID, "<class tracker id>")
+       for m in _CLOUDPICKLE_MODULES for f in ("_make_skeleton_class", "_make_skeleton_enum")},
+    ("apache_beam.typehints.row_type", "RowTypeConstraint.from_fields"): (1, _SCHEMA_ID, "<schema id>"),
+}
+_TUPLE_OPS = frozenset({"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MARK = ("mark",)
+
+
+def _id_arguments(ops: list[Any]) -> dict[int, str]:
+    """Opcode index -> its replacement, for each string pushed as the id
+    argument of a call in :data:`_ID_ARGUMENTS`. The pickle's stack is run
+    symbolically (strings, globals by name, tuples by their items, memo
+    references resolved; nothing is built or called), so only a string that
+    really is that argument of that callable qualifies."""
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    found: dict[int, str] = {}
+    for i, (op, arg, _pos) in enumerate(ops):
+        name = op.name
+        if name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+            continue
+        if name in _MEMO_PUTS:
+            memo[int(arg)] = stack[-1]
+            continue
+        if name in _MEMO_GETS:
+            stack.append(memo.get(int(arg)))
+            continue
+        if name == "MARK":
+            stack.append(_MARK)
+            continue
+        before = op.stack_before
+        if pickletools.markobject in before:
+            at = len(stack) - 1 - stack[::-1].index(_MARK)
+            popped = stack[at + 1:]
+            below = before.index(pickletools.markobject)
+            del stack[at - below:]
+        else:
+            popped = stack[len(stack) - len(before):] if before else []
+            del stack[len(stack) - len(before):]
+        value: Any = None
+        if isinstance(arg, str) and name not in ("GLOBAL", "INST"):
+            value = ("str", i, arg)
+        elif name == "STACK_GLOBAL":
+            value = ("global", *(p[2] if isinstance(p, tuple) and p[0] == "str" else None for p in popped))
+        elif name == "GLOBAL":
+            value = ("global", *str(arg).split(" ", 1))
+        elif name in _TUPLE_OPS:
+            value = ("tuple", popped)
+        elif name == "NONE":
+            value = ("none",)
+        elif name == "REDUCE":
+            _note_id_argument(popped, found)
+        stack.extend([value] * len(op.stack_after))
+    return found
+
+
+def _note_id_argument(popped: list[Any], found: dict[int, str]) -> None:
+    """A REDUCE of (callable, args): record its id argument when the callable
+    is one of :data:`_ID_ARGUMENTS` and the argument has the id's form."""
+    fn, args = popped
+    rule = _ID_ARGUMENTS.get(tuple(fn[1:])) if isinstance(fn, tuple) and fn[0] == "global" else None
+    if rule is None or not (isinstance(args, tuple) and args[0] == "tuple"):
+        return
+    at, pattern, stands_for = rule
+    items = args[1]
+    if not -len(items) <= at < len(items) or (at == -2 and items[-1] != ("none",)):
+        return
+    item = items[at]
+    if isinstance(item, tuple) and item[0] == "str" and pattern.fullmatch(item[2]):
+        found[item[1]] = stands_for
 
 
 def _unframe(data: bytes) -> bytes:
