@@ -310,7 +310,11 @@ def test_environment_type_loopback_is_refused_for_a_saved_pipeline(tmp_path):
 
 
 
-@pytest.mark.parametrize("env_type,config", [("PROCESS", None), ("PROCESS", '{"os": "linux"}'), ("EXTERNAL", None)])
+@pytest.mark.parametrize("env_type,config", [
+    ("PROCESS", None), ("PROCESS", '{"os": "linux"}'), ("EXTERNAL", None),
+    # Beam also takes the types spelled as their URNs.
+    ("beam:env:process:v1", None), ("beam:env:external:v1", None),
+])
 def test_an_environment_with_nothing_to_start_is_refused(tmp_path, env_type, config):
     # Beam builds a process environment with an empty command, and fails on an
     # external one with no address, from these: a saved pipeline would name a

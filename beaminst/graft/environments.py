@@ -120,14 +120,14 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
 
 
 # What PROCESS and EXTERNAL environments need to start a worker.
-_NEEDS = {"PROCESS": 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
-          "EXTERNAL": "the worker pool's address, HOST:PORT"}
+# By the environment's URN: Beam takes the type as PROCESS or as beam:env:process:v1.
+_NEEDS = {urns.ENV_PROCESS: 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
+          urns.ENV_EXTERNAL: "the worker pool's address, HOST:PORT"}
+_TYPE_URNS = {"PROCESS": urns.ENV_PROCESS, "EXTERNAL": urns.ENV_EXTERNAL}
 
 
-def _nothing_to_start(environment_type: str) -> BeaminstError:
-    return BeaminstError(
-        f"--environment-type {environment_type} needs --environment-config: {_NEEDS[environment_type]}"
-    )
+def _nothing_to_start(environment_type: str, urn: str) -> BeaminstError:
+    return BeaminstError(f"--environment-type {environment_type} needs --environment-config: {_NEEDS[urn]}")
 
 
 def _starts_nothing(env: Any) -> bool:
@@ -155,11 +155,12 @@ def environment_from_options(options: Any) -> Any:
 
     portable = options.view_as(PortableOptions)
     kind = portable.environment_type or "DOCKER"
-    if kind == "EXTERNAL" and portable.environment_config is None:  # Beam spells types in capitals
-        raise _nothing_to_start(kind)
+    urn = _TYPE_URNS.get(kind, kind)  # Beam spells types in capitals, or as their URN
+    if urn == urns.ENV_EXTERNAL and not portable.environment_config:
+        raise _nothing_to_start(kind, urn)
     env = environments.Environment.from_options(portable).to_runner_api(PipelineContext())
     if _starts_nothing(env):
-        raise _nothing_to_start(kind)
+        raise _nothing_to_start(kind, env.urn)
     return env
 
 
