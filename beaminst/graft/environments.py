@@ -156,7 +156,7 @@ def environment_from_options(options: Any) -> Any:
     portable = options.view_as(PortableOptions)
     kind = portable.environment_type or "DOCKER"
     urn = _TYPE_URNS.get(kind, kind)  # Beam spells types in capitals, or as their URN
-    if urn == urns.ENV_EXTERNAL and not portable.environment_config:
+    if urn == urns.ENV_EXTERNAL and portable.environment_config is None:  # Beam would raise a TypeError
         raise _nothing_to_start(kind, urn)
     env = environments.Environment.from_options(portable).to_runner_api(PipelineContext())
     if _starts_nothing(env):
