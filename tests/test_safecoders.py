@@ -298,3 +298,67 @@ def test_a_schema_row_still_loads_its_values_restricted():
 def test_a_beam_value_that_does_not_build_is_bad_input_not_a_crash(bad):
     with pytest.raises(UntrustedPickleError, match="does not build"):
         restricted_loads(pickle.dumps(bad, 4))
+
+
+def _G(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _U(s):
+    b = s.encode()
+    return b"X" + len(b).to_bytes(4, "little") + b
+
+
+_FM = _G("apache_beam.io.filesystem", "FileMetadata")
+
+
+def _set_on(target, attr, value):
+    """BUILD with slot state {attr: value} onto ``target`` (pickle bytes), then POP."""
+    return target + b"N}" + _U(attr) + value + b"s\x86b0"
+
+
+def test_a_pickle_cannot_rename_or_change_an_admitted_class():
+    # BUILD onto the class object is a setattr on the class: renaming it hid
+    # the FileMetadata built meanwhile from the state check (by name), and
+    # replacing a method changed it for the rest of the process.
+    from apache_beam.io.filesystem import FileMetadata
+
+    repr_before = FileMetadata.__repr__
+    bad_state = b"}(" + _U("path") + b"K\x07" + _U("evil") + b"K\x01u"
+    inst = _G("copyreg", "_reconstructor") + b"(" + _FM + _G("builtins", "object") + b"NtR"
+    spoof = (b"\x80\x02" + _set_on(_FM, "__qualname__", _U("X")) + inst + bad_state + b"b"
+             + _set_on(_FM, "__qualname__", _U("FileMetadata")) + b".")
+    pollute = b"\x80\x02" + _set_on(_FM, "__repr__", _G("builtins", "object")) + _U("x") + b"."
+    coder = b"\x80\x02" + _set_on(_G("apache_beam.coders.coders", "VarIntCoder"), "encode", _G("builtins", "object")) + b"N."
+    for data in (spoof, pollute, coder):
+        with pytest.raises(UntrustedPickleError, match="new state for the class"):
+            restricted_loads(data)
+    assert FileMetadata.__qualname__ == "FileMetadata" and FileMetadata.__repr__ is repr_before
+    assert coders.VarIntCoder.encode is not object
+    # a global that is not a class (typing's aliases forward attributes to their origin)
+    with pytest.raises(UntrustedPickleError, match="new state for a global"):
+        restricted_loads(b"\x80\x02" + _set_on(_G("typing", "Callable"), "register", _G("builtins", "object")) + b"N.")
+
+
+@pytest.mark.parametrize("state", [(None, {"__dict__": {}}), {"__weakref__": 1}, (None, {"__qualname__": "x"})])
+def test_a_state_setting_a_dunder_is_refused(state):
+    from apache_beam.io.filesystem import FileMetadata
+
+    with pytest.raises(UntrustedPickleError, match="with a state setting __"):
+        restricted_loads(pickle.dumps(_Build(FileMetadata("/a", 1), state), 4))
+
+
+def test_the_state_check_compares_classes_not_names():
+    # A class of the same module and qualname (here: renamed to look like
+    # FileMetadata) is not FileMetadata: an attribute of that class is refused.
+    from apache_beam.io.fileio import ReadableFile
+
+    class Fake:
+        pass
+
+    Fake.__module__, Fake.__qualname__ = "apache_beam.io.filesystem", "FileMetadata"
+    f = _readable_file(metadata=Fake(), _compression=None)
+    from beaminst.model import safepickle
+
+    problem = safepickle._state_problem(f, ReadableFile)
+    assert problem == "'metadata' set to a apache_beam.io.filesystem.FileMetadata"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import pickle
 from collections.abc import Callable
@@ -181,44 +182,88 @@ _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
     ("apache_beam.utils.sharded_key", "ShardedKey"),
 })
-_NONE = ("builtins", "NoneType")
 # Beam classes without a reduce of their own, which pickle as an empty
 # instance (``__newobj__``) plus a state dict set by BUILD: fileio.MatchFiles'
 # FileMetadata and ReadMatches' ReadableFile. BUILD (or a crafted call of the
 # class, or ``copyreg._reconstructor`` running its ``__init__``) would set any
 # attribute to anything the policy admits, so every instance of one is checked,
 # once the pickle is loaded, to hold exactly Beam's attributes, each of one of
-# Beam's types (module, qualname).
-_ELEMENT_STATES: dict[tuple[str, str], dict[str, tuple[tuple[str, str], ...]]] = {
-    ("apache_beam.io.filesystem", "FileMetadata"): {
-        "path": (("builtins", "str"),),
-        "size_in_bytes": (("builtins", "int"),),
-        "last_updated_in_seconds": (("builtins", "float"), ("builtins", "int")),
-    },
-    ("apache_beam.io.fileio", "ReadableFile"): {
-        "metadata": (("apache_beam.io.filesystem", "FileMetadata"),),
-        "_compression": (("builtins", "str"), _NONE),  # a CompressionTypes value, or None for AUTO
-    },
-}
-_ELEMENT_GLOBALS = _ELEMENT_RECONSTRUCTORS | _ELEMENT_STATES.keys()
+# Beam's types. Classes are compared by identity, never by their
+# ``__module__``/``__qualname__``: those are attributes a pickle could set.
+_ELEMENT_STATE_NAMES = frozenset({("apache_beam.io.filesystem", "FileMetadata"), ("apache_beam.io.fileio", "ReadableFile")})
+_ELEMENT_GLOBALS = _ELEMENT_RECONSTRUCTORS | _ELEMENT_STATE_NAMES
 
 
-def _class_name(obj: Any) -> tuple[str, str]:
-    return type(obj).__module__, type(obj).__qualname__
+@functools.cache
+def _element_states() -> dict[type, dict[str, tuple[type, ...]]]:
+    """The classes of :data:`_ELEMENT_STATE_NAMES` and Beam's attributes for
+    each, imported once, when the first element is loaded (Beam's fileio is
+    slow to import and most caches hold none)."""
+    from apache_beam.io.fileio import ReadableFile
+    from apache_beam.io.filesystem import FileMetadata
+
+    return {
+        FileMetadata: {"path": (str,), "size_in_bytes": (int,), "last_updated_in_seconds": (float, int)},
+        # a CompressionTypes value (a str), or None for AUTO
+        ReadableFile: {"metadata": (FileMetadata,), "_compression": (str, type(None))},
+    }
 
 
-def _state_problem(obj: Any, cls: tuple[str, str]) -> str | None:
+def _class_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _is_one_of(obj: Any, classes: Any) -> bool:
+    # ``is``, not ``in``/``==``: an admitted metaclass could define __eq__.
+    return any(type(obj) is c for c in classes)
+
+
+def _state_class(obj: Any) -> type | None:
+    """The :func:`_element_states` class ``obj`` is an instance of, exactly."""
+    for cls in _element_states():
+        if type(obj) is cls:
+            return cls
+    return None
+
+
+def _state_problem(obj: Any, cls: type) -> str | None:
     """What is wrong with ``obj``, noted as an instance of ``cls``, against
     Beam's attributes for it; ``None`` when nothing is."""
-    if _class_name(obj) != cls:
-        return f"its class changed to {'.'.join(_class_name(obj))}"
+    if type(obj) is not cls:
+        return f"its class changed to {_class_name(obj)}"
     attrs = getattr(obj, "__dict__", {})
-    shape = _ELEMENT_STATES[cls]
+    shape = _element_states()[cls]
     if attrs.keys() != shape.keys():
         return f"attributes {sorted(attrs)} (Beam's are {sorted(shape)})"
     for key, value in attrs.items():
-        if _class_name(value) not in shape[key]:
-            return f"{key!r} set to a {'.'.join(_class_name(value))}"
+        if not _is_one_of(value, shape[key]):
+            return f"{key!r} set to a {_class_name(value)}"
+    return None
+
+
+def _build_problem(inst: Any, state: Any, globals_: set[int]) -> str | None:
+    """Why BUILD of ``state`` onto ``inst`` is refused; ``None`` when it is not.
+
+    BUILD onto a class or any other global (a module-level object
+    ``find_class`` returned) changes it for the rest of the process, not just
+    in this element: ``FileMetadata.__qualname__ = 'X'`` hides instances from
+    the state check, ``FileMetadata.__repr__ = object`` breaks every later
+    ``show``. Beam's own pickles BUILD only instances they created. A dunder
+    key (``__class__``, ``__dict__``) in a state is never Beam's either, and
+    as a slot state it is a setattr that retypes the instance."""
+    if isinstance(inst, type) or id(inst) in globals_:
+        what = f"the class {inst.__module__}.{inst.__qualname__}" if isinstance(inst, type) else f"a global {_class_name(inst)}"
+        return f"new state for {what} (a change for the whole process)"
+    parts = state if type(state) is tuple and len(state) == 2 else (state,)
+    for part in parts:
+        if type(part) is not dict:
+            continue
+        for key in part:
+            if type(key) is str and key.startswith("__") and key.endswith("__"):
+                if key == "__class__" and isinstance(part[key], type):
+                    c = part[key]
+                    return f"{_class_name(inst)} with its class changed to {c.__module__}.{c.__qualname__}"
+                return f"{_class_name(inst)} with a state setting {key}"
     return None
 
 
@@ -256,23 +301,27 @@ def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
 class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
     Python unpickler, whose calls can be checked before they allocate and
-    whose instances of :data:`_ELEMENT_STATES` classes can be checked once
+    whose instances of :func:`_element_states` classes can be checked once
     built."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file)
-        self._stateful: dict[int, tuple[Any, tuple[str, str]]] = {}
+        self._stateful: dict[int, tuple[Any, type]] = {}
+        self._globals: set[int] = set()  # ids of what find_class returned: module-level, so alive
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ELEMENT_GLOBALS:
-            return super().find_class(module, name)
-        return _admitted(super().find_class, module, name)
+            obj = super().find_class(module, name)
+        else:
+            obj = _admitted(super().find_class, module, name)
+        self._globals.add(id(obj))
+        return obj
 
     def _note(self) -> None:
         """Remember the object just pushed if it is a stateful Beam class."""
         obj = self.stack[-1]
-        cls = _class_name(obj)
-        if cls in _ELEMENT_STATES:
+        cls = _state_class(obj)
+        if cls is not None:
             self._stateful.setdefault(id(obj), (obj, cls))
 
     def load(self) -> Any:
@@ -281,7 +330,7 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         for obj, cls in self._stateful.values():
             problem = _state_problem(obj, cls)
             if problem:
-                raise _BadState(f"{'.'.join(cls)} with {problem}")
+                raise _BadState(f"{cls.__module__}.{cls.__qualname__} with {problem}")
         return value
 
     def load_reduce(self) -> None:
@@ -313,8 +362,11 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._note()
 
     def load_build(self) -> None:
+        problem = _build_problem(self.stack[-2], self.stack[-1], self._globals)
+        if problem:
+            raise _BadState(problem)
         super().load_build()
-        self._note()  # a slot state may have set __class__
+        self._note()
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.REDUCE[0]] = load_reduce
