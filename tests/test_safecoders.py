@@ -362,3 +362,27 @@ def test_the_state_check_compares_classes_not_names():
 
     problem = safepickle._state_problem(f, ReadableFile)
     assert problem == "'metadata' set to a apache_beam.io.filesystem.FileMetadata"
+
+
+_RANGE = _G("builtins", "range") + b"(I%d\ntR" % BIG  # range(10**12): a few bytes, lazy
+
+
+@pytest.mark.parametrize("data, match", [
+    # REDUCE, NEWOBJ, NEWOBJ_EX whose arguments are a range: the Python unpickler expanded it into a tuple
+    (b"\x80\x02" + _G("builtins", "slice") + _RANGE + b"R.", "slice with arguments that are a range, not a tuple"),
+    (b"\x80\x02" + _G("builtins", "object") + _RANGE + b"\x81.", "with arguments that are a range, not a tuple"),
+    (b"\x80\x04" + _G("builtins", "object") + _RANGE + b"}\x92.", "with arguments that are a range, not a tuple"),
+    (b"\x80\x04" + _G("builtins", "object") + b")" + _RANGE + b"\x92.", "keyword arguments that are a range, not a dict"),
+    # NEWOBJ_EX keyword arguments were never checked: bytes.__new__(bytes, source=10**12)
+    (b"\x80\x04" + _G("builtins", "bytes") + b")}" + _U("source") + b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00s\x92.",
+     r"bytes\(int\), which allocates"),
+    # Beam's reconstructors expand their values with *: a range, or a lazy iterable of its own
+    (b"\x80\x02" + _G("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple") + b"(" + _U("T") + _U("a")
+     + b"\x85" + _RANGE + b"tR.", r"_unpickle_dynamic_named_tuple\(range\), which allocates"),
+    (b"\x80\x02" + _G("apache_beam.coders.coders", "TupleCoder") + b"(" + _RANGE + b"tR.", r"TupleCoder\(range\)"),
+    (b"\x80\x02" + _G("apache_beam.pvalue", "_make_Row") + b"((" + _U("a") + _RANGE + b"ltR.", r"does not build \(_make_Row: argument 0 is a list, not a tuple\)"),
+], ids=["reduce", "newobj", "newobj-ex-args", "newobj-ex-kwargs", "newobj-ex-bytes", "dynamic-named-tuple",
+        "a-coder", "row-items"])
+def test_call_arguments_are_a_tuple_and_never_a_range(data, match):
+    with pytest.raises(UntrustedPickleError, match=match):
+        restricted_loads(data)

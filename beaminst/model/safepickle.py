@@ -285,17 +285,59 @@ class _BadState(Exception):
     pass
 
 
-def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
+class _BadCall(Exception):
+    pass
+
+
+def _check_call(make: Any, args: Any, kwargs: Any = None) -> None:
+    """Refuse a call the file asks for before it runs, when it would allocate
+    what the file asks for rather than what it holds.
+
+    Python's unpickler calls ``make(*args, **kwargs)`` with whatever the file
+    put there: ``args`` a ``range(10**8)`` is a 3.8 GB tuple from 40 bytes.
+    The C unpickler (what Beam runs) requires a tuple and a dict, and so does
+    this one. A ``range`` is the one admitted lazy iterable; as an argument it
+    is never Beam's (Beam pickles a range as a call *of* ``range``), and
+    callables that iterate an argument (``tuple``, ``TupleCoder``,
+    ``_make_Row``'s ``dict``) would expand it, so it is refused as any
+    argument."""
+    if type(args) is not tuple:
+        raise _BadCall(f"{_callable_name(make)} with arguments that are a {type(args).__name__}, not a tuple")
+    if kwargs is not None:
+        if type(kwargs) is not dict:
+            raise _BadCall(f"{_callable_name(make)} with keyword arguments that are a {type(kwargs).__name__}, not a dict")
+        args = args + tuple(kwargs.values())
     import copyreg
 
     if make is copyreg._reconstructor and len(args) == 3:  # base.__new__(cls, state)
         make, args = args[1], args[2:]
     elif make is copyreg.__newobj__ and args:  # cls.__new__(cls, *args)
         make, args = args[0], args[1:]
-    if isinstance(make, type) and issubclass(make, _SIZED):
-        for a in args:
-            if isinstance(a, range) or (isinstance(a, int) and issubclass(make, (bytes, bytearray))):
-                raise _Oversized(f"{make.__qualname__}({type(a).__name__})")
+    sized = isinstance(make, type) and issubclass(make, _SIZED)
+    for a in args:
+        if isinstance(a, range) or (sized and isinstance(a, int) and issubclass(make, (bytes, bytearray))):
+            raise _Oversized(f"{_callable_name(make)}({type(a).__name__})")
+    expanded = _EXPANDED.get((getattr(make, "__module__", None), getattr(make, "__name__", None)))
+    if expanded is not None:
+        # Beam's reconstructors expand these with * (or dict()): Beam writes tuples.
+        for i in expanded(len(args)):
+            if i < len(args) and type(args[i]) is not tuple:
+                # bad input like any wrong argument of theirs (an int, a list)
+                raise _Unbuildable(f"{_callable_name(make)}: argument {i} is a {type(args[i]).__name__}, not a tuple")
+
+
+def _callable_name(make: Any) -> str:
+    return getattr(make, "__qualname__", None) or _class_name(make)
+
+
+# Which arguments of each element reconstructor Beam's code expands: the
+# values of a schema row or dynamic named tuple (``T(*values)``), and each
+# (name, value) pair of ``_make_Row(*items)`` (``dict(items)``).
+_EXPANDED: dict[tuple[str, str], Callable[[int], range]] = {
+    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"): lambda n: range(1, 2),
+    ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"): lambda n: range(2, 3),
+    ("apache_beam.pvalue", "_make_Row"): range,
+}
 
 
 class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
@@ -335,7 +377,7 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def load_reduce(self) -> None:
         make = self.stack[-2]
-        _check_allocation(make, self.stack[-1])
+        _check_call(make, self.stack[-1])
         if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_GLOBALS:
             super().load_reduce()
         else:
@@ -346,18 +388,18 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._note()
 
     def load_newobj(self) -> None:
-        _check_allocation(self.stack[-2], self.stack[-1])
+        _check_call(self.stack[-2], self.stack[-1])
         super().load_newobj()
         self._note()
 
     def load_newobj_ex(self) -> None:
-        _check_allocation(self.stack[-3], self.stack[-2])
+        _check_call(self.stack[-3], self.stack[-2], self.stack[-1])
         super().load_newobj_ex()
         self._note()
 
     def _instantiate(self, klass: Any, args: list[Any]) -> None:
         # INST and OBJ (protocols 0-1) call the class without REDUCE.
-        _check_allocation(klass, tuple(args))
+        _check_call(klass, tuple(args))
         super()._instantiate(klass, args)
         self._note()
 
@@ -391,6 +433,10 @@ def restricted_loads(data: bytes) -> Any:
         raise UntrustedPickleError(
             f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
             f"(pass {TRUST_FLAG} to load it anyway)"
+        ) from None
+    except _BadCall as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle calling {e}, which no pickler writes and Beam's unpickler refuses"
         ) from None
     except _Unbuildable as e:
         raise UntrustedPickleError(f"an element is a pickle whose Beam value does not build ({e})") from None
