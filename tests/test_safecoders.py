@@ -386,3 +386,51 @@ _RANGE = _G("builtins", "range") + b"(I%d\ntR" % BIG  # range(10**12): a few byt
 def test_call_arguments_are_a_tuple_and_never_a_range(data, match):
     with pytest.raises(UntrustedPickleError, match=match):
         restricted_loads(data)
+
+
+def _nested_rows(depth, leaf, wrap=None):
+    """A one-field schema whose field nests ``depth`` one-field row types (each
+    inside ``wrap``'s wrapper when given) around ``leaf``."""
+    from apache_beam.portability.api import schema_pb2
+
+    ft = leaf
+    for i in range(depth):
+        ft = schema_pb2.FieldType(row_type=schema_pb2.RowType(schema=schema_pb2.Schema(
+            id=f"beaminst-test-deep-{depth}-{i}-{wrap}", fields=[schema_pb2.Field(name="x", type=ft)])))
+        if wrap == "array":
+            ft = schema_pb2.FieldType(array_type=schema_pb2.ArrayType(element_type=ft))
+        elif wrap == "map":
+            ft = schema_pb2.FieldType(map_type=schema_pb2.MapType(key_type=leaf, value_type=ft))
+    return schema_pb2.Schema(id=f"beaminst-test-deep-{depth}-{wrap}", fields=[schema_pb2.Field(name="x", type=ft)])
+
+
+def test_a_schema_row_with_a_schema_beam_takes_too_long_to_build_is_refused():
+    # Beam's named_tuple_from_schema takes exponentially longer per level of
+    # nested row types: 12 levels (~290 bytes) take seconds, 16 hours. The
+    # refusal comes before Beam sees the schema, so this is fast at any depth.
+    from apache_beam.portability.api import schema_pb2
+
+    leaf = schema_pb2.FieldType(atomic_type=schema_pb2.INT64)
+    for wrap in (None, "array", "map"):
+        data = pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (_nested_rows(12, leaf, wrap).SerializeToString(), (1,))), 4)
+        with pytest.raises(UntrustedPickleError, match="row types nested more than 8 deep"):
+            restricted_loads(data)
+    wide = schema_pb2.Schema(id="beaminst-test-wide", fields=[schema_pb2.Field(name=f"f{i}", type=leaf) for i in range(10_001)])
+    with pytest.raises(UntrustedPickleError, match="more than 10000 fields"):
+        restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (wide.SerializeToString(), (1,) * 10_001)), 4))
+    # a schema nested as deep as allowed still loads
+    out = restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (_nested_rows(7, leaf).SerializeToString(), (1,))), 4))
+    assert out._fields == ("x",)
+
+
+def test_a_schema_row_cannot_take_the_id_of_another_schema():
+    # Beam returns the type registered under a schema id whatever fields the
+    # pickle's schema has: values of one schema as another's type.
+    schema = named_tuple_to_schema(Point)  # registers Point under its id
+    other = type(schema)()
+    other.CopyFrom(schema)
+    del other.fields[1:]
+    data = pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (other.SerializeToString(), (b"not an int",))), 4)
+    with pytest.raises(UntrustedPickleError, match="of another registered schema"):
+        restricted_loads(data)
+    assert restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (schema.SerializeToString(), (1, "a"))), 4)) == (1, "a")

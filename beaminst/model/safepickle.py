@@ -175,10 +175,11 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # and field names (GroupBy(...).aggregate_field's), and
 # GroupIntoBatches.WithShardedKey's keys are ShardedKeys: each takes plain data
 # and builds a namedtuple (whose names it checks) or sets attributes.
+_HYDRATE = ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance")
 _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.pvalue", "_make_Row"),
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
-    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"),
+    _HYDRATE,
     ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
     ("apache_beam.utils.sharded_key", "ShardedKey"),
 })
@@ -289,6 +290,10 @@ class _BadCall(Exception):
     pass
 
 
+class _BadSchema(Exception):
+    pass
+
+
 def _check_call(make: Any, args: Any, kwargs: Any = None) -> None:
     """Refuse a call the file asks for before it runs, when it would allocate
     what the file asks for rather than what it holds.
@@ -340,6 +345,54 @@ _EXPANDED: dict[tuple[str, str], Callable[[int], range]] = {
 }
 
 
+# Beam's named_tuple_from_schema takes ~3x (and more) longer per level of
+# nested row types (12 levels of one-field rows, ~290 bytes: 2.6 s; 16: hours),
+# so a schema row's schema is measured before Beam sees it. Real schemas nest
+# a few rows deep.
+_MAX_ROW_DEPTH = 8
+_MAX_SCHEMA_FIELDS = 10_000
+
+
+def _schema_problem(encoded: Any) -> str | None:
+    """Why a schema row's schema is refused before Beam builds its type."""
+    from apache_beam.portability.api import schema_pb2
+    from apache_beam.typehints.schemas import SCHEMA_REGISTRY
+
+    if type(encoded) is not bytes:
+        return None  # Beam's parse fails: reported as a value that does not build
+    try:
+        schema = schema_pb2.Schema.FromString(encoded)
+    except Exception:
+        return None
+    fields = 0
+    schemas = [(schema, 0)]  # (schema, row types it is nested in)
+    while schemas:
+        s, depth = schemas.pop()
+        if depth > _MAX_ROW_DEPTH:
+            return f"row types nested more than {_MAX_ROW_DEPTH} deep"
+        fields += len(s.fields)
+        if fields > _MAX_SCHEMA_FIELDS:
+            return f"more than {_MAX_SCHEMA_FIELDS} fields"
+        # Beam returns the type registered under an id whatever the fields
+        # say: values for one schema would come back as another's type.
+        registered = SCHEMA_REGISTRY.by_id.get(s.id, (None, None))[1] if s.id else None
+        if registered is not None and list(registered.fields) != list(s.fields):
+            return f"the id {s.id!r} of another registered schema"
+        types = [f.type for f in s.fields]
+        while types:  # array, iterable, map, logical and nullable types wrap rows too
+            t = types.pop()
+            kind = t.WhichOneof("type_info")
+            if kind == "row_type":
+                schemas.append((t.row_type.schema, depth + 1))
+            elif kind in ("array_type", "iterable_type"):
+                types.append(getattr(t, kind).element_type)
+            elif kind == "map_type":
+                types += [t.map_type.key_type, t.map_type.value_type]
+            elif kind == "logical_type":
+                types += [t.logical_type.representation, t.logical_type.argument_type]
+    return None
+
+
 class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
     Python unpickler, whose calls can be checked before they allocate and
@@ -378,6 +431,10 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load_reduce(self) -> None:
         make = self.stack[-2]
         _check_call(make, self.stack[-1])
+        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) == _HYDRATE and self.stack[-1]:
+            problem = _schema_problem(self.stack[-1][0])
+            if problem:
+                raise _BadSchema(problem)
         if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_GLOBALS:
             super().load_reduce()
         else:
@@ -437,6 +494,11 @@ def restricted_loads(data: bytes) -> Any:
     except _BadCall as e:
         raise UntrustedPickleError(
             f"an element is a pickle calling {e}, which no pickler writes and Beam's unpickler refuses"
+        ) from None
+    except _BadSchema as e:
+        raise UntrustedPickleError(
+            f"an element is a schema row whose schema has {e}, which Beam would take too long, "
+            f"or wrongly, to build (pass {TRUST_FLAG} to load it anyway)"
         ) from None
     except _Unbuildable as e:
         raise UntrustedPickleError(f"an element is a pickle whose Beam value does not build ({e})") from None
