@@ -298,3 +298,139 @@ def test_a_schema_row_still_loads_its_values_restricted():
 def test_a_beam_value_that_does_not_build_is_bad_input_not_a_crash(bad):
     with pytest.raises(UntrustedPickleError, match="does not build"):
         restricted_loads(pickle.dumps(bad, 4))
+
+
+def _G(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _U(s):
+    b = s.encode()
+    return b"X" + len(b).to_bytes(4, "little") + b
+
+
+_FM = _G("apache_beam.io.filesystem", "FileMetadata")
+
+
+def _set_on(target, attr, value):
+    """BUILD with slot state {attr: value} onto ``target`` (pickle bytes), then POP."""
+    return target + b"N}" + _U(attr) + value + b"s\x86b0"
+
+
+def test_a_pickle_cannot_rename_or_change_an_admitted_class():
+    # BUILD onto the class object is a setattr on the class: renaming it hid
+    # the FileMetadata built meanwhile from the state check (by name), and
+    # replacing a method changed it for the rest of the process.
+    from apache_beam.io.filesystem import FileMetadata
+
+    repr_before = FileMetadata.__repr__
+    bad_state = b"}(" + _U("path") + b"K\x07" + _U("evil") + b"K\x01u"
+    inst = _G("copyreg", "_reconstructor") + b"(" + _FM + _G("builtins", "object") + b"NtR"
+    spoof = (b"\x80\x02" + _set_on(_FM, "__qualname__", _U("X")) + inst + bad_state + b"b"
+             + _set_on(_FM, "__qualname__", _U("FileMetadata")) + b".")
+    pollute = b"\x80\x02" + _set_on(_FM, "__repr__", _G("builtins", "object")) + _U("x") + b"."
+    coder = b"\x80\x02" + _set_on(_G("apache_beam.coders.coders", "VarIntCoder"), "encode", _G("builtins", "object")) + b"N."
+    for data in (spoof, pollute, coder):
+        with pytest.raises(UntrustedPickleError, match="new state for the class"):
+            restricted_loads(data)
+    assert FileMetadata.__qualname__ == "FileMetadata" and FileMetadata.__repr__ is repr_before
+    assert coders.VarIntCoder.encode is not object
+    # a global that is not a class (typing's aliases forward attributes to their origin)
+    with pytest.raises(UntrustedPickleError, match="new state for a global"):
+        restricted_loads(b"\x80\x02" + _set_on(_G("typing", "Callable"), "register", _G("builtins", "object")) + b"N.")
+
+
+@pytest.mark.parametrize("state", [(None, {"__dict__": {}}), {"__weakref__": 1}, (None, {"__qualname__": "x"})])
+def test_a_state_setting_a_dunder_is_refused(state):
+    from apache_beam.io.filesystem import FileMetadata
+
+    with pytest.raises(UntrustedPickleError, match="with a state setting __"):
+        restricted_loads(pickle.dumps(_Build(FileMetadata("/a", 1), state), 4))
+
+
+def test_the_state_check_compares_classes_not_names():
+    # A class of the same module and qualname (here: renamed to look like
+    # FileMetadata) is not FileMetadata: an attribute of that class is refused.
+    from apache_beam.io.fileio import ReadableFile
+
+    class Fake:
+        pass
+
+    Fake.__module__, Fake.__qualname__ = "apache_beam.io.filesystem", "FileMetadata"
+    f = _readable_file(metadata=Fake(), _compression=None)
+    from beaminst.model import safepickle
+
+    problem = safepickle._state_problem(f, ReadableFile)
+    assert problem == "'metadata' set to a apache_beam.io.filesystem.FileMetadata"
+
+
+_RANGE = _G("builtins", "range") + b"(I%d\ntR" % BIG  # range(10**12): a few bytes, lazy
+
+
+@pytest.mark.parametrize("data, match", [
+    # REDUCE, NEWOBJ, NEWOBJ_EX whose arguments are a range: the Python unpickler expanded it into a tuple
+    (b"\x80\x02" + _G("builtins", "slice") + _RANGE + b"R.", "slice with arguments that are a range, not a tuple"),
+    (b"\x80\x02" + _G("builtins", "object") + _RANGE + b"\x81.", "with arguments that are a range, not a tuple"),
+    (b"\x80\x04" + _G("builtins", "object") + _RANGE + b"}\x92.", "with arguments that are a range, not a tuple"),
+    (b"\x80\x04" + _G("builtins", "object") + b")" + _RANGE + b"\x92.", "keyword arguments that are a range, not a dict"),
+    # NEWOBJ_EX keyword arguments were never checked: bytes.__new__(bytes, source=10**12)
+    (b"\x80\x04" + _G("builtins", "bytes") + b")}" + _U("source") + b"\x8a\x06\x00\x10\xa5\xd4\xe8\x00s\x92.",
+     r"bytes\(int\), which allocates"),
+    # Beam's reconstructors expand their values with *: a range, or a lazy iterable of its own
+    (b"\x80\x02" + _G("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple") + b"(" + _U("T") + _U("a")
+     + b"\x85" + _RANGE + b"tR.", r"_unpickle_dynamic_named_tuple\(range\), which allocates"),
+    (b"\x80\x02" + _G("apache_beam.coders.coders", "TupleCoder") + b"(" + _RANGE + b"tR.", r"TupleCoder\(range\)"),
+    (b"\x80\x02" + _G("apache_beam.pvalue", "_make_Row") + b"((" + _U("a") + _RANGE + b"ltR.", r"does not build \(_make_Row: argument 0 is a list, not a tuple\)"),
+], ids=["reduce", "newobj", "newobj-ex-args", "newobj-ex-kwargs", "newobj-ex-bytes", "dynamic-named-tuple",
+        "a-coder", "row-items"])
+def test_call_arguments_are_a_tuple_and_never_a_range(data, match):
+    with pytest.raises(UntrustedPickleError, match=match):
+        restricted_loads(data)
+
+
+def _nested_rows(depth, leaf, wrap=None):
+    """A one-field schema whose field nests ``depth`` one-field row types (each
+    inside ``wrap``'s wrapper when given) around ``leaf``."""
+    from apache_beam.portability.api import schema_pb2
+
+    ft = leaf
+    for i in range(depth):
+        ft = schema_pb2.FieldType(row_type=schema_pb2.RowType(schema=schema_pb2.Schema(
+            id=f"beaminst-test-deep-{depth}-{i}-{wrap}", fields=[schema_pb2.Field(name="x", type=ft)])))
+        if wrap == "array":
+            ft = schema_pb2.FieldType(array_type=schema_pb2.ArrayType(element_type=ft))
+        elif wrap == "map":
+            ft = schema_pb2.FieldType(map_type=schema_pb2.MapType(key_type=leaf, value_type=ft))
+    return schema_pb2.Schema(id=f"beaminst-test-deep-{depth}-{wrap}", fields=[schema_pb2.Field(name="x", type=ft)])
+
+
+def test_a_schema_row_with_a_schema_beam_takes_too_long_to_build_is_refused():
+    # Beam's named_tuple_from_schema takes exponentially longer per level of
+    # nested row types: 12 levels (~290 bytes) take seconds, 16 hours. The
+    # refusal comes before Beam sees the schema, so this is fast at any depth.
+    from apache_beam.portability.api import schema_pb2
+
+    leaf = schema_pb2.FieldType(atomic_type=schema_pb2.INT64)
+    for wrap in (None, "array", "map"):
+        data = pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (_nested_rows(12, leaf, wrap).SerializeToString(), (1,))), 4)
+        with pytest.raises(UntrustedPickleError, match="row types nested more than 8 deep"):
+            restricted_loads(data)
+    wide = schema_pb2.Schema(id="beaminst-test-wide", fields=[schema_pb2.Field(name=f"f{i}", type=leaf) for i in range(10_001)])
+    with pytest.raises(UntrustedPickleError, match="more than 10000 fields"):
+        restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (wide.SerializeToString(), (1,) * 10_001)), 4))
+    # a schema nested as deep as allowed still loads
+    out = restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (_nested_rows(7, leaf).SerializeToString(), (1,))), 4))
+    assert out._fields == ("x",)
+
+
+def test_a_schema_row_cannot_take_the_id_of_another_schema():
+    # Beam returns the type registered under a schema id whatever fields the
+    # pickle's schema has: values of one schema as another's type.
+    schema = named_tuple_to_schema(Point)  # registers Point under its id
+    other = type(schema)()
+    other.CopyFrom(schema)
+    del other.fields[1:]
+    data = pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (other.SerializeToString(), (b"not an int",))), 4)
+    with pytest.raises(UntrustedPickleError, match="of another registered schema"):
+        restricted_loads(data)
+    assert restricted_loads(pickle.dumps(_Reduce(_hydrate_namedtuple_instance, (schema.SerializeToString(), (1, "a"))), 4)) == (1, "a")

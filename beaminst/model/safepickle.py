@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import pickle
 from collections.abc import Callable
@@ -174,51 +175,96 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # and field names (GroupBy(...).aggregate_field's), and
 # GroupIntoBatches.WithShardedKey's keys are ShardedKeys: each takes plain data
 # and builds a namedtuple (whose names it checks) or sets attributes.
+_HYDRATE = ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance")
 _ELEMENT_RECONSTRUCTORS = frozenset({
     ("apache_beam.pvalue", "_make_Row"),
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
-    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"),
+    _HYDRATE,
     ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
     ("apache_beam.utils.sharded_key", "ShardedKey"),
 })
-_NONE = ("builtins", "NoneType")
 # Beam classes without a reduce of their own, which pickle as an empty
 # instance (``__newobj__``) plus a state dict set by BUILD: fileio.MatchFiles'
 # FileMetadata and ReadMatches' ReadableFile. BUILD (or a crafted call of the
 # class, or ``copyreg._reconstructor`` running its ``__init__``) would set any
 # attribute to anything the policy admits, so every instance of one is checked,
 # once the pickle is loaded, to hold exactly Beam's attributes, each of one of
-# Beam's types (module, qualname).
-_ELEMENT_STATES: dict[tuple[str, str], dict[str, tuple[tuple[str, str], ...]]] = {
-    ("apache_beam.io.filesystem", "FileMetadata"): {
-        "path": (("builtins", "str"),),
-        "size_in_bytes": (("builtins", "int"),),
-        "last_updated_in_seconds": (("builtins", "float"), ("builtins", "int")),
-    },
-    ("apache_beam.io.fileio", "ReadableFile"): {
-        "metadata": (("apache_beam.io.filesystem", "FileMetadata"),),
-        "_compression": (("builtins", "str"), _NONE),  # a CompressionTypes value, or None for AUTO
-    },
-}
-_ELEMENT_GLOBALS = _ELEMENT_RECONSTRUCTORS | _ELEMENT_STATES.keys()
+# Beam's types. Classes are compared by identity, never by their
+# ``__module__``/``__qualname__``: those are attributes a pickle could set.
+_ELEMENT_STATE_NAMES = frozenset({("apache_beam.io.filesystem", "FileMetadata"), ("apache_beam.io.fileio", "ReadableFile")})
+_ELEMENT_GLOBALS = _ELEMENT_RECONSTRUCTORS | _ELEMENT_STATE_NAMES
 
 
-def _class_name(obj: Any) -> tuple[str, str]:
-    return type(obj).__module__, type(obj).__qualname__
+@functools.cache
+def _element_states() -> dict[type, dict[str, tuple[type, ...]]]:
+    """The classes of :data:`_ELEMENT_STATE_NAMES` and Beam's attributes for
+    each, imported once, when the first element is loaded (Beam's fileio is
+    slow to import and most caches hold none)."""
+    from apache_beam.io.fileio import ReadableFile
+    from apache_beam.io.filesystem import FileMetadata
+
+    return {
+        FileMetadata: {"path": (str,), "size_in_bytes": (int,), "last_updated_in_seconds": (float, int)},
+        # a CompressionTypes value (a str), or None for AUTO
+        ReadableFile: {"metadata": (FileMetadata,), "_compression": (str, type(None))},
+    }
 
 
-def _state_problem(obj: Any, cls: tuple[str, str]) -> str | None:
+def _class_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _is_one_of(obj: Any, classes: Any) -> bool:
+    # ``is``, not ``in``/``==``: an admitted metaclass could define __eq__.
+    return any(type(obj) is c for c in classes)
+
+
+def _state_class(obj: Any) -> type | None:
+    """The :func:`_element_states` class ``obj`` is an instance of, exactly."""
+    for cls in _element_states():
+        if type(obj) is cls:
+            return cls
+    return None
+
+
+def _state_problem(obj: Any, cls: type) -> str | None:
     """What is wrong with ``obj``, noted as an instance of ``cls``, against
     Beam's attributes for it; ``None`` when nothing is."""
-    if _class_name(obj) != cls:
-        return f"its class changed to {'.'.join(_class_name(obj))}"
+    if type(obj) is not cls:
+        return f"its class changed to {_class_name(obj)}"
     attrs = getattr(obj, "__dict__", {})
-    shape = _ELEMENT_STATES[cls]
+    shape = _element_states()[cls]
     if attrs.keys() != shape.keys():
         return f"attributes {sorted(attrs)} (Beam's are {sorted(shape)})"
     for key, value in attrs.items():
-        if _class_name(value) not in shape[key]:
-            return f"{key!r} set to a {'.'.join(_class_name(value))}"
+        if not _is_one_of(value, shape[key]):
+            return f"{key!r} set to a {_class_name(value)}"
+    return None
+
+
+def _build_problem(inst: Any, state: Any, globals_: set[int]) -> str | None:
+    """Why BUILD of ``state`` onto ``inst`` is refused; ``None`` when it is not.
+
+    BUILD onto a class or any other global (a module-level object
+    ``find_class`` returned) changes it for the rest of the process, not just
+    in this element: ``FileMetadata.__qualname__ = 'X'`` hides instances from
+    the state check, ``FileMetadata.__repr__ = object`` breaks every later
+    ``show``. Beam's own pickles BUILD only instances they created. A dunder
+    key (``__class__``, ``__dict__``) in a state is never Beam's either, and
+    as a slot state it is a setattr that retypes the instance."""
+    if isinstance(inst, type) or id(inst) in globals_:
+        what = f"the class {inst.__module__}.{inst.__qualname__}" if isinstance(inst, type) else f"a global {_class_name(inst)}"
+        return f"new state for {what} (a change for the whole process)"
+    parts = state if type(state) is tuple and len(state) == 2 else (state,)
+    for part in parts:
+        if type(part) is not dict:
+            continue
+        for key in part:
+            if type(key) is str and key.startswith("__") and key.endswith("__"):
+                if key == "__class__" and isinstance(part[key], type):
+                    c = part[key]
+                    return f"{_class_name(inst)} with its class changed to {c.__module__}.{c.__qualname__}"
+                return f"{_class_name(inst)} with a state setting {key}"
     return None
 
 
@@ -240,39 +286,137 @@ class _BadState(Exception):
     pass
 
 
-def _check_allocation(make: Any, args: tuple[Any, ...]) -> None:
+class _BadCall(Exception):
+    pass
+
+
+class _BadSchema(Exception):
+    pass
+
+
+def _check_call(make: Any, args: Any, kwargs: Any = None) -> None:
+    """Refuse a call the file asks for before it runs, when it would allocate
+    what the file asks for rather than what it holds.
+
+    Python's unpickler calls ``make(*args, **kwargs)`` with whatever the file
+    put there: ``args`` a ``range(10**8)`` is a 3.8 GB tuple from 40 bytes.
+    The C unpickler (what Beam runs) requires a tuple and a dict, and so does
+    this one. A ``range`` is the one admitted lazy iterable; as an argument it
+    is never Beam's (Beam pickles a range as a call *of* ``range``), and
+    callables that iterate an argument (``tuple``, ``TupleCoder``,
+    ``_make_Row``'s ``dict``) would expand it, so it is refused as any
+    argument."""
+    if type(args) is not tuple:
+        raise _BadCall(f"{_callable_name(make)} with arguments that are a {type(args).__name__}, not a tuple")
+    if kwargs is not None:
+        if type(kwargs) is not dict:
+            raise _BadCall(f"{_callable_name(make)} with keyword arguments that are a {type(kwargs).__name__}, not a dict")
+        args = args + tuple(kwargs.values())
     import copyreg
 
     if make is copyreg._reconstructor and len(args) == 3:  # base.__new__(cls, state)
         make, args = args[1], args[2:]
     elif make is copyreg.__newobj__ and args:  # cls.__new__(cls, *args)
         make, args = args[0], args[1:]
-    if isinstance(make, type) and issubclass(make, _SIZED):
-        for a in args:
-            if isinstance(a, range) or (isinstance(a, int) and issubclass(make, (bytes, bytearray))):
-                raise _Oversized(f"{make.__qualname__}({type(a).__name__})")
+    sized = isinstance(make, type) and issubclass(make, _SIZED)
+    for a in args:
+        if isinstance(a, range) or (sized and isinstance(a, int) and issubclass(make, (bytes, bytearray))):
+            raise _Oversized(f"{_callable_name(make)}({type(a).__name__})")
+    expanded = _EXPANDED.get((getattr(make, "__module__", None), getattr(make, "__name__", None)))
+    if expanded is not None:
+        # Beam's reconstructors expand these with * (or dict()): Beam writes tuples.
+        for i in expanded(len(args)):
+            if i < len(args) and type(args[i]) is not tuple:
+                # bad input like any wrong argument of theirs (an int, a list)
+                raise _Unbuildable(f"{_callable_name(make)}: argument {i} is a {type(args[i]).__name__}, not a tuple")
+
+
+def _callable_name(make: Any) -> str:
+    return getattr(make, "__qualname__", None) or _class_name(make)
+
+
+# Which arguments of each element reconstructor Beam's code expands: the
+# values of a schema row or dynamic named tuple (``T(*values)``), and each
+# (name, value) pair of ``_make_Row(*items)`` (``dict(items)``).
+_EXPANDED: dict[tuple[str, str], Callable[[int], range]] = {
+    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"): lambda n: range(1, 2),
+    ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"): lambda n: range(2, 3),
+    ("apache_beam.pvalue", "_make_Row"): range,
+}
+
+
+# Beam's named_tuple_from_schema takes ~3x (and more) longer per level of
+# nested row types (12 levels of one-field rows, ~290 bytes: 2.6 s; 16: hours),
+# so a schema row's schema is measured before Beam sees it. Real schemas nest
+# a few rows deep.
+_MAX_ROW_DEPTH = 8
+_MAX_SCHEMA_FIELDS = 10_000
+
+
+def _schema_problem(encoded: Any) -> str | None:
+    """Why a schema row's schema is refused before Beam builds its type."""
+    from apache_beam.portability.api import schema_pb2
+    from apache_beam.typehints.schemas import SCHEMA_REGISTRY
+
+    if type(encoded) is not bytes:
+        return None  # Beam's parse fails: reported as a value that does not build
+    try:
+        schema = schema_pb2.Schema.FromString(encoded)
+    except Exception:
+        return None
+    fields = 0
+    schemas = [(schema, 0)]  # (schema, row types it is nested in)
+    while schemas:
+        s, depth = schemas.pop()
+        if depth > _MAX_ROW_DEPTH:
+            return f"row types nested more than {_MAX_ROW_DEPTH} deep"
+        fields += len(s.fields)
+        if fields > _MAX_SCHEMA_FIELDS:
+            return f"more than {_MAX_SCHEMA_FIELDS} fields"
+        # Beam returns the type registered under an id whatever the fields
+        # say: values for one schema would come back as another's type.
+        registered = SCHEMA_REGISTRY.by_id.get(s.id, (None, None))[1] if s.id else None
+        if registered is not None and list(registered.fields) != list(s.fields):
+            return f"the id {s.id!r} of another registered schema"
+        types = [f.type for f in s.fields]
+        while types:  # array, iterable, map, logical and nullable types wrap rows too
+            t = types.pop()
+            kind = t.WhichOneof("type_info")
+            if kind == "row_type":
+                schemas.append((t.row_type.schema, depth + 1))
+            elif kind in ("array_type", "iterable_type"):
+                types.append(getattr(t, kind).element_type)
+            elif kind == "map_type":
+                types += [t.map_type.key_type, t.map_type.value_type]
+            elif kind == "logical_type":
+                types += [t.logical_type.representation, t.logical_type.argument_type]
+    return None
 
 
 class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The policy of :class:`_RestrictedUnpickler` for cached elements, on the
     Python unpickler, whose calls can be checked before they allocate and
-    whose instances of :data:`_ELEMENT_STATES` classes can be checked once
+    whose instances of :func:`_element_states` classes can be checked once
     built."""
 
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file)
-        self._stateful: dict[int, tuple[Any, tuple[str, str]]] = {}
+        self._stateful: dict[int, tuple[Any, type]] = {}
+        self._globals: set[int] = set()  # ids of what find_class returned: module-level, so alive
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ELEMENT_GLOBALS:
-            return super().find_class(module, name)
-        return _admitted(super().find_class, module, name)
+            obj = super().find_class(module, name)
+        else:
+            obj = _admitted(super().find_class, module, name)
+        self._globals.add(id(obj))
+        return obj
 
     def _note(self) -> None:
         """Remember the object just pushed if it is a stateful Beam class."""
         obj = self.stack[-1]
-        cls = _class_name(obj)
-        if cls in _ELEMENT_STATES:
+        cls = _state_class(obj)
+        if cls is not None:
             self._stateful.setdefault(id(obj), (obj, cls))
 
     def load(self) -> Any:
@@ -281,12 +425,16 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         for obj, cls in self._stateful.values():
             problem = _state_problem(obj, cls)
             if problem:
-                raise _BadState(f"{'.'.join(cls)} with {problem}")
+                raise _BadState(f"{cls.__module__}.{cls.__qualname__} with {problem}")
         return value
 
     def load_reduce(self) -> None:
         make = self.stack[-2]
-        _check_allocation(make, self.stack[-1])
+        _check_call(make, self.stack[-1])
+        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) == _HYDRATE and self.stack[-1]:
+            problem = _schema_problem(self.stack[-1][0])
+            if problem:
+                raise _BadSchema(problem)
         if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_GLOBALS:
             super().load_reduce()
         else:
@@ -297,24 +445,27 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._note()
 
     def load_newobj(self) -> None:
-        _check_allocation(self.stack[-2], self.stack[-1])
+        _check_call(self.stack[-2], self.stack[-1])
         super().load_newobj()
         self._note()
 
     def load_newobj_ex(self) -> None:
-        _check_allocation(self.stack[-3], self.stack[-2])
+        _check_call(self.stack[-3], self.stack[-2], self.stack[-1])
         super().load_newobj_ex()
         self._note()
 
     def _instantiate(self, klass: Any, args: list[Any]) -> None:
         # INST and OBJ (protocols 0-1) call the class without REDUCE.
-        _check_allocation(klass, tuple(args))
+        _check_call(klass, tuple(args))
         super()._instantiate(klass, args)
         self._note()
 
     def load_build(self) -> None:
+        problem = _build_problem(self.stack[-2], self.stack[-1], self._globals)
+        if problem:
+            raise _BadState(problem)
         super().load_build()
-        self._note()  # a slot state may have set __class__
+        self._note()
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.REDUCE[0]] = load_reduce
@@ -339,6 +490,15 @@ def restricted_loads(data: bytes) -> Any:
         raise UntrustedPickleError(
             f"an element is a pickle calling {e}, which allocates what the file asks for, not what it holds "
             f"(pass {TRUST_FLAG} to load it anyway)"
+        ) from None
+    except _BadCall as e:
+        raise UntrustedPickleError(
+            f"an element is a pickle calling {e}, which no pickler writes and Beam's unpickler refuses"
+        ) from None
+    except _BadSchema as e:
+        raise UntrustedPickleError(
+            f"an element is a schema row whose schema has {e}, which Beam would take too long, "
+            f"or wrongly, to build (pass {TRUST_FLAG} to load it anyway)"
         ) from None
     except _Unbuildable as e:
         raise UntrustedPickleError(f"an element is a pickle whose Beam value does not build ({e})") from None
