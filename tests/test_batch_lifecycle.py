@@ -111,6 +111,33 @@ def wait_until_gone(sid: int) -> None:
     pytest.fail("processes survived the batch:\n" + "\n".join(left))
 
 
+@needs_proc
+def test_a_zombie_writer_is_dead_and_its_temp_file_is_swept(tmp_path):
+    """A writer SIGKILL cut short is a zombie until its new parent reaps it,
+    which in a container whose init never reaps is forever; signalling it
+    still succeeds. Its temp file must go all the same (this made the SIGKILL
+    test below fail wherever the killed workers were not reaped in time)."""
+    from beaminst.batch.sweep import sweep
+    from beaminst.model.tempfiles import pid_alive
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        for _ in range(POLLS):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(POLL)
+        os.kill(pid, 0)  # the premise: a zombie can still be signalled
+        assert not pid_alive(pid) and pid_alive(os.getpid())
+        (tmp_path / "out.pb").write_bytes(b"")
+        left = tmp_path / f".out.pb.{pid}.abcd1234.tmp"
+        left.write_bytes(b"cut short")
+        assert sweep(str(tmp_path), [str(tmp_path / "out.pb")]) == [str(left)]
+    finally:
+        os.waitpid(pid, 0)
+
+
 @pytest.mark.slow
 @needs_proc
 def test_sigkill_of_the_parent_leaves_no_process_and_the_next_run_completes(tmp_path):

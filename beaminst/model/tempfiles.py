@@ -21,7 +21,8 @@ def temp_prefix(base: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process here (one we may not signal counts)."""
+    """Whether ``pid`` is a live process here (one we may not signal counts;
+    a zombie does not: it writes nothing more)."""
     if pid <= 0:
         return True  # not a process id: never sweep on it
     try:
@@ -30,7 +31,20 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and awaits its parent (Linux's /proc; False
+    where there is none). A writer killed mid-write stays one until its new
+    parent reaps it, which in a container whose init never reaps is forever:
+    signalling it still succeeds, so without this its temp file was never swept."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def sweep_dead_writers(directory: str, base: str) -> None:
