@@ -124,8 +124,10 @@ def remember_inflated(encoded: bytes, data: bytes) -> None:
 
 def _stable_digest(data: bytes) -> bytes:
     plain = _unframe(data)
-    if _DATAFRAME_PICKLE.search(plain) or _EXPRESSION_ID_BYTES.search(plain) or _PROCESS_ID_HINTS.search(plain):
-        plain = _pickle_process_ids_cleared(plain)
+    frames = bool(_DATAFRAME_PICKLE.search(plain))
+    expressions = frames or bool(_EXPRESSION_ID_BYTES.search(plain))
+    if expressions or _PROCESS_ID_HINTS.search(plain):
+        plain = _pickle_process_ids_cleared(plain, frames, expressions)
     return b"pickle:" + hashlib.sha256(_INSTALL_PREFIX.sub(b"<site>/", plain)).digest()
 
 
@@ -135,7 +137,7 @@ _SET_BUILDERS = frozenset({"ADDITEMS", "FROZENSET"})
 _MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 
-def _pickle_process_ids_cleared(data: bytes) -> bytes:
+def _pickle_process_ids_cleared(data: bytes, frames: bool, expressions: bool) -> bytes:
     """A canonical opcode stream of ``data`` with the strings that name
     process-born ids replaced and, in a pickle of Beam's DataFrame objects,
     sets of already pickled objects in a fixed order. String arguments are
@@ -146,14 +148,13 @@ def _pickle_process_ids_cleared(data: bytes) -> bytes:
     What is cleared: a class tracker id or a schema id only as the argument
     cloudpickle or Beam passes it (:func:`_id_arguments`), and DataFrame
     expression and stage ids (:func:`process_ids_cleared`: pandas' and
-    numpy's proxy types, 8-aligned) in a pickle that holds one."""
+    numpy's proxy types, 8-aligned) in a pickle that holds one
+    (``expressions``). ``frames``: ``data`` pickles Beam's DataFrame objects."""
     try:
         ops = list(pickletools.genops(data))
         id_args = _id_arguments(ops)
     except Exception:
         return data
-    frames = bool(_DATAFRAME_PICKLE.search(data))
-    expressions = frames or bool(_EXPRESSION_ID_BYTES.search(data))
     out: list[bytes] = []  # one entry per opcode: out[k] is ops[k]
     marks: list[int] = []
     cleared_any, end = False, 0

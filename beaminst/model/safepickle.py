@@ -175,12 +175,14 @@ def check_pcollection(components: Any, pc_id: str) -> None:
 # and field names (GroupBy(...).aggregate_field's), and
 # GroupIntoBatches.WithShardedKey's keys are ShardedKeys: each takes plain data
 # and builds a namedtuple (whose names it checks) or sets attributes.
+_MAKE_ROW = ("apache_beam.pvalue", "_make_Row")
 _HYDRATE = ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance")
+_DYNAMIC_NAMED_TUPLE = ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple")
 _ELEMENT_RECONSTRUCTORS = frozenset({
-    ("apache_beam.pvalue", "_make_Row"),
+    _MAKE_ROW,
     ("apache_beam.utils.windowed_value", "__pyx_unpickle__IntervalWindowBase"),
     _HYDRATE,
-    ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"),
+    _DYNAMIC_NAMED_TUPLE,
     ("apache_beam.utils.sharded_key", "ShardedKey"),
 })
 # Beam classes without a reduce of their own, which pickle as an empty
@@ -322,11 +324,11 @@ def _check_call(make: Any, args: Any, kwargs: Any = None) -> None:
     for a in args:
         if isinstance(a, range) or (sized and isinstance(a, int) and issubclass(make, (bytes, bytearray))):
             raise _Oversized(f"{_callable_name(make)}({type(a).__name__})")
-    expanded = _EXPANDED.get((getattr(make, "__module__", None), getattr(make, "__name__", None)))
+    expanded = _EXPANDED.get(_global_name(make))
     if expanded is not None:
         # Beam's reconstructors expand these with * (or dict()): Beam writes tuples.
-        for i in expanded(len(args)):
-            if i < len(args) and type(args[i]) is not tuple:
+        for i in range(len(args))[expanded]:
+            if type(args[i]) is not tuple:
                 # bad input like any wrong argument of theirs (an int, a list)
                 raise _Unbuildable(f"{_callable_name(make)}: argument {i} is a {type(args[i]).__name__}, not a tuple")
 
@@ -335,14 +337,15 @@ def _callable_name(make: Any) -> str:
     return getattr(make, "__qualname__", None) or _class_name(make)
 
 
+def _global_name(make: Any) -> tuple[Any, Any]:
+    """(module, name) of a callable, as the tables of admitted globals key it."""
+    return getattr(make, "__module__", None), getattr(make, "__name__", None)
+
+
 # Which arguments of each element reconstructor Beam's code expands: the
 # values of a schema row or dynamic named tuple (``T(*values)``), and each
 # (name, value) pair of ``_make_Row(*items)`` (``dict(items)``).
-_EXPANDED: dict[tuple[str, str], Callable[[int], range]] = {
-    ("apache_beam.typehints.schemas", "_hydrate_namedtuple_instance"): lambda n: range(1, 2),
-    ("apache_beam.transforms.core", "_unpickle_dynamic_named_tuple"): lambda n: range(2, 3),
-    ("apache_beam.pvalue", "_make_Row"): range,
-}
+_EXPANDED: dict[tuple[str, str], slice] = {_HYDRATE: slice(1, 2), _DYNAMIC_NAMED_TUPLE: slice(2, 3), _MAKE_ROW: slice(None)}
 
 
 # Beam's named_tuple_from_schema takes ~3x (and more) longer per level of
@@ -431,11 +434,12 @@ class _ElementUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load_reduce(self) -> None:
         make = self.stack[-2]
         _check_call(make, self.stack[-1])
-        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) == _HYDRATE and self.stack[-1]:
+        name = _global_name(make)
+        if name == _HYDRATE and self.stack[-1]:
             problem = _schema_problem(self.stack[-1][0])
             if problem:
                 raise _BadSchema(problem)
-        if (getattr(make, "__module__", None), getattr(make, "__name__", None)) not in _ELEMENT_GLOBALS:
+        if name not in _ELEMENT_GLOBALS:
             super().load_reduce()
         else:
             try:  # its arguments come from the file: a wrong schema or field list is bad input, not a bug
