@@ -143,6 +143,7 @@ class BeaminstGroup(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
+        _check_limits()  # after parsing: --help and --version still work
         with _quiet_when_reader_gone():
             return super().invoke(ctx)
 
@@ -164,6 +165,18 @@ class BeaminstGroup(click.Group):
         except click.exceptions.Abort:
             _fail("interrupted")
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _check_limits() -> None:
+    """A limit set in the environment to anything but a positive number:
+    one line, exit 2, before any command reads it."""
+    from beaminst.errors import BeaminstError
+    from beaminst.limits import check_env_limits
+
+    try:
+        check_env_limits()
+    except BeaminstError as e:
+        _fail(str(e))
 
 
 def _usage_message(e: click.UsageError) -> str:

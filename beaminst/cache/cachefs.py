@@ -37,13 +37,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 from beaminst.errors import CacheDirError
+from beaminst.limits import env_limit
 
 # Beam's FileSystems.URI_SCHEMA_PATTERN: what Beam itself takes for a URL.
 _URL = re.compile(r"(?P<scheme>[a-zA-Z][-a-zA-Z0-9+.]*)://")
 _GLOB = re.compile(r"[*?\[\]{}]")
 
-MAX_ENTRIES = int(os.environ.get("BEAMINST_MAX_CACHE_ENTRIES", 100_000))
-TIMEOUT = float(os.environ.get("BEAMINST_CACHE_TIMEOUT", 60))
+MAX_ENTRIES = int(env_limit("BEAMINST_MAX_CACHE_ENTRIES"))
+TIMEOUT = float(env_limit("BEAMINST_CACHE_TIMEOUT"))
 
 
 @dataclass(frozen=True)

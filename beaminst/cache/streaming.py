@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from beaminst.errors import CacheDirError
+from beaminst.limits import env_limit
 
 _BYTES_TYPE = 3  # FastPrimitivesCoderImpl's BYTES_TYPE tag
-MAX_LINE_BYTES = int(os.environ.get("BEAMINST_MAX_RECORDING_LINE_BYTES", 64 << 20))
-MAX_RECORDING_BYTES = int(os.environ.get("BEAMINST_MAX_RECORDING_BYTES", 1 << 30))
+MAX_LINE_BYTES = int(env_limit("BEAMINST_MAX_RECORDING_LINE_BYTES"))
+MAX_RECORDING_BYTES = int(env_limit("BEAMINST_MAX_RECORDING_BYTES"))
 
 
 def require_local(cache_dir: str) -> None:

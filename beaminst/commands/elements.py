@@ -36,13 +36,14 @@ from typing import Any
 from beaminst.cache.cachedir import CacheDir
 from beaminst.cache.cachefs import is_url, list_full, open_file
 from beaminst.errors import CacheDirError
+from beaminst.limits import env_limit
 
 SHARDS = "shards"
 RECORDING = "recording"
 LAYOUT_NAMES = {SHARDS: "FileBasedCacheManager shards", RECORDING: "StreamingCache recording"}
 
-MAX_SHARD_LINE_BYTES = int(os.environ.get("BEAMINST_MAX_SHARD_LINE_BYTES", 64 << 20))
-MAX_SHARD_BYTES = int(os.environ.get("BEAMINST_MAX_SHARD_BYTES", 1 << 30))
+MAX_SHARD_LINE_BYTES = int(env_limit("BEAMINST_MAX_SHARD_LINE_BYTES"))
+MAX_SHARD_BYTES = int(env_limit("BEAMINST_MAX_SHARD_BYTES"))
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
 

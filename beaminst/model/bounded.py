@@ -18,9 +18,10 @@ import zlib
 from collections.abc import Iterator
 
 from beaminst.errors import BeaminstError, ValidationError
+from beaminst.limits import LIMITS
 
 ENV = "BEAMINST_MAX_DECOMPRESSED_BYTES"
-DEFAULT_MAX_BYTES = 64 << 20  # real pickles are kilobytes
+DEFAULT_MAX_BYTES = int(LIMITS[ENV][0])  # real pickles are kilobytes
 _CHUNK = 1 << 20  # what ``keep=False`` holds at a time
 
 

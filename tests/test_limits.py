@@ -1,0 +1,60 @@
+"""Limits raised through the environment (``beaminst.limits``): a value that
+is not a positive number is one line and exit 2 from every command, never a
+traceback from the import that first reads it, and a valid one is used."""
+
+from __future__ import annotations
+
+import pytest
+
+from beaminst import limits
+from tests.conftest import fixture_manifest, fixture_pb, run_cli, run_cli_subprocess, run_python
+
+BAD = ("abc", "0", "-1", "nan", "inf", " ")
+WORDCOUNT = (fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"))
+
+
+@pytest.mark.parametrize("name", sorted(limits.LIMITS))
+@pytest.mark.parametrize("raw", BAD[:-1])
+def test_a_bad_limit_is_one_line_and_exit_2(name: str, raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(name, raw)
+    result = run_cli("analyze", *WORDCOUNT)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"beaminst: {name}={raw!r} is not a positive ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_fraction_is_refused_where_the_limit_counts() -> None:
+    whole = [n for n, (d, _) in limits.LIMITS.items() if isinstance(d, int)]
+    fractional = [n for n, (d, _) in limits.LIMITS.items() if isinstance(d, float)]
+    assert whole and fractional
+    assert all(limits._parse(n, "1.5") is None for n in whole)
+    assert all(limits._parse(n, "1.5") == 1.5 for n in fractional)
+
+
+def test_blank_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, (default, _) in limits.LIMITS.items():
+        monkeypatch.setenv(name, BAD[-1])
+        assert limits.env_limit(name) == default
+    limits.check_env_limits()
+
+
+def test_read_at_import_the_cli_imports_and_fails_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # BEAMINST_CACHE_TIMEOUT is read while the CLI itself is built (batch's
+    # modes import the cache filesystem): it used to be a ValueError traceback.
+    monkeypatch.setenv("BEAMINST_CACHE_TIMEOUT", "abc")
+    proc = run_cli_subprocess("analyze", *WORDCOUNT)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("beaminst: BEAMINST_CACHE_TIMEOUT='abc' is not a positive number")
+    help_ = run_cli_subprocess("--help")  # help still answers
+    assert help_.returncode == 0 and "Usage:" in help_.stdout
+
+
+def test_a_valid_limit_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEAMINST_CACHE_TIMEOUT", "2.5")
+    monkeypatch.setenv("BEAMINST_MAX_SHARD_BYTES", "4096")
+    proc = run_python(
+        "-c", "import beaminst.cache.cachefs as c, beaminst.commands.elements as e; print(c.TIMEOUT, e.MAX_SHARD_BYTES)"
+    )
+    assert proc.stdout.split() == ["2.5", "4096"], proc.stderr
