@@ -446,6 +446,26 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "has a line over 100 bytes" in r.stderr
 
 
+def test_a_cache_damaged_half_way_prints_nothing(tmp_path):
+    """An element that does not decode after good ones, or in the second
+    variable asked for, is the one error: no lines before it (a consumer
+    reading stdout must not take half a cache for all of it)."""
+    cache = wordcount_cache(tmp_path)
+    key = var_key(fixture_pb("wordcount"), fixture_manifest("wordcount"), "counts")[1]
+    shard = cache / "full" / f"{key}-00000-of-00001"
+    shard.write_bytes(bz2.decompress(shard.read_bytes()) + b"!!!not base64!!!\n")
+    shard.write_bytes(bz2.compress(shard.read_bytes()))
+    for args in [("counts",), ("counts", "--json"), ("counts", "--csv"), ("words", "counts"), ("words", "counts", "--json")]:
+        r = show(*args, cache=cache)
+        assert r.exit_code == 2 and "element 2 does not decode" in r.stderr, (args, r.stderr)
+        assert r.stdout == "", args
+        assert r.stderr.count("\n") == 1
+    # Past the limit, an element is only counted, never decoded: what is shown is whole.
+    r = show("counts", "--limit", "2", cache=cache)
+    assert r.exit_code == 0 and r.stdout.splitlines() == ["to\t2", "be\t2"]
+    assert "showed 2 of 3 elements" in r.stderr
+
+
 # --- no code runs from input ----------------------------------------------------------------
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
 from beaminst.commands.nextsteps import Invocation
 from beaminst.errors import BeaminstError, printable
 from beaminst.options import SourceRules
+
+T = TypeVar("T")
 
 
 class NothingCachedError(BeaminstError):
@@ -138,31 +140,50 @@ def write_show(
     """Print every cached variable of ``plan`` in ``mode`` (``showformat.TABLE``,
     ``PLAIN``, ``JSON``, ``CSV``): at most ``limit`` elements each, counting
     the rest. Outside the table, a variable cut short by ``limit`` is
-    ``note``d with its total."""
+    ``note``d with its total.
+
+    Nothing is printed unless everything shown decodes and prints: tables
+    are all built first; lines are first written to nothing (every element
+    read and decoded, the rest counted), then again, the first ``limit``
+    read a second time. A cache that fails half-way (an element that does
+    not decode, a shard past a cap) is one error, not half an output."""
     from beaminst.commands import showformat
     from beaminst.commands.elements import open_elements
 
     # Several variables asked for: each line names its own (as grep names files).
     prefix = len(plan.variables) > 1
-    writer = None if mode == showformat.TABLE else showformat.LineWriter(out, mode, window_info, prefix)
-    for v in plan.cached:
-        assert v.layout is not None
-        elements = open_elements(plan.proto, v.pcollection, plan.cache_dir, v.layout, v.files, trust_pickles)
-        section = showformat.Section(v.name, v.title, elements.take(limit))
-        try:
-            if writer is None:
-                showformat.print_table(
-                    console(), section, window_info, lambda e=elements: (e.total or 0, e.counted_all)
-                )
-            else:
-                shown = writer.write(section)
-                total = elements.total or 0
-                if not elements.counted_all:
-                    note(printable(
-                        f"{v.name}: showed {shown} of at least {total} elements "
-                        f"(--limit; counting stopped at {showformat.COUNTING_CAP})"
-                    ))
-                elif shown < total:
-                    note(printable(f"{v.name}: showed {shown} of {total} elements (--limit)"))
-        except RecursionError:
-            raise BeaminstError(f"{v.name}: an element nests too deeply to show", plan.cache_dir) from None
+    opened = [
+        (v, open_elements(plan.proto, v.pcollection, plan.cache_dir, v.layout, v.files, trust_pickles))
+        for v in plan.cached if v.layout is not None
+    ]
+    if mode == showformat.TABLE:
+        tables = [
+            (v, e, _shown(v, plan.cache_dir, lambda v=v, e=e: showformat.table_rows(
+                showformat.Section(v.name, v.title, e.take(limit)), window_info)))
+            for v, e in opened
+        ]
+        for v, e, (shape, rows) in tables:
+            showformat.print_table(console(), v.title, shape, rows, window_info, e.total or 0, e.counted_all)
+        return
+    rehearsal = showformat.LineWriter(showformat.Discard(), mode, window_info, prefix)  # type: ignore[arg-type]
+    for v, e in opened:
+        _shown(v, plan.cache_dir, lambda v=v, e=e: rehearsal.write(showformat.Section(v.name, v.title, e.take(limit))))
+    writer = showformat.LineWriter(out, mode, window_info, prefix)
+    for v, e in opened:
+        shown = writer.write(showformat.Section(v.name, v.title, e.take(limit)))
+        total = e.total or 0
+        if not e.counted_all:
+            note(printable(
+                f"{v.name}: showed {shown} of at least {total} elements "
+                f"(--limit; counting stopped at {showformat.COUNTING_CAP})"
+            ))
+        elif shown < total:
+            note(printable(f"{v.name}: showed {shown} of {total} elements (--limit)"))
+
+
+def _shown(v: Variable, cache_dir: str, render: Callable[[], T]) -> T:
+    """``render()`` of variable ``v``, an element nested too deeply to print being bad input."""
+    try:
+        return render()
+    except RecursionError:
+        raise BeaminstError(f"{v.name}: an element nests too deeply to show", cache_dir) from None

@@ -245,6 +245,13 @@ class Section:
     elements: Iterable[Any]  # WindowedValues, already cut to the limit
 
 
+class Discard:
+    """A text sink that keeps nothing: where :class:`LineWriter` rehearses."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 class LineWriter:
     """Plain, JSON and CSV output: one line per element, streamed. With
     ``prefix`` (several variables), each line names its variable: a first
@@ -290,11 +297,8 @@ class LineWriter:
         return obj
 
 
-def print_table(console: Any, section: Section, window_info: bool, total_of: Any) -> None:
-    """A rich table of ``section``'s elements; ``total_of()`` (called after
-    the elements are consumed) gives the total count for the caption, and
-    whether it is exact (False: counting stopped at a cap, it is a lower bound)."""
-    from rich.table import Table
+def table_rows(section: Section, window_info: bool) -> tuple[Shape | None, list[list[Any]]]:
+    """The shape and the rich cells of ``section``'s elements (consuming them)."""
     from rich.text import Text
 
     rows, shape = [], None
@@ -302,14 +306,25 @@ def print_table(console: Any, section: Section, window_info: bool, total_of: Any
         shape = shape or Shape.of(wv.value)
         cells = shape.cells(wv.value) + (window_cells(wv) if window_info else [])
         rows.append([Text(tsv_escape(cell_text(c), backslash=False)) for c in cells])
-    total, exact = total_of()
+    return shape, rows
+
+
+def print_table(
+    console: Any, title: str, shape: Shape | None, rows: list[list[Any]], window_info: bool, total: int, exact: bool
+) -> None:
+    """A rich table of one variable's rows (:func:`table_rows`), with the
+    total count in its caption; ``exact`` False: counting stopped at a cap,
+    the total is a lower bound."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table()
     for col in (shape.columns if shape else ("value",)) + (WINDOW_COLUMNS if window_info else ()):
         table.add_column(Text(printable(col)), overflow="fold")
     for row in rows:
         table.add_row(*row)
     # Title and count outside the table, which is as narrow as its cells.
-    console.print(Text(printable(section.title), style="bold"))
+    console.print(Text(printable(title), style="bold"))
     console.print(table)
     if not exact:
         console.print(f"{len(rows)} of at least {total:,} elements (counting stopped at {COUNTING_CAP})", style="dim")
