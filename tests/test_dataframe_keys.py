@@ -215,3 +215,45 @@ def test_content_that_looks_like_a_process_id_still_keys(tmp_path, first, second
     one, two = _keys_of(tmp_path, "one", tagging(first)), _keys_of(tmp_path, "two", tagging(second))
     assert one["lines"] == two["lines"]
     assert one["tagged"] != two["tagged"]
+
+
+# The expression-id test as one regex (what _holds_expression_id replaced for speed).
+_ONE_REGEX = None
+
+
+def _one_regex(data: bytes) -> bool:
+    import re
+
+    from beaminst.model.canonical import _PROXY_TYPES
+
+    global _ONE_REGEX
+    if _ONE_REGEX is None:
+        _ONE_REGEX = re.compile(rf"[A-Za-z0-9]_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
+    return bool(_ONE_REGEX.search(data))
+
+
+_PIECES = ["_", "a", "Z", "9", "0", "-", "\x8c", "DataFrame", "bool_", "int64", "Series", "Index", "1234567", "99999999",
+           "_DataFrame_", "_bool__", "_int64_", "x_Series_"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_expression_id_search_is_the_one_regex(seed: int) -> None:
+    """The hand-rolled search (a literal-start regex, the character before
+    checked apart) finds an expression id exactly where the single regex
+    did, on strings built to sit at its edges (ids at the start, after a
+    non-alphanumeric, overlapping near-misses)."""
+    import random
+
+    from beaminst.model.canonical import _holds_expression_id
+
+    rng = random.Random(seed)
+    found = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 9))).encode("latin-1")
+        expected = _one_regex(text)
+        found += expected
+        assert _holds_expression_id(text) == expected, text
+    assert found > 100  # the strings do reach ids
+    for text in (b"x_DataFrame_1234567", b"_DataFrame_1234567", b"-_int64_12345678", b"-_int64_1234567a_int64_1234567",
+                 b"a_bool__1234567", b"__bool__1234567", b"\xe9_Series_1234567"):
+        assert _holds_expression_id(text) == _one_regex(text), text
