@@ -15,9 +15,10 @@ from conftest import REPO
 
 PACKAGE = REPO / "beaminst"
 
-# Bottom to top. errors and options are the contracts every layer shares.
+# Bottom to top. errors, options and the environment's limits are the
+# contracts every layer shares.
 LAYERS = (
-    ("errors", "options"),
+    ("errors", "options", "limits"),
     ("model",),  # Beam's protos without the SDK, I/O, the URN table, signatures, safe decoding
     ("graph",),  # the one index, the validator, pruning
     ("cache",),  # where caches live, what a cache directory holds
