@@ -475,10 +475,11 @@ def test_pickle_frame_lengths_do_not_leak_the_install_path():
     assert install_independent(_beam_pickle(short)) == install_independent(_beam_pickle(long_))
 
 
-def test_the_validator_fills_the_install_independent_memo_with_what_it_would_compute():
-    """Validation inflates every pickle of a file once and records its
-    install-independent digest, so cache keys do not inflate it again: the
-    recorded value is the one install_independent computes itself."""
+def test_the_validator_keeps_what_it_inflated_for_signing_without_a_second_inflation(monkeypatch):
+    """Validation inflates every pickle of a file once and keeps it, so cache
+    keys do not inflate it again; signing waits for the first key (graph
+    never signs): what is signed then is what install_independent computes
+    from scratch."""
     from beaminst.graph import validate as validate_module
     from beaminst.graph.validate import validate
     from beaminst.model import canonical, urns
@@ -493,8 +494,29 @@ def test_the_validator_fills_the_install_independent_memo_with_what_it_would_com
     assert len(pickles) >= 5
     canonical._STABLE_MEMO.clear()
     computed = [canonical.install_independent(p) for p in pickles]
+    signed = [p for p, c in zip(pickles, computed, strict=True) if c.startswith(b"pickle:")]
+    assert signed
     canonical._STABLE_MEMO.clear()
     validate_module._INFLATE_CHECKED.clear()
     validate(proto)
-    assert all(p in canonical._STABLE_MEMO for p in pickles if computed[pickles.index(p)].startswith(b"pickle:"))
-    assert [canonical._STABLE_MEMO.get(p, p) for p in pickles] == computed
+    assert not any(p in canonical._STABLE_MEMO for p in pickles)  # nothing signed yet
+    assert all(p in canonical._INFLATED.data for p in signed)
+    with monkeypatch.context() as m:
+        m.setattr(canonical, "decompress_pickle", lambda *_a: pytest.fail("inflated a second time"))
+        assert [canonical.install_independent(p) for p in signed] == [c for c in computed if c.startswith(b"pickle:")]
+    assert [canonical.install_independent(p) for p in pickles] == computed
+    assert not any(p in canonical._INFLATED.data for p in pickles)  # handed over, not kept twice
+
+
+def test_kept_inflations_stay_within_their_cap(monkeypatch):
+    from beaminst.model import canonical
+
+    kept = canonical._Inflated()
+    monkeypatch.setattr(canonical._Inflated, "CAP", 100)
+    for i in range(10):
+        kept.add(b"e%d" % i, b"x" * 30)
+        assert kept.size == sum(map(len, kept.data.values())) <= 100
+    assert list(kept.data) == [b"e7", b"e8", b"e9"]  # the oldest went first
+    kept.add(b"huge", b"x" * 101)
+    assert b"huge" not in kept.data
+    assert kept.pop(b"e8") == b"x" * 30 and kept.size == 60 and kept.pop(b"e8") is None

@@ -100,6 +100,36 @@ def decompress_pickle(encoded: bytes, what: str = "a pickled payload") -> bytes 
 _STABLE_MEMO: dict[bytes, bytes] = {}
 
 
+class _Inflated:
+    """Pickles the validator inflated and nobody has signed yet, up to
+    :attr:`CAP` bytes in all (past it, the oldest are dropped: they are
+    inflated again if they are ever signed). Signing is left to the first
+    :func:`install_independent` because some commands (``graph``) never sign."""
+
+    CAP = 64 << 20
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.size = 0
+
+    def add(self, encoded: bytes, data: bytes) -> None:
+        if encoded in self.data or len(data) > self.CAP:
+            return
+        while self.size + len(data) > self.CAP:
+            self.size -= len(self.data.pop(next(iter(self.data))))
+        self.data[encoded] = data
+        self.size += len(data)
+
+    def pop(self, encoded: bytes) -> bytes | None:
+        data = self.data.pop(encoded, None)
+        if data is not None:
+            self.size -= len(data)
+        return data
+
+
+_INFLATED = _Inflated()
+
+
 def install_independent(encoded: bytes) -> bytes:
     """A stand-in for a pickled payload that does not depend on where Python
     packages are installed: functions pickled by value (Beam's own lambdas
@@ -109,19 +139,20 @@ def install_independent(encoded: bytes) -> bytes:
         _STABLE_MEMO.clear()
     memo = _STABLE_MEMO.get(encoded)
     if memo is None:
-        data = decompress_pickle(encoded)
+        data = _INFLATED.pop(encoded)
+        if data is None:
+            data = decompress_pickle(encoded)
         memo = encoded if data is None else _stable_digest(data)
         _STABLE_MEMO[encoded] = memo
     return memo
 
 
 def remember_inflated(encoded: bytes, data: bytes) -> None:
-    """Record what :func:`install_independent` gives for ``encoded``, whose
-    pickle ``data`` a caller has just inflated (the validator does, for every
-    pickle of a file): the same pickle is not inflated a second time."""
-    if len(_STABLE_MEMO) > 100_000:
-        _STABLE_MEMO.clear()
-    _STABLE_MEMO.setdefault(encoded, _stable_digest(data))
+    """Keep ``data``, the pickle inside ``encoded`` that a caller has just
+    inflated (the validator does, for every pickle of a file), for
+    :func:`install_independent`: the same pickle is not inflated a second time."""
+    if encoded not in _STABLE_MEMO:
+        _INFLATED.add(encoded, data)
 
 
 def _stable_digest(data: bytes) -> bytes:
