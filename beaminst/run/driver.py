@@ -93,12 +93,16 @@ def _start(proto: Any, source: str, options: RunOptions, streaming: bool, warnin
         placeholder_replaced,
         submission_options,
         submit,
+        unused_environment_warning,
     )
 
     endpoint = options.job_endpoint
     env_type = options.environment_type or default_environment_type(endpoint)
     beam_options = submission_options(endpoint, env_type, options.environment_config, options.pipeline_args, streaming)
     to_send, replaced = placeholder_replaced(proto, beam_options)
+    chosen = options.environment_type is not None or options.environment_config is not None
+    if chosen and not replaced:
+        warnings.append(unused_environment_warning(proto))
     warnings.extend(_python_only_warnings(proto))
     report = RunReport(
         source, "PortableRunner", streaming, job_endpoint=endpoint,

@@ -7,7 +7,8 @@ pre-submission optimization), with PortableRunner's own machinery:
   the one ``Environment.from_options`` builds for ``--environment_type`` /
   ``--environment_config`` (default LOOPBACK for a job server on this machine,
   as the Flink, Spark and Prism runners default it, else Beam's DOCKER); the
-  placeholder's resource hints are kept;
+  placeholder's resource hints are kept; options given for a proto with no
+  placeholder replace nothing, and the run warns so;
 * ``PortableRunner.start_and_replace_loopback_environments`` starts the
   LOOPBACK worker pool in this process and points the environment at it;
 * ``JobServiceHandle.submit``: DescribePipelineOptions, Prepare, artifact
@@ -31,6 +32,7 @@ from beaminst.run.local import RunError, beam_options
 CONNECT_TIMEOUT = 15.0  # seconds to wait for the job server, unless --job_server_timeout says
 _BEAM_JOB_SERVER_TIMEOUT = 60  # PortableOptions' default
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
+_LISTED = 3  # environments a warning names
 _ENDPOINT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\s]*):(?P<port>\d{1,5})$")
 
 
@@ -82,6 +84,21 @@ def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
         for k, v in hints.items():
             target.resource_hints[k] = v
     return out, ids
+
+
+def unused_environment_warning(proto: Any) -> str:
+    """What a run says when ``--environment-type`` / ``--environment-config``
+    replace nothing: the environments the transforms run in instead (a few)."""
+    used = sorted({t.environment_id for t in proto.components.transforms.values()
+                   if t.environment_id in proto.components.environments})
+    named = [f"{e!r} ({proto.components.environments[e].urn})" for e in used[:_LISTED]]
+    more = f" and {len(used) - _LISTED} more" if len(used) > _LISTED else ""
+    runs_in = f"its transforms run in {', '.join(named)}{more}" if named else "its transforms name no environment"
+    return (
+        f"--environment-type / --environment-config not used: the pipeline has no placeholder environment "
+        f"({urns.ENV_DEFAULT}) to replace, {runs_in}; to change that, re-run beaminst instrument --environment-type "
+        "... on the original (for an environment instrument added), set it where the pipeline is built, or edit the proto"
+    )
 
 
 def submit(proto: Any, endpoint: str, options: Any) -> PortableJob:
