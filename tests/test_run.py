@@ -400,6 +400,8 @@ def _submitted(monkeypatch) -> list:
     ("localhost:8099", ("--environment-type", "PROCESS", "--environment-config", '{"command": "/opt/apache/beam/boot"}')),
     ("localhost:8099", ("--environment-type", "LOOPBACK")),
     ("flink.example.com:8099", ("--environment-config", "apache/beam_python3.11_sdk:2.77.0")),
+    ("localhost:8099", ("--pipeline-arg=--environment_type=PROCESS",
+                        '--pipeline-arg=--environment_config={"command": "boot"}')),
 ])
 def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, tmp_path, monkeypatch):
     """The options only replace the placeholder environment: with none in the
@@ -428,6 +430,15 @@ def test_default_environment_options_are_silent_whatever_the_proto(tmp_path, mon
     r = run_cli("run", fixture_pb("wordcount"), "--job-endpoint", "localhost:8099", "--environment-type", "DOCKER",
                 "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [], r.stdout
+
+
+def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_default(monkeypatch):
+    sent = _submitted(monkeypatch)
+    r = run_cli("run", fixture_pb("wordcount"), "--job-endpoint", "localhost:8099",
+                "--pipeline-arg=--environment_type=DOCKER", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["environment"]["type"] == "DOCKER"
+    assert [e.urn for e in sent[0].components.environments.values()] == ["beam:env:docker:v1"]
 
 
 # --- fast: bad input, one line ------------------------------------------------------------

@@ -51,6 +51,22 @@ def default_environment_type(endpoint: str) -> str:
     return "LOOPBACK" if host.lower() in _LOCAL_HOSTS or host.startswith("127.") else "DOCKER"
 
 
+def environment_choice(
+    endpoint: str, environment_type: str | None, environment_config: str | None, pipeline_args: tuple[str, ...],
+) -> tuple[str, str | None, bool]:
+    """The ``--environment_type`` and ``--environment_config`` to submit with,
+    and whether either was chosen (not defaulted): ``--environment-type`` /
+    ``--environment-config``, else Beam's own among ``pipeline_args``, else
+    the default for ``endpoint``."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    given = beam_options(pipeline_args, False).view_as(PortableOptions)
+    chosen_type = environment_type or given.environment_type
+    config = environment_config if environment_config is not None else given.environment_config
+    env_type = chosen_type or default_environment_type(endpoint)
+    return env_type, config, bool(chosen_type) or config is not None
+
+
 def submission_options(
     endpoint: str, environment_type: str, environment_config: str | None,
     pipeline_args: tuple[str, ...], streaming: bool,
