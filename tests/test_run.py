@@ -466,6 +466,13 @@ def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_de
         (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
           "--environment-type", "EXTERNAL", "--environment-config", ""),
          "--environment-type EXTERNAL needs --environment-config: the worker pool"),
+        # LOOPBACK (the default for a job server on this machine) takes no config.
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-config", "apache/beam_python3.11_sdk:2.77.0"),
+         "--environment-config 'apache/beam_python3.11_sdk:2.77.0' not used: LOOPBACK, the default"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "LOOPBACK", "--environment-config", "x"),
+         "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path):

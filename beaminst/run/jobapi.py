@@ -57,13 +57,19 @@ def environment_choice(
     """The ``--environment_type`` and ``--environment_config`` to submit with,
     and whether either was chosen (not defaulted): ``--environment-type`` /
     ``--environment-config``, else Beam's own among ``pipeline_args``, else
-    the default for ``endpoint``."""
+    the default for ``endpoint``. A config LOOPBACK would ignore is refused."""
     from apache_beam.options.pipeline_options import PortableOptions
 
     given = beam_options(pipeline_args, False).view_as(PortableOptions)
     chosen_type = environment_type or given.environment_type
     config = environment_config if environment_config is not None else given.environment_config
     env_type = chosen_type or default_environment_type(endpoint)
+    if env_type == "LOOPBACK" and config is not None:
+        why = "--environment-type LOOPBACK" if chosen_type else "LOOPBACK, the default for a job server on this machine,"
+        raise RunError(
+            f"--environment-config {config!r} not used: {why} runs the workers in this process and takes no config; "
+            "name the environment it configures with --environment-type (DOCKER, PROCESS or EXTERNAL)"
+        )
     return env_type, config, bool(chosen_type) or config is not None
 
 
