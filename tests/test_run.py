@@ -369,6 +369,78 @@ def test_a_submitted_environment_has_something_to_start():
         assert ids and out.components.environments[ids[0]].urn == f"beam:env:{env_type.lower()}:v1"
 
 
+def _explicit_environment_pipeline(tmp_path: Path) -> tuple[str, str]:
+    """wordcount with its placeholder environment already a DOCKER one, as a
+    pipeline built with Beam's --environment_type=DOCKER names it."""
+    from beaminst.model.beamproto import runner_api
+    from beaminst.model.protoio import load_pipeline, save_pipeline
+
+    proto, _ = load_pipeline(fixture_pb("wordcount"))
+    ((env_id, env),) = proto.components.environments.items()
+    env.urn = "beam:env:docker:v1"
+    env.payload = runner_api().DockerPayload(container_image="example/beam_python_sdk:1").SerializeToString()
+    path = str(tmp_path / "docker.pb")
+    save_pipeline(proto, path)
+    return path, env_id
+
+
+def _submitted(monkeypatch) -> list:
+    """What run sends to the job service, caught instead of sent: the job is DONE at once."""
+    sent: list = []
+
+    def submit(proto, endpoint, options):
+        sent.append(proto)
+        return ScriptedJob(done_after=0)
+
+    monkeypatch.setattr("beaminst.run.jobapi.submit", submit)
+    return sent
+
+
+@pytest.mark.parametrize("endpoint, given", [
+    ("localhost:8099", ("--environment-type", "PROCESS", "--environment-config", '{"command": "/opt/apache/beam/boot"}')),
+    ("localhost:8099", ("--environment-type", "LOOPBACK")),
+    ("flink.example.com:8099", ("--environment-config", "apache/beam_python3.11_sdk:2.77.0")),
+    ("localhost:8099", ("--pipeline-arg=--environment_type=PROCESS",
+                        '--pipeline-arg=--environment_config={"command": "boot"}')),
+])
+def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, tmp_path, monkeypatch):
+    """The options only replace the placeholder environment: with none in the
+    proto, the run says so, naming the environment used instead."""
+    pb, env_id = _explicit_environment_pipeline(tmp_path)
+    sent = _submitted(monkeypatch)
+    r = run_cli("run", pb, "--job-endpoint", endpoint, *given, "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["environment"]["replaced"] == []
+    (warning,) = [w for w in doc["warnings"] if "not used" in w]
+    assert warning.startswith("--environment-type / --environment-config not used: ")
+    assert f"{env_id!r} (beam:env:docker:v1)" in warning and "beaminst instrument --environment-type" in warning
+    assert sent[0].components.environments[env_id].urn == "beam:env:docker:v1"  # sent as it was
+    r = run_cli("run", pb, "--job-endpoint", endpoint, *given)
+    assert r.exit_code == 0 and [ln for ln in r.stdout.splitlines() if "not used" in ln] == [f"warning\t{warning}"]
+
+
+def test_default_environment_options_are_silent_whatever_the_proto(tmp_path, monkeypatch):
+    pb, _ = _explicit_environment_pipeline(tmp_path)
+    _submitted(monkeypatch)
+    for proto in (pb, fixture_pb("wordcount")):
+        r = run_cli("run", proto, "--job-endpoint", "localhost:8099", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [], r.stdout
+    # Replacing the placeholder, as asked: nothing to say either.
+    r = run_cli("run", fixture_pb("wordcount"), "--job-endpoint", "localhost:8099", "--environment-type", "DOCKER",
+                "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["warnings"] == [], r.stdout
+
+
+def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_default(monkeypatch):
+    sent = _submitted(monkeypatch)
+    r = run_cli("run", fixture_pb("wordcount"), "--job-endpoint", "localhost:8099",
+                "--pipeline-arg=--environment_type=DOCKER", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["environment"]["type"] == "DOCKER"
+    assert [e.urn for e in sent[0].components.environments.values()] == ["beam:env:docker:v1"]
+
+
 # --- fast: bad input, one line ------------------------------------------------------------
 
 
@@ -394,6 +466,13 @@ def test_a_submitted_environment_has_something_to_start():
         (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
           "--environment-type", "EXTERNAL", "--environment-config", ""),
          "--environment-type EXTERNAL needs --environment-config: the worker pool"),
+        # LOOPBACK (the default for a job server on this machine) takes no config.
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-config", "apache/beam_python3.11_sdk:2.77.0"),
+         "--environment-config 'apache/beam_python3.11_sdk:2.77.0' not used: LOOPBACK, the default"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "LOOPBACK", "--environment-config", "x"),
+         "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path):

@@ -89,20 +89,25 @@ def _start(proto: Any, source: str, options: RunOptions, streaming: bool, warnin
         job = start_local(proto, options.pipeline_args, streaming)
         return job, RunReport(source, job.runner, streaming)
     from beaminst.run.jobapi import (
-        default_environment_type,
+        environment_choice,
         placeholder_replaced,
         submission_options,
         submit,
+        unused_environment_warning,
     )
 
     endpoint = options.job_endpoint
-    env_type = options.environment_type or default_environment_type(endpoint)
-    beam_options = submission_options(endpoint, env_type, options.environment_config, options.pipeline_args, streaming)
+    env_type, config, chosen = environment_choice(
+        endpoint, options.environment_type, options.environment_config, options.pipeline_args
+    )
+    beam_options = submission_options(endpoint, env_type, config, options.pipeline_args, streaming)
     to_send, replaced = placeholder_replaced(proto, beam_options)
+    if chosen and not replaced:
+        warnings.append(unused_environment_warning(proto))
     warnings.extend(_python_only_warnings(proto))
     report = RunReport(
         source, "PortableRunner", streaming, job_endpoint=endpoint,
-        environment={"type": env_type, "config": options.environment_config, "replaced": replaced},
+        environment={"type": env_type, "config": config, "replaced": replaced},
     )
     return submit(to_send, endpoint, beam_options), report
 

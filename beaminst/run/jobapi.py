@@ -7,7 +7,8 @@ pre-submission optimization), with PortableRunner's own machinery:
   the one ``Environment.from_options`` builds for ``--environment_type`` /
   ``--environment_config`` (default LOOPBACK for a job server on this machine,
   as the Flink, Spark and Prism runners default it, else Beam's DOCKER); the
-  placeholder's resource hints are kept;
+  placeholder's resource hints are kept; options given for a proto with no
+  placeholder replace nothing, and the run warns so;
 * ``PortableRunner.start_and_replace_loopback_environments`` starts the
   LOOPBACK worker pool in this process and points the environment at it;
 * ``JobServiceHandle.submit``: DescribePipelineOptions, Prepare, artifact
@@ -31,6 +32,7 @@ from beaminst.run.local import RunError, beam_options
 CONNECT_TIMEOUT = 15.0  # seconds to wait for the job server, unless --job_server_timeout says
 _BEAM_JOB_SERVER_TIMEOUT = 60  # PortableOptions' default
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
+_LISTED = 3  # environments a warning names
 _ENDPOINT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\s]*):(?P<port>\d{1,5})$")
 
 
@@ -47,6 +49,28 @@ def default_environment_type(endpoint: str) -> str:
     process), else Beam's own default, DOCKER."""
     host, _ = parse_endpoint(endpoint)
     return "LOOPBACK" if host.lower() in _LOCAL_HOSTS or host.startswith("127.") else "DOCKER"
+
+
+def environment_choice(
+    endpoint: str, environment_type: str | None, environment_config: str | None, pipeline_args: tuple[str, ...],
+) -> tuple[str, str | None, bool]:
+    """The ``--environment_type`` and ``--environment_config`` to submit with,
+    and whether either was chosen (not defaulted): ``--environment-type`` /
+    ``--environment-config``, else Beam's own among ``pipeline_args``, else
+    the default for ``endpoint``. A config LOOPBACK would ignore is refused."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    given = beam_options(pipeline_args, False).view_as(PortableOptions)
+    chosen_type = environment_type or given.environment_type
+    config = environment_config if environment_config is not None else given.environment_config
+    env_type = chosen_type or default_environment_type(endpoint)
+    if env_type == "LOOPBACK" and config is not None:
+        why = "--environment-type LOOPBACK" if chosen_type else "LOOPBACK, the default for a job server on this machine,"
+        raise RunError(
+            f"--environment-config {config!r} not used: {why} runs the workers in this process and takes no config; "
+            "name the environment it configures with --environment-type (DOCKER, PROCESS or EXTERNAL)"
+        )
+    return env_type, config, bool(chosen_type) or config is not None
 
 
 def submission_options(
@@ -82,6 +106,21 @@ def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
         for k, v in hints.items():
             target.resource_hints[k] = v
     return out, ids
+
+
+def unused_environment_warning(proto: Any) -> str:
+    """What a run says when ``--environment-type`` / ``--environment-config``
+    replace nothing: the environments the transforms run in instead (a few)."""
+    used = sorted({t.environment_id for t in proto.components.transforms.values()
+                   if t.environment_id in proto.components.environments})
+    named = [f"{e!r} ({proto.components.environments[e].urn})" for e in used[:_LISTED]]
+    more = f" and {len(used) - _LISTED} more" if len(used) > _LISTED else ""
+    runs_in = f"its transforms run in {', '.join(named)}{more}" if named else "its transforms name no environment"
+    return (
+        f"--environment-type / --environment-config not used: the pipeline has no placeholder environment "
+        f"({urns.ENV_DEFAULT}) to replace, {runs_in}; to change that, re-run beaminst instrument --environment-type "
+        "... on the original (for an environment instrument added), set it where the pipeline is built, or edit the proto"
+    )
 
 
 def submit(proto: Any, endpoint: str, options: Any) -> PortableJob:
