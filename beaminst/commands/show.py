@@ -165,7 +165,7 @@ def write_show(
         for v, e, (shape, rows) in tables:
             showformat.print_table(console(), v.title, shape, rows, window_info, e.total or 0, e.counted_all)
         return
-    rehearsal = showformat.LineWriter(showformat.Discard(), mode, window_info, prefix)  # type: ignore[arg-type]
+    rehearsal = showformat.LineWriter(showformat.Discard(), mode, window_info, prefix)
     for v, e in opened:
         _shown(v, plan.cache_dir, lambda v=v, e=e: rehearsal.write(showformat.Section(v.name, v.title, e.take(limit))))
     writer = showformat.LineWriter(out, mode, window_info, prefix)

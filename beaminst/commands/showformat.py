@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -245,7 +246,7 @@ class Section:
     elements: Iterable[Any]  # WindowedValues, already cut to the limit
 
 
-class Discard:
+class Discard(io.TextIOBase):
     """A text sink that keeps nothing: where :class:`LineWriter` rehearses."""
 
     def write(self, text: str) -> int:
