@@ -446,11 +446,17 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "has a line over 100 bytes" in r.stderr
 
 
-def test_a_cache_damaged_half_way_prints_nothing(tmp_path):
+@pytest.mark.parametrize("spool", [8 << 20, 16])  # in memory, and rolled over to a temporary file
+def test_a_cache_damaged_half_way_prints_nothing(tmp_path, monkeypatch, spool):
     """An element that does not decode after good ones, or in the second
     variable asked for, is the one error: no lines before it (a consumer
     reading stdout must not take half a cache for all of it)."""
+    import beaminst.commands.show
+
+    monkeypatch.setattr(beaminst.commands.show, "_SPOOL_BYTES", spool)
     cache = wordcount_cache(tmp_path)
+    whole = show("words", "counts", cache=cache)
+    assert whole.exit_code == 0 and whole.stdout == "words\tto\nwords\tbe\nwords\tor\\tnot\nwords\té\ncounts\tto\t2\ncounts\tbe\t2\n"
     key = var_key(fixture_pb("wordcount"), fixture_manifest("wordcount"), "counts")[1]
     shard = cache / "full" / f"{key}-00000-of-00001"
     shard.write_bytes(bz2.decompress(shard.read_bytes()) + b"!!!not base64!!!\n")

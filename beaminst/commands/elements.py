@@ -28,8 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bz2
-import contextlib
-import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -93,14 +91,8 @@ class CachedElements:
 
     def take(self, limit: int | None) -> Iterator[Any]:
         """The first ``limit`` elements (all with ``None``) as ``WindowedValue``
-        objects, in file order; run to the end, it also counts the rest (a
-        second run, the total known, stops after the first ``limit``)."""
+        objects, in file order; run to the end, it also counts the rest."""
         raw = _shard_lines(self.cache_dir, self.files) if self.layout == SHARDS else _recorded(self.cache_dir, self.files)
-        if self.total is not None:
-            with contextlib.closing(raw):
-                for n, (where, item) in enumerate(itertools.islice(raw, limit)):
-                    yield self._decoded(where, n, item)
-            return
         n = 0
         try:
             for where, item in raw:

@@ -143,10 +143,13 @@ def write_show(
     ``note``d with its total.
 
     Nothing is printed unless everything shown decodes and prints: tables
-    are all built first; lines are first written to nothing (every element
-    read and decoded, the rest counted), then again, the first ``limit``
-    read a second time. A cache that fails half-way (an element that does
-    not decode, a shard past a cap) is one error, not half an output."""
+    are all built first; lines are written to a spool (memory, then a
+    temporary file past a few MiB) and copied out at the end. A cache that
+    fails half-way (an element that does not decode, a shard past a cap) is
+    one error, not half an output, and each cache is read once."""
+    import shutil
+    import tempfile
+
     from beaminst.commands import showformat
     from beaminst.commands.elements import open_elements
 
@@ -165,20 +168,27 @@ def write_show(
         for v, e, (shape, rows) in tables:
             showformat.print_table(console(), v.title, shape, rows, window_info, e.total or 0, e.counted_all)
         return
-    rehearsal = showformat.LineWriter(showformat.Discard(), mode, window_info, prefix)
-    for v, e in opened:
-        _shown(v, plan.cache_dir, lambda v=v, e=e: rehearsal.write(showformat.Section(v.name, v.title, e.take(limit))))
-    writer = showformat.LineWriter(out, mode, window_info, prefix)
-    for v, e in opened:
-        shown = writer.write(showformat.Section(v.name, v.title, e.take(limit)))
-        total = e.total or 0
-        if not e.counted_all:
-            note(printable(
-                f"{v.name}: showed {shown} of at least {total} elements "
-                f"(--limit; counting stopped at {showformat.COUNTING_CAP})"
-            ))
-        elif shown < total:
-            note(printable(f"{v.name}: showed {shown} of {total} elements (--limit)"))
+    notes = []
+    # newline="": the lines (and csv's) are written as they would be to ``out``.
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
+        writer = showformat.LineWriter(spool, mode, window_info, prefix)  # type: ignore[arg-type]
+        for v, e in opened:
+            shown = _shown(v, plan.cache_dir, lambda v=v, e=e: writer.write(showformat.Section(v.name, v.title, e.take(limit))))
+            total = e.total or 0
+            if not e.counted_all:
+                notes.append(
+                    f"{v.name}: showed {shown} of at least {total} elements "
+                    f"(--limit; counting stopped at {showformat.COUNTING_CAP})"
+                )
+            elif shown < total:
+                notes.append(f"{v.name}: showed {shown} of {total} elements (--limit)")
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+    for line in notes:
+        note(printable(line))
+
+
+_SPOOL_BYTES = 8 << 20  # what show's lines hold in memory before they go to a temporary file
 
 
 def _shown(v: Variable, cache_dir: str, render: Callable[[], T]) -> T:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import math
 from collections.abc import Iterable
@@ -244,13 +243,6 @@ class Section:
     var: str
     title: str  # for people
     elements: Iterable[Any]  # WindowedValues, already cut to the limit
-
-
-class Discard(io.TextIOBase):
-    """A text sink that keeps nothing: where :class:`LineWriter` rehearses."""
-
-    def write(self, text: str) -> int:
-        return len(text)
 
 
 class LineWriter:
