@@ -239,7 +239,7 @@ def _set_decompression_cap(ctx: Any, _param: Any, value: int | None) -> None:
 
 def bounds_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
-        "--max-decompressed-bytes", type=click.IntRange(min=1), metavar="N", envvar="BEAMINST_MAX_DECOMPRESSED_BYTES",
+        "--max-decompressed-bytes", type=click.IntRange(min=1, max=1 << 62), metavar="N", envvar="BEAMINST_MAX_DECOMPRESSED_BYTES",
         show_envvar=True, expose_value=False, callback=_set_decompression_cap,
         help="Refuse a pickled payload that decompresses to more than N bytes (default 67108864, 64 MiB: "
         "a few KB of bz2 can inflate to gigabytes). Raise it only for a file you trust.",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 from beaminst.errors import BeaminstError
 
@@ -27,15 +28,29 @@ LIMITS: dict[str, tuple[int | float, str]] = {
 }
 
 
-def _parse(name: str, raw: str) -> int | float | None:
+# ASCII only (int() and float() take '1_000' and other scripts' digits too).
+_WHOLE = re.compile(r"\+?[0-9]+")
+_DECIMAL = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Past these, the standard library overflows where the limits are used
+# (readline's size, a thread join's timeout): no real setting is near them.
+MAX_WHOLE = 1 << 62
+MAX_SECONDS = 10**9  # about 31 years (threading.TIMEOUT_MAX is 2**63 ns on Linux, less elsewhere)
+
+
+def parse_limit(name: str, raw: str) -> int | float | None:
     """The value of ``raw`` for limit ``name``; None when it is not a positive
-    number of the limit's kind (a whole number for counts and bytes)."""
-    kind = type(LIMITS[name][0])
-    try:
-        value = kind(raw.strip())
-    except ValueError:
+    number of the limit's kind (a whole number for counts and bytes) within
+    :data:`MAX_WHOLE` / :data:`MAX_SECONDS`."""
+    text = raw.strip()
+    if isinstance(LIMITS[name][0], int):
+        if not _WHOLE.fullmatch(text):
+            return None
+        whole = int(text)
+        return whole if 0 < whole <= MAX_WHOLE else None
+    if not _DECIMAL.fullmatch(text):
         return None
-    return value if value > 0 and math.isfinite(value) else None
+    seconds = float(text)
+    return seconds if 0 < seconds <= MAX_SECONDS and math.isfinite(seconds) else None
 
 
 def env_limit(name: str) -> int | float:
@@ -45,7 +60,7 @@ def env_limit(name: str) -> int | float:
     raw = os.environ.get(name, "")
     if not raw.strip():
         return default
-    value = _parse(name, raw)
+    value = parse_limit(name, raw)
     return default if value is None else value
 
 
@@ -54,9 +69,10 @@ def check_env_limits() -> None:
     but a positive number."""
     for name, (default, what) in LIMITS.items():
         raw = os.environ.get(name, "")
-        if raw.strip() and _parse(name, raw) is None:
+        if raw.strip() and parse_limit(name, raw) is None:
             whole = isinstance(default, int)
+            most = f"at most {MAX_WHOLE}" if whole else f"at most {MAX_SECONDS:g}"
             raise BeaminstError(
-                f"{name}={raw!r} is not a positive {'whole ' if whole else ''}number (it caps the {what}; "
+                f"{name}={raw!r} is not a positive {'whole ' if whole else ''}number, {most} (it caps the {what}; "
                 f"unset it for the default, {default if whole else f'{default:g}'})"
             )

@@ -9,7 +9,7 @@ import pytest
 from beaminst import limits
 from tests.conftest import fixture_manifest, fixture_pb, run_cli, run_cli_subprocess, run_python
 
-BAD = ("abc", "0", "-1", "nan", "inf", " ")
+BAD = ("abc", "0", "-1", "nan", "inf", "1_000", "\u0663", str(10**20), "1e300", " ")
 WORDCOUNT = (fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"))
 
 
@@ -24,12 +24,30 @@ def test_a_bad_limit_is_one_line_and_exit_2(name: str, raw: str, monkeypatch: py
     assert result.stderr.count("\n") == 1
 
 
+def test_what_a_limit_takes() -> None:
+    whole = next(n for n, (d, _) in limits.LIMITS.items() if isinstance(d, int))
+    assert limits.parse_limit(whole, " +5 ") == 5 and limits.parse_limit(whole, str(limits.MAX_WHOLE)) == limits.MAX_WHOLE
+    assert limits.parse_limit(whole, str(limits.MAX_WHOLE + 1)) is None and limits.parse_limit(whole, "1e3") is None
+    assert limits.parse_limit("BEAMINST_CACHE_TIMEOUT", "1e3") == 1000.0
+    assert limits.parse_limit("BEAMINST_CACHE_TIMEOUT", ".5") == 0.5
+
+
+def test_a_huge_limit_is_refused_not_an_overflow_where_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # readline(size + 1) and Thread.join(timeout) overflow past these: the CLI used to say "internal error".
+    for name in ("BEAMINST_MAX_SHARD_LINE_BYTES", "BEAMINST_MAX_DECOMPRESSED_BYTES", "BEAMINST_CACHE_TIMEOUT"):
+        with monkeypatch.context() as m:
+            m.setenv(name, "99999999999999999999")
+            result = run_cli("graph", fixture_pb("wordcount"), "-o", "-")
+            assert result.exit_code == 2 and "internal error" not in result.stderr, result.stderr
+            assert result.stderr.startswith(f"beaminst: {name}=")
+
+
 def test_a_fraction_is_refused_where_the_limit_counts() -> None:
     whole = [n for n, (d, _) in limits.LIMITS.items() if isinstance(d, int)]
     fractional = [n for n, (d, _) in limits.LIMITS.items() if isinstance(d, float)]
     assert whole and fractional
-    assert all(limits._parse(n, "1.5") is None for n in whole)
-    assert all(limits._parse(n, "1.5") == 1.5 for n in fractional)
+    assert all(limits.parse_limit(n, "1.5") is None for n in whole)
+    assert all(limits.parse_limit(n, "1.5") == 1.5 for n in fractional)
 
 
 def test_blank_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

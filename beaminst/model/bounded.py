@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 
 from beaminst.errors import BeaminstError, ValidationError
-from beaminst.limits import LIMITS
+from beaminst.limits import LIMITS, MAX_WHOLE, parse_limit
 
 ENV = "BEAMINST_MAX_DECOMPRESSED_BYTES"
 DEFAULT_MAX_BYTES = int(LIMITS[ENV][0])  # real pickles are kilobytes
@@ -36,13 +36,10 @@ def max_decompressed_bytes() -> int:
     raw = os.environ.get(ENV, "").strip()
     if not raw:
         return DEFAULT_MAX_BYTES
-    try:
-        cap = int(raw)
-    except ValueError:
-        cap = 0
-    if cap < 1:
-        raise BeaminstError(f"{ENV}={raw!r} is not a positive number of bytes")
-    return cap
+    cap = parse_limit(ENV, raw)
+    if cap is None:
+        raise BeaminstError(f"{ENV}={raw!r} is not a positive number of bytes (at most {MAX_WHOLE})")
+    return int(cap)
 
 
 TOTAL_FACTOR = 16  # one file's pickles may inflate to this many caps in all (1 GiB by default)
