@@ -278,7 +278,9 @@ def _check_pickle_sizes(c: Any, budget: bounded.Budget | None = None) -> None:
     Corrupt pickles are not this check's business. Payloads seen once (the
     output repeats the input's) are not inflated again (nor charged: it is
     the work the budget bounds); the memo holds
-    digests, not payloads, so a long batch does not grow it by megabytes."""
+    digests, not payloads, so a long batch does not grow it by megabytes.
+    What was inflated is handed to :func:`beaminst.model.canonical.remember_inflated`,
+    which keeps at most 64 MiB of it until a cache key signs it."""
     if len(_INFLATE_CHECKED) > 100_000:
         _INFLATE_CHECKED.clear()
     cap = bounded.max_decompressed_bytes()

@@ -102,28 +102,35 @@ _STABLE_MEMO: dict[bytes, bytes] = {}
 
 class _Inflated:
     """Pickles the validator inflated and nobody has signed yet, up to
-    :attr:`CAP` bytes in all (past it, the oldest are dropped: they are
-    inflated again if they are ever signed). Signing is left to the first
+    :attr:`CAP` bytes in all, each entry charged its two byte strings and
+    :attr:`OVERHEAD` (past the cap, the oldest are dropped: they are inflated
+    again if they are ever signed). Signing is left to the first
     :func:`install_independent` because some commands (``graph``) never sign."""
 
     CAP = 64 << 20
+    OVERHEAD = 256  # a dict entry and two bytes objects, with room to spare
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.size = 0
 
+    def _cost(self, encoded: bytes, data: bytes) -> int:
+        return len(encoded) + len(data) + self.OVERHEAD
+
     def add(self, encoded: bytes, data: bytes) -> None:
-        if encoded in self.data or len(data) > self.CAP:
+        cost = self._cost(encoded, data)
+        if encoded in self.data or cost > self.CAP:
             return
-        while self.size + len(data) > self.CAP:
-            self.size -= len(self.data.pop(next(iter(self.data))))
+        while self.size + cost > self.CAP:
+            oldest = next(iter(self.data))
+            self.size -= self._cost(oldest, self.data.pop(oldest))
         self.data[encoded] = data
-        self.size += len(data)
+        self.size += cost
 
     def pop(self, encoded: bytes) -> bytes | None:
         data = self.data.pop(encoded, None)
         if data is not None:
-            self.size -= len(data)
+            self.size -= self._cost(encoded, data)
         return data
 
 
