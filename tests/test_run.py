@@ -473,6 +473,9 @@ def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_de
         (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
           "--environment-type", "LOOPBACK", "--environment-config", "x"),
          "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "beam:env:embedded_python_loopback:v1", "--environment-config", "x"),
+         "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
     ],
 )
 def test_bad_input_is_one_line(args, needle, tmp_path):

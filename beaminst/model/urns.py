@@ -65,6 +65,7 @@ ENV_DOCKER = "beam:env:docker:v1"
 ENV_PROCESS = "beam:env:process:v1"
 ENV_EXTERNAL = "beam:env:external:v1"
 ENV_EMBEDDED = "beam:env:embedded_python:v1"
+ENV_LOOPBACK = "beam:env:embedded_python_loopback:v1"  # LOOPBACK: a worker pool in the submitting process
 SDK_BASE_CAPABILITY = "beam:version:sdk_base:"  # + container image, e.g. apache/beam_python3.11_sdk:2.77.0
 # Functions only the Python SDK runs, and environments that are Python's by their URN alone.
 PYTHON_FUNCTIONS = frozenset({
@@ -74,7 +75,7 @@ PYTHON_FUNCTIONS = frozenset({
 })
 PYTHON_ENVIRONMENTS = frozenset({
     ENV_DEFAULT, ENV_EMBEDDED, "beam:env:embedded_python_grpc:v1",
-    "beam:env:embedded_python_loopback:v1", "beam:env:harness_subprocess_python:v1",
+    ENV_LOOPBACK, "beam:env:harness_subprocess_python:v1",
 })
 
 # -- requirements (beam_runner_api.proto StandardRequirements) ------------------

@@ -64,13 +64,13 @@ def environment_choice(
     chosen_type = environment_type or given.environment_type
     config = environment_config if environment_config is not None else given.environment_config
     env_type = chosen_type or default_environment_type(endpoint)
-    if env_type == "LOOPBACK" and config is not None:
+    if env_type in ("LOOPBACK", urns.ENV_LOOPBACK) and config is not None:  # as Beam's from_options spells it
         why = "--environment-type LOOPBACK" if chosen_type else "LOOPBACK, the default for a job server on this machine,"
         raise RunError(
             f"--environment-config {config!r} not used: {why} runs the workers in this process and takes no config; "
             "name the environment it configures with --environment-type (DOCKER, PROCESS or EXTERNAL)"
         )
-    return env_type, config, bool(chosen_type) or config is not None
+    return env_type, config, bool(chosen_type) or config is not None or bool(given.environment_options)
 
 
 def submission_options(
