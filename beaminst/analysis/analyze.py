@@ -193,14 +193,15 @@ def analyze(
 
     unbounded = runner_api().IsBounded.UNBOUNDED
     infos = {}
+    nodes, pcolls = index.nodes, index.pcollections
     for pc, tid in index.producer.items():
         c = cacheables.get(pc)
         infos[pc] = PCollectionInfo(
             id=pc,
-            producer=index.transforms[tid].unique_name,
+            producer=nodes[tid].unique_name,
             producer_id=tid,
             tag=index.producer_tag(pc),
-            is_bounded=index.pcollections[pc].is_bounded != unbounded,
+            is_bounded=pcolls[pc].is_bounded != unbounded,
             var=c.var if c else None,
             cache_key=c.cache_key if c else None,
             cached=c.cached if c else False,
