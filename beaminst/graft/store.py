@@ -66,7 +66,6 @@ def store_root() -> str | None:
 
 
 @functools.cache
-@functools.cache
 def _source_digest() -> str | None:
     """The digest of the beaminst source that builds templates; None when
     it is not on disk (a zip or bytecode-only install): then no store."""
