@@ -332,6 +332,29 @@ def test_a_shard_bomb_stops_counting_and_refuses_to_decode_past_the_cap(tmp_path
     assert f"20 of at least {counted:,} elements (counting stopped at BEAMINST_MAX_SHARD_BYTES" in console.export_text()
 
 
+def test_the_library_reader_keeps_shows_caps(tmp_path, monkeypatch):
+    """cacheread.read_cached_values, the library's list of a cache, reads as
+    show does: a shard bomb stops at BEAMINST_MAX_SHARD_BYTES (it went
+    through Beam's reader, which inflates everything) and good shards give
+    their values."""
+    from beaminst.commands import elements
+    from beaminst.commands.cacheread import read_cached_values
+    from beaminst.errors import CacheDirError
+
+    cache = tmp_path / "cache"
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    key = write_shards(pb, man, "words", cache, ["w", "x"])
+    proto, _ = load_pipeline(pb)
+    pc = var_key(pb, man, "words")[0]
+    assert read_cached_values(proto, pc, str(cache), key) == ["w", "x"]
+    assert read_cached_values(proto, pc, str(cache), "0000000000-no-such-key") == []
+    shard = cache / "full" / f"{key}-00000-of-00001"
+    shard.write_bytes(bz2.compress(bz2.decompress(shard.read_bytes()) * 500_000))
+    monkeypatch.setattr(elements, "MAX_SHARD_BYTES", 1 << 20)
+    with pytest.raises(CacheDirError, match="the shards decompress to more than 1048576 bytes"):
+        read_cached_values(proto, pc, str(cache), key)
+
+
 # --- no cache, unknown variables, usage ----------------------------------------------------
 
 

@@ -30,25 +30,15 @@ def read_cached_values(
 def read_cached_windowed_values(
     pipeline: Any, pcoll_id: str, cache_dir: str, key: str, trust_pickles: bool = False
 ) -> list[Any]:
-    from beaminst.errors import CacheDirError
-    from beaminst.graft import Grafter
-    from beaminst.model.safecoders import DecodeError, bounded_decoder
-    from beaminst.model.safepickle import UntrustedPickleError
+    """The ``WindowedValue`` s cached under ``key`` as ``FileBasedCacheManager``
+    shards (a recording: none), read as ``beaminst show`` reads them: within
+    its caps on inflated shards and lines, each element decoded bounds-checked
+    (errors name the shard and the element). Beam's own reader, used here
+    before, inflated whatever the shards held."""
+    from beaminst.cache.cachedir import scan_cache_dir
+    from beaminst.commands.elements import SHARDS, locate, open_elements
 
-    grafter = Grafter(pipeline, cache_dir, streaming=False, trust_pickles=trust_pickles)  # only reads the proto
-    pcoder = grafter.written_pcoder(pcoll_id)
-    grafter.cache_manager.save_pcoder(_Decoder(bounded_decoder(pcoder, trust_pickles)), "reify", key)
-    values, _version = grafter.cache_manager.read("full", key)
-    try:
-        return list(values)
-    except UntrustedPickleError as e:
-        raise CacheDirError(f"full/{key}*: {e.message}", cache_dir) from None
-    except DecodeError as e:
-        raise CacheDirError(f"full/{key}*: an element does not decode ({e})", cache_dir) from None
-
-
-class _Decoder:
-    """What ``FileBasedCacheManager.read`` asks of its pcoder: ``decode``."""
-
-    def __init__(self, decode: Any) -> None:
-        self.decode = decode
+    layout, files = locate(scan_cache_dir(cache_dir), key, prefer_recording=False)
+    if layout != SHARDS:
+        return []
+    return list(open_elements(pipeline, pcoll_id, cache_dir, SHARDS, files, trust_pickles).take(None))
