@@ -11,8 +11,9 @@ length), an element Beam's coders would decode by unpickling
 (``FastPrimitivesCoder``'s fallback for types it does not know) goes through
 the restricted unpickler of :mod:`beaminst.model.safepickle`, and the pipeline's own
 pickled coders are checked before the SDK loads them, unless
-``trust_pickles``. :mod:`beaminst.commands.elements` streams them instead of listing
-them (``beaminst show``).
+``trust_pickles``. This module lists what :mod:`beaminst.commands.elements`
+streams for ``beaminst show``, through the same reader and within its caps
+(``BEAMINST_MAX_SHARD_BYTES`` of inflated shards, the line cap).
 """
 
 from __future__ import annotations
