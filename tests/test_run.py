@@ -396,14 +396,16 @@ def _submitted(monkeypatch) -> list:
     return sent
 
 
-@pytest.mark.parametrize("endpoint, given", [
-    ("localhost:8099", ("--environment-type", "PROCESS", "--environment-config", '{"command": "/opt/apache/beam/boot"}')),
-    ("localhost:8099", ("--environment-type", "LOOPBACK")),
-    ("flink.example.com:8099", ("--environment-config", "apache/beam_python3.11_sdk:2.77.0")),
+@pytest.mark.parametrize("endpoint, given, named", [
+    ("localhost:8099", ("--environment-type", "PROCESS", "--environment-config", '{"command": "/opt/apache/beam/boot"}'),
+     "--environment-type / --environment-config"),
+    ("localhost:8099", ("--environment-type", "LOOPBACK"), "--environment-type"),
+    ("flink.example.com:8099", ("--environment-config", "apache/beam_python3.11_sdk:2.77.0"), "--environment-config"),
     ("localhost:8099", ("--pipeline-arg=--environment_type=PROCESS",
-                        '--pipeline-arg=--environment_config={"command": "boot"}')),
+                        '--pipeline-arg=--environment_config={"command": "boot"}'),
+     "--environment_type / --environment_config"),  # Beam's own spelling, as given
 ])
-def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, tmp_path, monkeypatch):
+def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, named, tmp_path, monkeypatch):
     """The options only replace the placeholder environment: with none in the
     proto, the run says so, naming the environment used instead."""
     pb, env_id = _explicit_environment_pipeline(tmp_path)
@@ -413,7 +415,7 @@ def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, t
     doc = json.loads(r.stdout)
     assert doc["environment"]["replaced"] == []
     (warning,) = [w for w in doc["warnings"] if "not used" in w]
-    assert warning.startswith("--environment-type / --environment-config not used: ")
+    assert warning.startswith(f"{named} not used: ")
     assert f"{env_id!r} (beam:env:docker:v1)" in warning and "beaminst instrument --environment-type" in warning
     assert sent[0].components.environments[env_id].urn == "beam:env:docker:v1"  # sent as it was
     r = run_cli("run", pb, "--job-endpoint", endpoint, *given)

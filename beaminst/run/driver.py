@@ -103,7 +103,7 @@ def _start(proto: Any, source: str, options: RunOptions, streaming: bool, warnin
     beam_options = submission_options(endpoint, env_type, config, options.pipeline_args, streaming)
     to_send, replaced = placeholder_replaced(proto, beam_options)
     if chosen and not replaced:
-        warnings.append(unused_environment_warning(proto))
+        warnings.append(unused_environment_warning(proto, chosen))
     warnings.extend(_python_only_warnings(proto))
     report = RunReport(
         source, "PortableRunner", streaming, job_endpoint=endpoint,

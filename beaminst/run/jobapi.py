@@ -53,11 +53,12 @@ def default_environment_type(endpoint: str) -> str:
 
 def environment_choice(
     endpoint: str, environment_type: str | None, environment_config: str | None, pipeline_args: tuple[str, ...],
-) -> tuple[str, str | None, bool]:
+) -> tuple[str, str | None, tuple[str, ...]]:
     """The ``--environment_type`` and ``--environment_config`` to submit with,
-    and whether either was chosen (not defaulted): ``--environment-type`` /
-    ``--environment-config``, else Beam's own among ``pipeline_args``, else
-    the default for ``endpoint``. A config LOOPBACK would ignore is refused."""
+    and the options that chose them (none: defaulted): ``--environment-type`` /
+    ``--environment-config``, else Beam's own among ``pipeline_args``
+    (``--environment_type``, ``--environment_config``, ``--environment_options``),
+    else the default for ``endpoint``. A config LOOPBACK would ignore is refused."""
     from apache_beam.options.pipeline_options import PortableOptions
 
     given = beam_options(pipeline_args, False).view_as(PortableOptions)
@@ -70,7 +71,13 @@ def environment_choice(
             f"--environment-config {config!r} not used: {why} runs the workers in this process and takes no config; "
             "name the environment it configures with --environment-type (DOCKER, PROCESS or EXTERNAL)"
         )
-    return env_type, config, bool(chosen_type) or config is not None or bool(given.environment_options)
+    named = (
+        ("--environment-type" if environment_type else "--environment_type" if given.environment_type else ""),
+        ("--environment-config" if environment_config is not None
+         else "--environment_config" if given.environment_config is not None else ""),
+        "--environment_options" if given.environment_options else "",
+    )
+    return env_type, config, tuple(n for n in named if n)
 
 
 def submission_options(
@@ -108,16 +115,16 @@ def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
     return out, ids
 
 
-def unused_environment_warning(proto: Any) -> str:
-    """What a run says when ``--environment-type`` / ``--environment-config``
-    replace nothing: the environments the transforms run in instead (a few)."""
+def unused_environment_warning(proto: Any, options: tuple[str, ...] = ("--environment-type",)) -> str:
+    """What a run says when the environment ``options`` given replace
+    nothing: the environments the transforms run in instead (a few)."""
     used = sorted({t.environment_id for t in proto.components.transforms.values()
                    if t.environment_id in proto.components.environments})
     named = [f"{e!r} ({proto.components.environments[e].urn})" for e in used[:_LISTED]]
     more = f" and {len(used) - _LISTED} more" if len(used) > _LISTED else ""
     runs_in = f"its transforms run in {', '.join(named)}{more}" if named else "its transforms name no environment"
     return (
-        f"--environment-type / --environment-config not used: the pipeline has no placeholder environment "
+        f"{' / '.join(options)} not used: the pipeline has no placeholder environment "
         f"({urns.ENV_DEFAULT}) to replace, {runs_in}; to change that, re-run beaminst instrument --environment-type "
         "... on the original (for an environment instrument added), set it where the pipeline is built, or edit the proto"
     )
