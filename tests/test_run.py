@@ -396,6 +396,18 @@ def _submitted(monkeypatch) -> list:
     return sent
 
 
+def test_no_job_server_is_waited_for_15_seconds_unless_asked():
+    """Beam 2.77's --job_server_timeout defaults to 300 s; the default taken
+    for 60 s made run wait five minutes for a job server nobody runs."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beaminst.run.jobapi import CONNECT_TIMEOUT, connect_wait
+
+    assert CONNECT_TIMEOUT == 15.0
+    assert connect_wait(PipelineOptions([])) == CONNECT_TIMEOUT
+    assert connect_wait(PipelineOptions(["--job_server_timeout=7"])) == 7.0
+
+
 @pytest.mark.parametrize("endpoint, given, named", [
     ("localhost:8099", ("--environment-type", "PROCESS", "--environment-config", '{"command": "/opt/apache/beam/boot"}'),
      "--environment-type / --environment-config"),

@@ -30,7 +30,6 @@ from beaminst.run.job import ERROR, TERMINAL, UNKNOWN, WARNING, Job
 from beaminst.run.local import RunError, beam_options
 
 CONNECT_TIMEOUT = 15.0  # seconds to wait for the job server, unless --job_server_timeout says
-_BEAM_JOB_SERVER_TIMEOUT = 60  # PortableOptions' default
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""})
 _LISTED = 3  # environments a warning names
 _ENDPOINT = re.compile(r"^(?P<host>\[[^\]]*\]|[^:\s]*):(?P<port>\d{1,5})$")
@@ -130,10 +129,21 @@ def unused_environment_warning(proto: Any, options: tuple[str, ...] = ("--enviro
     )
 
 
+def connect_wait(options: Any) -> float:
+    """Seconds to wait for the job server to answer: ``--job_server_timeout``
+    when the user set it (to anything but the installed Beam's default: 60 s
+    in older Beams, 300 s in 2.77), else :data:`CONNECT_TIMEOUT`."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+
+    given = options.view_as(PortableOptions).job_server_timeout
+    default = PipelineOptions([]).view_as(PortableOptions).job_server_timeout
+    return CONNECT_TIMEOUT if given == default else float(given)
+
+
 def submit(proto: Any, endpoint: str, options: Any) -> PortableJob:
     """Submit ``proto`` (environments already chosen) and start following it."""
     import grpc
-    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.portability.api import beam_job_api_pb2_grpc
     from apache_beam.runners.portability import portable_runner
 
@@ -141,9 +151,7 @@ def submit(proto: Any, endpoint: str, options: Any) -> PortableJob:
     pipeline.CopyFrom(proto)
     # As run_portable_pipeline: no runner in the options the job server sees.
     options.view_as(StandardOptions).runner = None
-    wait = CONNECT_TIMEOUT
-    if options.view_as(PortableOptions).job_server_timeout != _BEAM_JOB_SERVER_TIMEOUT:
-        wait = float(options.view_as(PortableOptions).job_server_timeout)
+    wait = connect_wait(options)
     channel = grpc.insecure_channel(endpoint)
     try:
         grpc.channel_ready_future(channel).result(timeout=wait)
