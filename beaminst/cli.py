@@ -88,9 +88,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from beaminst.errors import BeaminstError
+        from beaminst.limits import check_env_limits
 
         try:
             try:
+                check_env_limits()  # here, after parsing: every --help still answers
                 return fn(*args, **kwargs)
             finally:
                 # Whatever the command's outcome (an exit status of its own
@@ -143,7 +145,6 @@ class BeaminstGroup(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: Any) -> Any:
-        _check_limits()  # after parsing: --help and --version still work
         with _quiet_when_reader_gone():
             return super().invoke(ctx)
 
@@ -165,18 +166,6 @@ class BeaminstGroup(click.Group):
         except click.exceptions.Abort:
             _fail("interrupted")
         sys.exit(code if isinstance(code, int) else 0)
-
-
-def _check_limits() -> None:
-    """A limit set in the environment to anything but a positive number:
-    one line, exit 2, before any command reads it."""
-    from beaminst.errors import BeaminstError
-    from beaminst.limits import check_env_limits
-
-    try:
-        check_env_limits()
-    except BeaminstError as e:
-        _fail(str(e))
 
 
 def _usage_message(e: click.UsageError) -> str:
