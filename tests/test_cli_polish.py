@@ -174,6 +174,15 @@ def test_the_failure_line_finds_the_step_in_a_runners_own_wrapping():
     source = "    step_annotation = \" [while running '%s']\" % self.step_name\n"
     assert last_error_line(["Traceback ...\n" + source + "KeyError: 'a'\n"]) == "KeyError: 'a'"
     assert last_error_line(["x [while running 'A']\nKeyError: 'b' [while running 'B']"]) == "KeyError: 'b' [while running 'B']"
+    # A job that failed on a gRPC error (an EXTERNAL worker pool nobody runs) ends with its repr's '>'.
+    rpc = ("Traceback (most recent call last):\n  ...\ngrpc._channel._InactiveRpcError: <_InactiveRpcError of RPC that "
+           "terminated with:\n\tstatus = StatusCode.UNAVAILABLE\n\tdetails = \"failed to connect to all addresses; "
+           "last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused\"\n\tdebug_error_string = \"UNKNOWN:Error "
+           "received from peer\"\n>\n")
+    assert last_error_line([rpc]) == (
+        "UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused"
+    )
+    assert last_error_line(["ValueError: x\n>>>\n"]) == "ValueError: x"  # a line of punctuation says nothing
 
 
 def test_while_a_job_runs_the_sdk_writes_nothing_to_stderr(capsys):

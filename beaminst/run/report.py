@@ -81,8 +81,20 @@ class RunReport:
         }
 
 
+# A gRPC error's repr ends its message with a lone '>' after the lines that
+# say what happened ("<_InactiveRpcError of RPC that terminated with: status
+# = ..., details = "...", debug_error_string = ...>").
+_GRPC_STATUS = re.compile(r'^\s*status = StatusCode\.(\w+)\s*$', re.M)
+_GRPC_DETAILS = re.compile(r'^\s*details = "(.*)"\s*$', re.M)
+
+
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    """The line an error ends with (for a gRPC error: its status and details)."""
+    details = _GRPC_DETAILS.findall(text)
+    if details and text.rstrip().endswith(">"):
+        status = _GRPC_STATUS.findall(text)
+        return f"{status[-1]}: {details[-1]}" if status else details[-1]
+    lines = [line.strip() for line in text.strip().splitlines() if any(ch.isalnum() for ch in line)]
     return lines[-1] if lines else ""
 
 
