@@ -785,3 +785,22 @@ def test_a_job_outliving_the_streams_deadline_is_followed_to_its_end(job_service
     assert doc["states"].count("RUNNING") == 1 and doc["states"][-1] == "DONE"
     texts = [m["text"] for m in doc["messages"]]
     assert len(texts) == len(set(texts))
+
+
+@pytest.mark.parametrize("state, held, expected", [
+    ("DONE", 535, "summary\t2 cache write(s), 535 B in /c"),
+    ("FAILED", 535, "summary\t2 cache write(s) not done (the job is FAILED); 535 B in /c was left by an earlier run, "
+                    "or by this one before it failed"),
+    ("FAILED", 0, "summary\t2 cache write(s) not done (the job is FAILED): nothing cached in /c"),
+])
+def test_a_failed_run_does_not_claim_its_cache_writes(state, held, expected, capsys):
+    """A failed job's summary said '4 cache write(s), 535 B': stale shards
+    from an earlier run, reported as this run's (trial)."""
+    from beaminst.commands.humanout import human_for
+    from beaminst.run.console import print_run_report
+    from beaminst.run.report import RunReport
+
+    report = RunReport("p.pb", "DirectRunner", False, state=state)
+    report.cache_writes = [{"cache_dir": "/c", "bytes": held}, {"cache_dir": "/c", "bytes": 0}]
+    print_run_report(human_for(), report)
+    assert expected in capsys.readouterr().out.splitlines()

@@ -117,9 +117,16 @@ def print_run_report(out: Human, report: RunReport) -> None:
         limits = f"limits: --max-duration {rec['max_duration']:g} s, --max-bytes {rec['max_bytes']}"
         out.summary(f"{human_bytes(rec['bytes'])} recorded in {rec['cache_dir'] or '?'} ({limits})")
     elif report.cache_writes:
-        dirs = sorted({w["cache_dir"] or "?" for w in report.cache_writes})
+        dirs = ", ".join(sorted({w["cache_dir"] or "?" for w in report.cache_writes}))
         total = sum(w["bytes"] or 0 for w in report.cache_writes)
-        out.summary(f"{len(report.cache_writes)} cache write(s), {human_bytes(total)} in {', '.join(dirs)}")
+        n = len(report.cache_writes)
+        if report.ok:
+            out.summary(f"{n} cache write(s), {human_bytes(total)} in {dirs}")
+        elif total:  # shards match only once finalized: an earlier run's, or this one's before it failed
+            out.summary(f"{n} cache write(s) not done (the job is {report.state}); {human_bytes(total)} in {dirs} "
+                        "was left by an earlier run, or by this one before it failed")
+        else:
+            out.summary(f"{n} cache write(s) not done (the job is {report.state}): nothing cached in {dirs}")
     for w in report.warnings:
         out.line("warning", w, "yellow")
     out.next_steps(report.next_steps)
