@@ -358,6 +358,21 @@ def test_the_library_reader_keeps_shows_caps(tmp_path, monkeypatch):
 # --- no cache, unknown variables, usage ----------------------------------------------------
 
 
+def test_show_given_the_instrumented_pipeline_asks_for_the_original(tmp_path):
+    """A plausible mix-up: the instrumented proto where the original goes.
+    Its keys are not the original's, and instrumenting it again is not the
+    fix (the hint said so before)."""
+    cache = wordcount_cache(tmp_path)
+    out = tmp_path / "wc.instrumented.pb"
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    assert run_cli("instrument", pb, "-m", man, "--cache-dir", str(cache), "-o", str(out)).exit_code == 0
+    r = show("counts", cache=cache, pb=str(out))
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "holds beaminst's cache transforms: show takes the pipeline that was instrumented" in r.stderr
+    assert "beaminst instrument" not in r.stderr
+    assert show("counts", cache=cache).exit_code == 0  # the original finds it
+
+
 def test_no_cache_says_how_to_make_one(tmp_path):
     pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
     none = show("words", "counts", cache=tmp_path / "empty")

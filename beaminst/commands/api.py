@@ -255,7 +255,7 @@ def _draw(
 
     loaded = load(pipeline_path)
     original = load(against_path) if against_path else None
-    if original is not None and _grafted(original.proto) and not _grafted(loaded.proto):
+    if original is not None and grafted(original.proto) and not grafted(loaded.proto):
         warn(f"--against {original.source} has beaminst's cache transforms and {loaded.source} has none: "
              f"swapped? the instrumented pipeline is drawn against its original "
              f"(beaminst graph {against_path} --against {pipeline_path})")
@@ -265,7 +265,7 @@ def _draw(
     return render.render_dot(loaded.index, variables, original.index if original else None, title, depth, expand_cache)
 
 
-def _grafted(proto: Any) -> bool:
+def grafted(proto: Any) -> bool:
     """Whether ``proto`` holds a cache write or read beaminst grafted."""
     from beaminst.model.labels import CACHE_COMPOSITES
 

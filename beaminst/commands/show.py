@@ -66,16 +66,17 @@ def plan_show(
     """Resolve ``names`` to their caches (the analysis finds unbounded
     sources by ``rules``). Raises on an unknown name (with a suggestion) and
     when none of them has a cache (with how to make one)."""
-    from beaminst.commands.api import analyze_files
+    from beaminst.commands.api import analyze_files, grafted
 
     analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
     how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
     variables = tuple(resolve(analysis, list(dict.fromkeys(names)), manifest_path is None))
     missing = [v for v in variables if v.layout is None]
+    instrumented = grafted(analysis.index.pipeline)
     if len(missing) == len(variables):
         where = "" if analysis.cache.exists else "the cache directory does not exist (a typo, or nothing has run yet): "
-        raise NothingCachedError(where + _no_cache(missing, how), cache_dir)
-    notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how)}") for v in missing)
+        raise NothingCachedError(where + _no_cache(missing, how, instrumented), cache_dir)
+    notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing)
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
 
 
@@ -108,10 +109,18 @@ def _unknown(name: str, analysis: Analysis, no_manifest: bool = False) -> str:
     return f"no variable {name!r}{hint} (variables: {known})"
 
 
-def _no_cache(variables: list[Variable], how: Invocation) -> str:
-    """One line: which variables have no cache, and the commands that make one."""
+def _no_cache(variables: list[Variable], how: Invocation, instrumented: bool = False) -> str:
+    """One line: which variables have no cache, and the commands that make
+    one (``instrumented``: the pipeline given is an output of beaminst, whose
+    keys are not its original's: that is the likelier mistake)."""
     names = ", ".join(repr(v.name) for v in variables)
     state = "only a partial shard set" if all(v.partial for v in variables) else "no cache"
+    if instrumented:
+        return (
+            f"{names} {'has' if len(variables) == 1 else 'have'} {state} under the keys of {how.pipeline}, which holds "
+            "beaminst's cache transforms: show takes the pipeline that was instrumented (the original), whose keys "
+            "the cache writes use"
+        )
     record = [v.name for v in variables if v.source_output]
     write = [v.name for v in variables if not v.source_output]
     steps = []
