@@ -488,6 +488,8 @@ def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_de
           "--environment-type", "LOOPBACK", "--environment-config", "x"),
          "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
         (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+          "--environment-type", "docker"), "--environment-type docker: not an environment type Beam knows (did you mean DOCKER?"),
+        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
           "--environment-type", "beam:env:embedded_python_loopback:v1", "--environment-config", "x"),
          "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
     ],

@@ -124,6 +124,7 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
 _NEEDS = {urns.ENV_PROCESS: 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
           urns.ENV_EXTERNAL: "the worker pool's address, HOST:PORT"}
 _TYPE_URNS = {"PROCESS": urns.ENV_PROCESS, "EXTERNAL": urns.ENV_EXTERNAL}
+_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")  # what Environment.from_options takes, LOOPBACK for run only
 
 
 def _nothing_to_start(environment_type: str, urn: str) -> BeaminstError:
@@ -158,7 +159,16 @@ def environment_from_options(options: Any) -> Any:
     urn = _TYPE_URNS.get(kind, kind)  # Beam spells types in capitals, or as their URN
     if urn == urns.ENV_EXTERNAL and portable.environment_config is None:  # Beam would raise a TypeError
         raise _nothing_to_start(kind, urn)
-    env = environments.Environment.from_options(portable).to_runner_api(PipelineContext())
+    try:
+        env = environments.Environment.from_options(portable).to_runner_api(PipelineContext())
+    except ValueError as e:
+        if not str(e).startswith("Unknown environment type"):
+            raise
+        hint = f"did you mean {kind.upper()}? " if kind.upper() in _TYPES else ""
+        raise BeaminstError(
+            f"--environment-type {kind}: not an environment type Beam knows ({hint}Beam's types are "
+            f"{', '.join(_TYPES)}, in capitals, or an environment URN, beam:env:...)"
+        ) from None
     if _starts_nothing(env):
         raise _nothing_to_start(kind, env.urn)
     return env
