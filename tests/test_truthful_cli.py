@@ -90,6 +90,19 @@ def test_a_binding_neither_written_nor_read_is_named(tmp_path):
         assert not any(w.startswith(f"{var!r} is neither") for w in report["warnings"])
 
 
+def test_reuse_of_a_whole_cache_warns_about_nothing(tmp_path):
+    """With --reuse and every binding cached, only the last caches are read:
+    that the earlier ones go unread is reuse working, not a warning (trial)."""
+    cache = tmp_path / "cache"
+    keys = _keys(cache)
+    _cache(cache, keys.values())
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", str(tmp_path / "o.pb"), "--reuse", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["reused"] and len({e["var"] for e in report["reads"]}) < len(keys)  # some go unread
+    assert not any("neither written nor read" in w for w in report["warnings"]), report["warnings"]
+
+
 def test_instrument_with_nothing_bound_exits_2_saying_how_to_bind(tmp_path):
     out = tmp_path / "o.pb"
     r = run_cli("instrument", WC, "--cache-dir", str(tmp_path / "c"), "-o", str(out))

@@ -275,12 +275,13 @@ def _report(work: Work) -> Report:
 def _idle_bindings(analysis: Analysis, acted: set[str]) -> list[str]:
     """Bindings the output neither writes nor reads, and that no ``skipped``
     entry explains: a cached, computed variable that only side inputs read,
-    or that nothing reads at all."""
+    or that nothing reads at all. Not one ``--reuse`` found cached: that
+    nothing needs it (what reads it reads a later cache) is reuse working."""
     return [
         f"{c.var!r} is neither written nor read: it is cached and computed, but no transform reads it as a "
         "main input, so nothing in the output uses its cache"
         for c in analysis.cacheables.values()
-        if c.var not in acted and not c.synthetic and not c.under_source
+        if c.var not in acted and not c.synthetic and not c.under_source and not c.reused
     ]
 
 
