@@ -457,6 +457,9 @@ def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_de
 
 # --- fast: bad input, one line ------------------------------------------------------------
 
+# A run against a job server nobody runs, given up after a second.
+UNANSWERED = ("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1")
+
 
 @pytest.mark.parametrize(
     "args, needle",
@@ -466,31 +469,22 @@ def test_beams_own_environment_type_in_pipeline_args_is_not_overridden_by_the_de
         (("run", "PB", "--job-endpoint", "nonsense"), "expected HOST:PORT"),
         (("run", "PB", "--pipeline-arg", "streaming"), "expected a Beam option"),
         (("run", "PB", "--max-bytes", "0"), "--max-bytes"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1"),
-         "no job service answering at localhost:1"),
+        (UNANSWERED, "no job service answering at localhost:1"),
         # Refused before the endpoint is contacted (nothing answers there): Beam
         # would build an empty boot command, or fail on no address.
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "PROCESS"), "--environment-type PROCESS needs --environment-config: the boot command"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "PROCESS", "--environment-config", '{"os": "linux"}'),
+        ((*UNANSWERED, "--environment-type", "PROCESS"), "--environment-type PROCESS needs --environment-config: the boot command"),
+        ((*UNANSWERED, "--environment-type", "PROCESS", "--environment-config", '{"os": "linux"}'),
          "--environment-type PROCESS needs --environment-config: the boot command"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "EXTERNAL"), "--environment-type EXTERNAL needs --environment-config: the worker pool"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "EXTERNAL", "--environment-config", ""),
+        ((*UNANSWERED, "--environment-type", "EXTERNAL"), "--environment-type EXTERNAL needs --environment-config: the worker pool"),
+        ((*UNANSWERED, "--environment-type", "EXTERNAL", "--environment-config", ""),
          "--environment-type EXTERNAL needs --environment-config: the worker pool"),
         # LOOPBACK (the default for a job server on this machine) takes no config.
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-config", "apache/beam_python3.11_sdk:2.77.0"),
+        ((*UNANSWERED, "--environment-config", "apache/beam_python3.11_sdk:2.77.0"),
          "--environment-config 'apache/beam_python3.11_sdk:2.77.0' not used: LOOPBACK, the default"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "LOOPBACK", "--environment-config", "x"),
+        ((*UNANSWERED, "--environment-type", "LOOPBACK", "--environment-config", "x"),
          "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "docker"), "--environment-type docker: not an environment type Beam knows (did you mean DOCKER?"),
-        (("run", "PB", "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
-          "--environment-type", "beam:env:embedded_python_loopback:v1", "--environment-config", "x"),
+        ((*UNANSWERED, "--environment-type", "docker"), "--environment-type docker: not an environment type Beam knows (did you mean DOCKER?"),
+        ((*UNANSWERED, "--environment-type", "beam:env:embedded_python_loopback:v1", "--environment-config", "x"),
          "--environment-config 'x' not used: --environment-type LOOPBACK runs the workers in this process"),
     ],
 )
