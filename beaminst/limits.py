@@ -64,15 +64,21 @@ def env_limit(name: str) -> int | float:
     return default if value is None else value
 
 
+def refusal(name: str, raw: str) -> BeaminstError:
+    """The error for limit ``name`` set to ``raw``, which :func:`parse_limit` refused."""
+    default, what = LIMITS[name]
+    whole = isinstance(default, int)
+    most = f"at most {MAX_WHOLE}" if whole else f"at most {MAX_SECONDS:g}"
+    return BeaminstError(
+        f"{name}={raw!r} is not a positive {'whole ' if whole else ''}number, {most} (it caps the {what}; "
+        f"unset it for the default, {default if whole else f'{default:g}'})"
+    )
+
+
 def check_env_limits() -> None:
     """Refuse, naming it, the first limit set in the environment to anything
     but a positive number."""
-    for name, (default, what) in LIMITS.items():
+    for name in LIMITS:
         raw = os.environ.get(name, "")
         if raw.strip() and parse_limit(name, raw) is None:
-            whole = isinstance(default, int)
-            most = f"at most {MAX_WHOLE}" if whole else f"at most {MAX_SECONDS:g}"
-            raise BeaminstError(
-                f"{name}={raw!r} is not a positive {'whole ' if whole else ''}number, {most} (it caps the {what}; "
-                f"unset it for the default, {default if whole else f'{default:g}'})"
-            )
+            raise refusal(name, raw)

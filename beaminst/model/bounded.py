@@ -17,8 +17,8 @@ import os
 import zlib
 from collections.abc import Iterator
 
-from beaminst.errors import BeaminstError, ValidationError
-from beaminst.limits import LIMITS, MAX_WHOLE, parse_limit
+from beaminst.errors import ValidationError
+from beaminst.limits import LIMITS, parse_limit, refusal
 
 ENV = "BEAMINST_MAX_DECOMPRESSED_BYTES"
 DEFAULT_MAX_BYTES = int(LIMITS[ENV][0])  # real pickles are kilobytes
@@ -38,7 +38,7 @@ def max_decompressed_bytes() -> int:
         return DEFAULT_MAX_BYTES
     cap = parse_limit(ENV, raw)
     if cap is None:
-        raise BeaminstError(f"{ENV}={raw!r} is not a positive number of bytes (at most {MAX_WHOLE})")
+        raise refusal(ENV, raw)
     return int(cap)
 
 
