@@ -484,6 +484,31 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "has a line over 100 bytes" in r.stderr
 
 
+@pytest.mark.parametrize("args", [(), ("--json",)])  # plain lines (piped), JSON lines
+def test_an_element_too_deep_to_print_is_one_line(tmp_path, monkeypatch, args):
+    from rich.console import Console
+
+    from beaminst.commands import showformat
+    from beaminst.commands.show import plan_show, write_show
+    from beaminst.errors import BeaminstError
+
+    def too_deep(*_a, **_k):
+        raise RecursionError
+
+    monkeypatch.setattr(showformat, "cell_text", too_deep)
+    monkeypatch.setattr(showformat, "to_json", too_deep)
+    cache = wordcount_cache(tmp_path)
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    r = run_cli("show", pb, "-m", man, "--cache-dir", str(cache), "counts", *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"beaminst: {cache}: counts: an element nests too deeply to show"]
+    console = Console(record=True, width=120)  # and the table
+    with pytest.raises(BeaminstError, match="counts: an element nests too deeply to show"):
+        write_show(plan_show(pb, man, str(cache), ["counts"]), showformat.TABLE, 20, False, False, sys.stdout,
+                   lambda: console, print)
+    assert console.export_text() == ""
+
+
 @pytest.mark.parametrize("spool", [8 << 20, 16])  # in memory, and rolled over to a temporary file
 def test_a_cache_damaged_half_way_prints_nothing(tmp_path, monkeypatch, spool):
     """An element that does not decode after good ones, or in the second

@@ -10,17 +10,16 @@ none of the requested variables has one, that is the error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
 from beaminst.commands.nextsteps import Invocation
 from beaminst.errors import BeaminstError, printable
 from beaminst.options import SourceRules
-
-T = TypeVar("T")
 
 
 class NothingCachedError(BeaminstError):
@@ -169,11 +168,10 @@ def write_show(
         for v in plan.cached if v.layout is not None
     ]
     if mode == showformat.TABLE:
-        tables = [
-            (v, e, _shown(v, plan.cache_dir, lambda v=v, e=e: showformat.table_rows(
-                showformat.Section(v.name, v.title, e.take(limit)), window_info)))
-            for v, e in opened
-        ]
+        tables = []
+        for v, e in opened:
+            with _too_deep(v, plan.cache_dir):
+                tables.append((v, e, showformat.table_rows(showformat.Section(v.name, v.title, e.take(limit)), window_info)))
         for v, e, (shape, rows) in tables:
             showformat.print_table(console(), v.title, shape, rows, window_info, e.total or 0, e.counted_all)
         return
@@ -182,7 +180,8 @@ def write_show(
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
         writer = showformat.LineWriter(spool, mode, window_info, prefix)  # type: ignore[arg-type]
         for v, e in opened:
-            shown = _shown(v, plan.cache_dir, lambda v=v, e=e: writer.write(showformat.Section(v.name, v.title, e.take(limit))))
+            with _too_deep(v, plan.cache_dir):
+                shown = writer.write(showformat.Section(v.name, v.title, e.take(limit)))
             total = e.total or 0
             if not e.counted_all:
                 notes.append(
@@ -200,9 +199,10 @@ def write_show(
 _SPOOL_BYTES = 8 << 20  # what show's lines hold in memory before they go to a temporary file
 
 
-def _shown(v: Variable, cache_dir: str, render: Callable[[], T]) -> T:
-    """``render()`` of variable ``v``, an element nested too deeply to print being bad input."""
+@contextlib.contextmanager
+def _too_deep(v: Variable, cache_dir: str) -> Iterator[None]:
+    """Rendering variable ``v``: an element nested too deeply to print is bad input."""
     try:
-        return render()
+        yield
     except RecursionError:
         raise BeaminstError(f"{v.name}: an element nests too deeply to show", cache_dir) from None
