@@ -9,6 +9,8 @@ must still re-key what it computes.
 
 from __future__ import annotations
 
+import functools
+import re
 import textwrap
 
 import pytest
@@ -217,19 +219,16 @@ def test_content_that_looks_like_a_process_id_still_keys(tmp_path, first, second
     assert one["tagged"] != two["tagged"]
 
 
-# The expression-id test as one regex (what _holds_expression_id replaced for speed).
-_ONE_REGEX = None
+@functools.cache
+def _the_one_regex() -> re.Pattern[bytes]:
+    """The expression-id test as one regex (what _holds_expression_id replaced for speed)."""
+    from beaminst.model.canonical import _PROXY_TYPES
+
+    return re.compile(rf"[A-Za-z0-9]_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
 
 
 def _one_regex(data: bytes) -> bool:
-    import re
-
-    from beaminst.model.canonical import _PROXY_TYPES
-
-    global _ONE_REGEX
-    if _ONE_REGEX is None:
-        _ONE_REGEX = re.compile(rf"[A-Za-z0-9]_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
-    return bool(_ONE_REGEX.search(data))
+    return bool(_the_one_regex().search(data))
 
 
 _PIECES = ["_", "a", "Z", "9", "0", "-", "\x8c", "DataFrame", "bool_", "int64", "Series", "Index", "1234567", "99999999",
