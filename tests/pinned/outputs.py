@@ -24,21 +24,26 @@ pipeline. Each output gets two digests:
 
 The cache directory is a fixed path: it is resolved to an absolute path and
 pickled into the cache transforms, so a per-test temporary directory would
-change the bytes. Only empty shard files are created in it (the read pass
-needs them to exist), so concurrent runs do not disturb each other.
+change the bytes. Each case empties its cache before the write pass and
+writes empty shards for the read pass; a lock keeps a concurrent run out
+until this one is done.
 
     python -m tests.pinned.outputs          # rewrite tests/pinned/outputs.json
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +51,7 @@ REPO = HERE.parents[1]
 FIXTURES = REPO / "fixtures"
 PINNED = HERE / "outputs.json"
 CACHE_ROOT = Path(tempfile.gettempdir()) / "beaminst-pinned-outputs"
+EMPTY_SHARD = bz2.compress(b"")  # an empty cache, as Beam's bz2 text sink writes it
 
 PYTHON = ("wordcount", "multi_output", "side_inputs", "flatten_gbk", "cogbk", "nested_composites",
           "windowing", "pubsub_one", "pubsub_two", "mixed")
@@ -171,32 +177,51 @@ def produce(cli: Callable[..., tuple[int, str]], work: Path) -> dict[str, bytes]
     """Every pinned output, by ``<case>/<kind>``; ``cli(*args)`` runs
     beaminst and returns (exit code, stdout)."""
     out: dict[str, bytes] = {}
-    for name, pb, manifest in cases():
-        cache = CACHE_ROOT / name / "cache"
-        case = work / name
-        case.mkdir(parents=True, exist_ok=True)
-
-        def run(kind: str, *args: str, name: str = name, case: Path = case) -> dict:
-            path = case / f"{kind}.pb"
-            code, stdout = cli(*args, "-o", str(path), "--json")
-            assert code == 0, (name, kind, stdout)
-            out[f"{name}/{kind}"] = path.read_bytes()
-            return json.loads(stdout)
-
-        report = run("write", "instrument", str(pb), "-m", str(manifest), "--cache-dir", str(cache))
-        if name in UNBOUNDED:
-            run("background", "background-caching", str(pb), "-m", str(manifest), "--cache-dir", str(cache))
-        (cache / "full").mkdir(parents=True, exist_ok=True)
-        for w in report["writes"]:
-            shard = cache / "full" / f"{w['cache_key']}-00000-of-00001"
-            if not shard.exists():
-                shard.write_bytes(b"")
-        doc = json.loads(manifest.read_text())
-        doc["computed"] = sorted(doc["bindings"])
-        computed = case / "computed.json"
-        computed.write_text(json.dumps(doc))
-        run("read", "instrument", str(pb), "-m", str(computed), "--cache-dir", str(cache))
+    with _exclusive(CACHE_ROOT):
+        for name, pb, manifest in cases():
+            _produce_case(cli, work, name, pb, manifest, out)
     return out
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """The fixed cache root to this process alone (another test run on the
+    machine waits): each case empties its cache first."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _produce_case(cli: Callable[..., tuple[int, str]], work: Path, name: str, pb: Path, manifest: Path,
+                  out: dict[str, bytes]) -> None:
+    cache = CACHE_ROOT / name / "cache"
+    # What the write pass writes depends on what is cached (a cached binding
+    # not listed as computed is neither read nor rewritten): start empty,
+    # not from what an earlier run left.
+    shutil.rmtree(cache, ignore_errors=True)
+    case = work / name
+    case.mkdir(parents=True, exist_ok=True)
+
+    def run(kind: str, *args: str) -> dict:
+        path = case / f"{kind}.pb"
+        code, stdout = cli(*args, "-o", str(path), "--json")
+        assert code == 0, (name, kind, stdout)
+        out[f"{name}/{kind}"] = path.read_bytes()
+        return json.loads(stdout)
+
+    report = run("write", "instrument", str(pb), "-m", str(manifest), "--cache-dir", str(cache))
+    if name in UNBOUNDED:
+        run("background", "background-caching", str(pb), "-m", str(manifest), "--cache-dir", str(cache))
+    (cache / "full").mkdir(parents=True, exist_ok=True)
+    for w in report["writes"]:
+        shard = cache / "full" / f"{w['cache_key']}-00000-of-00001"
+        shard.write_bytes(EMPTY_SHARD)
+    doc = json.loads(manifest.read_text())
+    doc["computed"] = sorted(doc["bindings"])
+    computed = case / "computed.json"
+    computed.write_text(json.dumps(doc))
+    run("read", "instrument", str(pb), "-m", str(computed), "--cache-dir", str(cache))
 
 
 def digests(outputs: dict[str, bytes]) -> dict[str, dict[str, str]]:
