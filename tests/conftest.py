@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import os
 import shutil
@@ -27,6 +28,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 FIXTURES = REPO / "fixtures"
+# A shard of an empty cache as Beam's bz2 text sink writes it (header and end of
+# stream): a test that fakes a cached variable writes this, since a file that is
+# not a whole bz2 stream reads as a truncated shard, which is no cache.
+EMPTY_SHARD = bz2.compress(b"")
 CORRUPT = FIXTURES / "corrupt"
 # Every fixture written by fixtures/generate.py from fixtures.pipelines.BUILDERS.
 FIXTURE_NAMES = (

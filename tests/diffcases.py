@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import fixture_manifest, fixture_pb
+from conftest import EMPTY_SHARD, fixture_manifest, fixture_pb
 
 _ID_BEARING = {
     "beam:transform:pardo:v1": "ParDoPayload",
@@ -33,7 +33,7 @@ def instrument_case(directory: Path, name: str, computed: tuple[str, ...] = ()) 
         keys = {c.var: c.cache_key for c in analyze_files(fixture_pb(name), manifest).cacheables.values()}
         (cache / "full").mkdir(parents=True)
         for var in computed:
-            (cache / "full" / f"{keys[var]}-00000-of-00001").write_bytes(b"")
+            (cache / "full" / f"{keys[var]}-00000-of-00001").write_bytes(EMPTY_SHARD)
         doc = json.loads(Path(manifest).read_text())
         doc["computed"] = list(computed)
         manifest = str(directory / f"{label}.manifest.json")

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CORRUPT, fixture_manifest, fixture_pb, run_cli
+from conftest import CORRUPT, EMPTY_SHARD, fixture_manifest, fixture_pb, run_cli
 
 from beaminst.batch import discover
 from beaminst.batch.freshness import STATE_FILE
@@ -153,7 +153,7 @@ def test_skip_rules_force_and_human_table(tmp_path):
     assert by_status(rep, "skipped") == {a, b}
     # ...an entry for one of b's keys changes what instrument plans for b only.
     key = next(c.cache_key for c in api.analyze_files(str(src / b), str(man_b)).cacheables.values())
-    (cache / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+    (cache / "full" / f"{key}-00000-of-00001").write_bytes(EMPTY_SHARD)
     _, rep = batch_json(*args)
     assert by_status(rep, "ok") == {b} and by_status(rep, "skipped") == {a}
 

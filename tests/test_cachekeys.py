@@ -9,7 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import FIXTURE_NAMES, fixture_manifest, fixture_pb, load_fixture, run_python
+from conftest import (
+    EMPTY_SHARD,
+    FIXTURE_NAMES,
+    fixture_manifest,
+    fixture_pb,
+    load_fixture,
+    run_python,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -420,7 +427,7 @@ def test_explicit_cache_key_overrides(tmp_path):
     )
     cache = tmp_path / "cache"
     (cache / "full").mkdir(parents=True)
-    (cache / "full" / f"{explicit}-00000-of-00001").write_bytes(b"")
+    (cache / "full" / f"{explicit}-00000-of-00001").write_bytes(EMPTY_SHARD)
     a = analyze(fixture_pb("wordcount"), str(manifest), cache_dir=str(cache))
     words = a.cacheables["ref_PCollection_PCollection_9"]
     assert words.cache_key == explicit

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 from conftest import (
+    EMPTY_SHARD,
     FIXTURE_NAMES,
     UNBOUNDED_FIXTURES,
     beam_noise_free,
@@ -158,7 +159,7 @@ def test_complete_shard_set_marks_cached(tmp_path):
     key = _words_key()
     full = tmp_path / "cache" / "full"
     full.mkdir(parents=True)
-    (full / f"{key}-00000-of-00001").write_bytes(b"")
+    (full / f"{key}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"))
     assert doc["pcollections"][WORDS]["cached"] is True
     assert doc["cacheables"][WORDS]["cached"] is True
@@ -170,15 +171,42 @@ def test_multi_shard_set(tmp_path):
     key = _words_key()
     full = tmp_path / "full"
     full.mkdir()
-    (full / f"{key}-00000-of-00003").write_bytes(b"")
-    (full / f"{key}-00002-of-00003").write_bytes(b"")
+    (full / f"{key}-00000-of-00003").write_bytes(EMPTY_SHARD)
+    (full / f"{key}-00002-of-00003").write_bytes(EMPTY_SHARD)
     doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
     assert doc["cacheables"][WORDS]["cached"] is False  # shard 1 is missing
     assert any(key in p and "partial" in p for p in doc["cache_problems"])
-    (full / f"{key}-00001-of-00003").write_bytes(b"")
+    (full / f"{key}-00001-of-00003").write_bytes(EMPTY_SHARD)
     doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
     assert doc["cacheables"][WORDS]["cached"] is True
     assert doc["cache_problems"] == []
+
+
+def test_truncated_shard_is_no_cache(tmp_path):
+    """A shard cut anywhere is not a cache (Beam's reader would read it back
+    short, silently); the whole one is, as is a file of several bz2 streams."""
+    import base64
+    import bz2
+
+    key = _words_key()
+    full = tmp_path / "full"
+    full.mkdir()
+    shard = full / f"{key}-00000-of-00001"
+    manifest = json.loads(open(WC_M).read())
+    manifest["computed"] = ["words"]  # so the recompute is warned of
+    computed = tmp_path / "computed.json"
+    computed.write_text(json.dumps(manifest))
+    whole = bz2.compress(b"".join(base64.b64encode(f"element {i}".encode()) + b"\n" for i in range(3000)))
+    for cut in (0, 1, 13, len(whole) // 2, len(whole) - 11, len(whole) - 1):
+        shard.write_bytes(whole[:cut])
+        doc = analyze_json(WC, "-m", str(computed), "--cache-dir", str(tmp_path))
+        assert doc["cacheables"][WORDS]["cached"] is False, cut
+        assert doc["cache_problems"] == [f"full/{shard.name}: truncated (its bz2 stream does not end), will be rewritten"]
+        assert "shards missing or truncated" in " ".join(doc["warnings"])
+    for content in (whole, EMPTY_SHARD, whole + EMPTY_SHARD):
+        shard.write_bytes(content)
+        doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
+        assert doc["cacheables"][WORDS]["cached"] is True and doc["cache_problems"] == []
 
 
 def test_streaming_cache_layout(tmp_path):
@@ -189,7 +217,7 @@ def test_streaming_cache_layout(tmp_path):
     key = doc["cacheables"][pc]["cache_key"]
     full = tmp_path / "full"
     full.mkdir()
-    (full / f"{key}-00000-of-00001").write_bytes(b"")
+    (full / f"{key}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = analyze_json(fixture_pb("pubsub_one"), "-m", fixture_manifest("pubsub_one"), "--cache-dir", str(tmp_path))
     assert doc["cacheables"][pc]["cached"] is False
     (full / key).write_bytes(b"")

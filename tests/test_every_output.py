@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURE_NAMES, FIXTURES, UNBOUNDED_FIXTURES, run_cli
+from conftest import EMPTY_SHARD, FIXTURE_NAMES, FIXTURES, UNBOUNDED_FIXTURES, run_cli
 from portable import assert_java_valid
 
 from beaminst.model import urns
@@ -47,7 +47,7 @@ def _outputs(name: str, pb: Path, manifest: Path, work: Path) -> list[tuple[str,
     # Everything written is now cached (complete shard sets) and computed.
     os.makedirs(cache / "full", exist_ok=True)
     for w in report["writes"]:
-        (cache / "full" / f"{w['cache_key']}-00000-of-00001").write_bytes(b"")
+        (cache / "full" / f"{w['cache_key']}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = json.loads(manifest.read_text())
     doc["computed"] = sorted(doc["bindings"])
     computed = work / "computed.json"

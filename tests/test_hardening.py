@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 from conftest import (
     CLI_PREFIX,
+    EMPTY_SHARD,
     FIXTURE_NAMES,
     HARDENING_CASES,
     REPO,
@@ -1150,7 +1151,7 @@ def cache_with(root: Path, name: str, keys: list[str]) -> str:
     for key in keys:
         target = full / (key if streaming(name) else f"{key}-00000-of-00001")
         with contextlib.suppress(OSError, ValueError):  # keys that cannot be file names
-            target.write_bytes(b"" if streaming(name) else b"QlpoOTFBWSZTWQ==\n")
+            target.write_bytes(b"" if streaming(name) else EMPTY_SHARD)
     return str(cache)
 
 
@@ -1844,7 +1845,7 @@ def _pass_through_case(root: Path) -> dict[str, Any]:
     pc = reshuffle.outputs["None"]
     key = fixture_analysis("side_inputs").digests.key_for("factor", pc, idx.producer[pc])
     (root / "cache" / "full").mkdir(parents=True)
-    (root / "cache" / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+    (root / "cache" / "full" / f"{key}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = {"bindings": {"factor": pc}, "computed": ["factor"]}
     return {"fixture": "side_inputs", "manifest": json.dumps(doc).encode(), "cache_dir": str(root / "cache"),
             "blame": ("pipeline", "manifest")}

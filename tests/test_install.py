@@ -17,7 +17,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import REPO, fixture_manifest, fixture_pb, run_python
+from conftest import EMPTY_SHARD, REPO, fixture_manifest, fixture_pb, run_python
 
 # The import names of what apache-beam[interactive] adds to apache-beam.
 INTERACTIVE_EXTRA = (
@@ -71,7 +71,7 @@ def _runs(tmp_path: Path, out: Path) -> list[list[str]]:
     full = cached / "full"
     full.mkdir(parents=True, exist_ok=True)
     for c in analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount")).cacheables.values():
-        (full / f"{c.cache_key}-00000-of-00001").write_bytes(b"")
+        (full / f"{c.cache_key}-00000-of-00001").write_bytes(EMPTY_SHARD)
     out.mkdir()
     return [
         ["instrument", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),

@@ -20,6 +20,7 @@ import os
 import apache_beam as beam
 import pytest
 from beamref import beam_instrument, export_with_keys
+from conftest import EMPTY_SHARD
 from structure import diff, structure
 
 from beaminst.commands.api import analyze_files
@@ -143,7 +144,7 @@ def test_variable_inside_a_composite_read_from_cache_where_beam_breaks(tmp_path)
     p, bindings = _rebuild_inner()
     side = beam_instrument(p, bindings)  # keys and cache dir, nothing cached yet
     os.makedirs(os.path.join(side.cache_dir, "full"), exist_ok=True)
-    open(os.path.join(side.cache_dir, "full", side.keys["clean"] + "-00000-of-00001"), "wb").close()
+    open(os.path.join(side.cache_dir, "full", side.keys["clean"] + "-00000-of-00001"), "wb").write(EMPTY_SHARD)
     pb, man = export_with_keys(p, side, os.path.join(tmp_path, "p"), ("clean",))
     ours, report = instrument(analyze_files(pb, man, side.cache_dir), RewriteOptions(side.cache_dir))
     validate(ours)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FIXTURES, run_cli
+from conftest import EMPTY_SHARD, FIXTURES, run_cli
 
 from beaminst.model.protoio import load_pipeline
 
@@ -63,7 +63,7 @@ def test_instrument_write_then_read(name, tmp_path):
 
     (cache / "full").mkdir(parents=True, exist_ok=True)
     for w in report["writes"]:
-        (cache / "full" / f"{w['cache_key']}-00000-of-00001").write_bytes(b"")
+        (cache / "full" / f"{w['cache_key']}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = json.loads(open(man).read())
     doc["computed"] = sorted(bound)
     computed = tmp_path / "computed.json"

@@ -17,7 +17,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from apache_beam.transforms import environments, userstate
-from conftest import fixture_manifest, fixture_pb, run_cli
+from conftest import EMPTY_SHARD, fixture_manifest, fixture_pb, run_cli
 
 from beaminst.commands.api import analyze_files, load
 from beaminst.errors import BeaminstError, ValidationError
@@ -35,7 +35,7 @@ def _cached(cache_dir, analysis_or_keys):
     """Complete (empty) shard sets for the given keys, as Beam's manager lays them out."""
     os.makedirs(os.path.join(cache_dir, "full"), exist_ok=True)
     for key in analysis_or_keys:
-        open(os.path.join(cache_dir, "full", f"{key}-00000-of-00001"), "wb").close()
+        open(os.path.join(cache_dir, "full", f"{key}-00000-of-00001"), "wb").write(EMPTY_SHARD)
 
 
 def _manifest(tmp_path, bindings, computed=()):

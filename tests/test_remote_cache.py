@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 from conftest import (
     CLI_PREFIX,
+    EMPTY_SHARD,
     REPO,
     beam_noise_free,
     environ,
@@ -442,7 +443,7 @@ def test_batch_pool_writes_through_the_url_and_sees_new_shards(store: Store, tmp
     analysis = json.loads(ok(cli("analyze", str(src / "wordcount.pb"), "-m", str(src / "wordcount.manifest.json"),
                                  "--json", cwd=tmp_path)).stdout)
     key = next(c["cache_key"] for c in analysis["cacheables"].values())
-    store.put(bucket, f"cache/full/{key}-00000-of-00001")
+    store.put(bucket, f"cache/full/{key}-00000-of-00001", EMPTY_SHARD)
     third = json.loads(ok(cli(*args, cwd=tmp_path)).stdout)
     assert {r["file"]: r["status"] for r in third["results"]} == {"cogbk.pb": "skipped", "wordcount.pb": "ok"}
     no_local_url_dirs(tmp_path)
@@ -476,14 +477,20 @@ def test_instrument_names_the_url_and_lists_through_beam(store: Store, tmp_path:
     analysis = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
                                   "--json").stdout)
     key = next(iter(analysis["cacheables"].values()))["cache_key"]
-    store.put(bucket, f"c/full/{key}-00000-of-00002")
-    store.put(bucket, "c/full/nested/ignored-00000-of-00001")
+    store.put(bucket, f"c/full/{key}-00000-of-00002", EMPTY_SHARD)
+    store.put(bucket, "c/full/nested/ignored-00000-of-00001", EMPTY_SHARD)
     r = run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", url,
                 *store.cli_args, "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert f"{key}: partial shard set, will be rewritten" in doc["cache_problems"]
+    # An empty object is no bz2 stream: a shard copied up short.
     store.put(bucket, f"c/full/{key}-00001-of-00002")
+    doc = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
+                             "--cache-dir", url, *store.cli_args, "--json").stdout)
+    assert f"full/{key}-00001-of-00002: truncated (its bz2 stream does not end), will be rewritten" in doc["cache_problems"]
+    assert [c["cached"] for c in doc["cacheables"].values() if c["cache_key"] == key] == [False]
+    store.put(bucket, f"c/full/{key}-00001-of-00002", EMPTY_SHARD)
     doc = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
                              "--cache-dir", url, *store.cli_args, "--json").stdout)
     assert [c["cached"] for c in doc["cacheables"].values() if c["cache_key"] == key] == [True]

@@ -13,7 +13,7 @@ import sys
 
 import apache_beam as beam
 import pytest
-from conftest import fixture_manifest, fixture_pb, run_cli
+from conftest import EMPTY_SHARD, fixture_manifest, fixture_pb, run_cli
 from test_e2e_run import CLI, RUN, run
 
 import beaminst
@@ -71,13 +71,40 @@ def test_edit_downstream_reuses_upstream_and_edit_upstream_recomputes(tmp_path):
     assert results.read_text().strip() == "16"
 
 
+@pytest.mark.slow
+def test_a_truncated_shard_is_recomputed_not_read_back_short(tmp_path):
+    """A shard Beam wrote, cut short (an interrupted copy, a full disk): Beam's
+    own reader takes it for a shorter one, so reusing it would run to DONE on
+    fewer elements. --reuse treats it as no cache: rewritten from what is whole."""
+    marker, results, cache = tmp_path / "upstream.marker", tmp_path / "results.txt", tmp_path / "cache"
+    built = squares_pipeline(str(marker), str(results), list(range(1, 200)))
+    pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "v1"))
+    report = _instrument(pb, manifest, cache, tmp_path / "v1.run.pb")
+    run([sys.executable, "-c", RUN, str(tmp_path / "v1.run.pb")])
+    expected = str(sum(n * n for n in range(1, 200)))
+    assert results.read_text().strip() == expected
+    squares_key = next(w["cache_key"] for w in report["writes"] if w["var"] == "squares")
+    (shard,) = (cache / "full").glob(f"{squares_key}-*-of-*")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+    marker.unlink()
+    results.unlink()
+    report = _instrument(pb, manifest, cache, tmp_path / "v2.run.pb", "--reuse")
+    assert [r["var"] for r in report["reused"]] == ["nums"]
+    assert [w["var"] for w in report["writes"]] == ["squares"]
+    assert f"cache: full/{shard.name}: truncated (its bz2 stream does not end), will be rewritten" in report["warnings"]
+    run([sys.executable, "-c", RUN, str(tmp_path / "v2.run.pb")])
+    assert not marker.exists(), "the whole upstream cache was not reused"
+    assert results.read_text().strip() == expected
+
+
 def test_computed_auto_in_the_manifest_is_reuse(tmp_path):
     cache = tmp_path / "cache"
     first = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
                                "--json").stdout)
     words = next(c for c in first["cacheables"].values() if c["var"] == "words")
     (cache / "full").mkdir(parents=True)
-    (cache / "full" / f"{words['cache_key']}-00000-of-00001").write_bytes(b"")
+    (cache / "full" / f"{words['cache_key']}-00000-of-00001").write_bytes(EMPTY_SHARD)
     doc = json.loads(open(fixture_manifest("wordcount")).read())
     doc["computed"] = "auto"
     auto = tmp_path / "auto.json"

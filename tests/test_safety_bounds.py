@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI_PREFIX, REPO, beam_noise_free, fixture_manifest, fixture_pb, load_fixture
+from conftest import (
+    CLI_PREFIX,
+    EMPTY_SHARD,
+    REPO,
+    beam_noise_free,
+    fixture_manifest,
+    fixture_pb,
+    load_fixture,
+)
 
 from beaminst.errors import ValidationError
 from beaminst.model import bounded
@@ -562,7 +570,7 @@ def test_junk_cache_warnings_are_summarized(tmp_path: Path) -> None:
     full = tmp_path / "cache" / "full"
     full.mkdir(parents=True)
     for i in range(300):
-        (full / f"k{i}-00000-of-00002").touch()
+        (full / f"k{i}-00000-of-00002").write_bytes(EMPTY_SHARD)
     args = [fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "--cache-dir", str(tmp_path / "cache")]
     analyzed = run_cli("analyze", *args)
     assert analyzed.exit_code == 0

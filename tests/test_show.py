@@ -451,8 +451,13 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     key = write_shards(pb, man, "words", cache, ["to"])
     shard = cache / "full" / f"{key}-00000-of-00001"
+    # Cut short: no cache at all (Beam's reader would take it for a shorter shard).
+    shard.write_bytes(shard.read_bytes()[:-1])
+    r = show("words", cache=cache)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "'words' has only a truncated shard set" in r.stderr
     for content, message in [
-        (b"not bz2 at all", "is not a bz2 text shard"),
+        # Not bz2, though it ends as a bz2 stream does (the cheap check a scan makes).
+        (b"not bz2 at all" + bz2.compress(b"")[4:], "is not a bz2 text shard"),
         (bz2.compress(b"!!!not base64!!!\n"), "element 0 does not decode"),
         (bz2.compress(base64.b64encode(b"\x07\x07") + b"\n"), "element 0 does not decode"),
         # Beam's compiled coders read past the buffer here (a segfault): a bounds-checked decode refuses it.

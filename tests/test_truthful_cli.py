@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, fixture_manifest, fixture_pb, run_cli, run_cli_in_terminal
+from conftest import EMPTY_SHARD, REPO, fixture_manifest, fixture_pb, run_cli, run_cli_in_terminal
 
 WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
 
@@ -31,7 +31,7 @@ def _keys(cache_dir) -> dict[str, str]:
 def _cache(cache_dir, keys) -> None:
     os.makedirs(cache_dir / "full", exist_ok=True)
     for key in keys:
-        (cache_dir / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+        (cache_dir / "full" / f"{key}-00000-of-00001").write_bytes(EMPTY_SHARD)
 
 
 # --- silent no-ops, by name -------------------------------------------------
@@ -65,7 +65,7 @@ def test_an_incomplete_cache_is_named_as_such(tmp_path):
     cache = tmp_path / "cache"
     key = _keys(cache)["words"]
     os.makedirs(cache / "full")
-    (cache / "full" / f"{key}-00000-of-00002").write_bytes(b"")
+    (cache / "full" / f"{key}-00000-of-00002").write_bytes(EMPTY_SHARD)
     man = _manifest(tmp_path, {**json.loads(open(WC_M).read()), "computed": ["words"]})
     doc = json.loads(run_cli("analyze", WC, "-m", man, "--cache-dir", str(cache), "--json").stdout)
     assert any("'words'" in w and "incomplete" in w for w in doc["warnings"]), doc["warnings"]

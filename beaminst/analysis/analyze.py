@@ -89,7 +89,7 @@ class Analysis:
             if path is None:
                 why = "there is no --cache-dir to read it from"
             elif any(stem.startswith(c.cache_key) for stem in self.cache.partial):
-                why = f"its cache {c.cache_key!r} is incomplete (shards missing)"
+                why = f"its cache {c.cache_key!r} is incomplete (shards missing or truncated)"
             elif self.cache.exists:
                 why = f"{path!r} holds no complete cache under its key {c.cache_key!r}"
             else:

@@ -3,7 +3,10 @@
 * ``FileBasedCacheManager`` (bounded pipelines) writes ``full/<key>-SSSSS-of-NNNNN``
   text shards (bz2, base64 lines). A key is cached when its shard set is
   complete; Beam's ``exists`` accepts any matching file, beaminst also
-  refuses partial shard sets (a crashed write) so they are rewritten.
+  refuses partial shard sets (a crashed write) and truncated shards (an
+  interrupted copy, a full disk) so they are rewritten: Beam's reader takes a
+  truncated bz2 shard for a shorter one and the run would read back fewer
+  elements without a word.
 * ``StreamingCache`` (pipelines with unbounded sources) writes one file
   ``full/<key>`` of TestStream file records.
 
@@ -15,9 +18,11 @@ The directory is listed once; lookups are then constant time. A URL
 from __future__ import annotations
 
 import bisect
+import bz2
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from beaminst.cache import cachefs
@@ -30,10 +35,11 @@ _SHARD = re.compile(r"^(?P<key>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
 class CacheDir:
     path: str | None
     complete: tuple[str, ...] = ()  # sorted shard-set stems with every shard present
-    partial: frozenset[str] = frozenset()  # stems with some shards missing
+    partial: frozenset[str] = frozenset()  # stems with some shards missing or truncated
     streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
     problems: tuple[str, ...] = field(default=())
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
+    truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
 
     def is_cached(self, key: str, streaming: bool) -> bool:
         if streaming:
@@ -61,7 +67,11 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         raise CacheDirError("the cache directory path is empty", "--cache-dir")
     if cachefs.is_url(path):
         # Object stores hold files only: every entry is a candidate cache file.
-        return _classify(path, [e.name for e in cachefs.list_full(path) if not e.name.startswith(".")], [])
+        listed = {e.name: e.size for e in cachefs.list_full(path) if not e.name.startswith(".")}
+        # An object store commits an object whole, so a shard there is short
+        # only when it was copied up short; the listing's sizes catch the empty
+        # ones without a request per shard.
+        return _classify(path, sorted(listed), [], lambda name: listed[name] >= len(EMPTY_BZ2))
     if os.path.lexists(path) and not os.path.exists(path):
         raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -105,7 +115,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         names.append(name)
     if leftovers:
         problems.append(_leftover_temps(leftovers))
-    return _classify(path, names, problems)
+    return _classify(path, names, problems, lambda name: _bz2_ends(os.path.join(full, name)))
 
 
 # Beam's FileBasedSink writes each shard under full/beam-temp-<key>-<uuid>/
@@ -141,27 +151,66 @@ def _looks_like_full(path: str) -> tuple[str, ...]:
     )
 
 
-def _classify(path: str, names: list[str], problems: list[str]) -> CacheDir:
-    """The cache state the file names of ``full/`` make."""
-    shards: dict[str, tuple[int, set[int]]] = {}
+def _classify(path: str, names: list[str], problems: list[str], whole: Callable[[str], bool]) -> CacheDir:
+    """The cache state the file names of ``full/`` make; ``whole(name)``
+    says whether a shard of an otherwise complete set is not truncated."""
+    shards: dict[str, tuple[int, set[int], list[str]]] = {}
     streaming = set()
     for name in names:
         m = _SHARD.match(name)
         if m:
             total = int(m["total"])
-            seen_total, seen = shards.setdefault(m["key"], (total, set()))
+            seen_total, seen, files = shards.setdefault(m["key"], (total, set(), []))
             if seen_total != total:
                 problems.append(f"{m['key']}: shards disagree on their count")
             seen.add(int(m["shard"]))
+            files.append(name)
         else:
             streaming.add(name)
-    complete, partial = set(), set()
-    for key, (total, seen) in shards.items():
+    complete, partial, truncated = set(), set(), set()
+    for key, (total, seen, files) in shards.items():
         # seen == {0, ..., total-1}, without materialising a range a junk
         # file name like 'k-0-of-99999999999999999999' would make huge.
-        (complete if len(seen) == total and max(seen) < total else partial).add(key)
+        if not (len(seen) == total and max(seen) < total):
+            partial.add(key)
+            continue
+        short = next((f for f in files if not whole(f)), None)
+        if short is None:
+            complete.add(key)
+        else:
+            truncated.add(key)
+            problems.append(f"full/{short}: truncated (its bz2 stream does not end), will be rewritten")
     problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
-    return CacheDir(path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems))
+    return CacheDir(
+        path, tuple(sorted(complete)), frozenset(partial | truncated), frozenset(streaming), tuple(problems),
+        truncated=frozenset(truncated),
+    )
+
+
+# What Beam's bz2 text sink writes for an empty shard: the header and the end
+# of stream, no block. Every shard it writes ends the same way.
+EMPTY_BZ2 = bz2.compress(b"")
+_BZ2_END = 0x177245385090  # the 48-bit end-of-stream magic (sqrt(pi))
+
+
+def _bz2_ends(path: str) -> bool:
+    """Whether the file ends as a bz2 stream does: the end-of-stream magic and
+    its 32-bit CRC in the last 80 bits before the 0 to 7 padding bits (bz2 is
+    bit-packed, so the magic sits at any of 8 bit offsets). Eleven bytes read
+    per shard, where decompressing would read the whole cache; a shard cut at
+    random ends this way by chance about once in 2^45."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < len(EMPTY_BZ2):
+                return False
+            f.seek(size - 11)
+            tail = int.from_bytes(f.read(11), "big")
+    except OSError:
+        return False
+    return any(
+        tail & ((1 << pad) - 1) == 0 and (tail >> (pad + 32)) & ((1 << 48) - 1) == _BZ2_END for pad in range(8)
+    )
 
 
 def _check_creatable(path: str) -> None:

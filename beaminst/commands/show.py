@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
+from beaminst.cache.cachedir import CacheDir
 from beaminst.commands.nextsteps import Invocation
 from beaminst.errors import BeaminstError, printable
 from beaminst.options import SourceRules
@@ -34,7 +35,7 @@ class Variable:
     layout: str | None  # beaminst.commands.elements.SHARDS / RECORDING; None: no cache
     files: tuple[str, ...]  # relative to the cache directory, in reading order
     source_output: bool  # an unbounded source's output: recorded by background caching
-    partial: bool  # only an incomplete shard set (a crashed write)
+    incomplete: str  # "" or what the key's shard set lacks: "partial" (a crashed write), "truncated" (a cut copy)
 
     @property
     def title(self) -> str:
@@ -93,8 +94,10 @@ def resolve(analysis: Analysis, names: list[str], no_manifest: bool = False) -> 
     for name in names:
         c = by_var[name]
         layout, files = locate(analysis.cache, c.cache_key, analysis.streaming_cache)
-        partial = any(stem.startswith(c.cache_key) for stem in analysis.cache.partial)
-        out.append(Variable(name, c.pcollection, c.cache_key, layout, files, c.pcollection in source_outputs, partial))
+        incomplete = _incomplete(analysis.cache, c.cache_key)
+        out.append(
+            Variable(name, c.pcollection, c.cache_key, layout, files, c.pcollection in source_outputs, incomplete)
+        )
     return out
 
 
@@ -108,12 +111,20 @@ def _unknown(name: str, analysis: Analysis, no_manifest: bool = False) -> str:
     return f"no variable {name!r}{hint} (variables: {known})"
 
 
+def _incomplete(cache: CacheDir, key: str) -> str:
+    stems = [stem for stem in cache.partial if stem.startswith(key)]
+    if not stems:
+        return ""
+    return "truncated" if all(stem in cache.truncated for stem in stems) else "partial"
+
+
 def _no_cache(variables: list[Variable], how: Invocation, instrumented: bool = False) -> str:
     """One line: which variables have no cache, and the commands that make
     one (``instrumented``: the pipeline given is an output of beaminst, whose
     keys are not its original's: that is the likelier mistake)."""
     names = ", ".join(repr(v.name) for v in variables)
-    state = "only a partial shard set" if all(v.partial for v in variables) else "no cache"
+    kinds = {v.incomplete for v in variables}
+    state = "no cache" if "" in kinds else f"only a {'truncated' if kinds == {'truncated'} else 'partial'} shard set"
     if instrumented:
         return (
             f"{names} {'has' if len(variables) == 1 else 'have'} {state} under the keys of {how.pipeline}, which holds "
