@@ -434,6 +434,37 @@ def test_environment_options_that_replace_nothing_are_said_to(endpoint, given, n
     assert r.exit_code == 0 and [ln for ln in r.stdout.splitlines() if "not used" in ln] == [f"warning\t{warning}"]
 
 
+def test_a_placeholder_nothing_runs_in_is_not_a_replacement(tmp_path, monkeypatch):
+    """A placeholder environment left in the proto with no transform in it:
+    replacing it changes nothing, so the options are still not used."""
+    from beaminst.model.protoio import load_pipeline, save_pipeline
+
+    pb, env_id = _explicit_environment_pipeline(tmp_path)
+    proto, _ = load_pipeline(pb)
+    proto.components.environments["leftover"].urn = "beam:env:default:v1"
+    save_pipeline(proto, pb)
+    _submitted(monkeypatch)
+    r = run_cli("run", pb, "--job-endpoint", "localhost:8099", "--environment-type", "LOOPBACK", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["environment"]["replaced"] == []
+    (warning,) = [w for w in doc["warnings"] if "not used" in w]
+    assert f"{env_id!r} (beam:env:docker:v1)" in warning
+
+
+def test_warnings_are_said_before_the_job_starts(tmp_path):
+    """Not only in the summary at the end: an option that does nothing matters
+    while the job runs, and most when the submission itself fails."""
+    pb, _ = _explicit_environment_pipeline(tmp_path)
+    r = run_cli("run", pb, "--job-endpoint", "localhost:1", "--pipeline-arg=--job_server_timeout=1",
+                "--environment-type", "DOCKER", "--environment-config", "apache/beam_python3.11_sdk:2.77.0")
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2, r.stderr
+    assert lines[0].startswith("beaminst: warning: --environment-type / --environment-config not used: ")
+    assert "no job service answering at localhost:1" in lines[1]
+
+
 def test_default_environment_options_are_silent_whatever_the_proto(tmp_path, monkeypatch):
     pb, _ = _explicit_environment_pipeline(tmp_path)
     _submitted(monkeypatch)

@@ -14,7 +14,7 @@ keeps the proto's pickles from loading. Run only pipelines you trust.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from beaminst.analysis.sources import UnboundedSource
@@ -56,14 +56,22 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     streaming = any(pc.is_bounded == unbounded for pc in proto.components.pcollections.values())
     make_sink_dirs(writes)
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
+    status = status or NoStatus()
     started = time.monotonic()
     with quiet_sdk_logs():
         try:
-            job, report = _start(proto, loaded.source, options, streaming, warnings)
+            start, report = _prepare(proto, loaded.source, options, streaming, warnings)
+            # Said before the job starts, not only in the summary at its end: an
+            # option that does nothing matters most while the job runs (or when
+            # the submission fails).
+            for w in warnings:
+                status.note(f"warning: {w}")
+            job = start()
+            report.runner = report.runner or job.runner
         except BeaminstError as e:
             raise e.with_source(loaded.source) from None
         try:
-            outcome = follow(job, limits, status or NoStatus(), started)
+            outcome = follow(job, limits, status, started)
         finally:
             job.close()
     report.job_id = job.job_id
@@ -82,12 +90,16 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     return report
 
 
-def _start(proto: Any, source: str, options: RunOptions, streaming: bool, warnings: list[str]) -> tuple[Job, RunReport]:
+def _prepare(
+    proto: Any, source: str, options: RunOptions, streaming: bool, warnings: list[str]
+) -> tuple[Callable[[], Job], RunReport]:
+    """How to start the job, and its report so far; ``warnings`` gets what
+    the choice of runner and environment warns of."""
     if options.job_endpoint is None:
         from beaminst.run.local import start_local
 
-        job = start_local(proto, options.pipeline_args, streaming)
-        return job, RunReport(source, job.runner, streaming)
+        # The runner's name is the one the options resolve to when it starts.
+        return lambda: start_local(proto, options.pipeline_args, streaming), RunReport(source, "", streaming)
     from beaminst.run.jobapi import (
         environment_choice,
         placeholder_replaced,
@@ -109,7 +121,7 @@ def _start(proto: Any, source: str, options: RunOptions, streaming: bool, warnin
         source, "PortableRunner", streaming, job_endpoint=endpoint,
         environment={"type": env_type, "config": config, "replaced": replaced},
     )
-    return submit(to_send, endpoint, beam_options), report
+    return lambda: submit(to_send, endpoint, beam_options), report
 
 
 def _python_only_warnings(proto: Any) -> list[str]:

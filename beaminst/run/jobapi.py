@@ -93,7 +93,9 @@ def submission_options(
 
 def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
     """A copy of ``proto`` whose placeholder environments are the one
-    ``options`` describe (resource hints kept); the ids replaced."""
+    ``options`` describe (resource hints kept); the ids replaced that
+    something runs in (one nothing names changes nothing: the options are
+    then not used, and the caller says so)."""
     from beaminst.graft.environments import environment_from_options
 
     out = type(proto)()
@@ -111,7 +113,9 @@ def placeholder_replaced(proto: Any, options: Any) -> tuple[Any, list[str]]:
         target.CopyFrom(env)
         for k, v in hints.items():
             target.resource_hints[k] = v
-    return out, ids
+    c = proto.components
+    named = {t.environment_id for t in c.transforms.values()} | {w.environment_id for w in c.windowing_strategies.values()}
+    return out, [i for i in ids if i in named]
 
 
 def unused_environment_warning(proto: Any, options: tuple[str, ...] = ("--environment-type",)) -> str:
@@ -123,7 +127,7 @@ def unused_environment_warning(proto: Any, options: tuple[str, ...] = ("--enviro
     more = f" and {len(used) - _LISTED} more" if len(used) > _LISTED else ""
     runs_in = f"its transforms run in {', '.join(named)}{more}" if named else "its transforms name no environment"
     return (
-        f"{' / '.join(options)} not used: the pipeline has no placeholder environment "
+        f"{' / '.join(options)} not used: nothing in the pipeline runs in a placeholder environment "
         f"({urns.ENV_DEFAULT}) to replace, {runs_in}; to change that, re-run beaminst instrument --environment-type "
         "... on the original (for an environment instrument added), set it where the pipeline is built, or edit the proto"
     )
