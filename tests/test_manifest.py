@@ -162,6 +162,18 @@ def test_bad_cache_key_pattern_names_cache_key(bad_key, form):
     assert json.dumps(bad_key) in message
 
 
+def test_a_pinned_key_that_begins_another_is_refused():
+    """Beam reads a cache by '<key>*-*-of-*': 'a-b-c-d' would read 'a-b-c-d2''s shards too."""
+    message = manifest_error({"bindings": {
+        "words": {"pcollection": WORDS, "cache_key": "nums-1-0-nb"},
+        "counts": {"pcollection": COUNTS, "cache_key": "nums-1-0-nb2"},
+    }})
+    assert message.startswith("m.json: bindings/words/cache_key: 'nums-1-0-nb' begins the cache key of 'counts' ('nums-1-0-nb2')")
+    ok = parse({"bindings": {"words": {"pcollection": WORDS, "cache_key": "nums-1-0-nb"},
+                             "counts": {"pcollection": COUNTS, "cache_key": "nums-1-0-na2"}}})
+    assert {b.cache_key for b in ok.bindings} == {"nums-1-0-nb", "nums-1-0-na2"}
+
+
 def test_unknown_pcollection_id(wc_index):
     message = manifest_error({"bindings": {"words": "ref_PCollection_nope"}}, wc_index)
     assert "bindings/words" in message and "'ref_PCollection_nope'" in message

@@ -130,6 +130,17 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
                     source,
                 )
             pinned[b.cache_key] = b.var
+    # Beam's reader globs '<key>*-*-of-*': a key that begins another reads its
+    # shards too. Sorted, such a pair is adjacent (what lies between a key and
+    # one it begins begins with it too).
+    keys = sorted(pinned)
+    for short, long in zip(keys, keys[1:], strict=False):
+        if long.startswith(short):
+            raise ManifestError(
+                f"bindings/{pinned[short]}/cache_key: {short!r} begins the cache key of {pinned[long]!r} "
+                f"({long!r}); Beam reads a cache by the pattern '<key>*-*-of-*', so it would read both",
+                source,
+            )
     computed = doc.get("computed", [])
     if computed == "auto":
         return Manifest(tuple(bindings), frozenset(), source, reuse=True)
