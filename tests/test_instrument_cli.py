@@ -228,3 +228,45 @@ def test_corrupt_inputs(name, tmp_path):
     assert r.returncode == 2
     assert name in one_line_error(r)
     assert not out.exists() and os.listdir(tmp_path) in ([], ["c"])
+
+
+class Player:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _player_coder():
+    """As Beam's cookbook/group_with_coder's PlayerCoder: no to_type_hint."""
+    from apache_beam import coders
+
+    class _PlayerCoder(coders.Coder):
+        def encode(self, value):
+            return value.name.encode()
+
+        def decode(self, encoded):
+            return Player(encoded.decode())
+
+        def is_deterministic(self):
+            return True
+
+    return _PlayerCoder
+
+
+def test_a_custom_coder_with_no_type_hint_is_named_as_such(tmp_path):
+    """Beam's own cookbook example (group_with_coder): the coder decodes, but
+    Beam cannot type the cache transforms' PCollections from it (its
+    to_type_hint raises; Interactive Beam fails the same way). The message
+    says that, not that the SDK cannot decode it."""
+    import apache_beam as beam
+    from apache_beam import coders
+
+    import beaminst
+
+    coders.registry.register_coder(Player, _player_coder())
+    p = beam.Pipeline()
+    players = p | beam.Create(["ann", "bob"]) | beam.Map(Player).with_output_types(Player)
+    pb, man = beaminst.export(p, {"players": players}, str(tmp_path / "p"))
+    r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb"),
+                "--trust-pickles")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "gives no element type (its to_type_hint raises NotImplementedError; Interactive Beam fails the same way)" in r.stderr

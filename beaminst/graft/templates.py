@@ -144,15 +144,24 @@ class Builder:
         c = self._components
         p = c.pcollections[pc_id]
         try:
-            self._context.element_type_from_coder_id(p.coder_id)
             self._context.coders.get_by_id(p.coder_id)
         except Exception:
-            return f"coder {p.coder_id!r} ({_coder_urns(c.coders, p.coder_id)})"
+            return f"cannot decode coder {p.coder_id!r} ({_coder_urns(c.coders, p.coder_id)})"
+        try:
+            self._context.element_type_from_coder_id(p.coder_id)
+        except Exception as e:
+            # A custom coder without to_type_hint: it decodes, but the cache
+            # transforms' PCollections cannot be typed (Interactive Beam
+            # fails on the same call).
+            return (
+                f"coder {p.coder_id!r} ({_coder_urns(c.coders, p.coder_id)}) gives no element type "
+                f"(its to_type_hint raises {type(e).__name__}; Interactive Beam fails the same way)"
+            )
         try:
             self._context.windowing_strategies.get_by_id(p.windowing_strategy_id)
         except Exception:
             ws = c.windowing_strategies[p.windowing_strategy_id]
-            return f"windowing strategy {p.windowing_strategy_id!r} ({ws.window_fn.urn})"
+            return f"cannot decode windowing strategy {p.windowing_strategy_id!r} ({ws.window_fn.urn})"
         return None
 
     def _element_type(self, pc_id: str) -> Any:

@@ -167,8 +167,8 @@ def check_decodable(grafter: Any, analysis: Analysis, pcollections: Iterable[str
             bad.append(f"{analysis.cacheables[pc].var!r} (PCollection {pc!r}: {why})")
     if bad:
         raise UnsupportedComponentError(
-            "the Python SDK cannot decode what these bindings hold, so Beam's Python cache transforms cannot be built "
-            f"for them: {'; '.join(bad)}; bind PCollections with Beam's standard coders (bytes, string_utf8, varint, "
+            "Beam's Python cache transforms cannot be built for these bindings, whose coders the Python SDK "
+            f"cannot use: {'; '.join(bad)}; bind PCollections with Beam's standard coders (bytes, string_utf8, varint, "
             "kv, iterable, length_prefix, windowed_value, row) instead"
         )
 
