@@ -201,12 +201,31 @@ def test_truncated_shard_is_no_cache(tmp_path):
         shard.write_bytes(whole[:cut])
         doc = analyze_json(WC, "-m", str(computed), "--cache-dir", str(tmp_path))
         assert doc["cacheables"][WORDS]["cached"] is False, cut
-        assert doc["cache_problems"] == [f"full/{shard.name}: truncated (its bz2 stream does not end), will be rewritten"]
+        assert doc["cache_problems"] == [f"full/{shard.name}: does not end as a bz2 stream does (cut short, or not bz2), will be rewritten"]
         assert "shards missing or truncated" in " ".join(doc["warnings"])
     for content in (whole, EMPTY_SHARD, whole + EMPTY_SHARD):
         shard.write_bytes(content)
         doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
         assert doc["cacheables"][WORDS]["cached"] is True and doc["cache_problems"] == []
+
+
+def test_mixed_shard_sets_are_no_cache(tmp_path):
+    """A rewrite with another shard count leaves the old set beside the new
+    one, and Beam's reader globs both: no cache, said once per key."""
+    key = _words_key()
+    full = tmp_path / "full"
+    full.mkdir()
+    for name in ("00000-of-00001", "00000-of-00002", "00001-of-00002"):
+        (full / f"{key}-{name}").write_bytes(EMPTY_SHARD)
+    doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
+    assert doc["cacheables"][WORDS]["cached"] is False
+    assert doc["cache_problems"] == [
+        f"{key}: shard sets -of-00001 and -of-00002 are mixed (Beam reads them all as one cache): not cached; "
+        f"beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)"
+    ]
+    from beaminst.cache.cachedir import scan_cache_dir
+
+    assert scan_cache_dir(str(tmp_path)).stale_shards(key) == tuple(sorted(p.name for p in full.iterdir()))
 
 
 def test_streaming_cache_layout(tmp_path):

@@ -488,7 +488,7 @@ def test_instrument_names_the_url_and_lists_through_beam(store: Store, tmp_path:
     store.put(bucket, f"c/full/{key}-00001-of-00002")
     doc = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
                              "--cache-dir", url, *store.cli_args, "--json").stdout)
-    assert f"full/{key}-00001-of-00002: truncated (its bz2 stream does not end), will be rewritten" in doc["cache_problems"]
+    assert f"full/{key}-00001-of-00002: does not end as a bz2 stream does (cut short, or not bz2), will be rewritten" in doc["cache_problems"]
     assert [c["cached"] for c in doc["cacheables"].values() if c["cache_key"] == key] == [False]
     store.put(bucket, f"c/full/{key}-00001-of-00002", EMPTY_SHARD)
     doc = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),

@@ -92,10 +92,29 @@ def test_a_truncated_shard_is_recomputed_not_read_back_short(tmp_path):
     report = _instrument(pb, manifest, cache, tmp_path / "v2.run.pb", "--reuse")
     assert [r["var"] for r in report["reused"]] == ["nums"]
     assert [w["var"] for w in report["writes"]] == ["squares"]
-    assert f"cache: full/{shard.name}: truncated (its bz2 stream does not end), will be rewritten" in report["warnings"]
+    assert f"cache: full/{shard.name}: does not end as a bz2 stream does (cut short, or not bz2), will be rewritten" in report["warnings"]
     run([sys.executable, "-c", RUN, str(tmp_path / "v2.run.pb")])
     assert not marker.exists(), "the whole upstream cache was not reused"
     assert results.read_text().strip() == expected
+
+
+@pytest.mark.slow
+def test_run_removes_a_stale_shard_set_before_rewriting_it(tmp_path):
+    """A write with another shard count than a partial set left behind (a
+    crashed multi-worker run) would leave both, and Beam's reader reads both."""
+    marker, results, cache = tmp_path / "upstream.marker", tmp_path / "results.txt", tmp_path / "cache"
+    built = squares_pipeline(str(marker), str(results), [1, 2, 3])
+    pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "v1"))
+    report = _instrument(pb, manifest, cache, tmp_path / "v1.run.pb")
+    key = next(w["cache_key"] for w in report["writes"] if w["var"] == "squares")
+    (cache / "full").mkdir(parents=True)
+    stale = cache / "full" / f"{key}-00001-of-00002"
+    stale.write_bytes(EMPTY_SHARD)
+    ran = json.loads(run([*CLI, "run", str(tmp_path / "v1.run.pb"), "--json"]).stdout)
+    assert f"{key}: removed 1 shard file(s) that were no cache (a partial, damaged or mixed set) before rewriting it" in ran["warnings"]
+    assert not stale.exists() and [p.name for p in (cache / "full").glob(f"{key}-*")] == [f"{key}-00000-of-00001"]
+    shown = run([*CLI, "show", pb, "-m", manifest, "--cache-dir", str(cache), "squares"]).stdout.split()
+    assert sorted(shown) == ["1", "4", "9"]  # not 6 elements: the stale set is not read too
 
 
 def test_computed_auto_in_the_manifest_is_reuse(tmp_path):

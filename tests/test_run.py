@@ -22,6 +22,7 @@ import apache_beam as beam
 import pytest
 from conftest import (
     CLI_PREFIX,
+    EMPTY_SHARD,
     REPO,
     fixture_manifest,
     fixture_pb,
@@ -160,6 +161,25 @@ def test_an_instrumented_streaming_protos_writes_are_not_a_recording(tmp_path):
     assert r.exit_code == 0, r.stderr
     writes = find_cache_writes(load(out).index)
     assert writes and all(w.streaming and not w.capture for w in writes)
+
+
+def test_a_streaming_write_over_an_earlier_one_is_refused(tmp_path, monkeypatch):
+    """The StreamingCache sink appends: the same instrumented proto run twice
+    would leave two recordings in one file, which Beam's reader refuses whole."""
+    pb, man = events_pipeline(str(tmp_path / "ev"))
+    out = str(tmp_path / "inst.pb")
+    cache = tmp_path / "c"
+    assert run_cli("instrument", pb, "-m", man, "--cache-dir", str(cache), "-o", out, "--unbounded-urn",
+                   TEST_STREAM).exit_code == 0
+    w = find_cache_writes(load(out).index)[0]
+    (cache / "full").mkdir(parents=True, exist_ok=True)
+    (cache / "full" / w.key).write_bytes(b"header\n")
+    started = []
+    monkeypatch.setattr("beaminst.run.local.start_local", lambda *a: started.append(a))
+    r = run_cli("run", out)
+    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"{w.unique_name} would append to full/{w.key}, which already holds 7 bytes" in r.stderr
+    assert f"rm {cache / 'full' / w.key} to write it again" in r.stderr and started == []
 
 
 def test_recording_defaults_are_interactive_beams():
@@ -535,6 +555,58 @@ def test_garbage_is_refused_before_any_runner(tmp_path):
     assert r.exit_code == 2 and r.stderr.startswith(f"beaminst: {bad}: ") and len(r.stderr.splitlines()) == 1
 
 
+def _read_pass(tmp_path: Path) -> tuple[str, Path, str]:
+    """wordcount instrumented to read 'counts' back from a (faked, empty) cache:
+    the proto, the shard it reads, and the ReadCache's name."""
+    manifest = json.loads(Path(fixture_manifest("wordcount")).read_text())
+    manifest["computed"] = ["counts"]
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps(manifest))
+    cache = tmp_path / "cache"
+    key = json.loads(run_cli("analyze", fixture_pb("wordcount"), "-m", str(m), "--json").stdout)
+    key = next(c["cache_key"] for c in key["cacheables"].values() if c["var"] == "counts")
+    (cache / "full").mkdir(parents=True)
+    shard = cache / "full" / f"{key}-00000-of-00001"
+    shard.write_bytes(EMPTY_SHARD)
+    out = tmp_path / "read.pb"
+    r = run_cli("instrument", fixture_pb("wordcount"), "-m", str(m), "--cache-dir", str(cache), "-o", str(out), "--json")
+    assert [x["var"] for x in json.loads(r.stdout)["reads"]] == ["counts"]
+    return str(out), shard, f"ReadCache_{key}"
+
+
+def test_a_read_of_a_cache_that_is_gone_is_refused_before_the_job(tmp_path, monkeypatch):
+    """Beam's reader takes a missing or cut shard set for a (shorter) cache: the
+    job would end DONE on wrong data, and write what follows as caches of it."""
+    from beaminst.run.capture import find_cache_reads
+
+    pb, shard, read = _read_pass(tmp_path)
+    assert [(r.unique_name, r.cache_dir) for r in find_cache_reads(load(pb).index)] == [(read, str(shard.parents[1]))]
+    started = []
+    monkeypatch.setattr("beaminst.run.local.start_local", lambda *a: started.append(a))
+    for damage, what in [
+        (lambda: shard.write_bytes(EMPTY_SHARD[:-1]), "only a partial, damaged or mixed shard set"),
+        (shard.unlink, "no shards of it"),
+        (lambda: os.rename(shard.parents[1], shard.parents[1].with_name("moved")), "nothing: the directory does not exist"),
+    ]:
+        damage()
+        r = run_cli("run", pb)
+        assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert f"{read} reads {shard.parent}/{read.removeprefix('ReadCache_')}*-*-of-*, which holds {what}" in r.stderr
+        assert "instrument the original again" in r.stderr
+    assert started == []
+
+
+def test_a_read_through_a_job_server_is_only_warned_of(tmp_path, monkeypatch):
+    """A job server's workers may see another filesystem than this machine's."""
+    pb, shard, read = _read_pass(tmp_path)
+    shard.unlink()
+    _submitted(monkeypatch)
+    r = run_cli("run", pb, "--job-endpoint", "localhost:8099", "--json")
+    assert r.exit_code == 0, r.stderr
+    (warning,) = [w for w in json.loads(r.stdout)["warnings"] if read in w]
+    assert warning.endswith("here: right only if the job server's workers see another filesystem")
+
+
 def test_help_has_examples_and_imports_no_sdk():
     from conftest import run_python
 
@@ -831,3 +903,17 @@ def test_a_failed_run_does_not_claim_its_cache_writes(state, held, expected, cap
     report.cache_writes = [{"cache_dir": "/c", "bytes": held}, {"cache_dir": "/c", "bytes": 0}]
     print_run_report(human_for(), report)
     assert expected in capsys.readouterr().out.splitlines()
+
+
+def test_after_a_replay_the_next_steps_name_the_source_flags(tmp_path):
+    """The original's sources (and the rules that found them: a TestStream
+    needs --unbounded-urn) are not in a proto that replays a recording."""
+    from beaminst.commands.nextsteps import Invocation, after_run
+    from beaminst.run.driver import _replays
+
+    out = tmp_path / "i.pb"
+    assert run_cli("instrument", fixture_pb("pubsub_one"), "-m", fixture_manifest("pubsub_one"), "--cache-dir",
+                   str(tmp_path / "c"), "-o", str(out)).exit_code == 0
+    assert _replays(load(str(out)).index) and not _replays(load(fixture_pb("wordcount")).index)
+    steps = after_run(Invocation("-", "-", "c"), recording=False, replayed=True)
+    assert all(s.endswith("(with the --unbounded-urn / --infer-unbounded it was instrumented with)") for s in steps)

@@ -371,6 +371,17 @@ def test_show_given_the_instrumented_pipeline_asks_for_the_original(tmp_path):
     assert "holds beaminst's cache transforms: show takes the pipeline that was instrumented" in r.stderr
     assert "beaminst instrument" not in r.stderr
     assert show("counts", cache=cache).exit_code == 0  # the original finds it
+    # A read pass prunes what the manifest binds upstream: the manifest no
+    # longer resolves against it, and the hint is the same.
+    doc = json.loads(open(man).read())
+    doc["computed"] = ["counts"]
+    computed = tmp_path / "computed.json"
+    computed.write_text(json.dumps(doc))
+    read = tmp_path / "wc.read.pb"
+    assert run_cli("instrument", pb, "-m", str(computed), "--cache-dir", str(cache), "-o", str(read)).exit_code == 0
+    r = show("counts", cache=cache, pb=str(read))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "does not exist" in r.stderr and "show takes the pipeline that was instrumented (the original)" in r.stderr
 
 
 def test_no_cache_says_how_to_make_one(tmp_path):
@@ -446,6 +457,21 @@ _HEADER = b"\x00" * 8 + b"\x00\x00\x00\x01\x0f" + b"\x06\x01\x03"
 OUT_OF_BOUNDS, HEAP_LEAK = _HEADER + b"\xff\xff\xff\x07", _HEADER + b"\x80\x08"
 
 
+def test_show_says_what_analyze_says_of_the_cache_directory(tmp_path):
+    """The full/ directory given for its parent is the error (not "no cache");
+    leftovers of a failed write are a warning line while the rest shows."""
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    cache = tmp_path / "cache"
+    write_shards(pb, man, "words", cache, ["to"])
+    r = show("words", cache=cache / "full")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "it looks like the full/ directory itself; pass its parent, --cache-dir " in r.stderr
+    (cache / "full" / "beam-temp-counts-1234").mkdir()
+    r = show("words", cache=cache)
+    assert r.exit_code == 0 and r.stdout == "to\n"
+    assert r.stderr.count("\n") == 1 and "temporary directory of Beam's file writes" in r.stderr, r.stderr
+
+
 def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
     cache = tmp_path / "cache"
@@ -454,7 +480,7 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     # Cut short: no cache at all (Beam's reader would take it for a shorter shard).
     shard.write_bytes(shard.read_bytes()[:-1])
     r = show("words", cache=cache)
-    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "'words' has only a truncated shard set" in r.stderr
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "'words' has only a damaged shard set" in r.stderr
     for content, message in [
         # Not bz2, though it ends as a bz2 stream does (the cheap check a scan makes).
         (b"not bz2 at all" + bz2.compress(b"")[4:], "is not a bz2 text shard"),

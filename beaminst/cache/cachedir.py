@@ -40,6 +40,7 @@ class CacheDir:
     problems: tuple[str, ...] = field(default=())
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
     truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
+    names: tuple[str, ...] = ()  # the shard-named files of full/, sorted
 
     def is_cached(self, key: str, streaming: bool) -> bool:
         if streaming:
@@ -48,6 +49,14 @@ class CacheDir:
         # (its own test writer names shards '<key>.-00000-of-00001').
         i = bisect.bisect_left(self.complete, key)
         return i < len(self.complete) and self.complete[i].startswith(key)
+
+    def stale_shards(self, key: str) -> tuple[str, ...]:
+        """The shard files of ``key`` itself (not of keys it is a prefix of)
+        when they are no cache (a partial, damaged or mixed set): what a
+        rewrite must remove first, or Beam's reader mixes them with its shards."""
+        if key not in self.partial:
+            return ()
+        return tuple(n for n in self.names if (m := _SHARD.match(n)) and m["key"] == key)
 
     @property
     def remote(self) -> bool:
@@ -134,6 +143,9 @@ def _leftover_temps(names: list[str]) -> str:
     )
 
 
+FULL_ITSELF = "it looks like the full/ directory itself"
+
+
 def _looks_like_full(path: str) -> tuple[str, ...]:
     """A --cache-dir one level too deep (``cache/full``) holds the shards
     directly: every key then reads as missing, silently."""
@@ -146,29 +158,33 @@ def _looks_like_full(path: str) -> tuple[str, ...]:
         return ()
     parent = os.path.dirname(os.path.abspath(path))
     return (
-        f"{path!r} holds cache shards ({shard}) but no full/ directory: it looks like the full/ directory "
-        f"itself; pass its parent, --cache-dir {parent}",
+        f"{path!r} holds cache shards ({shard}) but no full/ directory: {FULL_ITSELF}; pass its parent, "
+        f"--cache-dir {parent}",
     )
 
 
 def _classify(path: str, names: list[str], problems: list[str], whole: Callable[[str], bool]) -> CacheDir:
     """The cache state the file names of ``full/`` make; ``whole(name)``
     says whether a shard of an otherwise complete set is not truncated."""
-    shards: dict[str, tuple[int, set[int], list[str]]] = {}
+    # key -> shard count -> (shard numbers, file names)
+    shards: dict[str, dict[int, tuple[set[int], list[str]]]] = {}
     streaming = set()
     for name in names:
         m = _SHARD.match(name)
         if m:
-            total = int(m["total"])
-            seen_total, seen, files = shards.setdefault(m["key"], (total, set(), []))
-            if seen_total != total:
-                problems.append(f"{m['key']}: shards disagree on their count")
+            seen, files = shards.setdefault(m["key"], {}).setdefault(int(m["total"]), (set(), []))
             seen.add(int(m["shard"]))
             files.append(name)
         else:
             streaming.add(name)
-    complete, partial, truncated = set(), set(), set()
-    for key, (total, seen, files) in shards.items():
+    complete, partial, truncated, mixed = set(), set(), set(), []
+    for key, sets in shards.items():
+        if len(sets) > 1:
+            # Beam's reader globs '<key>*-*-of-*': every set is read, as one
+            # cache (a rewrite with another shard count leaves the old set).
+            mixed.append((key, sorted(sets)))
+            continue
+        ((total, (seen, files)),) = sets.items()
         # seen == {0, ..., total-1}, without materialising a range a junk
         # file name like 'k-0-of-99999999999999999999' would make huge.
         if not (len(seen) == total and max(seen) < total):
@@ -179,12 +195,24 @@ def _classify(path: str, names: list[str], problems: list[str], whole: Callable[
             complete.add(key)
         else:
             truncated.add(key)
-            problems.append(f"full/{short}: truncated (its bz2 stream does not end), will be rewritten")
+            problems.append(f"full/{short}: {DAMAGED}, will be rewritten")
     problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
+    for key, totals in sorted(mixed):
+        counts = " and ".join(f"-of-{t:05d}" for t in totals)
+        problems.append(
+            f"{key}: shard sets {counts} are mixed (Beam reads them all as one cache): not cached; "
+            f"beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)"
+        )
+    partial.update(k for k, _ in mixed)
     return CacheDir(
         path, tuple(sorted(complete)), frozenset(partial | truncated), frozenset(streaming), tuple(problems),
-        truncated=frozenset(truncated),
+        truncated=frozenset(truncated), names=tuple(n for n in names if n not in streaming),
     )
+
+
+# A shard that fails the end-of-stream check: most often one cut short (an
+# interrupted copy, a full disk), else a file that is not bz2 at all.
+DAMAGED = "does not end as a bz2 stream does (cut short, or not bz2)"
 
 
 # What Beam's bz2 text sink writes for an empty shard: the header and the end

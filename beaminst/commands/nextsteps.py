@@ -85,15 +85,18 @@ def after_instrument(how: Invocation, output: str | None, writes: list[str], cac
     return steps
 
 
-def after_run(how: Invocation, recording: bool) -> list[str]:
+def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[str]:
     """After a successful ``run``: replay what it recorded, or look at what it
     cached and reuse it. ``run`` is given only the proto, so ``how`` names the
-    pipeline and manifest it came from as for stdin (placeholders)."""
+    pipeline and manifest it came from as for stdin (placeholders).
+    ``replayed``: the proto replays a recording, so its original's sources are
+    not in it, nor the rules that found them."""
     if recording:
         return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays this recording"]
+    flags = " (with the --unbounded-urn / --infer-unbounded it was instrumented with)" if replayed else ""
     return [
-        f"beaminst show {how.inputs()} VAR...  # the cached elements",
-        f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached",
+        f"beaminst show {how.inputs()} VAR...  # the cached elements{flags}",
+        f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached{flags}",
     ]
 
 

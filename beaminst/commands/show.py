@@ -17,9 +17,9 @@ from typing import Any, TextIO
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
-from beaminst.cache.cachedir import CacheDir
+from beaminst.cache.cachedir import FULL_ITSELF, CacheDir
 from beaminst.commands.nextsteps import Invocation
-from beaminst.errors import BeaminstError, printable
+from beaminst.errors import BeaminstError, ManifestError, printable
 from beaminst.options import SourceRules
 
 
@@ -68,15 +68,36 @@ def plan_show(
     when none of them has a cache (with how to make one)."""
     from beaminst.commands.api import analyze_files, grafted
 
-    analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
+    try:
+        analysis = analyze_files(pipeline_path, manifest_path, cache_dir, rules)
+    except ManifestError as e:
+        # An instrumented proto whose pruning dropped what the manifest binds:
+        # the likelier mistake is the proto, not the manifest.
+        if pipeline_path != "-":
+            from beaminst.commands.api import load
+
+            if grafted(load(pipeline_path).proto):
+                raise ManifestError(
+                    f"{e.message}; {pipeline_path} holds beaminst's cache transforms: show takes the pipeline that "
+                    "was instrumented (the original)", e.source,
+                ) from None
+        raise
     how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
     variables = tuple(resolve(analysis, list(dict.fromkeys(names)), manifest_path is None))
     missing = [v for v in variables if v.layout is None]
     instrumented = grafted(analysis.index.pipeline)
     if len(missing) == len(variables):
+        misplaced = next((p for p in analysis.cache.problems if FULL_ITSELF in p), None)
+        if misplaced is not None:  # the likelier mistake than a cache never made
+            raise NothingCachedError(misplaced, cache_dir)
         where = "" if analysis.cache.exists else "the cache directory does not exist (a typo, or nothing has run yet): "
         raise NothingCachedError(where + _no_cache(missing, how, instrumented), cache_dir)
-    notes = tuple(printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing)
+    # What analyze and instrument say of the cache directory, said here too
+    # (leftover temporary directories of a failed write, mixed shard sets).
+    notes = (
+        *(printable(f"{cache_dir}: {p}") for p in analysis.cache.problems),
+        *(printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing),
+    )
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
 
 
@@ -124,7 +145,7 @@ def _no_cache(variables: list[Variable], how: Invocation, instrumented: bool = F
     keys are not its original's: that is the likelier mistake)."""
     names = ", ".join(repr(v.name) for v in variables)
     kinds = {v.incomplete for v in variables}
-    state = "no cache" if "" in kinds else f"only a {'truncated' if kinds == {'truncated'} else 'partial'} shard set"
+    state = "no cache" if "" in kinds else f"only a {'damaged' if kinds == {'truncated'} else 'partial'} shard set"
     if instrumented:
         return (
             f"{names} {'has' if len(variables) == 1 else 'have'} {state} under the keys of {how.pipeline}, which holds "

@@ -35,6 +35,7 @@ from beaminst.graph.index import GraphIndex
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
 from beaminst.model.canonical import decompress_pickle
+from beaminst.model.labels import READ_CACHE
 from beaminst.options import SourceRules
 
 WRITE_CACHE = "WriteCache_"
@@ -95,6 +96,44 @@ def find_cache_writes(index: GraphIndex) -> tuple[CacheWrite, ...]:
             key, tid, t.unique_name, pc, index.producer_name(pc), streaming, capture,
             _pickled_cache_dir(index, leaves, key),
         ))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CacheRead:
+    """A ``ReadCache_<key>`` of FileBasedCacheManager shards (the pattern its
+    pickled source names is ``<cache_dir>/full/<key>*-*-of-*``)."""
+
+    key: str
+    unique_name: str
+    cache_dir: str
+
+
+def find_cache_reads(index: GraphIndex) -> tuple[CacheRead, ...]:
+    """Every shard cache read whose directory its pickled source names, in
+    hierarchy order (a StreamingCache read, or one whose pattern is not
+    found, is left to the job)."""
+    out = []
+    transforms = index.transforms
+    for tid in index.hierarchy_order:
+        seg = _last_segment(transforms[tid].unique_name)
+        if not seg.startswith(READ_CACHE) or len(seg) == len(READ_CACHE):
+            continue
+        key = seg[len(READ_CACHE):]
+        needle = f"/full/{key}*-*-of-*".encode()
+        for leaf in _leaves_under(index, tid):
+            found = None
+            for pickled in _pickles(transforms[leaf]):
+                data = decompress_pickle(pickled)
+                if data is not None and needle in data:
+                    found = pickled_string_ending_with(data, needle)
+                    if found is not None:
+                        break
+            if found is not None:
+                directory = found[: found.rfind(needle.decode())]
+                if directory:
+                    out.append(CacheRead(key, transforms[tid].unique_name, directory))
+                break
     return tuple(out)
 
 

@@ -13,11 +13,16 @@ keeps the proto's pickles from loading. Run only pipelines you trust.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from beaminst.analysis.sources import UnboundedSource
+from beaminst.cache import cachefs
+from beaminst.cache.cachedir import scan_cache_dir
 from beaminst.cache.cachefs import filesystem_options, is_url
 from beaminst.commands.api import load
 from beaminst.errors import BeaminstError
@@ -25,7 +30,13 @@ from beaminst.graph.index import GraphIndex
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
 from beaminst.options import SourceRules
-from beaminst.run.capture import CacheWrite, find_cache_writes, recorded_sources
+from beaminst.run.capture import (
+    CacheRead,
+    CacheWrite,
+    find_cache_reads,
+    find_cache_writes,
+    recorded_sources,
+)
 from beaminst.run.job import Job, quiet_sdk_logs
 from beaminst.run.options import RunOptions
 from beaminst.run.recording import Recording, make_sink_dirs, plan_recording, written_bytes
@@ -54,6 +65,12 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         )
     unbounded = runner_api().IsBounded.UNBOUNDED
     streaming = any(pc.is_bounded == unbounded for pc in proto.components.pcollections.values())
+    reads = find_cache_reads(loaded.index)
+    remote = any(is_url(d) for d in (*(w.cache_dir for w in writes), *(r.cache_dir for r in reads)))
+    with filesystem_options(options.pipeline_args if remote else ()):
+        _check_reads(reads, options.job_endpoint is None, warnings)
+        _clear_stale_shards(writes, warnings)
+    _refuse_appending(writes)
     make_sink_dirs(writes)
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
     status = status or NoStatus()
@@ -124,6 +141,83 @@ def _prepare(
     return lambda: submit(to_send, endpoint, beam_options), report
 
 
+def _check_reads(reads: tuple[CacheRead, ...], here: bool, warnings: list[str]) -> None:
+    """Every shard cache the pipeline reads is there, complete and whole:
+    Beam's reader takes a missing one for an empty one, so the job would end
+    DONE on nothing and write what follows as empty caches. ``here``: the job
+    runs in this process, whose filesystem the workers see (a job server's
+    workers may see another: then a warning)."""
+    by_dir: dict[str, list[CacheRead]] = {}
+    for r in reads:
+        by_dir.setdefault(r.cache_dir, []).append(r)
+    for directory, rs in sorted(by_dir.items()):
+        cache = scan_cache_dir(directory)
+        for r in rs:
+            if cache.is_cached(r.key, streaming=False):
+                continue
+            partial = r.key in cache.partial
+            if partial:
+                what = "only a partial, damaged or mixed shard set"
+            elif not cache.exists:
+                what = "nothing: the directory does not exist"
+            else:
+                what = "no shards of it"
+            line = f"{r.unique_name} reads {cachefs.join(directory, 'full', r.key)}*-*-of-*, which holds {what}"
+            if here or is_url(directory):
+                raise BeaminstError(
+                    f"{line}: the job would take {'what is there' if partial else 'nothing'} for the cache and end "
+                    "DONE on wrong data; instrument the original again (it writes what is missing)", directory,
+                )
+            warnings.append(f"{line} here: right only if the job server's workers see another filesystem")
+
+
+def _clear_stale_shards(writes: tuple[CacheWrite, ...], warnings: list[str]) -> None:
+    """Remove the shards a write replaces when they are no cache (a partial,
+    damaged or mixed set): Beam's writer leaves a set of another shard count
+    in place, and its reader would then read both as one."""
+    for directory in sorted({w.cache_dir for w in writes if w.cache_dir and not w.streaming}):
+        cache = scan_cache_dir(directory)
+        for w in writes:
+            if w.cache_dir != directory or w.streaming:
+                continue
+            stale = cache.stale_shards(w.key)
+            if not stale:
+                continue
+            if is_url(directory):
+                warnings.append(
+                    f"{w.key}: {len(stale)} shard file(s) in {cachefs.join(directory, 'full')} are no cache (a partial, "
+                    "damaged or mixed set) and stay beside the ones this run writes: remove them first"
+                )
+                continue
+            for name in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, "full", name))
+            warnings.append(
+                f"{w.key}: removed {len(stale)} shard file(s) that were no cache (a partial, damaged or mixed set) "
+                "before rewriting it"
+            )
+
+
+def _refuse_appending(writes: tuple[CacheWrite, ...]) -> None:
+    """A StreamingCache write appends to its file: written a second time (the
+    same instrumented proto run again: its keys are content digests, so they
+    do not change as Interactive Beam's per-run ids do), the file holds two
+    recordings, which Beam's reader refuses whole. Recordings are refused the
+    same way (:func:`beaminst.run.recording.plan_recording`)."""
+    for w in writes:
+        if not (w.streaming and not w.capture and w.cache_dir) or is_url(w.cache_dir):
+            continue
+        path = os.path.join(w.cache_dir, "full", w.key)
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        if size:
+            raise BeaminstError(
+                f"{w.unique_name} would append to full/{w.key}, which already holds {size} bytes an earlier run "
+                "wrote, and leave a file Beam cannot read: instrument the original with --reuse to read it back, "
+                f"or rm {shlex.quote(path)} to write it again",
+                w.cache_dir,
+            )
+
+
 def _python_only_warnings(proto: Any) -> list[str]:
     found: dict[str, list[str]] = {}
     for t in proto.components.transforms.values():
@@ -187,4 +281,14 @@ def next_steps(
     dirs = sorted({w.cache_dir for w in writes if w.cache_dir})
     if not dirs:
         return []
-    return after_run(Invocation("-", "-", dirs[0] if len(dirs) == 1 else "DIR"), recording=False)
+    return after_run(Invocation("-", "-", dirs[0] if len(dirs) == 1 else "DIR"), recording=False, replayed=_replays(index))
+
+
+def _replays(index: GraphIndex) -> bool:
+    """Whether the proto holds the TestStream instrument grafts to replay a recording."""
+    from beaminst.model.labels import TEST_STREAM
+
+    return any(
+        n.urn == urns.TEST_STREAM and index.transforms[t].unique_name.rsplit("/", 1)[-1] == TEST_STREAM
+        for t, n in index.nodes.items()
+    )
