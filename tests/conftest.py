@@ -241,6 +241,25 @@ hypothesis_profiles.register()
 HARDENING_CASES: dict[str, int] = {}
 
 
+def pytest_sessionfinish(session: Any) -> None:
+    # An xdist worker hands its counts to the controller, which prints them.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["hardening_cases"] = dict(HARDENING_CASES)
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for kind, n in getattr(node, "workeroutput", {}).get("hardening_cases", {}).items():
+        HARDENING_CASES[kind] = HARDENING_CASES.get(kind, 0) + n
+
+
+def pytest_unconfigure(config: Any) -> None:
+    # Under xdist the controller made the store its workers share (they
+    # inherit its environment) but runs no session fixture: remove it here.
+    if _OWN_STORE and _STORE_DIR is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_STORE_DIR, ignore_errors=True)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not HARDENING_CASES:
         return
