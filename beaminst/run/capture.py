@@ -94,7 +94,7 @@ def find_cache_writes(index: GraphIndex) -> tuple[CacheWrite, ...]:
         capture = streaming and index.pcollections[pc].is_bounded == unbounded and pc in captured
         out.append(CacheWrite(
             key, tid, t.unique_name, pc, index.producer_name(pc), streaming, capture,
-            _pickled_cache_dir(index, leaves, key),
+            _pickled_cache_dir(index, leaves, f"/full/{key}"),
         ))
     return tuple(out)
 
@@ -120,20 +120,9 @@ def find_cache_reads(index: GraphIndex) -> tuple[CacheRead, ...]:
         if not seg.startswith(READ_CACHE) or len(seg) == len(READ_CACHE):
             continue
         key = seg[len(READ_CACHE):]
-        needle = f"/full/{key}*-*-of-*".encode()
-        for leaf in _leaves_under(index, tid):
-            found = None
-            for pickled in _pickles(transforms[leaf]):
-                data = decompress_pickle(pickled)
-                if data is not None and needle in data:
-                    found = pickled_string_ending_with(data, needle)
-                    if found is not None:
-                        break
-            if found is not None:
-                directory = found[: found.rfind(needle.decode())]
-                if directory:
-                    out.append(CacheRead(key, transforms[tid].unique_name, directory))
-                break
+        directory = _pickled_cache_dir(index, _leaves_under(index, tid), f"/full/{key}*-*-of-*")
+        if directory is not None:
+            out.append(CacheRead(key, transforms[tid].unique_name, directory))
     return tuple(out)
 
 
@@ -168,8 +157,10 @@ def _leaves_under(index: GraphIndex, tid: str) -> list[str]:
     return out
 
 
-def _pickled_cache_dir(index: GraphIndex, leaves: list[str], key: str) -> str | None:
-    needle = f"/full/{key}".encode()
+def _pickled_cache_dir(index: GraphIndex, leaves: list[str], suffix: str) -> str | None:
+    """The directory before ``suffix`` in the first pickled string of
+    ``leaves`` that ends with it (a sink's path, a source's pattern)."""
+    needle = suffix.encode()
     for tid in leaves:
         t = index.transforms[tid]
         for pickled in _pickles(t):
@@ -178,7 +169,7 @@ def _pickled_cache_dir(index: GraphIndex, leaves: list[str], key: str) -> str | 
                 continue
             path = pickled_string_ending_with(data, needle)
             if path is not None:
-                directory = path[: path.rfind(needle.decode())]
+                directory = path[: path.rfind(suffix)]
                 if directory:
                     return directory
     return None
