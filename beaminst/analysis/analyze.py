@@ -88,7 +88,7 @@ class Analysis:
                 continue  # a source output is replayed from its recording, computed or not
             if path is None:
                 why = "there is no --cache-dir to read it from"
-            elif any(stem.startswith(c.cache_key) for stem in self.cache.partial):
+            elif self.cache.incomplete(c.cache_key):
                 why = f"its cache {c.cache_key!r} is incomplete (shards missing or truncated)"
             elif self.cache.exists:
                 why = f"{path!r} holds no complete cache under its key {c.cache_key!r}"

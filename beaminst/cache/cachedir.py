@@ -22,7 +22,7 @@ import bz2
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from beaminst.cache import cachefs
@@ -40,7 +40,8 @@ class CacheDir:
     problems: tuple[str, ...] = field(default=())
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
     truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
-    names: tuple[str, ...] = ()  # the shard-named files of full/, sorted
+    # each partial stem's shard files, sorted: what a rewrite removes first
+    partial_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def is_cached(self, key: str, streaming: bool) -> bool:
         if streaming:
@@ -54,9 +55,16 @@ class CacheDir:
         """The shard files of ``key`` itself (not of keys it is a prefix of)
         when they are no cache (a partial, damaged or mixed set): what a
         rewrite must remove first, or Beam's reader mixes them with its shards."""
-        if key not in self.partial:
-            return ()
-        return tuple(n for n in self.names if (m := _SHARD.match(n)) and m["key"] == key)
+        return self.partial_files.get(key, ())
+
+    def incomplete(self, key: str) -> str:
+        """What Beam's '<key>*-*-of-*' finds under ``key`` that is no cache:
+        "" (nothing), "truncated" (only sets with a shard cut short) or
+        "partial" (shards missing, or sets of different counts mixed)."""
+        stems = [stem for stem in self.partial if stem.startswith(key)]
+        if not stems:
+            return ""
+        return "truncated" if all(stem in self.truncated for stem in stems) else "partial"
 
     @property
     def remote(self) -> bool:
@@ -204,9 +212,11 @@ def _classify(path: str, names: list[str], problems: list[str], whole: Callable[
             f"beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)"
         )
     partial.update(k for k, _ in mixed)
+    partial |= truncated
     return CacheDir(
-        path, tuple(sorted(complete)), frozenset(partial | truncated), frozenset(streaming), tuple(problems),
-        truncated=frozenset(truncated), names=tuple(n for n in names if n not in streaming),
+        path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems),
+        truncated=frozenset(truncated),
+        partial_files={k: tuple(sorted(f for _, files in shards[k].values() for f in files)) for k in partial},
     )
 
 

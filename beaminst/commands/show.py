@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
-from beaminst.cache.cachedir import FULL_ITSELF, CacheDir
+from beaminst.cache.cachedir import FULL_ITSELF
 from beaminst.commands.nextsteps import Invocation
 from beaminst.errors import BeaminstError, ManifestError, printable
 from beaminst.options import SourceRules
@@ -115,7 +115,7 @@ def resolve(analysis: Analysis, names: list[str], no_manifest: bool = False) -> 
     for name in names:
         c = by_var[name]
         layout, files = locate(analysis.cache, c.cache_key, analysis.streaming_cache)
-        incomplete = _incomplete(analysis.cache, c.cache_key)
+        incomplete = analysis.cache.incomplete(c.cache_key)
         out.append(
             Variable(name, c.pcollection, c.cache_key, layout, files, c.pcollection in source_outputs, incomplete)
         )
@@ -130,13 +130,6 @@ def _unknown(name: str, analysis: Analysis, no_manifest: bool = False) -> str:
     if synthetic:
         known += f"; synthetic source variables: {', '.join(synthetic)}"
     return f"no variable {name!r}{hint} (variables: {known})"
-
-
-def _incomplete(cache: CacheDir, key: str) -> str:
-    stems = [stem for stem in cache.partial if stem.startswith(key)]
-    if not stems:
-        return ""
-    return "truncated" if all(stem in cache.truncated for stem in stems) else "partial"
 
 
 def _no_cache(variables: list[Variable], how: Invocation, instrumented: bool = False) -> str:

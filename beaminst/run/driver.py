@@ -155,7 +155,7 @@ def _check_reads(reads: tuple[CacheRead, ...], here: bool, warnings: list[str]) 
         for r in rs:
             if cache.is_cached(r.key, streaming=False):
                 continue
-            partial = r.key in cache.partial
+            partial = bool(cache.incomplete(r.key))
             if partial:
                 what = "only a partial, damaged or mixed shard set"
             elif not cache.exists:
