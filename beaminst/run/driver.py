@@ -17,18 +17,19 @@ import contextlib
 import os
 import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from beaminst.analysis.sources import UnboundedSource
 from beaminst.cache import cachefs
-from beaminst.cache.cachedir import scan_cache_dir
+from beaminst.cache.cachedir import CacheDir, scan_cache_dir
 from beaminst.cache.cachefs import filesystem_options, is_url
 from beaminst.commands.api import load
 from beaminst.errors import BeaminstError
 from beaminst.graph.index import GraphIndex
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
+from beaminst.model.labels import TEST_STREAM
 from beaminst.options import SourceRules
 from beaminst.run.capture import (
     CacheRead,
@@ -68,8 +69,11 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     reads = find_cache_reads(loaded.index)
     remote = any(is_url(d) for d in (*(w.cache_dir for w in writes), *(r.cache_dir for r in reads)))
     with filesystem_options(options.pipeline_args if remote else ()):
-        _check_reads(reads, options.job_endpoint is None, warnings)
-        _clear_stale_shards(writes, warnings)
+        # One listing per directory: reads and writes usually share one.
+        dirs = {r.cache_dir for r in reads} | {w.cache_dir for w in writes if w.cache_dir and not w.streaming}
+        scans = {d: scan_cache_dir(d) for d in sorted(dirs)}
+        _check_reads(reads, scans, options.job_endpoint is None, warnings)
+        _clear_stale_shards(writes, scans, warnings)
     _refuse_appending(writes)
     make_sink_dirs(writes)
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
@@ -141,61 +145,59 @@ def _prepare(
     return lambda: submit(to_send, endpoint, beam_options), report
 
 
-def _check_reads(reads: tuple[CacheRead, ...], here: bool, warnings: list[str]) -> None:
+def _check_reads(
+    reads: tuple[CacheRead, ...], scans: Mapping[str, CacheDir], here: bool, warnings: list[str]
+) -> None:
     """Every shard cache the pipeline reads is there, complete and whole:
     Beam's reader takes a missing one for an empty one, so the job would end
     DONE on nothing and write what follows as empty caches. ``here``: the job
     runs in this process, whose filesystem the workers see (a job server's
-    workers may see another: then a warning)."""
-    by_dir: dict[str, list[CacheRead]] = {}
+    workers may see another: then a warning). ``scans``: each directory's."""
     for r in reads:
-        by_dir.setdefault(r.cache_dir, []).append(r)
-    for directory, rs in sorted(by_dir.items()):
-        cache = scan_cache_dir(directory)
-        for r in rs:
-            if cache.is_cached(r.key, streaming=False):
-                continue
-            partial = bool(cache.incomplete(r.key))
-            if partial:
-                what = "only a partial, damaged or mixed shard set"
-            elif not cache.exists:
-                what = "nothing: the directory does not exist"
-            else:
-                what = "no shards of it"
-            line = f"{r.unique_name} reads {cachefs.join(directory, 'full', r.key)}*-*-of-*, which holds {what}"
-            if here or is_url(directory):
-                raise BeaminstError(
-                    f"{line}: the job would take {'what is there' if partial else 'nothing'} for the cache and end "
-                    "DONE on wrong data; instrument the original again (it writes what is missing)", directory,
-                )
-            warnings.append(f"{line} here: right only if the job server's workers see another filesystem")
+        directory, cache = r.cache_dir, scans[r.cache_dir]
+        if cache.is_cached(r.key, streaming=False):
+            continue
+        partial = bool(cache.incomplete(r.key))
+        if partial:
+            what = "only a partial, damaged or mixed shard set"
+        elif not cache.exists:
+            what = "nothing: the directory does not exist"
+        else:
+            what = "no shards of it"
+        line = f"{r.unique_name} reads {cachefs.join(directory, 'full', r.key)}*-*-of-*, which holds {what}"
+        if here or is_url(directory):
+            raise BeaminstError(
+                f"{line}: the job would take {'what is there' if partial else 'nothing'} for the cache and end "
+                "DONE on wrong data; instrument the original again (it writes what is missing)", directory,
+            )
+        warnings.append(f"{line} here: right only if the job server's workers see another filesystem")
 
 
-def _clear_stale_shards(writes: tuple[CacheWrite, ...], warnings: list[str]) -> None:
+def _clear_stale_shards(writes: tuple[CacheWrite, ...], scans: Mapping[str, CacheDir], warnings: list[str]) -> None:
     """Remove the shards a write replaces when they are no cache (a partial,
     damaged or mixed set): Beam's writer leaves a set of another shard count
-    in place, and its reader would then read both as one."""
-    for directory in sorted({w.cache_dir for w in writes if w.cache_dir and not w.streaming}):
-        cache = scan_cache_dir(directory)
-        for w in writes:
-            if w.cache_dir != directory or w.streaming:
-                continue
-            stale = cache.stale_shards(w.key)
-            if not stale:
-                continue
-            if is_url(directory):
-                warnings.append(
-                    f"{w.key}: {len(stale)} shard file(s) in {cachefs.join(directory, 'full')} are no cache (a partial, "
-                    "damaged or mixed set) and stay beside the ones this run writes: remove them first"
-                )
-                continue
-            for name in stale:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(directory, "full", name))
+    in place, and its reader would then read both as one. ``scans``: each
+    directory's."""
+    for w in writes:
+        if not w.cache_dir or w.streaming:
+            continue
+        directory = w.cache_dir
+        stale = scans[directory].stale_shards(w.key)
+        if not stale:
+            continue
+        if is_url(directory):
             warnings.append(
-                f"{w.key}: removed {len(stale)} shard file(s) that were no cache (a partial, damaged or mixed set) "
-                "before rewriting it"
+                f"{w.key}: {len(stale)} shard file(s) in {cachefs.join(directory, 'full')} are no cache (a partial, "
+                "damaged or mixed set) and stay beside the ones this run writes: remove them first"
             )
+            continue
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, "full", name))
+        warnings.append(
+            f"{w.key}: removed {len(stale)} shard file(s) that were no cache (a partial, damaged or mixed set) "
+            "before rewriting it"
+        )
 
 
 def _refuse_appending(writes: tuple[CacheWrite, ...]) -> None:
@@ -286,8 +288,6 @@ def next_steps(
 
 def _replays(index: GraphIndex) -> bool:
     """Whether the proto holds the TestStream instrument grafts to replay a recording."""
-    from beaminst.model.labels import TEST_STREAM
-
     return any(
         n.urn == urns.TEST_STREAM and index.transforms[t].unique_name.rsplit("/", 1)[-1] == TEST_STREAM
         for t, n in index.nodes.items()
