@@ -203,6 +203,36 @@ def test_recordings_in_every_format(tmp_path):
     assert both[0] == "windowed\ta" and both[-1] == f"{synthetic}\tb'there'"
 
 
+def test_a_recording_cut_mid_record_is_said_by_show_analyze_and_instrument(tmp_path):
+    """Beam's StreamingCache reader, and beaminst's, stop at a last line with
+    no newline (a record still being written): a recording cut there (a
+    cancelled job, a full disk) replays shorter. It is no error (the records
+    before it are whole), but show, analyze and instrument each say it."""
+    cache, _ = pubsub_cache(tmp_path)
+    _, key = var_key(*PUBSUB, "windowed")
+    path = cache / "full" / key
+    whole = path.read_bytes()
+    args = dict(cache=cache, pb=PUBSUB[0], man=PUBSUB[1])
+    assert show("windowed", **args).stderr == ""
+    last = whole.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(whole[: last + (len(whole) - last) // 2])  # the last record, half written
+    r = show("windowed", **args)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == "a\nb\nc\n"  # the cut record was a watermark event
+    note = f"full/{key}: the recording ends in a partial record (cut short, or still being written): it replays without it"
+    assert note in r.stderr, r.stderr
+    analyzed = run_cli("analyze", PUBSUB[0], "-m", PUBSUB[1], "--cache-dir", str(cache), "--json")
+    assert note in json.loads(analyzed.stdout)["cache_problems"]
+    out = tmp_path / "o.pb"
+    instrumented = run_cli("instrument", PUBSUB[0], "-m", PUBSUB[1], "--cache-dir", str(cache), "-o", str(out), "--json")
+    assert instrumented.exit_code == 0, instrumented.stderr
+    assert f"cache: {note}" in json.loads(instrumented.stdout)["warnings"]
+    path.write_bytes(whole)
+    assert show("windowed", **args).stderr == ""
+    path.write_bytes(whole[: whole.find(b"\n") // 2])  # not even the header: nothing recorded, said otherwise
+    assert note not in run_cli("analyze", PUBSUB[0], "-m", PUBSUB[1], "--cache-dir", str(cache), "--json").stdout
+
+
 def _show_in_terminal(args: list[str]) -> str:
     """``beaminst show ARGS`` with stdout on a pseudo-terminal (a new process)."""
     code, out, err = run_cli_in_terminal("show", *args)

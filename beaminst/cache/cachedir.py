@@ -88,7 +88,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         # An object store commits an object whole, so a shard there is short
         # only when it was copied up short; the listing's sizes catch the empty
         # ones without a request per shard.
-        return _classify(path, sorted(listed), [], lambda name: listed[name] >= len(EMPTY_BZ2))
+        return _classify(path, sorted(listed), [], lambda name: listed[name] >= len(EMPTY_BZ2), lambda name: False)
     if os.path.lexists(path) and not os.path.exists(path):
         raise CacheDirError(f"is a symbolic link to {os.readlink(path)}, which does not exist", path)
     if os.path.exists(path) and not os.path.isdir(path):
@@ -132,7 +132,10 @@ def scan_cache_dir(path: str | None) -> CacheDir:
         names.append(name)
     if leftovers:
         problems.append(_leftover_temps(leftovers))
-    return _classify(path, names, problems, lambda name: _bz2_ends(os.path.join(full, name)))
+    return _classify(
+        path, names, problems, lambda name: _bz2_ends(os.path.join(full, name)),
+        lambda name: _ends_mid_record(os.path.join(full, name)),
+    )
 
 
 # Beam's FileBasedSink writes each shard under full/beam-temp-<key>-<uuid>/
@@ -171,9 +174,12 @@ def _looks_like_full(path: str) -> tuple[str, ...]:
     )
 
 
-def _classify(path: str, names: list[str], problems: list[str], whole: Callable[[str], bool]) -> CacheDir:
+def _classify(
+    path: str, names: list[str], problems: list[str], whole: Callable[[str], bool], cut: Callable[[str], bool],
+) -> CacheDir:
     """The cache state the file names of ``full/`` make; ``whole(name)``
-    says whether a shard of an otherwise complete set is not truncated."""
+    says whether a shard of an otherwise complete set is not truncated,
+    ``cut(name)`` whether a recording ends in a partial record."""
     # key -> shard count -> (shard numbers, file names)
     shards: dict[str, dict[int, tuple[set[int], list[str]]]] = {}
     streaming = set()
@@ -185,6 +191,8 @@ def _classify(path: str, names: list[str], problems: list[str], whole: Callable[
             files.append(name)
         else:
             streaming.add(name)
+            if cut(name):
+                problems.append(f"full/{name}: {CUT_SHORT}")
     complete, partial, truncated, mixed = set(), set(), set(), []
     for key, sets in shards.items():
         if len(sets) > 1:
@@ -218,6 +226,34 @@ def _classify(path: str, names: list[str], problems: list[str], whole: Callable[
         truncated=frozenset(truncated),
         partial_files={k: tuple(sorted(f for _, files in shards[k].values() for f in files)) for k in partial},
     )
+
+
+# Beam's StreamingCache reader (and beaminst's) stops at a last line with no
+# newline, as it would at a record still being written: what was cut off is
+# not replayed, and nothing else would say so.
+CUT_SHORT = (
+    "the recording ends in a partial record (cut short, or still being written): it replays without it"
+)
+
+
+def _ends_mid_record(path: str) -> bool:
+    """Whether a StreamingCache recording has its header line and then bytes
+    after its last newline. One byte read at the end, and the first line
+    only when that byte is not a newline."""
+    from beaminst.cache.streaming import MAX_LINE_BYTES
+
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return False
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return False
+            f.seek(0)
+            return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")  # no header yet: nothing recorded, said elsewhere
+    except OSError:
+        return False
 
 
 # A shard that fails the end-of-stream check: most often one cut short (an
