@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -40,7 +39,13 @@ from beaminst.run.capture import (
 )
 from beaminst.run.job import Job, quiet_sdk_logs
 from beaminst.run.options import RunOptions
-from beaminst.run.recording import Recording, make_sink_dirs, plan_recording, written_bytes
+from beaminst.run.recording import (
+    Recording,
+    make_sink_dirs,
+    plan_recording,
+    refuse_appending,
+    written_bytes,
+)
 from beaminst.run.report import RunReport
 from beaminst.run.watch import Limits, Status, follow
 
@@ -74,7 +79,7 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         scans = {d: scan_cache_dir(d) for d in sorted(dirs)}
         _check_reads(reads, scans, options.job_endpoint is None, warnings)
         _clear_stale_shards(writes, scans, warnings)
-    _refuse_appending(writes)
+    refuse_appending(writes, recording)
     make_sink_dirs(writes)
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
     status = status or NoStatus()
@@ -198,26 +203,6 @@ def _clear_stale_shards(writes: tuple[CacheWrite, ...], scans: Mapping[str, Cach
             f"{w.key}: removed {len(stale)} shard file(s) that were no cache (a partial, damaged or mixed set) "
             "before rewriting it"
         )
-
-
-def _refuse_appending(writes: tuple[CacheWrite, ...]) -> None:
-    """A StreamingCache write appends to its file: written a second time (the
-    same instrumented proto run again: its keys are content digests, so they
-    do not change as Interactive Beam's per-run ids do), the file holds two
-    recordings, which Beam's reader refuses whole. Recordings are refused the
-    same way (:func:`beaminst.run.recording.plan_recording`)."""
-    for w in writes:
-        if not (w.streaming and not w.capture and w.cache_dir) or is_url(w.cache_dir):
-            continue
-        path = os.path.join(w.cache_dir, "full", w.key)
-        size = os.path.getsize(path) if os.path.isfile(path) else 0
-        if size:
-            raise BeaminstError(
-                f"{w.unique_name} would append to full/{w.key}, which already holds {size} bytes an earlier run "
-                "wrote, and leave a file Beam cannot read: instrument the original with --reuse to read it back, "
-                f"or rm {shlex.quote(path)} to write it again",
-                w.cache_dir,
-            )
 
 
 def _python_only_warnings(proto: Any) -> list[str]:

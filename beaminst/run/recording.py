@@ -90,17 +90,38 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
                 f"cannot tell where {c.write.unique_name} records (no path found in its sink): "
                 "--max-bytes does not count it; pass --cache-dir"
             )
-        elif _size(c.path):
-            # A second recording appended to the first starts with a second
-            # header: Beam's StreamingCache reader refuses the whole file, so
-            # instrument and show would lose the first recording too.
+    return recording, warnings
+
+
+def refuse_appending(writes: tuple[CacheWrite, ...], recording: Recording | None) -> None:
+    """A StreamingCache sink appends to its file, and a file holding two
+    recordings (a second header) is one Beam's reader refuses whole: the
+    first is lost to ``instrument`` and ``show`` too. So every StreamingCache
+    write whose file holds bytes is refused, before the job: a recording's
+    capture (measured where ``recording`` measures it), and an instrumented
+    streaming proto's cache write run a second time (its keys are content
+    digests, so they do not change as Interactive Beam's per-run ids do)."""
+    for c in recording.captures if recording else ():
+        size = _size(c.path)
+        if size:
             raise BeaminstError(
-                f"already holds {_size(c.path)} bytes recorded by an earlier run; a second recording would be "
+                f"already holds {size} bytes recorded by an earlier run; a second recording would be "
                 "appended and leave a file Beam cannot read. Interactive Beam clears it before recording: "
-                f"rm {shlex.quote(c.path)}, then run again (or instrument replays what is there)",
+                f"rm {shlex.quote(c.path)}, then run again (or instrument replays what is there)",  # type: ignore[arg-type]
                 c.path,
             )
-    return recording, warnings
+    for w in writes:
+        if not w.streaming or w.capture or not w.cache_dir or is_url(w.cache_dir):
+            continue
+        path = os.path.join(w.cache_dir, "full", w.key)
+        size = _size(path)
+        if size:
+            raise BeaminstError(
+                f"{w.unique_name} would append to full/{w.key}, which already holds {size} bytes an earlier run "
+                "wrote, and leave a file Beam cannot read: instrument the original with --reuse to read it back, "
+                f"or rm {shlex.quote(path)} to write it again",
+                w.cache_dir,
+            )
 
 
 def make_sink_dirs(writes: tuple[CacheWrite, ...]) -> list[str]:
