@@ -35,11 +35,10 @@ from beaminst.graph.index import GraphIndex
 from beaminst.model import urns
 from beaminst.model.beamproto import runner_api
 from beaminst.model.canonical import decompress_pickle
-from beaminst.model.labels import READ_CACHE
+from beaminst.model.labels import READ_CACHE, REIFY_BEFORE, WRITE_CACHE
 from beaminst.options import SourceRules
 
-WRITE_CACHE = "WriteCache_"
-REIFY_BEFORE = "ReifyBefore_WriteCache_"
+_REIFY_WRITE = REIFY_BEFORE + WRITE_CACHE  # + key: the leaf before a write
 STREAMING_SINK = "StreamingWriteToText"
 
 
@@ -73,8 +72,8 @@ def find_cache_writes(index: GraphIndex) -> tuple[CacheWrite, ...]:
     writes: list[tuple[str, str]] = []
     for tid in index.hierarchy_order:
         seg = _last_segment(transforms[tid].unique_name)
-        if seg.startswith(REIFY_BEFORE) and len(transforms[tid].inputs) == 1:
-            reify_input[seg[len(REIFY_BEFORE):]] = next(iter(transforms[tid].inputs.values()))
+        if seg.startswith(_REIFY_WRITE) and len(transforms[tid].inputs) == 1:
+            reify_input[seg[len(_REIFY_WRITE):]] = next(iter(transforms[tid].inputs.values()))
         elif seg.startswith(WRITE_CACHE) and len(seg) > len(WRITE_CACHE):
             writes.append((tid, seg[len(WRITE_CACHE):]))
     if not writes:
