@@ -405,6 +405,27 @@ def test_a_cache_dir_one_level_too_deep_is_named(tmp_path):
     assert any("looks like the full/ directory itself" in p and f"--cache-dir {tmp_path / 'cache'}" in p for p in problems)
 
 
+def test_a_cache_dir_one_level_too_shallow_is_named(tmp_path):
+    """The directory that holds the cache directory, given for it: every
+    key would read as missing, silently; analyze names the cache inside, and
+    show makes that its error instead of "no cache"."""
+    keys = _keys(tmp_path / "cache")
+    _cache(tmp_path / "cache", keys.values())
+    r = run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path), "--json")
+    problems = json.loads(r.stdout)["cache_problems"]
+    assert problems == [
+        f"{str(tmp_path)!r} holds no full/ directory, but a directory in it does: {str(tmp_path / 'cache')!r}; "
+        f"if that is the cache, pass --cache-dir {tmp_path / 'cache'}"
+    ]
+    line = _one_line(run_cli("show", WC, "-m", WC_M, "--cache-dir", str(tmp_path), "words"))
+    assert f"pass --cache-dir {tmp_path / 'cache'}" in line, line
+    assert json.loads(run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "--json").stdout)[
+        "cache_problems"] == []
+    (tmp_path / "empty").mkdir()
+    assert json.loads(run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "empty"), "--json").stdout)[
+        "cache_problems"] == []
+
+
 def test_cached_but_not_computed_says_how_to_read_it_back(tmp_path):
     keys = _keys(tmp_path / "cache")
     _cache(tmp_path / "cache", keys.values())

@@ -102,7 +102,7 @@ def scan_cache_dir(path: str | None) -> CacheDir:
     if os.path.lexists(full) and not os.path.exists(full):
         raise CacheDirError(f"full is a symbolic link to {os.readlink(full)}, which does not exist", path)
     if not os.path.exists(full):
-        return CacheDir(path, problems=_looks_like_full(path))
+        return CacheDir(path, problems=_looks_like_full(path) or _looks_like_a_parent(path))
     if not os.path.isdir(full):
         raise CacheDirError("full is not a directory", path)
     try:
@@ -172,6 +172,31 @@ def _looks_like_full(path: str) -> tuple[str, ...]:
         f"{path!r} holds cache shards ({shard}) but no full/ directory: {FULL_ITSELF}; pass its parent, "
         f"--cache-dir {parent}",
     )
+
+
+INSIDE_IT = "holds no full/ directory, but a directory in it does"
+_PARENT_LOOK = 64  # directory entries looked at: a --cache-dir of a home directory costs no more
+
+
+def _looks_like_a_parent(path: str) -> tuple[str, ...]:
+    """A --cache-dir one level too shallow (the directory that holds the
+    cache directory) has no ``full/`` of its own: every key then reads as
+    missing, silently. The first few entries are looked at, no more."""
+    found = []
+    try:
+        with os.scandir(path) as it:
+            for i, entry in enumerate(it):
+                if i >= _PARENT_LOOK:
+                    break
+                if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "full")):
+                    found.append(entry.path)
+    except OSError:
+        return ()
+    if not found:
+        return ()
+    found.sort()
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return (f"{path!r} {INSIDE_IT}: {found[0]!r}{more}; if that is the cache, pass --cache-dir {found[0]}",)
 
 
 def _classify(

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.analysis.suggest import did_you_mean
-from beaminst.cache.cachedir import FULL_ITSELF
+from beaminst.cache.cachedir import FULL_ITSELF, INSIDE_IT
 from beaminst.commands.nextsteps import Invocation
 from beaminst.errors import BeaminstError, ManifestError, printable
 from beaminst.options import SourceRules
@@ -87,7 +87,7 @@ def plan_show(
     missing = [v for v in variables if v.layout is None]
     instrumented = grafted(analysis.index.pipeline)
     if len(missing) == len(variables):
-        misplaced = next((p for p in analysis.cache.problems if FULL_ITSELF in p), None)
+        misplaced = next((p for p in analysis.cache.problems if FULL_ITSELF in p or INSIDE_IT in p), None)
         if misplaced is not None:  # the likelier mistake than a cache never made
             raise NothingCachedError(misplaced, cache_dir)
         where = "" if analysis.cache.exists else "the cache directory does not exist (a typo, or nothing has run yet): "
