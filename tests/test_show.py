@@ -231,6 +231,10 @@ def test_a_recording_cut_mid_record_is_said_by_show_analyze_and_instrument(tmp_p
     assert show("windowed", **args).stderr == ""
     path.write_bytes(whole[: whole.find(b"\n") // 2])  # not even the header: nothing recorded, said otherwise
     assert note not in run_cli("analyze", PUBSUB[0], "-m", PUBSUB[1], "--cache-dir", str(cache), "--json").stdout
+    path.write_bytes(whole)
+    (cache / "full" / "notes.txt").write_bytes(b"a stray file\nwith no newline at its end")  # not a recording
+    problems = json.loads(run_cli("analyze", PUBSUB[0], "-m", PUBSUB[1], "--cache-dir", str(cache), "--json").stdout)
+    assert problems["cache_problems"] == [], problems["cache_problems"]
 
 
 def _show_in_terminal(args: list[str]) -> str:

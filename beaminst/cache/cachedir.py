@@ -261,10 +261,14 @@ CUT_SHORT = (
 )
 
 
+_RECORD_LINE = b"%03"  # quote() of FastPrimitivesCoder's bytes tag: how every line of a recording begins
+
+
 def _ends_mid_record(path: str) -> bool:
     """Whether a StreamingCache recording has its header line and then bytes
     after its last newline. One byte read at the end, and the first line
-    only when that byte is not a newline."""
+    only when that byte is not a newline; a file whose first line is not a
+    record (not a recording: a stray file in ``full/``) is not one cut short."""
     from beaminst.cache.streaming import MAX_LINE_BYTES
 
     try:
@@ -276,7 +280,9 @@ def _ends_mid_record(path: str) -> bool:
             if f.read(1) == b"\n":
                 return False
             f.seek(0)
-            return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")  # no header yet: nothing recorded, said elsewhere
+            header = f.readline(MAX_LINE_BYTES + 1)
+            # No header yet: nothing recorded, which instrument says on its own.
+            return header.endswith(b"\n") and header.startswith(_RECORD_LINE)
     except OSError:
         return False
 
