@@ -369,6 +369,31 @@ def test_output_never_replaces_an_input(cmd: str, how: str, which: str, tmp_path
     assert not (tmp_path / "cache").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("cmd", ["instrument", "background-caching"])
+def test_an_output_inside_the_cache_directorys_full_is_refused(cmd: str, tmp_path: Path) -> None:
+    """full/ holds Beam's cache files: a proto written there reads as a
+    recording of its name, and a cache cleanup takes it along. Refused before
+    any work, however the path is spelled (a symlinked cache directory too);
+    beside full/, in the cache directory itself, is fine."""
+    from conftest import run_cli
+
+    pipeline, manifest = _inputs(tmp_path)
+    (tmp_path / "cache" / "full").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "cache")
+    for out in (tmp_path / "cache" / "full" / "o.pb", tmp_path / "alias" / "full" / "o.pb"):
+        r = run_cli(cmd, str(pipeline), "-m", str(manifest), "--cache-dir", str(tmp_path / "cache"), "-o", str(out))
+        assert r.exit_code == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            f"beaminst: {out}: is inside the cache directory's full/ ({tmp_path / 'cache' / 'full'}), which holds "
+            "Beam's cache files only: write the output elsewhere"
+        ]
+        assert os.listdir(tmp_path / "cache" / "full") == []
+    if cmd == "instrument":
+        r = run_cli(cmd, str(pipeline), "-m", str(manifest), "--cache-dir", str(tmp_path / "cache"),
+                    "-o", str(tmp_path / "cache" / "o.pb"))
+        assert r.exit_code == 0, r.stderr
+
+
 def test_graph_against_is_an_input_too(tmp_path: Path) -> None:
     from conftest import run_cli
 

@@ -118,7 +118,7 @@ def rewrite_file(
     from beaminst.model.protoio import save_pipeline
 
     fmt = choose_format(output, output_format)  # fail on a bad format before any work
-    check_output_path(output, (pipeline_path, manifest_path))
+    check_output_path(output, (pipeline_path, manifest_path), options.cache_dir)
     with paused_gc():  # one pause from load to save, not a collection over both protos between the phases
         analysis = analyze_files(pipeline_path, manifest_path, options.cache_dir, rules, reuse)
         try:
@@ -149,16 +149,27 @@ def _unknown_extension(output: str, requested: str | None) -> str | None:
             f"(.pb, .textproto or .json choose one; or pass --output-format {'|'.join(FORMATS)})")
 
 
-def check_output_path(output: str, inputs: Iterable[str | None] = ()) -> None:
+def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir: str | None = None) -> None:
     """Fail before any work when ``output`` can never be written, or is one
     of ``inputs`` under any name (the path itself, a symlink or a hard link:
-    the same device and inode), which the rename would replace."""
+    the same device and inode), which the rename would replace, or lies in
+    ``cache_dir``'s ``full/``, Beam's own (a file there reads as a recording of
+    its name, and a Beam cache cleanup removes it with the rest)."""
     import os
 
+    from beaminst.cache.cachefs import is_url
     from beaminst.errors import OutputError
 
     if output == STDIO:
         return
+    if cache_dir and not is_url(cache_dir):
+        full = os.path.realpath(os.path.join(cache_dir, "full"))
+        where = os.path.realpath(os.path.dirname(os.path.abspath(output)))
+        if where == full or where.startswith(full + os.sep):
+            raise OutputError(
+                f"is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
+                "write the output elsewhere", output,
+            )
     for path in inputs:
         if path and path != STDIO and _same_file(output, path):
             raise OutputError(f"is the same file as the input {path}; an output never replaces an input", output)
