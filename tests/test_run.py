@@ -180,6 +180,13 @@ def test_a_streaming_write_over_an_earlier_one_is_refused(tmp_path, monkeypatch)
     assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert f"{w.unique_name} would append to full/{w.key}, which already holds 7 bytes" in r.stderr
     assert f"rm {cache / 'full' / w.key} to write it again" in r.stderr and started == []
+    # A directory in the file's place holds no recording: not refused as one
+    # ("already holds 4096 bytes"); Beam's sink fails on it, in the job.
+    (cache / "full" / w.key).unlink()
+    (cache / "full" / w.key).mkdir()
+    from beaminst.run.recording import refuse_appending
+
+    refuse_appending(find_cache_writes(load(out).index), None)
 
 
 def test_recording_defaults_are_interactive_beams():

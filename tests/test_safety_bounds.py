@@ -394,6 +394,23 @@ def test_an_output_inside_the_cache_directorys_full_is_refused(cmd: str, tmp_pat
         assert r.exit_code == 0, r.stderr
 
 
+def test_a_batch_destination_inside_the_cache_directorys_full_is_refused_before_it_is_made(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    src = tmp_path / "src"
+    src.mkdir()
+    pipeline, _ = _inputs(src)
+    (tmp_path / "cache" / "full").mkdir(parents=True)
+    dest = tmp_path / "cache" / "full" / "out"
+    r = run_cli("batch", str(src), "-o", str(dest), "--cache-dir", str(tmp_path / "cache"))
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.splitlines() == [
+        f"beaminst: {dest}: destination is inside the cache directory's full/ ({tmp_path / 'cache' / 'full'}), "
+        "which holds Beam's cache files only: write the outputs elsewhere"
+    ]
+    assert os.listdir(tmp_path / "cache" / "full") == []
+
+
 def test_graph_against_is_an_input_too(tmp_path: Path) -> None:
     from conftest import run_cli
 

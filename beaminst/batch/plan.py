@@ -102,6 +102,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     A cache dir URL's filesystem options go into every job."""
     from beaminst.cache.cachedir import scan_cache_dir
     from beaminst.cache.cachefs import resolve
+    from beaminst.commands.api import cache_full_holding
     from beaminst.model.bounded import max_decompressed_bytes
 
     src, dest, cache_dir, manifest = spec.src, spec.dest, spec.options.cache_dir, spec.manifest
@@ -113,6 +114,12 @@ def plan_batch(spec: BatchSpec) -> Plan:
         raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise OutputError("is not a directory", dest)
+    full = cache_full_holding(dest, cache_dir)
+    if full is not None:
+        raise OutputError(
+            f"destination is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
+            "write the outputs elsewhere", dest,
+        )
     scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
     options = dataclasses.replace(spec.options, cache_dir=resolve(cache_dir))  # a URL stays one: workers write through it
     remote = {"filesystem_args": list(spec.filesystem_args)} if spec.remote else {}

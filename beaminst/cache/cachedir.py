@@ -21,6 +21,7 @@ import bisect
 import bz2
 import os
 import re
+import shlex
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ def _looks_like_a_parent(path: str) -> tuple[str, ...]:
         return ()
     found.sort()
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return (f"{path!r} {INSIDE_IT}: {found[0]!r}{more}; if that is the cache, pass --cache-dir {found[0]}",)
+    return (f"{path!r} {INSIDE_IT}: {found[0]!r}{more}; if that is the cache, pass --cache-dir {shlex.quote(found[0])}",)
 
 
 def _classify(
@@ -266,9 +267,10 @@ _RECORD_LINE = b"%03"  # quote() of FastPrimitivesCoder's bytes tag: how every l
 
 def _ends_mid_record(path: str) -> bool:
     """Whether a StreamingCache recording has its header line and then bytes
-    after its last newline. One byte read at the end, and the first line
-    only when that byte is not a newline; a file whose first line is not a
-    record (not a recording: a stray file in ``full/``) is not one cut short."""
+    after its last newline. One byte read at the end; when it is not a
+    newline, three at the start, and the first line only when those begin a
+    record: a file that does not (a stray file in ``full/``) is no recording,
+    and is not read further."""
     from beaminst.cache.streaming import MAX_LINE_BYTES
 
     try:
@@ -279,6 +281,9 @@ def _ends_mid_record(path: str) -> bool:
             f.seek(size - 1)
             if f.read(1) == b"\n":
                 return False
+            f.seek(0)
+            if f.read(len(_RECORD_LINE)) != _RECORD_LINE:
+                return False  # not a recording: no line of it is read
             f.seek(0)
             header = f.readline(MAX_LINE_BYTES + 1)
             # No header yet: nothing recorded, which instrument says on its own.

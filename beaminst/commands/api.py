@@ -157,19 +157,16 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
     its name, and a Beam cache cleanup removes it with the rest)."""
     import os
 
-    from beaminst.cache.cachefs import is_url
     from beaminst.errors import OutputError
 
     if output == STDIO:
         return
-    if cache_dir and not is_url(cache_dir):
-        full = os.path.realpath(os.path.join(cache_dir, "full"))
-        where = os.path.realpath(os.path.dirname(os.path.abspath(output)))
-        if where == full or where.startswith(full + os.sep):
-            raise OutputError(
-                f"is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
-                "write the output elsewhere", output,
-            )
+    full = cache_full_holding(os.path.dirname(os.path.abspath(output)), cache_dir)
+    if full is not None:
+        raise OutputError(
+            f"is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
+            "write the output elsewhere", output,
+        )
     for path in inputs:
         if path and path != STDIO and _same_file(output, path):
             raise OutputError(f"is the same file as the input {path}; an output never replaces an input", output)
@@ -180,6 +177,20 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
         raise OutputError(f"output directory {directory} does not exist", output)
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output directory {directory} is not writable", output)
+
+
+def cache_full_holding(directory: str, cache_dir: str | None) -> str | None:
+    """``cache_dir``'s ``full/``, resolved, when ``directory`` is it or lies
+    in it (links followed; a URL cache holds no local directory)."""
+    import os
+
+    from beaminst.cache.cachefs import is_url
+
+    if not cache_dir or is_url(cache_dir):
+        return None
+    full = os.path.realpath(os.path.join(cache_dir, "full"))
+    where = os.path.realpath(directory)
+    return full if where == full or where.startswith(full + os.sep) else None
 
 
 def _same_file(a: str, b: str) -> bool:

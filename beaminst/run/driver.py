@@ -64,6 +64,7 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     proto = loaded.proto
     writes = find_cache_writes(loaded.index)
     recording, warnings = plan_recording(writes, options.cache_dir)
+    refuse_appending(writes, recording)  # before anything is removed or submitted
     if recording is None and (options.max_duration is not None or options.max_bytes is not None):
         warnings.append(
             "--max-duration and --max-bytes limit a recording: this proto has no capture write "
@@ -79,7 +80,6 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         scans = {d: scan_cache_dir(d) for d in sorted(dirs)}
         _check_reads(reads, scans, options.job_endpoint is None, warnings)
         _clear_stale_shards(writes, scans, warnings)
-    refuse_appending(writes, recording)
     make_sink_dirs(writes)
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
     status = status or NoStatus()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +99,8 @@ def refuse_appending(writes: tuple[CacheWrite, ...], recording: Recording | None
     recordings (a second header) is one Beam's reader refuses whole: the
     first is lost to ``instrument`` and ``show`` too. So every StreamingCache
     write whose file holds bytes is refused, before the job: a recording's
-    capture (measured where ``recording`` measures it), and an instrumented
+    capture (its file where ``recording`` measures it: under --cache-dir when
+    one is given, else where its sink names), and an instrumented
     streaming proto's cache write run a second time (its keys are content
     digests, so they do not change as Interactive Beam's per-run ids do)."""
     for c in recording.captures if recording else ():
@@ -167,10 +169,13 @@ def written_bytes(write: CacheWrite) -> int | None:
 
 
 def _size(path: str | None) -> int:
+    """The bytes of the regular file at ``path``; 0 for anything else (none
+    yet, or a directory in its place, which no recording is)."""
     try:
-        return os.stat(path).st_size if path else 0
+        st = os.stat(path) if path else None
     except OSError:
         return 0
+    return st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
 
 
 def _count_elements(cache_dir: str, key: str) -> int | None:
