@@ -100,9 +100,8 @@ def plan_batch(spec: BatchSpec) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
     A cache dir URL's filesystem options go into every job."""
-    from beaminst.cache.cachedir import scan_cache_dir
+    from beaminst.cache.cachedir import full_dir_holding, scan_cache_dir
     from beaminst.cache.cachefs import resolve
-    from beaminst.commands.api import cache_full_holding
     from beaminst.model.bounded import max_decompressed_bytes
 
     src, dest, cache_dir, manifest = spec.src, spec.dest, spec.options.cache_dir, spec.manifest
@@ -114,7 +113,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
         raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise OutputError("is not a directory", dest)
-    full = cache_full_holding(dest, cache_dir)
+    full = full_dir_holding(dest, cache_dir)
     if full is not None:
         raise OutputError(
             f"destination is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "

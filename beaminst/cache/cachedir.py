@@ -77,6 +77,16 @@ class CacheDir:
         return cachefs.join(self.path, "full")
 
 
+def full_dir_holding(directory: str, cache_dir: str | None) -> str | None:
+    """``cache_dir``'s ``full/``, resolved, when ``directory`` is it or lies
+    in it (links followed): Beam's own, where no output of beaminst belongs.
+    None for a URL cache, which holds no local directory."""
+    if not cache_dir or cachefs.is_url(cache_dir):
+        return None
+    full = os.path.realpath(os.path.join(cache_dir, "full"))
+    return full if os.path.commonpath([os.path.realpath(directory), full]) == full else None
+
+
 def scan_cache_dir(path: str | None) -> CacheDir:
     """List ``path/full`` once. A missing directory is an empty cache."""
     if path is None:
@@ -271,7 +281,7 @@ def _ends_mid_record(path: str) -> bool:
     newline, three at the start, and the first line only when those begin a
     record: a file that does not (a stray file in ``full/``) is no recording,
     and is not read further."""
-    from beaminst.cache.streaming import MAX_LINE_BYTES
+    from beaminst.cache.streaming import has_header
 
     try:
         with open(path, "rb") as f:
@@ -284,12 +294,10 @@ def _ends_mid_record(path: str) -> bool:
             f.seek(0)
             if f.read(len(_RECORD_LINE)) != _RECORD_LINE:
                 return False  # not a recording: no line of it is read
-            f.seek(0)
-            header = f.readline(MAX_LINE_BYTES + 1)
-            # No header yet: nothing recorded, which instrument says on its own.
-            return header.endswith(b"\n") and header.startswith(_RECORD_LINE)
     except OSError:
         return False
+    # No header yet: nothing recorded, which instrument says on its own.
+    return has_header(path)
 
 
 # A shard that fails the end-of-stream check: most often one cut short (an

@@ -51,7 +51,7 @@ def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], 
     if cache_dir is None:
         return [], list(keys)
     require_local(cache_dir)
-    present = [k for k in keys if _has_header(os.path.join(cache_dir, "full", k))]
+    present = [k for k in keys if has_header(os.path.join(cache_dir, "full", k))]
     missing = [k for k in keys if k not in present]
     if not present:
         return [], missing
@@ -117,7 +117,8 @@ def _decode_line(line: bytes) -> bytes:
     return raw[1:]
 
 
-def _has_header(path: str) -> bool:
+def has_header(path: str) -> bool:
+    """Whether the file at ``path`` has a whole first line (a recording's header)."""
     try:
         with open(path, "rb") as f:
             return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")

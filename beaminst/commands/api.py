@@ -8,7 +8,7 @@ from typing import Any
 
 from beaminst.analysis.analyze import Analysis, analyze
 from beaminst.analysis.manifest import load_manifest
-from beaminst.cache.cachedir import scan_cache_dir
+from beaminst.cache.cachedir import full_dir_holding, scan_cache_dir
 from beaminst.errors import BeaminstError
 from beaminst.graph.index import GraphIndex
 from beaminst.graph.validate import validate
@@ -161,7 +161,7 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
 
     if output == STDIO:
         return
-    full = cache_full_holding(os.path.dirname(os.path.abspath(output)), cache_dir)
+    full = full_dir_holding(os.path.dirname(os.path.abspath(output)), cache_dir)
     if full is not None:
         raise OutputError(
             f"is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
@@ -177,20 +177,6 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
         raise OutputError(f"output directory {directory} does not exist", output)
     if not os.access(directory, os.W_OK):
         raise OutputError(f"output directory {directory} is not writable", output)
-
-
-def cache_full_holding(directory: str, cache_dir: str | None) -> str | None:
-    """``cache_dir``'s ``full/``, resolved, when ``directory`` is it or lies
-    in it (links followed; a URL cache holds no local directory)."""
-    import os
-
-    from beaminst.cache.cachefs import is_url
-
-    if not cache_dir or is_url(cache_dir):
-        return None
-    full = os.path.realpath(os.path.join(cache_dir, "full"))
-    where = os.path.realpath(directory)
-    return full if where == full or where.startswith(full + os.sep) else None
 
 
 def _same_file(a: str, b: str) -> bool:
