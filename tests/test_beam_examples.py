@@ -221,12 +221,32 @@ def _written(out: Path) -> list[str]:
     return sorted(line for f in sorted(out.parent.glob(out.name + "*")) for line in f.read_text().splitlines())
 
 
+RUNS = [
+    ("complete.tfidf", "direct"), ("complete.autocomplete", "direct"), ("cookbook.multiple_output_pardo", "direct"),
+    ("complete.tfidf", "job service"), ("cookbook.multiple_output_pardo", "job service"),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["complete.tfidf", "complete.autocomplete", "cookbook.multiple_output_pardo"])
-def test_an_example_runs_then_runs_again_from_its_cache(name, tmp_path):
+@pytest.mark.parametrize(("name", "runner"), RUNS)
+def test_an_example_runs_then_runs_again_from_its_cache(name, runner, tmp_path, request):
     """The interactive loop on an example: instrument, run (every binding
     written), instrument with --reuse (everything read back, nothing
-    written), run again; the example's own output is the same both times."""
+    written), run again; the example's own output is the same both times.
+    Run by ``beaminst run`` (the DirectRunner), or submitted as the proto
+    it is through the Job API to Beam's job service (:func:`portable.submit`)."""
+
+    def execute(path: Path) -> None:
+        if runner == "direct":
+            _run("run", str(path))
+            return
+        from portable import submit
+
+        from beaminst.model.protoio import load_pipeline
+
+        job = submit(load_pipeline(str(path))[0], request.getfixturevalue("job_service").endpoint, timeout=300)
+        assert job.ok, job.describe()
+
     write_inputs(tmp_path / "data")
     built = build(name, tmp_path / "data")
     pb, manifest = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "p"))
@@ -234,7 +254,7 @@ def test_an_example_runs_then_runs_again_from_its_cache(name, tmp_path):
     out = tmp_path / "data" / "out"
     first = json.loads(_run("instrument", pb, "-m", manifest, "--cache-dir", cache, "-o", str(tmp_path / "1.pb"), "--json").stdout)
     assert first["writes"] and not first["reads"]
-    _run("run", str(tmp_path / "1.pb"))
+    execute(tmp_path / "1.pb")
     before = _written(out)
     assert before
     for f in out.parent.glob(out.name + "*"):
@@ -243,5 +263,5 @@ def test_an_example_runs_then_runs_again_from_its_cache(name, tmp_path):
         _run("instrument", pb, "-m", manifest, "--cache-dir", cache, "--reuse", "-o", str(tmp_path / "2.pb"), "--json").stdout
     )
     assert again["reads"] and not again["writes"], again
-    _run("run", str(tmp_path / "2.pb"))
+    execute(tmp_path / "2.pb")
     assert _written(out) == before
