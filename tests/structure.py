@@ -83,3 +83,36 @@ def diff(a: dict[str, Node], b: dict[str, Node]) -> list[str]:
                 if getattr(a[n], f) != getattr(b[n], f):
                     lines.append(f"{n}: {f} differs: {getattr(a[n], f)} != {getattr(b[n], f)}")
     return lines
+
+
+def pass_throughs(proto: Any, strip_prefix: str | None = None) -> set[str]:
+    """Unique names of the leaves whose every output is also an input."""
+    names = set()
+    for t in proto.components.transforms.values():
+        outs = set(t.outputs.values())
+        if not t.subtransforms and outs and outs <= set(t.inputs.values()):
+            name = t.unique_name
+            if strip_prefix and name.startswith(strip_prefix + "/"):
+                name = name[len(strip_prefix) + 1 :]
+            names.add(name)
+    return names
+
+
+def compared(beam: Any, ours: Any, prefix: str) -> tuple[dict[str, Node], dict[str, Node]]:
+    """Both structures (``beam``'s with ``prefix`` stripped), less the
+    pass-throughs only one side kept, out of their parents' subtransforms
+    too; a pass-through both kept is compared like the rest. Beam's
+    ``PipelineFragment`` walks a set of PCollection objects hashed by
+    ``id()``, so whether it keeps a pass-through inside a kept composite
+    (a ``MaybeReshuffle`` whose output is its input) changes from process to
+    process; beaminst walks in id order and always gives one answer."""
+    beam_nodes, our_nodes = structure(beam, strip_prefix=prefix), structure(ours)
+    one_side = (set(beam_nodes) ^ set(our_nodes)) & (pass_throughs(beam, prefix) | pass_throughs(ours))
+
+    def less(nodes: dict[str, Node]) -> dict[str, Node]:
+        return {
+            name: Node(n.urn, n.subtransforms - one_side, n.inputs, n.outputs)
+            for name, n in nodes.items() if name not in one_side
+        }
+
+    return less(beam_nodes), less(our_nodes)

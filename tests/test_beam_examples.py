@@ -38,7 +38,7 @@ from beam_examples import EXAMPLES, STREAMING, build, write_inputs
 from beamref import beam_instrument, export_with_keys
 from conftest import beam_noise_free, run_cli, run_cli_subprocess
 from portable import assert_java_valid
-from structure import Node, diff, structure
+from structure import compared, diff
 
 import beaminst
 from beaminst.commands.api import analyze_files
@@ -49,35 +49,6 @@ from beaminst.passes.instrument import instrument
 
 BEAM_CANNOT = ("streaming_wordcount_debugging", "cookbook.group_with_coder")
 COMPARED = tuple(e for e in EXAMPLES if e not in BEAM_CANNOT)
-
-
-def pass_throughs(proto: Any, strip_prefix: str | None = None) -> set[str]:
-    """Unique names of the leaves whose every output is also an input."""
-    names = set()
-    for t in proto.components.transforms.values():
-        outs = set(t.outputs.values())
-        if not t.subtransforms and outs and outs <= set(t.inputs.values()):
-            name = t.unique_name
-            if strip_prefix and name.startswith(strip_prefix + "/"):
-                name = name[len(strip_prefix) + 1 :]
-            names.add(name)
-    return names
-
-
-def compared(beam: Any, ours: Any, prefix: str) -> tuple[dict[str, Node], dict[str, Node]]:
-    """Both structures, less the pass-throughs only one side kept (the
-    difference the module docstring explains), out of their parents'
-    subtransforms too. A pass-through both kept is compared like the rest."""
-    beam_nodes, our_nodes = structure(beam, strip_prefix=prefix), structure(ours)
-    one_side = (set(beam_nodes) ^ set(our_nodes)) & (pass_throughs(beam, prefix) | pass_throughs(ours))
-
-    def less(nodes: dict[str, Node]) -> dict[str, Node]:
-        return {
-            name: Node(n.urn, n.subtransforms - one_side, n.inputs, n.outputs)
-            for name, n in nodes.items() if name not in one_side
-        }
-
-    return less(beam_nodes), less(our_nodes)
 
 
 @dataclass
