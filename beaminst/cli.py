@@ -338,6 +338,7 @@ def analyze(
     epilog="""\b
 Examples:
   beaminst show wordcount.pb -m wordcount.manifest.json --cache-dir cache/ words counts
+  beaminst show wordcount.pb -m wordcount.manifest.json --cache-dir cache/   # every cached variable
   beaminst show wordcount.pb -m wordcount.manifest.json --cache-dir cache/ counts | sort -t$'\\t' -k2 -n
   beaminst show events.pb -m m.json --cache-dir cache/ events --json --include-window-info | jq .event_time
   beaminst show wordcount.pb -m m.json --cache-dir cache/ counts --csv > counts.csv
@@ -348,7 +349,7 @@ them has a cache, an unknown variable, or a cache that cannot be read.
 """,
 )
 @common_inputs
-@click.argument("variables", nargs=-1, required=True, metavar="VAR...")
+@click.argument("variables", nargs=-1, metavar="[VAR]...")
 @click.option(
     "--limit", type=click.IntRange(min=0), metavar="N",
     help="Show at most N elements per variable, still counting them all "
@@ -381,7 +382,8 @@ def show(
     """Print the cached elements of bound variables VAR..., as ib.show / ib.collect do.
 
     Variables are named as in the manifest (or synthetic_var_... for unbound
-    source outputs, as analyze shows them). Reads FileBasedCacheManager shards
+    source outputs, as analyze shows them); with no VAR, every variable that
+    has a cache (the others named on stderr). Reads FileBasedCacheManager shards
     and StreamingCache recordings alike, decoding with the coders the pipeline
     declares. A table on a terminal, else tab-separated lines; --json, --csv.
     """
@@ -394,7 +396,7 @@ def show(
         _fail("show needs --cache-dir: the cache to read")
     if as_json and as_csv:
         _fail("--json and --csv are exclusive")
-    if as_csv and len(set(variables)) > 1:
+    if as_csv and len(set(variables)) != 1:
         _fail("--csv writes one table: name one VAR (run show once per variable)")
     mode = showformat.JSON if as_json else showformat.CSV if as_csv else (
         showformat.TABLE if sys.stdout.isatty() else showformat.PLAIN

@@ -152,6 +152,25 @@ def test_shards_plain_lines_escape_and_prefix_several_variables(tmp_path):
     ]
 
 
+def test_no_variable_named_shows_every_cached_one(tmp_path):
+    """No VAR: every variable with a cache, in manifest order (what run's next
+    step leads to); the uncached ones named in one note."""
+    cache = wordcount_cache(tmp_path)
+    every = show(cache=cache)
+    assert every.exit_code == 0, every.stderr
+    names = json.loads(Path(fixture_manifest("wordcount")).read_text())["bindings"]
+    cached = [n for n in names if n in ("words", "counts")]
+    assert [line.split("\t")[0] for line in every.stdout.splitlines()] == [
+        n for n in cached for _ in range(4 if n == "words" else 2)
+    ]
+    assert every.stdout == show(*cached, cache=cache).stdout
+    assert every.stderr.splitlines() == [f"beaminst: {cache}: not shown, no cache: {', '.join(n for n in names if n not in cached)}"]
+    csv = show("--csv", cache=cache)
+    assert csv.exit_code == 2 and "--csv writes one table: name one VAR" in csv.stderr
+    nothing = show(cache=tmp_path / "empty")
+    assert nothing.exit_code == 2 and "'counts', 'formatted', 'lines', 'words' have no cache" in nothing.stderr
+
+
 def test_shards_json_csv_and_window_info(tmp_path):
     cache = wordcount_cache(tmp_path)
     assert json_lines(show("counts", "--json", cache=cache).stdout) == [["to", 2], ["be", 2]]
@@ -351,7 +370,7 @@ def test_a_shard_bomb_stops_counting_and_refuses_to_decode_past_the_cap(tmp_path
     everything = show("words", "--json", cache=cache)
     assert everything.exit_code == 2
     assert everything.stderr.splitlines()[-1] == (
-        f"beaminst: {cache}: full/{key}-00000-of-00001: the shards decompress to more than {1 << 20} bytes "
+        f"beaminst: {cache}: words: full/{key}-00000-of-00001: the shards decompress to more than {1 << 20} bytes "
         f"before element {counted} (a few KB of bz2 can inflate to gigabytes; BEAMINST_MAX_SHARD_BYTES raises the cap)"
     )
 
@@ -472,7 +491,9 @@ def test_usage_errors(tmp_path):
     no_dir = run_cli("show", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"), "words")
     assert no_dir.exit_code == 2 and "needs --cache-dir" in no_dir.stderr
     no_var = run_cli("show", fixture_pb("wordcount"), "--cache-dir", str(cache))
-    assert no_var.exit_code == 2 and "VAR" in no_var.stderr
+    assert no_var.exit_code == 2 and no_var.stderr.splitlines() == [
+        f"beaminst: {fixture_pb('wordcount')}: no variables to show: no manifest given (pass -m MANIFEST, and VAR... to choose)"
+    ]
     assert show("words", "words", cache=cache).stdout == "to\nbe\nor\\tnot\né\n"  # asked twice, shown once
 
 
@@ -547,6 +568,21 @@ def test_damaged_shards_are_one_line_errors(tmp_path, monkeypatch):
     shard.write_bytes(bz2.compress(b"A" * 1000))
     r = show("words", cache=cache)
     assert r.exit_code == 2 and "has a line over 100 bytes" in r.stderr
+
+
+@pytest.mark.parametrize("args", [(), ("--json",)])
+def test_an_element_that_does_not_decode_names_its_variable(tmp_path, args):
+    """Of several variables asked for, the error says which one holds it."""
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    cache = tmp_path / "cache"
+    write_shards(pb, man, "words", cache, ["to", "be"])
+    key = write_shards(pb, man, "counts", cache, [("to", 1)])
+    (cache / "full" / f"{key}-00000-of-00001").write_bytes(bz2.compress(b"!!!not base64!!!\n"))
+    r = show("words", "counts", *args, cache=cache)
+    assert r.exit_code == 2 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"beaminst: {cache}: counts: full/{key}-00000-of-00001: element 0 does not decode"), lines
 
 
 @pytest.mark.parametrize("args", [(), ("--json",)])  # plain lines (piped), JSON lines

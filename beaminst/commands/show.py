@@ -64,8 +64,9 @@ def plan_show(
     rules: SourceRules = SourceRules(),  # noqa: B008 - frozen
 ) -> ShowPlan:
     """Resolve ``names`` to their caches (the analysis finds unbounded
-    sources by ``rules``). Raises on an unknown name (with a suggestion) and
-    when none of them has a cache (with how to make one)."""
+    sources by ``rules``; no names: every variable that has one). Raises on
+    an unknown name (with a suggestion) and when none of them has a cache
+    (with how to make one)."""
     from beaminst.commands.api import analyze_files, grafted
 
     try:
@@ -83,9 +84,19 @@ def plan_show(
                 ) from None
         raise
     how = Invocation(pipeline_path, manifest_path, cache_dir, rules)
-    variables = tuple(resolve(analysis, list(dict.fromkeys(names)), manifest_path is None))
+    asked = list(dict.fromkeys(names))
+    # No name: every variable (bound ones, then unbounded sources' synthetic
+    # ones), those with a cache shown and the rest named in one note.
+    every = [c.var for c in analysis.cacheables.values() if not c.synthetic] + sorted(
+        c.var for c in analysis.cacheables.values() if c.synthetic
+    )
+    variables = tuple(resolve(analysis, asked or every, manifest_path is None))
     missing = [v for v in variables if v.layout is None]
     instrumented = grafted(analysis.index.pipeline)
+    if not variables:
+        if manifest_path is None:
+            raise BeaminstError("no variables to show: no manifest given (pass -m MANIFEST, and VAR... to choose)", pipeline_path)
+        raise BeaminstError("no variables to show: the manifest binds none", analysis.manifest_source)
     if len(missing) == len(variables):
         misplaced = next((p for p in analysis.cache.problems if FULL_ITSELF in p or INSIDE_IT in p), None)
         if misplaced is not None:  # the likelier mistake than a cache never made
@@ -94,10 +105,13 @@ def plan_show(
         raise NothingCachedError(where + _no_cache(missing, how, instrumented), cache_dir)
     # What analyze and instrument say of the cache directory, said here too
     # (leftover temporary directories of a failed write, mixed shard sets).
-    notes = (
-        *(printable(f"{cache_dir}: {p}") for p in analysis.cache.problems),
-        *(printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing),
+    uncached = (
+        (printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing) if asked
+        else [printable(f"{cache_dir}: not shown, no cache: {', '.join(v.name for v in missing)}")] if missing else []
     )
+    notes = (*(printable(f"{cache_dir}: {p}") for p in analysis.cache.problems), *uncached)
+    if not asked:
+        variables = tuple(v for v in variables if v.layout is not None)
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
 
 
@@ -195,7 +209,7 @@ def write_show(
     if mode == showformat.TABLE:
         tables = []
         for v, e in opened:
-            with _too_deep(v, plan.cache_dir):
+            with _showing(v, plan.cache_dir):
                 tables.append((v, e, showformat.table_rows(showformat.Section(v.name, v.title, e.take(limit)), window_info)))
         for v, e, (shape, rows) in tables:
             showformat.print_table(console(), v.title, shape, rows, window_info, e.total or 0, e.counted_all)
@@ -205,7 +219,7 @@ def write_show(
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8", newline="") as spool:
         writer = showformat.LineWriter(spool, mode, window_info, prefix)  # type: ignore[arg-type]
         for v, e in opened:
-            with _too_deep(v, plan.cache_dir):
+            with _showing(v, plan.cache_dir):
                 shown = writer.write(showformat.Section(v.name, v.title, e.take(limit)))
             total = e.total or 0
             if not e.counted_all:
@@ -225,9 +239,16 @@ _SPOOL_BYTES = 8 << 20  # what show's lines hold in memory before they go to a t
 
 
 @contextlib.contextmanager
-def _too_deep(v: Variable, cache_dir: str) -> Iterator[None]:
-    """Rendering variable ``v``: an element nested too deeply to print is bad input."""
+def _showing(v: Variable, cache_dir: str) -> Iterator[None]:
+    """Decoding and rendering variable ``v``: a problem names the variable
+    (which of the several asked for has the element that does not decode,
+    or the pickle that is not loaded); an element nested too deeply to print
+    is bad input."""
     try:
         yield
     except RecursionError:
         raise BeaminstError(f"{v.name}: an element nests too deeply to show", cache_dir) from None
+    except BeaminstError as e:
+        if not e.message.startswith(f"{v.name}: "):
+            e.message = f"{v.name}: {e.message}"
+        raise
