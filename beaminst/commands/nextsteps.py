@@ -75,9 +75,10 @@ def after_instrument(how: Invocation, output: str | None, writes: list[str], cac
     else:
         steps = [f"beaminst run {shlex.quote(output or how.output('instrumented'))}"]
     written = list(dict.fromkeys(writes))
-    shown = written[:SHOW_AT_MOST] or ([] if not cached else ["VAR"])
-    if shown:
-        step = f"beaminst show {how.inputs()} {' '.join(shlex.quote(v) for v in shown)}"
+    shown = written[:SHOW_AT_MOST]
+    if shown or cached:
+        # Nothing written but something cached: show with no VAR shows every cached variable.
+        step = " ".join((f"beaminst show {how.inputs()}", *(shlex.quote(v) for v in shown)))
         if len(written) > len(shown):
             # A shell comment: the line still runs as printed.
             step += f"  # and {len(written) - len(shown)} more variables written (listed above)"
@@ -95,7 +96,7 @@ def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[
         return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays this recording"]
     flags = " (with the --unbounded-urn / --infer-unbounded it was instrumented with)" if replayed else ""
     return [
-        f"beaminst show {how.inputs()} VAR...  # the cached elements{flags}",
+        f"beaminst show {how.inputs()}  # every cached variable's elements (or name VAR...){flags}",
         f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached{flags}",
     ]
 
