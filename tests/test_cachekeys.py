@@ -532,3 +532,21 @@ def test_kept_inflations_stay_within_their_cap(monkeypatch):
     for i in range(1000):
         kept.add(b"empty%04d" % i, b"")
     assert kept.size <= 100 and len(kept.data) <= 100 // 8
+
+
+def test_ids_beams_io_mints_at_construction_are_cleared_and_nothing_else():
+    """fileio's temporary directory and BigQuery's export id are new at every
+    build; a uuid anywhere else (a user's path) is content."""
+    import uuid
+
+    from beaminst.model.canonical import io_ids_cleared
+
+    temp = f"gs://bucket/tmp/.temp{uuid.uuid4()}"
+    assert io_ids_cleared(temp) == "gs://bucket/tmp/.temp<uuid>"
+    assert io_ids_cleared(str(uuid.uuid4())[:10]) == "<io id>"
+    for content in (
+        f"gs://bucket/run-{uuid.uuid4()}/part", f"gs://bucket/.temp{uuid.uuid4()}/x", str(uuid.uuid4()),
+        str(uuid.uuid4())[:11], f".temp{uuid.uuid1()}", "select 1",
+    ):
+        assert io_ids_cleared(content) == content
+
