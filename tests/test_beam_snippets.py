@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.runner import PipelineResult, PipelineState
 from beamref import beam_instrument, export_with_keys
+from conftest import environ, run_python
 from portable import assert_java_valid
 from structure import compared, diff
 
@@ -115,3 +118,45 @@ def test_every_snippet_output_passes_beam_javas_validator():
     if len(_OUTPUTS) < len(CASES):
         pytest.skip(f"{len(CASES) - len(_OUTPUTS)} comparison(s) did not write their output (run the whole file)")
     assert_java_valid(_OUTPUTS)
+
+
+# Snippets whose keys once died with the process (an unnamed context
+# parameter's id() in map_context), and a few plain ones.
+KEYED = (("elementwise.map_context", "map_context"), ("elementwise.pardo_dofn", "pardo_dofn"),
+         ("aggregation.combineperkey_side_inputs_dict", "combineperkey_side_inputs_dict"))
+_KEYS = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    sys.path.insert(0, sys.argv[1])
+    import test_beam_snippets as snippets
+    import beaminst
+    from beaminst.commands.api import analyze_files
+
+    class Patch:
+        def setattr(self, obj, name, value):
+            setattr(obj, name, value)
+
+    keys = {}
+    for case in sys.argv[2:]:
+        module, function = case.split(":")
+        pipeline, bindings = snippets._build(module, function, Patch())
+        pb, man = beaminst.export(pipeline, bindings, tempfile.mkdtemp() + "/p")
+        keys[case] = {c.var: c.cache_key for c in analyze_files(pb, man).cacheables.values()}
+    print("KEYS" + json.dumps(keys))
+    """
+)
+
+
+def test_snippet_cache_keys_survive_the_process():
+    """Built in two processes (two hash seeds), the same keys. Not every
+    snippet can: a Create of sets encodes each set in its strings' hash
+    order, and approximateunique draws its data at random."""
+    runs = []
+    for seed in ("1", "2"):
+        with environ({"PYTHONHASHSEED": seed}):
+            proc = run_python("-c", _KEYS, str(Path(__file__).parent), *(f"{m}:{f}" for m, f in KEYED), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.split("KEYS", 1)[1]))
+    assert len(runs[0]) == len(KEYED) and all(runs[0].values())
+    assert runs[0] == runs[1]
+

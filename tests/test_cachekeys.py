@@ -550,3 +550,12 @@ def test_ids_beams_io_mints_at_construction_are_cleared_and_nothing_else():
     ):
         assert io_ids_cleared(content) == content
 
+
+def test_an_unnamed_context_parameters_id_is_cleared_and_a_named_one_kept():
+    from beaminst.model.canonical import context_param_id_cleared
+
+    assert context_param_id_cleared("SetupContextParam_139780621574096") == "SetupContextParam_#"
+    assert context_param_id_cleared("BundleContextParam_140347540370000") == "BundleContextParam_#"
+    for content in ("SetupContextParam_139780621574097", "SetupContextParam_conn", "SetupContextParam_12", "x_SetupContextParam_139780621574096"):
+        assert context_param_id_cleared(content) == content
+

@@ -53,16 +53,19 @@ _EXPRESSION_ID_TAIL = re.compile(rf"_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
 _TRACKER_ID = re.compile(r"[0-9a-f]{32}")
 _SCHEMA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _PROCESS_ID_HINTS = (b"_make_skeleton_class", b"_make_skeleton_enum", b"RowTypeConstraint")
-# Random ids Beam's IO transforms mint while a pipeline is built, a new one
-# at every construction: ``fileio.WriteToFiles``' temporary directory
-# (``<temp location>/.temp<uuid4>``) and ``ReadFromBigQuery``'s export id
-# (``str(uuid4())[:10]``, a whole string its source and its cleanup's closure
-# hold). They name where a run puts its temporary files, not what it
-# computes; cleared only in pickles of those two modules, and only in those
-# forms (a user's path holding a uuid elsewhere stays content).
+# Ids Beam mints while a pipeline is built, new at every construction:
+# ``fileio.WriteToFiles``' temporary directory (``<temp location>/.temp<uuid4>``)
+# and ``ReadFromBigQuery``'s export id (``str(uuid4())[:10]``, a whole string
+# its source and its cleanup's closure hold), which name where a run puts its
+# temporary files, not what it computes; and a ``DoFn.SetupContextParam`` /
+# ``BundleContextParam`` left unnamed, ``<kind>ContextParam_<id(self)>``.
+# Each cleared only in pickles of the code that mints it, and only in its form
+# (a user's path holding a uuid elsewhere stays content).
 _IO_PICKLE = re.compile(rb"apache_beam\.io\.(?:fileio|gcp\.bigquery)\b")
 _FILEIO_TEMP_DIR = re.compile(r"(?<=\.temp)[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _BIGQUERY_EXPORT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]")
+_CONTEXT_PARAM_PICKLE = re.compile(rb"_(?:Setup|Bundle)ContextParam\b")
+_CONTEXT_PARAM_ID = re.compile(r"((?:Setup|Bundle)ContextParam)_([0-9]{7,})")
 
 
 def io_ids_cleared(text: str) -> str:
@@ -71,6 +74,13 @@ def io_ids_cleared(text: str) -> str:
     if _BIGQUERY_EXPORT_ID.fullmatch(text):
         return "<io id>"
     return _FILEIO_TEMP_DIR.sub("<uuid>", text) if ".temp" in text else text
+
+
+def context_param_id_cleared(text: str) -> str:
+    """An unnamed context parameter's id, ``<kind>ContextParam_<id()>``
+    (8-aligned, an address), as ``<kind>ContextParam_#``."""
+    m = _CONTEXT_PARAM_ID.fullmatch(text)
+    return _aligned_id(m, f"{m.group(1)}_#") if m else text
 
 
 def _aligned_id(m: re.Match[str], keep: str) -> str:
@@ -185,8 +195,9 @@ def _stable_digest(data: bytes) -> bytes:
     frames = bool(_DATAFRAME_PICKLE.search(plain))
     expressions = frames or _holds_expression_id(plain)
     io = bool(_IO_PICKLE.search(plain))
-    if expressions or io or any(hint in plain for hint in _PROCESS_ID_HINTS):
-        plain = _pickle_process_ids_cleared(plain, frames, expressions, io)
+    params = bool(_CONTEXT_PARAM_PICKLE.search(plain))
+    if expressions or io or params or any(hint in plain for hint in _PROCESS_ID_HINTS):
+        plain = _pickle_process_ids_cleared(plain, frames, expressions, io, params)
     if b"-packages/" in plain:  # what _INSTALL_PREFIX ends in (a substring test is 50x faster than the sub)
         plain = _INSTALL_PREFIX.sub(b"<site>/", plain)
     return b"pickle:" + hashlib.sha256(plain).digest()
@@ -209,7 +220,9 @@ _SET_BUILDERS = frozenset({"ADDITEMS", "FROZENSET"})
 _MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 
-def _pickle_process_ids_cleared(data: bytes, frames: bool, expressions: bool, io: bool = False) -> bytes:
+def _pickle_process_ids_cleared(
+    data: bytes, frames: bool, expressions: bool, io: bool = False, params: bool = False
+) -> bytes:
     """A canonical opcode stream of ``data`` with the strings that name
     process-born ids replaced and, in a pickle of Beam's DataFrame objects,
     sets of already pickled objects in a fixed order. String arguments are
@@ -221,9 +234,10 @@ def _pickle_process_ids_cleared(data: bytes, frames: bool, expressions: bool, io
     cloudpickle or Beam passes it (:func:`_id_arguments`), and DataFrame
     expression and stage ids (:func:`process_ids_cleared`: pandas' and
     numpy's proxy types, 8-aligned) in a pickle that holds one
-    (``expressions``), and the temporary-file ids of Beam's file and BigQuery
-    IO (``io``: :func:`io_ids_cleared`). ``frames``: ``data`` pickles Beam's
-    DataFrame objects."""
+    (``expressions``), the temporary-file ids of Beam's file and BigQuery IO
+    (``io``: :func:`io_ids_cleared`) and unnamed context parameters' ids
+    (``params``: :func:`context_param_id_cleared`). ``frames``: ``data``
+    pickles Beam's DataFrame objects."""
     try:
         ops = list(pickletools.genops(data))
         id_args = _id_arguments(ops)
@@ -238,6 +252,8 @@ def _pickle_process_ids_cleared(data: bytes, frames: bool, expressions: bool, io
             cleared = id_args.get(i) or (process_ids_cleared(arg) if expressions else arg)
             if io:
                 cleared = io_ids_cleared(cleared)
+            if params:
+                cleared = context_param_id_cleared(cleared)
             cleared_any |= cleared != arg
             raw = cleared.encode("utf-8", "surrogatepass")
             out.append(b"\0s" + op.code.encode("latin-1") + len(raw).to_bytes(8, "big") + raw)
