@@ -121,8 +121,10 @@ def test_every_snippet_output_passes_beam_javas_validator():
 
 
 # Snippets whose keys once died with the process (an unnamed context
-# parameter's id() in map_context), and a few plain ones.
-KEYED = (("elementwise.map_context", "map_context"), ("elementwise.pardo_dofn", "pardo_dofn"),
+# parameter's id() in map_context; a Row schema's uuid inside the pickled
+# RowCoder of a Create of beam.Rows in groupby_attr), and a few plain ones.
+KEYED = (("elementwise.map_context", "map_context"), ("aggregation.groupby_attr", "groupby_attr"),
+         ("elementwise.pardo_dofn", "pardo_dofn"),
          ("aggregation.combineperkey_side_inputs_dict", "combineperkey_side_inputs_dict"))
 _KEYS = textwrap.dedent(
     """

@@ -559,3 +559,28 @@ def test_an_unnamed_context_parameters_id_is_cleared_and_a_named_one_kept():
     for content in ("SetupContextParam_139780621574097", "SetupContextParam_conn", "SetupContextParam_12", "x_SetupContextParam_139780621574096"):
         assert context_param_id_cleared(content) == content
 
+
+def test_a_pickled_row_coders_schema_id_is_not_content():
+    """A RowCoder pickles as RowCoder.from_payload(<Schema>), the schema
+    carrying the uuid4 Beam gave it; its fields are content."""
+    import base64
+    import bz2
+    import uuid
+
+    from apache_beam.coders.row_coder import RowCoder
+    from apache_beam.internal import pickler
+    from apache_beam.portability.api import schema_pb2
+
+    from beaminst.model.canonical import install_independent
+
+    def pickled(field: str, schema_id: str) -> bytes:
+        schema = schema_pb2.Schema(id=schema_id, fields=[schema_pb2.Field(
+            name=field, type=schema_pb2.FieldType(atomic_type=schema_pb2.STRING))])
+        data = pickler.dumps(RowCoder(schema))
+        assert b"RowCoder.from_payload" in bz2.decompress(base64.b64decode(data))
+        return data
+
+    one, other = pickled("word", str(uuid.uuid4())), pickled("word", str(uuid.uuid4()))
+    assert one != other and install_independent(one) == install_independent(other)
+    assert install_independent(pickled("count", str(uuid.uuid4()))) != install_independent(one)
+

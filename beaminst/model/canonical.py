@@ -52,7 +52,7 @@ _EXPRESSION_ID_TAIL = re.compile(rf"_(?:{_PROXY_TYPES})_[0-9]{{7,}}".encode())
 # where those functions pass them (:data:`_ID_ARGUMENTS`).
 _TRACKER_ID = re.compile(r"[0-9a-f]{32}")
 _SCHEMA_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-_PROCESS_ID_HINTS = (b"_make_skeleton_class", b"_make_skeleton_enum", b"RowTypeConstraint")
+_PROCESS_ID_HINTS = (b"_make_skeleton_class", b"_make_skeleton_enum", b"RowTypeConstraint", b"RowCoder.from_payload")
 # Ids Beam mints while a pipeline is built, new at every construction:
 # ``fileio.WriteToFiles``' temporary directory (``<temp location>/.temp<uuid4>``)
 # and ``ReadFromBigQuery``'s export id (``str(uuid4())[:10]``, a whole string
@@ -248,8 +248,12 @@ def _pickle_process_ids_cleared(
     cleared_any, end = False, 0
     for i, (op, arg, pos) in enumerate(ops):
         end = ops[i + 1][2] if i + 1 < len(ops) else pos + 1
-        if isinstance(arg, str):
-            cleared = id_args.get(i) or (process_ids_cleared(arg) if expressions else arg)
+        replaced = id_args.get(i)
+        if isinstance(arg, bytes) and isinstance(replaced, bytes):
+            cleared_any = True
+            out.append(b"\0b" + op.code.encode("latin-1") + len(replaced).to_bytes(8, "big") + replaced)
+        elif isinstance(arg, str):
+            cleared = replaced if isinstance(replaced, str) else (process_ids_cleared(arg) if expressions else arg)
             if io:
                 cleared = io_ids_cleared(cleared)
             if params:
@@ -283,12 +287,18 @@ _ID_ARGUMENTS: dict[tuple[str, str], tuple[int, re.Pattern[str], str]] = {
        for m in _CLOUDPICKLE_MODULES for f in ("_make_skeleton_class", "_make_skeleton_enum")},
     ("apache_beam.typehints.row_type", "RowTypeConstraint.from_fields"): (1, _SCHEMA_ID, "<schema id>"),
 }
+# (module, callable) -> (which argument, what it becomes), for a bytes
+# argument: a pickled RowCoder is RowCoder.from_payload(<Schema proto>), and
+# the schema holds its uuid4 (a ``beam.Create`` of ``beam.Row``s pickles one).
+_BYTES_ARGUMENTS: dict[tuple[str, str], tuple[int, Callable[[bytes], bytes]]] = {
+    ("apache_beam.coders.row_coder", "RowCoder.from_payload"): (0, lambda b: schema_ids_cleared(b)),
+}
 _TUPLE_OPS = frozenset({"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"})
 _MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MARK = ("mark",)
 
 
-def _id_arguments(ops: list[Any]) -> dict[int, str]:
+def _id_arguments(ops: list[Any]) -> dict[int, str | bytes]:
     """Opcode index -> its replacement, for each string pushed as the id
     argument of a call in :data:`_ID_ARGUMENTS`. The pickle's stack is run
     symbolically (strings, globals by name, tuples by their items, memo
@@ -296,7 +306,7 @@ def _id_arguments(ops: list[Any]) -> dict[int, str]:
     really is that argument of that callable qualifies."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
-    found: dict[int, str] = {}
+    found: dict[int, str | bytes] = {}
     for i, (op, arg, _pos) in enumerate(ops):
         name = op.name
         if name == "MEMOIZE":
@@ -323,6 +333,8 @@ def _id_arguments(ops: list[Any]) -> dict[int, str]:
         value: Any = None
         if isinstance(arg, str) and name not in ("GLOBAL", "INST"):
             value = ("str", i, arg)
+        elif isinstance(arg, bytes):
+            value = ("bytes", i, arg)
         elif name == "STACK_GLOBAL":
             value = ("global", *(p[2] if isinstance(p, tuple) and p[0] == "str" else None for p in popped))
         elif name == "GLOBAL":
@@ -337,12 +349,25 @@ def _id_arguments(ops: list[Any]) -> dict[int, str]:
     return found
 
 
-def _note_id_argument(popped: list[Any], found: dict[int, str]) -> None:
+def _note_id_argument(popped: list[Any], found: dict[int, str | bytes]) -> None:
     """A REDUCE of (callable, args): record its id argument when the callable
-    is one of :data:`_ID_ARGUMENTS` and the argument has the id's form."""
+    is one of :data:`_ID_ARGUMENTS` and the argument has the id's form, or
+    the cleared form of its bytes argument for one of :data:`_BYTES_ARGUMENTS`."""
     fn, args = popped
-    rule = _ID_ARGUMENTS.get(tuple(fn[1:])) if isinstance(fn, tuple) and fn[0] == "global" else None
-    if rule is None or not (isinstance(args, tuple) and args[0] == "tuple"):
+    name = tuple(fn[1:]) if isinstance(fn, tuple) and fn[0] == "global" else None
+    if name is None or not (isinstance(args, tuple) and args[0] == "tuple"):
+        return
+    in_bytes = _BYTES_ARGUMENTS.get(name)  # type: ignore[arg-type]
+    if in_bytes is not None:
+        at, clear = in_bytes
+        item = args[1][at] if -len(args[1]) <= at < len(args[1]) else None
+        if isinstance(item, tuple) and item[0] == "bytes":
+            cleared = clear(item[2])
+            if cleared != item[2]:
+                found[item[1]] = cleared
+        return
+    rule = _ID_ARGUMENTS.get(name)  # type: ignore[arg-type]
+    if rule is None:
         return
     at, pattern, stands_for = rule
     items = args[1]
