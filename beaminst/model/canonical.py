@@ -291,6 +291,7 @@ _ID_ARGUMENTS: dict[tuple[str, str], tuple[int, re.Pattern[str], str]] = {
 # argument: a pickled RowCoder is RowCoder.from_payload(<Schema proto>), and
 # the schema holds its uuid4 (a ``beam.Create`` of ``beam.Row``s pickles one).
 _BYTES_ARGUMENTS: dict[tuple[str, str], tuple[int, Callable[[bytes], bytes]]] = {
+    # A lambda: schema_ids_cleared is defined further down.
     ("apache_beam.coders.row_coder", "RowCoder.from_payload"): (0, lambda b: schema_ids_cleared(b)),
 }
 _TUPLE_OPS = frozenset({"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"})
@@ -300,7 +301,8 @@ _MARK = ("mark",)
 
 def _id_arguments(ops: list[Any]) -> dict[int, str | bytes]:
     """Opcode index -> its replacement, for each string pushed as the id
-    argument of a call in :data:`_ID_ARGUMENTS`. The pickle's stack is run
+    argument of a call in :data:`_ID_ARGUMENTS`, and each bytes argument of a
+    call in :data:`_BYTES_ARGUMENTS` that clearing changes. The pickle's stack is run
     symbolically (strings, globals by name, tuples by their items, memo
     references resolved; nothing is built or called), so only a string that
     really is that argument of that callable qualifies."""
