@@ -25,7 +25,9 @@ from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineS
 _CAPTURED: list[Any] = []
 
 
-class _Done(PipelineResult):
+class DoneResult(PipelineResult):
+    """What a run that ran nothing reports: DONE."""
+
     def __init__(self) -> None:
         super().__init__(PipelineState.DONE)
 
@@ -47,7 +49,7 @@ class CaptureRunner(PipelineRunner):
 
     def run_pipeline(self, pipeline: Any, options: Any) -> PipelineResult:
         _CAPTURED.append(pipeline)
-        return _Done()
+        return DoneResult()
 
 
 TOPIC = "projects/beaminst-test/topics/in"

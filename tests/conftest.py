@@ -139,6 +139,20 @@ def run_python(
     )
 
 
+def keys_under_two_hash_seeds(script: str, *args: str) -> tuple[Any, Any]:
+    """What ``python -c script ARGS`` prints after ``KEYS`` (JSON), run once
+    under each of two ``PYTHONHASHSEED``s: cache keys built in two processes."""
+    import json
+
+    runs = []
+    for seed in ("1", "2"):
+        with environ({"PYTHONHASHSEED": seed}):
+            proc = run_python("-c", script, *args, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.split("KEYS", 1)[1]))
+    return runs[0], runs[1]
+
+
 def run_cli_in_terminal(*args: str, timeout: float = 120) -> tuple[int, str, str]:
     """``beaminst ARGS`` in a new process whose stdout is a pseudo-terminal:
     (exit code, what the terminal showed, stderr)."""

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 from beam_examples import EXAMPLES, STREAMING, Built, build, write_inputs
 from beamref import beam_instrument, export_with_keys
-from conftest import beam_noise_free, environ, run_cli, run_cli_subprocess, run_python
+from conftest import beam_noise_free, keys_under_two_hash_seeds, run_cli, run_cli_subprocess
 from portable import assert_java_valid
 from structure import compared, diff
 
@@ -209,12 +209,19 @@ def _beaminst_only(name: str, data: Path) -> Outcome:
     return Outcome(None, ours, sorted(ours.requirements), background, paths)
 
 
+def _beam_cannot(data: Path) -> Outcome:
+    """beaminst's outputs for streaming_wordcount_debugging, made once."""
+    got = _OUTCOMES.get("streaming_wordcount_debugging")
+    if not isinstance(got, Outcome):
+        got = _OUTCOMES["streaming_wordcount_debugging"] = _beaminst_only("streaming_wordcount_debugging", data)
+    return got
+
+
 def test_beaminst_instruments_what_beam_cannot(data):
     """Beam's background caching recurses without end on this example; beaminst
     writes both pipelines (Java-validated below with the rest): a TestStream
     replays the Pub/Sub source, every binding downstream is written."""
-    got = _OUTCOMES.setdefault("streaming_wordcount_debugging", _beaminst_only("streaming_wordcount_debugging", data))
-    assert isinstance(got, Outcome)
+    got = _beam_cannot(data)
     urns = [t.spec.urn for t in got.ours.components.transforms.values()]
     assert "beam:transform:teststream:v1" in urns
     assert "beam:transform:pubsub_read:v1" not in urns
@@ -244,9 +251,7 @@ def test_every_output_passes_beam_javas_validator(data):
     paths = []
     for name in COMPARED:
         paths.extend(outcome(name, data).paths)
-    cannot = _OUTCOMES.get("streaming_wordcount_debugging") or _beaminst_only("streaming_wordcount_debugging", data)
-    assert isinstance(cannot, Outcome)
-    paths.extend(cannot.paths)
+    paths.extend(_beam_cannot(data).paths)
     assert len(paths) == len(COMPARED) + len(STREAMING) + 1  # streaming_wordcount_debugging counted in both
     assert_java_valid(paths)
 
@@ -281,13 +286,7 @@ def test_cache_keys_survive_the_process(data):
     key every binding alike: what a run cached, a later process reads back.
     Not bigquery_side_input: its functions close over ``random.randrange``,
     whose generator pickles with its state (drawn from the OS)."""
-    runs = []
-    for seed in ("1", "2"):
-        with environ({"PYTHONHASHSEED": seed}):
-            proc = run_python("-c", _KEYS, str(Path(__file__).parent), str(data / "keys"), *KEYED, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(json.loads(proc.stdout.split("KEYS", 1)[1]))
-    first, again = runs
+    first, again = keys_under_two_hash_seeds(_KEYS, str(Path(__file__).parent), str(data / "keys"), *KEYED)
     assert set(first) == set(KEYED) and all(first[n] for n in KEYED)
     assert first == again
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import ast
 import importlib
-import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pytest
-from apache_beam.runners.runner import PipelineResult, PipelineState
+from apache_beam.runners.runner import PipelineResult
+from beam_examples import DoneResult
 from beamref import beam_instrument, export_with_keys
-from conftest import environ, run_python
+from conftest import keys_under_two_hash_seeds
 from portable import assert_java_valid
 from structure import compared, diff
 
@@ -60,21 +60,13 @@ def _snippets() -> list[tuple[str, str]]:
 CASES = _snippets()
 
 
-class _Done(PipelineResult):
-    def __init__(self) -> None:
-        super().__init__(PipelineState.DONE)
-
-    def wait_until_finish(self, duration: Any = None) -> str:
-        return PipelineState.DONE
-
-
 def _build(module: str, function: str, monkeypatch: Any) -> tuple[Any, dict[str, Any]]:
     built: list[Any] = []
     handed: dict[str, Any] = {}
 
     def keep(self: Any, test_runner_api: Any = "AUTO") -> PipelineResult:
         built.append(self)
-        return _Done()
+        return DoneResult()
 
     def test(*values: Any) -> None:
         for i, v in enumerate(values):
@@ -153,12 +145,7 @@ def test_snippet_cache_keys_survive_the_process():
     """Built in two processes (two hash seeds), the same keys. Not every
     snippet can: a Create of sets encodes each set in its strings' hash
     order, and approximateunique draws its data at random."""
-    runs = []
-    for seed in ("1", "2"):
-        with environ({"PYTHONHASHSEED": seed}):
-            proc = run_python("-c", _KEYS, str(Path(__file__).parent), *(f"{m}:{f}" for m, f in KEYED), timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs.append(json.loads(proc.stdout.split("KEYS", 1)[1]))
-    assert len(runs[0]) == len(KEYED) and all(runs[0].values())
-    assert runs[0] == runs[1]
+    first, again = keys_under_two_hash_seeds(_KEYS, str(Path(__file__).parent), *(f"{m}:{f}" for m, f in KEYED))
+    assert len(first) == len(KEYED) and all(first.values())
+    assert first == again
 
