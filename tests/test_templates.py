@@ -3,7 +3,10 @@
 beaminst builds Beam's write subgraph once per shape with a placeholder key
 and substitutes the real key (unique names, pickled WriteImpl / sink DoFns).
 These tests graft both ways into copies of the same pipeline and compare the
-serialized results byte for byte.
+serialized results byte for byte, with one deliberate difference: a clone's
+bz2 pickles are the template's pieces, compressed once, joined by the
+compressed key (``beaminst.graft.pickles``), so they are compared inflated:
+the pickles must be Beam's byte for byte, everything around them too.
 """
 
 from __future__ import annotations
@@ -32,7 +35,23 @@ def graft_write(direct: bool, key: str, streaming: bool, capture: bool, cache_di
         assert sub.key == template_key(key) != key
     res = grafter.graft(sub, key, pc, "WriteCache_" + key)
     assert res.top and all(proto.components.transforms[t].unique_name.endswith(key) for t in res.top)
-    return proto.SerializeToString(deterministic=True)
+    return inflated(proto)
+
+
+def inflated(proto) -> bytes:
+    """The pipeline's bytes with every ParDo's bz2 pickle decompressed."""
+    from beaminst.model.beamproto import runner_api
+
+    out = runner_api().Pipeline()
+    out.CopyFrom(proto)
+    for t in out.components.transforms.values():
+        if t.spec.urn == "beam:transform:pardo:v1":
+            p = runner_api().ParDoPayload.FromString(t.spec.payload)
+            raw = base64.b64decode(p.do_fn.payload)
+            if raw[:3] == b"BZh":
+                p.do_fn.payload = b"inflated:" + bz2.decompress(raw)
+                t.spec.payload = p.SerializeToString(deterministic=True)
+    return out.SerializeToString(deterministic=True)
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -63,6 +82,34 @@ def test_key_lives_inside_the_pickled_write_dofns(tmp_path):
             if key.encode() in bz2.decompress(base64.b64decode(fn)):
                 inside += 1
     assert inside == 4  # InitializeWrite, WriteBundles, PreFinalize, FinalizeWrite
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_beams_own_unpickler_reads_a_clones_pickles(streaming, tmp_path):
+    """A clone's bz2 pickles are concatenated streams: Beam's
+    ``pickler.loads`` (what an SDK harness calls) reads them whole, and what
+    it gives holds the clone's key."""
+    from apache_beam.internal import pickler
+    from apache_beam.portability.api import beam_runner_api_pb2 as rapi
+
+    key = KEYS[0]
+    proto, _ = load_pipeline(str(FIXTURES / ("pubsub_one.pb" if streaming else "wordcount.pb")))
+    pc = sorted(proto.components.pcollections)[-1]
+    grafter = Grafter(proto, str(tmp_path), streaming)
+    res = grafter.graft(grafter.write_template(pc, key, False), key, pc, "W")
+    streams = 0
+    for tid in res.transforms:
+        t = proto.components.transforms[tid]
+        if t.spec.urn != "beam:transform:pardo:v1":
+            continue
+        fn = rapi.ParDoPayload.FromString(t.spec.payload).do_fn.payload
+        raw = base64.b64decode(fn)
+        if key.encode() not in bz2.decompress(raw):
+            continue
+        streams = max(streams, raw.count(b"BZh9") + raw.count(b"BZh1"))
+        loaded = pickler.loads(fn)  # the first stream alone is not a whole pickle
+        assert key.encode() in bz2.decompress(base64.b64decode(pickler.dumps(loaded)))
+    assert streams >= 3  # really cut: a piece, the key, a piece
 
 
 def test_one_template_per_shape(tmp_path):
