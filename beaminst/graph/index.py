@@ -233,7 +233,9 @@ def build_index(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> Graph
             raise ValidationError(f"transform {tid!r} appears twice in the hierarchy ({where}); is there a cycle among subtransforms?")
         parent[tid] = par
         order.append(tid)
-        stack.extend((s, tid) for s in reversed(nodes[tid].subtransforms))
+        subs = nodes[tid].subtransforms
+        if subs:  # most transforms are leaves: no generator for them
+            stack.extend([(s, tid) for s in reversed(subs)])
     unreachable = len(transforms) - len(parent)
     if unreachable:
         orphan = min(t for t in transforms if t not in parent)
@@ -247,23 +249,27 @@ def build_index(pipeline: Any, nodes: Mapping[str, Node] | None = None) -> Graph
     consumers: dict[str, list[Consumer]] = {}
     side_tags: dict[str, frozenset[str]] = {}
     leaf_inputs: list[tuple[str, tuple[str, ...]]] = []  # (leaf, its input PCollections), hierarchy order
+    # The hottest loop of a load and of the output check: plain locals, no
+    # per-transform lists, and the side-tag scan only for several inputs.
     for tid in order:
         n = nodes[tid]
+        inputs = n.inputs
         leaf = not n.subtransforms
-        tags, pcs = list(n.inputs), list(n.inputs.values())
-        sides = _side_tags(tags, info_of(n, transforms, tid).side_inputs if leaf else _NONE)
+        declared = (n.info if n.info is not None else info_of(n, transforms, tid)).side_inputs if leaf else _NONE
+        sides = _side_tags(list(inputs), declared) if len(inputs) > 1 else declared
         if sides:
             side_tags[tid] = sides
-            if not sides <= n.inputs.keys():
-                missing = sorted(sides - n.inputs.keys())[0]
+            if not sides <= inputs.keys():
+                missing = sorted(sides - inputs.keys())[0]
                 raise ValidationError(f"transform {tid!r} declares side input {missing!r} that is not among its inputs")
-        for tag, pc in zip(tags, pcs, strict=True):
+        for tag, pc in inputs.items():
             uses = consumers.get(pc)
             if uses is None:
                 consumers[pc] = uses = []
             uses.append(Consumer(tid, tag, tag in sides, leaf))
         if leaf:
-            leaf_inputs.append((tid, tuple(pcs)))
+            pcs = tuple(inputs.values())
+            leaf_inputs.append((tid, pcs))
             ins = set(pcs) if len(pcs) > 4 else pcs
             for tag, pc in n.outputs.items():
                 if pc in ins:
