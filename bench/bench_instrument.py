@@ -46,8 +46,10 @@ store, against a fresh process that only parses and serializes the same proto
 (``Pipeline.FromString`` + ``SerializeToString``): medians of ``--repeats`` runs of each,
 CPU (user + system of the child) and wall, interleaved. It checks that the instrument
 process never imports the Beam SDK, and, with ``--batch-files N``, times a two-worker
-``beaminst batch`` of N copies of the pair per file (each worker's first file against the
-later ones, as the workers report them). Targets: within 5x on word count, within 8x at 5,000 transforms (CPU).
+``beaminst batch`` of N copies of the pair per file, and for word count also of N distinct
+word counts of the same shape (each worker's first file against the later ones, as the
+workers report them; the target is judged on the distinct ones where they exist: identical
+copies let later files reuse what the first memoised by content). Targets: within 5x on word count, within 8x at 5,000 transforms (CPU).
 Both processes run with bytecode compiled, as an installed package has it (see cold_cli).
 
 Other modes, for profiling beaminst on a saved pair (see bench/README.md):
@@ -308,24 +310,62 @@ def cold_cli(stem: str, repeats: int, batch_files: int) -> dict[str, Any]:
         res["ratio_cpu"] = res["instrument_cpu_s"] / res["floor_cpu_s"]
         res["ratio_wall"] = res["instrument_wall_s"] / res["floor_wall_s"]
         if batch_files:
-            res["batch"] = batch_first_vs_later(pb, manifest, batch_files, env, work, runs=repeats)
+            copies = [(pb, manifest)] * batch_files
+            res["batch"] = batch_first_vs_later(copies, env, work, "copies", runs=repeats)
+            if os.path.basename(stem) == "wordcount":
+                distinct = distinct_wordcounts(batch_files, os.path.join(work, "distinct"))
+                res["batch_distinct"] = batch_first_vs_later(distinct, env, work, "distinct", runs=repeats)
         return res
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def batch_first_vs_later(
-    pb: str, manifest: str, n: int, env: dict[str, str], work: str, jobs: int = 2, runs: int = 1
-) -> dict[str, Any]:
-    """``runs`` times a ``beaminst batch --jobs 2 --force`` of ``n`` copies of
-    the pair (the store primed): the seconds the workers report (wall: load,
-    rewrite and the atomic write, see ``batch.jobs._rewrite``) for their
-    first files (the first ``jobs`` submitted; the slower of them) and for
-    the later ones; medians over the runs (one batch on a loaded machine
-    moves either figure by tens of ms)."""
-    src, dest = os.path.join(work, "batch_src"), os.path.join(work, "batch_out")
-    os.makedirs(src)
+def distinct_wordcounts(n: int, dest: str) -> list[tuple[str, str]]:
+    """``n`` word counts of the fixture's shape (the same coders and windowing,
+    so the same templates), each reading its own lines through functions of
+    its own: their payloads and pickles differ from file to file, as in a
+    batch of different pipelines. Identical copies let a later file find what
+    a first one memoised by content (payloads parsed, pickles inflated and
+    signed): that is not what a worker pays once per process, which is what
+    the batch target is about."""
+    import apache_beam as beam
+
+    import beaminst
+
+    sys.path.insert(0, REPO)
+    from fixtures.pipelines import _pipeline
+
+    os.makedirs(dest)
+    out = []
     for i in range(n):
+        p = _pipeline()
+        lines = p | "ReadLines" >> beam.Create([f"to be or not to be {i}", f"that is question {i}"])
+        # The fixture's element types, declared: the same coders, so the same templates.
+        words = lines | "Split" >> beam.FlatMap(lambda line, i=i: line.split()[: 6 + i]).with_output_types(str)
+        counts = (
+            words
+            | "PairWithOne" >> beam.Map(lambda w, i=i: (w, i)).with_output_types(tuple[str, int])
+            | "CountWords" >> beam.CombinePerKey(sum)
+        )
+        formatted = counts | "Format" >> beam.Map(lambda kv, i=i: f"{kv[0]}: {kv[1]} ({i})").with_output_types(str)
+        bindings = {"lines": lines, "words": words, "counts": counts, "formatted": formatted}
+        out.append(beaminst.export(p, bindings, os.path.join(dest, f"wordcount_{i:03d}")))
+    return out
+
+
+def batch_first_vs_later(
+    pairs: list[tuple[str, str]], env: dict[str, str], work: str, name: str, jobs: int = 2, runs: int = 1
+) -> dict[str, Any]:
+    """``runs`` times a ``beaminst batch --jobs 2 --force`` of the
+    (pipeline, manifest) ``pairs`` (the store primed): the seconds the
+    workers report (wall: load, rewrite and the atomic write, see
+    ``batch.jobs._rewrite``) for their first files (the first ``jobs``
+    submitted; the slower of them) and for the later ones; medians over the
+    runs (one batch on a loaded machine moves either figure by tens of ms)."""
+    n = len(pairs)
+    src, dest = os.path.join(work, f"batch_src_{name}"), os.path.join(work, f"batch_out_{name}")
+    os.makedirs(src)
+    for i, (pb, manifest) in enumerate(pairs):
         shutil.copyfile(pb, os.path.join(src, f"p{i:03d}.pb"))
         shutil.copyfile(manifest, os.path.join(src, f"p{i:03d}.manifest.json"))
     # The cache directory the store was primed for: templates are keyed on it.
@@ -333,6 +373,9 @@ def batch_first_vs_later(
             "--jobs", str(jobs), "--force", "--json"]
     firsts: list[float] = []
     laters: list[float] = []
+    # One untimed batch first: whatever template these files need and the
+    # store lacks is built there (the target holds once templates are on disk).
+    subprocess.run(argv, capture_output=True, env=env, cwd=REPO, check=False)
     for _ in range(runs):
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, check=False)
         if proc.returncode != 0:
@@ -374,10 +417,16 @@ def run_cold_cli(args: argparse.Namespace) -> int:
             + f"; empty store: {fmt_s(r['empty_store_cpu_s'])} CPU; Beam SDK imported with the store primed: "
             f"{'yes' if r['sdk_imported_with_store'] else 'no'}"
         )
-        if "batch" in r:
-            b = r["batch"]
+        # The target is judged on distinct pipelines where the bench builds
+        # them (word count), on copies otherwise; copies are printed anyway.
+        judged = "batch_distinct" if "batch_distinct" in r else "batch"
+        for kind, what in (("batch", "copies"), ("batch_distinct", "distinct word counts")):
+            if kind not in r:
+                continue
+            b = r[kind]
             ok = b["later_files_median_s"] is not None and b["first_file_s"] <= 1.25 * b["later_files_median_s"]
-            print(f"{'PASS' if ok else 'FAIL'}: batch --jobs {b['jobs']} of {args.batch_files} copies, the workers' own "
+            verdict = ("PASS" if ok else "FAIL") if kind == judged else "INFO"
+            print(f"{verdict}: batch --jobs {b['jobs']} of {args.batch_files} {what}, the workers' own "
                   f"seconds, medians of {b['runs']} batches: first files {fmt_s(b['first_file_s'])} (slower of the two), "
                   f"later files {fmt_s(b['later_files_median_s'])} each "
                   "(target: the first no more than the later ones, 25% noise allowed)")
