@@ -281,7 +281,7 @@ def _ends_mid_record(path: str) -> bool:
     newline, three at the start, and the first line only when those begin a
     record: a file that does not (a stray file in ``full/``) is no recording,
     and is not read further."""
-    from beaminst.cache.streaming import has_header
+    from beaminst.cache.streaming import header_line_complete
 
     try:
         with open(path, "rb") as f:
@@ -294,10 +294,10 @@ def _ends_mid_record(path: str) -> bool:
             f.seek(0)
             if f.read(len(_RECORD_LINE)) != _RECORD_LINE:
                 return False  # not a recording: no line of it is read
+            # No header yet: nothing recorded, which instrument says on its own.
+            return header_line_complete(f)
     except OSError:
         return False
-    # No header yet: nothing recorded, which instrument says on its own.
-    return has_header(path)
 
 
 # A shard that fails the end-of-stream check: most often one cut short (an

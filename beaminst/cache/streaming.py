@@ -121,9 +121,15 @@ def has_header(path: str) -> bool:
     """Whether the file at ``path`` has a whole first line (a recording's header)."""
     try:
         with open(path, "rb") as f:
-            return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")
+            return header_line_complete(f)
     except OSError:
         return False
+
+
+def header_line_complete(f: Any) -> bool:
+    """Whether the binary file ``f``, read from its start, has a whole first line (within the line cap)."""
+    f.seek(0)
+    return f.readline(MAX_LINE_BYTES + 1).endswith(b"\n")
 
 
 def recorded_records(cache_dir: str, key: str) -> Iterator[Any]:
