@@ -270,3 +270,102 @@ def test_a_custom_coder_with_no_type_hint_is_named_as_such(tmp_path):
                 "--trust-pickles")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "gives no element type (its to_type_hint raises NotImplementedError; Interactive Beam fails the same way)" in r.stderr
+
+
+# -o names what a shell redirection would write to: a symlink's target (the
+# link stays), a FIFO or a character device written through (never replaced
+# by a regular file: as root, -o /dev/null used to turn /dev/null into one).
+
+
+def _reference_output(tmp_path, cache) -> bytes:
+    ref = tmp_path / "ref.pb"
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", str(ref))
+    assert r.exit_code == 0, r.stderr
+    return ref.read_bytes()
+
+
+def _char_device(tmp_path, name: str, minor: int, system: str) -> str:
+    """A character device of our own (``mknod``, as root), else the system's
+    ``system`` (which a user who cannot mknod cannot replace either)."""
+    import stat
+
+    node = tmp_path / name
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except (PermissionError, OSError):
+        return system
+    return str(node)
+
+
+def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    cache = tmp_path / "c"
+    expected = _reference_output(tmp_path, cache)
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "out.pb"
+    target.write_bytes(b"old content")
+    link = tmp_path / "link.pb"
+    link.symlink_to(target)
+    dangling = tmp_path / "new.pb"
+    dangling.symlink_to(tmp_path / "real" / "made.pb")
+    for out in (link, dangling):
+        r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", str(out))
+        assert r.exit_code == 0, r.stderr
+        assert out.is_symlink()
+    assert target.read_bytes() == expected
+    assert (tmp_path / "real" / "made.pb").read_bytes() == expected
+    assert not [p for p in (tmp_path / "real").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_output_into_a_fifo_is_written_through(tmp_path):
+    import stat
+    import threading
+
+    cache = tmp_path / "c"
+    expected = _reference_output(tmp_path, cache)
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", str(fifo))
+    reader.join(30)
+    assert r.exit_code == 0, r.stderr
+    assert got == [expected]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_output_to_a_character_device_is_written_through(tmp_path):
+    import stat
+
+    null = _char_device(tmp_path, "null", 3, "/dev/null")
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", null)
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    r = run_cli("graph", WC, "-o", null)
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def test_a_full_device_is_one_line_and_exit_2(tmp_path):
+    import stat
+
+    full = _char_device(tmp_path, "full", 7, "/dev/full")
+    r = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", full)
+    assert r.returncode == 2
+    assert "No space left on device" in one_line_error(r)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+
+
+def test_a_socket_is_refused_before_any_work(tmp_path):
+    import socket
+    import tempfile
+
+    short = tempfile.mkdtemp(dir="/tmp")  # an AF_UNIX path has a length limit
+    path = os.path.join(short, "s.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        r = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", path)
+    assert r.returncode == 2
+    assert "is a socket" in one_line_error(r)
+    os.unlink(path)
+    os.rmdir(short)

@@ -158,10 +158,12 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
     import os
 
     from beaminst.errors import OutputError
+    from beaminst.model.protoio import output_target
 
     if output == STDIO:
         return
-    full = full_dir_holding(os.path.dirname(os.path.abspath(output)), cache_dir)
+    target, stream = output_target(output)  # a directory, a socket: refused here
+    full = full_dir_holding(os.path.dirname(os.path.abspath(target)), cache_dir)
     if full is not None:
         raise OutputError(
             f"is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
@@ -170,9 +172,9 @@ def check_output_path(output: str, inputs: Iterable[str | None] = (), cache_dir:
     for path in inputs:
         if path and path != STDIO and _same_file(output, path):
             raise OutputError(f"is the same file as the input {path}; an output never replaces an input", output)
-    if os.path.isdir(output):
-        raise OutputError("is a directory, expected an output file path", output)
-    directory = os.path.dirname(os.path.abspath(output))
+    if stream:
+        return  # written through, as stdout is: its directory is not written to
+    directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
         raise OutputError(f"output directory {directory} does not exist", output)
     if not os.access(directory, os.W_OK):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -295,9 +296,34 @@ def binary_pieces(proto: Any) -> list[bytes]:
     return [head, *pieces, tail.SerializeToString(deterministic=True)]
 
 
+def output_target(path: str) -> tuple[str, bool]:
+    """(the file an output named ``path`` is written to, whether it is a
+    stream), as a shell redirection would treat it: a FIFO or a character
+    device (``/dev/null``, ``/dev/stdout``'s terminal or pipe) is written
+    through, not replaced by a regular file; a symlink to a file is followed,
+    so the link stays and its target gets the new content (a dangling one
+    names the file to create). A directory, a block device or a socket is an
+    OutputError."""
+    try:
+        st = os.stat(path)  # follows symlinks, /proc's magic ones included
+    except OSError:
+        st = None  # nothing there yet (or a dangling link): a new regular file
+    if st is not None:
+        mode = st.st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            return path, True
+        if stat.S_ISDIR(mode):
+            raise OutputError("is a directory, expected an output file path", path)
+        if not stat.S_ISREG(mode):
+            kind = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+            raise OutputError(f"is {kind}: write the output to a file, a FIFO or - (stdout)", path)
+    return (os.path.realpath(path) if os.path.islink(path) else path), False
+
+
 def write_atomic(path: str, data: bytes | list[bytes]) -> None:
     """Write bytes (or pieces of them, in order) so that ``path`` is either
-    untouched or complete."""
+    untouched or complete; a stream (``-``, a FIFO, a character device:
+    :func:`output_target`) gets them in order, as stdout does."""
     pieces = [data] if isinstance(data, bytes) else data
     if path == STDIO:
         try:
@@ -309,24 +335,43 @@ def write_atomic(path: str, data: bytes | list[bytes]) -> None:
         except OSError as e:  # e.g. > /dev/full
             raise OutputError(f"cannot write to stdout: {e.strerror or e}", "<stdout>") from None
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise OutputError("is a directory, expected an output file path", path)
+    target, stream = output_target(path)
+    if stream:
+        _write_stream(path, pieces)
+        return
+    directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
         raise OutputError(f"output directory {directory} does not exist", path)
     try:
-        with _temp_beside(directory, os.path.basename(path)) as (tmp, name):
+        with _temp_beside(directory, os.path.basename(target)) as (tmp, name):
             for piece in pieces:
                 tmp.write(piece)
-            os.chmod(name, _mode_for(path))
+            os.chmod(name, _mode_for(target))
             tmp.flush()
             os.fsync(tmp.fileno())
             tmp.close()
-            os.replace(name, path)
-        sweep_dead_writers(directory, os.path.basename(path))
+            os.replace(name, target)
+        sweep_dead_writers(directory, os.path.basename(target))
     except PermissionError:
         raise OutputError("permission denied writing output", path) from None
     except OSError as e:
+        raise OutputError(f"cannot write output: {e.strerror or e}", path) from None
+
+
+def _write_stream(path: str, pieces: list[bytes]) -> None:
+    """Into a FIFO or a character device, without creating or truncating
+    anything (opening a FIFO waits for its reader, as a shell redirection does)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise OutputError(f"cannot open output: {e.strerror or e}", path) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # e.g. /dev/full
         raise OutputError(f"cannot write output: {e.strerror or e}", path) from None
 
 
