@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     CLI_PREFIX,
     EMPTY_SHARD,
+    FIXTURES,
     REPO,
     fixture_manifest,
     fixture_pb,
@@ -924,3 +925,13 @@ def test_after_a_replay_the_next_steps_name_the_source_flags(tmp_path):
     assert _replays(load(str(out)).index) and not _replays(load(fixture_pb("wordcount")).index)
     steps = after_run(Invocation("-", "-", "c"), recording=False, replayed=True)
     assert all(s.endswith("(with the --unbounded-urn / --infer-unbounded it was instrumented with)") for s in steps)
+
+
+def test_another_sdks_pipeline_on_the_local_runner_names_the_job_api():
+    """Python's from_runner_api takes one root; the TypeScript SDK writes its
+    top-level transforms as roots, so the local run could only fail inside
+    Beam ("too many values to unpack")."""
+    code, _, err = cli("run", str(FIXTURES / "typescript" / "wordcount.pb"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "root transforms" in lines[0] and "--job-endpoint" in lines[0] and "unpack" not in lines[0]

@@ -65,9 +65,18 @@ def start_local(proto: Any, pipeline_args: tuple[str, ...], streaming: bool) -> 
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.runners.runner import create_runner
 
-    register_urns(proto)
     options = beam_options(pipeline_args, streaming)
     name = options.view_as(StandardOptions).runner or DEFAULT_RUNNER
+    roots = len(proto.root_transform_ids)
+    if roots != 1:
+        # Beam's Python from_runner_api unpacks exactly one root; the
+        # TypeScript, Go and Java SDKs write their top-level transforms as roots.
+        raise RunError(
+            f"the pipeline has {roots} root transforms, as SDKs other than Python's write them, and the "
+            f"{name} in this process rebuilds only Python SDK pipelines: run it through the Job API, "
+            "--job-endpoint HOST:PORT, on a runner that starts that SDK's workers"
+        )
+    register_urns(proto)
     try:
         runner = create_runner(name)
     except (ValueError, ImportError) as e:
