@@ -119,6 +119,19 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _echo_json(doc: Any, err: bool = False) -> None:
+    """``doc`` as indented, sorted JSON and a newline, on stdout (stderr).
+    Not click.echo: one large write that a closed pipe cuts short is lost
+    silently there (see ``protoio.write_fully``), so ``--json | head`` exited
+    as if all was read."""
+    from beaminst.model.protoio import write_fully
+
+    stream = sys.stderr if err else sys.stdout
+    stream.flush()
+    write_fully(stream.buffer, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    stream.buffer.flush()
+
+
 def _console(err: bool = False) -> Any:
     from beaminst.commands.humanout import console_for
 
@@ -325,7 +338,7 @@ def analyze(
         _fail("PIPELINE and --manifest cannot both be read from stdin")
     result = analyze_files(pipeline, manifest, cache_dir, rules)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        _echo_json(result.to_json())
         return
     from beaminst.commands.nextsteps import Invocation, after_analyze
     from beaminst.commands.report import print_analysis
@@ -487,7 +500,7 @@ def _emit_report(report: Any, as_json: bool, output: str, title: str, next_steps
     # With the proto on stdout, the report goes to stderr.
     to_err = output == "-"
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True), err=to_err)
+        _echo_json(report.to_json(), err=to_err)
         return
     from beaminst.commands.report import print_instrument_report
 
@@ -644,7 +657,7 @@ def run_command(
     with status_line(sys.stderr.isatty()) as status:
         report = run_file(pipeline, options, status)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        _echo_json(report.to_json())
     else:
         print_run_report(_human(), report)
     failure = report.failure()
@@ -812,7 +825,7 @@ def batch(
     with progress_bar(sys.stderr.isatty()) as progress:
         report = run_batch(spec, progress)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        _echo_json(report.to_json())
     else:
         from beaminst.commands.nextsteps import after_batch
 
@@ -913,7 +926,7 @@ def _write_diff(result: Any, fmt: str, show_payloads: bool) -> None:
     from beaminst.commands import diffformat
 
     if fmt == diffformat.JSON:
-        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+        _echo_json(result.to_json())
     elif fmt == diffformat.MARKDOWN:
         sys.stdout.write(diffformat.markdown(result))
     elif fmt == diffformat.PLAIN:

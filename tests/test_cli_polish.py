@@ -50,6 +50,34 @@ def test_a_reader_gone_is_exit_141_and_silent(args, tmp_path):
     assert proc.stderr == ""  # no "Exception ignored ... BrokenPipeError", no error line
 
 
+@pytest.mark.parametrize("what", ["diff --json", "instrument -o -"])
+def test_a_reader_gone_mid_write_is_exit_141(what, tmp_path):
+    """The reader takes one byte of an output larger than the pipe, then
+    leaves while beaminst is blocked writing the rest (``| head -c1``). A
+    buffered write cut short there returns a short count instead of raising:
+    ``diff --json`` used to exit 1, as if every difference had been read."""
+    instrumented = tmp_path / "o.pb"
+    cache = str(tmp_path / "cache")
+    common = ("-m", fixture_manifest("wordcount"), "--cache-dir", cache)
+    r = subprocess.run([*CLI_PREFIX, "instrument", fixture_pb("wordcount"), *common, "-o", str(instrumented)],
+                       capture_output=True, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    args = (("diff", os.devnull, str(instrumented), "--json", "--show-payloads") if what.startswith("diff")
+            else ("instrument", fixture_pb("wordcount"), *common, "-o", "-"))
+    read, write = os.pipe()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("BEAMINST_DEBUG", None)
+    proc = subprocess.Popen([*CLI_PREFIX, *args], stdout=write, stderr=subprocess.PIPE, text=True, cwd=str(REPO), env=env)
+    os.close(write)
+    try:
+        assert os.read(read, 1)  # waits for the first write; the rest (over 64 kB) cannot all fit
+    finally:
+        os.close(read)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err
+    assert err == ""
+
+
 def test_the_exit_status_is_what_a_shell_shows_for_yes_into_head():
     if sys.platform == "win32":  # pragma: no cover
         pytest.skip("no SIGPIPE")

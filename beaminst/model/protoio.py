@@ -328,7 +328,7 @@ def write_atomic(path: str, data: bytes | list[bytes]) -> None:
     if path == STDIO:
         try:
             for piece in pieces:
-                sys.stdout.buffer.write(piece)
+                write_fully(sys.stdout.buffer, piece)
             sys.stdout.buffer.flush()
         except BrokenPipeError:
             raise
@@ -358,6 +358,20 @@ def write_atomic(path: str, data: bytes | list[bytes]) -> None:
         raise OutputError(f"cannot write output: {e.strerror or e}", path) from None
 
 
+def write_fully(out: IO[bytes], data: bytes) -> None:
+    """``out.write(data)``, all of it. A buffered write that a closed pipe cuts
+    short returns the count written instead of raising (CPython's
+    BufferedWriter, past its buffer), and the rest is lost without a word:
+    writing the rest again raises the BrokenPipeError the caller handles
+    (``beaminst ... | head`` is exit 141, not a silent success)."""
+    view = memoryview(data)
+    while view:
+        n = out.write(view)
+        if not n:
+            raise BrokenPipeError(32, "nothing written")
+        view = view[n:]
+
+
 def _write_stream(path: str, pieces: list[bytes]) -> None:
     """Into a FIFO or a character device, without creating or truncating
     anything (opening a FIFO waits for its reader, as a shell redirection does)."""
@@ -368,7 +382,7 @@ def _write_stream(path: str, pieces: list[bytes]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             for piece in pieces:
-                f.write(piece)
+                write_fully(f, piece)
     except BrokenPipeError:
         raise
     except OSError as e:  # e.g. /dev/full
