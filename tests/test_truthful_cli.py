@@ -341,6 +341,16 @@ def _one_line(r) -> str:
     return line
 
 
+def test_json_that_is_no_pipeline_says_so_in_its_own_words(tmp_path):
+    """A package.json beside the protos (batch reads every *.json in SRC):
+    what it is, not protobuf's list of every Pipeline field."""
+    package = REPO / "fixtures" / "typescript" / "package.json"
+    line = _one_line(run_cli("analyze", str(package)))
+    assert "JSON, but not a Beam pipeline" in line and "name" in line and "Available Fields" not in line, line
+    json_pipeline = str(REPO / "fixtures" / "wordcount.json")
+    assert run_cli("analyze", json_pipeline, "-m", WC_M).exit_code == 0  # a pipeline as JSON still loads
+
+
 def test_swapped_pipeline_and_manifest_are_named_as_such():
     line = _one_line(run_cli("analyze", WC_M))
     assert line == f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)"

@@ -101,6 +101,13 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
     if _is_manifest(data):
         raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)", source)
+    keys = _foreign_json_keys(data)
+    if keys is not None:
+        shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+        raise ProtoLoadError(
+            f"JSON, but not a Beam pipeline: it has none of a Pipeline's fields (components, rootTransformIds), "
+            f"only {shown or 'nothing'}", source,
+        )
     best = order[0]
     raise ProtoLoadError(
         f"not a valid Beam pipeline proto (tried {', '.join(order)}; "
@@ -124,6 +131,25 @@ def _is_manifest(data: bytes) -> bool:
     except (ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and "bindings" in doc
+
+
+_PIPELINE_JSON_FIELDS = frozenset({
+    "components", "rootTransformIds", "root_transform_ids", "displayData", "display_data", "requirements",
+})
+
+
+def _foreign_json_keys(data: bytes) -> list[str] | None:
+    """The top-level keys of a JSON object that has no field of a Pipeline
+    (a package.json beside the protos), else None."""
+    import json
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or _PIPELINE_JSON_FIELDS & doc.keys():
+        return None
+    return sorted(str(k) for k in doc)
 
 
 def looks_like_pipeline(data: bytes) -> bool:
