@@ -935,3 +935,12 @@ def test_another_sdks_pipeline_on_the_local_runner_names_the_job_api():
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
     assert "root transforms" in lines[0] and "--job-endpoint" in lines[0] and "unpack" not in lines[0]
+
+
+def test_a_missing_module_of_a_beam_extra_names_the_extra():
+    from beaminst.run.local import _describe
+
+    gcp = _describe(ModuleNotFoundError("No module named 'google.cloud'", name="google.cloud"))
+    assert "pip install 'apache-beam[gcp]==" in gcp
+    own = _describe(ModuleNotFoundError("No module named 'mypipeline'", name="mypipeline"))
+    assert "PYTHONPATH" in own and "apache-beam[" not in own

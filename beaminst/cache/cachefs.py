@@ -172,6 +172,20 @@ def check_url(url: str) -> None:
         )
 
 
+# Top-level modules an apache-beam extra installs, for a ModuleNotFoundError
+# the pipeline's own IO raises (a Pub/Sub source needs google.cloud).
+_EXTRA_OF_MODULE = {
+    "google": "gcp", "googleapiclient": "gcp", "boto3": "aws", "botocore": "aws", "azure": "azure", "hdfs": "hadoop",
+}
+
+
+def extra_install_hint(module: str | None) -> str | None:
+    """``pip install 'apache-beam[<extra>]==<version>'`` for a missing module
+    an extra of Beam brings, else None."""
+    extra = _EXTRA_OF_MODULE.get((module or "").split(".")[0])
+    return None if extra is None else f"pip install 'apache-beam[{extra}]{_beam_pin()}'"
+
+
 def _beam_pin() -> str:
     """``==<the installed Beam>``: the extra must not move Beam to another release."""
     from importlib import metadata

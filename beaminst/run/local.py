@@ -99,7 +99,11 @@ def _one_line(e: BaseException) -> str:
 def _describe(e: BaseException) -> str:
     text = f"{type(e).__name__}: {_one_line(e)}"
     if isinstance(e, ModuleNotFoundError):
-        text += " (the pipeline's pickles name a module this Python cannot import: put it on PYTHONPATH)"
+        from beaminst.cache.cachefs import extra_install_hint
+
+        hint = extra_install_hint(e.name)
+        text += (f" (the pipeline's IO needs an extra of Beam's: {hint}, in the same environment as beaminst)" if hint
+                 else " (the pipeline's pickles name a module this Python cannot import: put it on PYTHONPATH)")
     return text
 
 
