@@ -123,7 +123,9 @@ def test_manifest_from_stdin():
 
 def test_unknown_top_level_field():
     message = manifest_error({"bindings": {}, "bindigns": {}})
-    assert "unknown top-level field 'bindigns'" in message
+    assert "unknown top-level field 'bindigns'; did you mean 'bindings'?" in message
+    assert "did you mean 'computed'?" in manifest_error({"bindings": {}, "computd": []})
+    assert "did you mean" not in manifest_error({"bindings": {}, "zzz": []})
 
 
 @pytest.mark.parametrize(

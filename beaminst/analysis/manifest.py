@@ -249,8 +249,9 @@ def _check_schema(doc: Any, source: str) -> None:
     err = _intended_branch_error(errors[0])
     where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "additionalProperties" and not err.absolute_path:
-        extra = sorted(set(doc) - set(manifest_schema()["properties"]))
-        raise ManifestError(f"unknown top-level field {extra[0]!r}", source)
+        known = manifest_schema()["properties"]
+        extra = sorted(set(doc) - set(known))
+        raise ManifestError(f"unknown top-level field {extra[0]!r}{did_you_mean(extra[0], known)}", source)
     value = json.dumps(err.instance)
     if len(value) > 80:
         value = value[:77] + "..."
