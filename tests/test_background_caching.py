@@ -461,6 +461,17 @@ def test_no_source_exits_2_and_writes_nothing(tmp_path):
     assert to_stdout.exit_code == 2 and to_stdout.stdout == ""
 
 
+def test_no_source_under_the_rules_given_does_not_suggest_them_again(tmp_path):
+    result = run_cli(
+        "background-caching", fixture_pb("wordcount"), "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o.pb"),
+        "--infer-unbounded", "--unbounded-urn", "beam:transform:example:v1",
+    )
+    assert result.exit_code == 2
+    line = result.stderr.strip()
+    assert "beam:transform:example:v1" in line and "(--infer-unbounded)" in line
+    assert "add others with --unbounded-urn)" in line and "or --infer-unbounded" not in line
+
+
 def test_allow_empty_writes_a_root_only_pipeline(tmp_path):
     out = tmp_path / "bg.pb"
     result = run_cli(

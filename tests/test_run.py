@@ -924,7 +924,7 @@ def test_after_a_replay_the_next_steps_name_the_source_flags(tmp_path):
                    str(tmp_path / "c"), "-o", str(out)).exit_code == 0
     assert _replays(load(str(out)).index) and not _replays(load(fixture_pb("wordcount")).index)
     steps = after_run(Invocation("-", "-", "c"), recording=False, replayed=True)
-    assert all(s.endswith("(with the --unbounded-urn / --infer-unbounded it was instrumented with)") for s in steps)
+    assert all(s.endswith("(plus any --unbounded-urn / --infer-unbounded it was instrumented with)") for s in steps)
 
 
 def test_another_sdks_pipeline_on_the_local_runner_names_the_job_api():

@@ -60,6 +60,7 @@ class Analysis:
     unbounded_sources: tuple[UnboundedSource, ...]
     cache: CacheDir
     manifest_source: str = "<manifest>"  # for errors about bindings found later
+    rules: SourceRules = SourceRules()  # noqa: RUF009 - frozen; which rules found the unbounded sources
 
     @property
     def has_unbounded_sources(self) -> bool:
@@ -207,4 +208,4 @@ def analyze(
             cached=c.cached if c else False,
             computed=c.computed if c else False,
         )
-    return Analysis(index, digests, infos, cacheables, sources, cache, manifest.source)
+    return Analysis(index, digests, infos, cacheables, sources, cache, manifest.source, rules)

@@ -94,7 +94,7 @@ def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[
     not in it, nor the rules that found them."""
     if recording:
         return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays this recording"]
-    flags = " (with the --unbounded-urn / --infer-unbounded it was instrumented with)" if replayed else ""
+    flags = " (plus any --unbounded-urn / --infer-unbounded it was instrumented with)" if replayed else ""
     return [
         f"beaminst show {how.inputs()}  # every cached variable's elements (or name VAR...){flags}",
         f"beaminst instrument {how.inputs()} --reuse -o {how.output('next')}  # reads back what this run cached{flags}",

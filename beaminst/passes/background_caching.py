@@ -141,10 +141,14 @@ def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any
 def empty(work: Work) -> dict[str, Any]:
     """No unbounded source: the root only, with ``--allow-empty``."""
     if not work.options.allow_empty:
+        rules = work.analysis.rules
+        tried = "".join(f", {u}" for u in rules.urns) + (", any leaf with UNBOUNDED outputs (--infer-unbounded)"
+                                                          if rules.infer else "")
+        more = ("--unbounded-urn" if rules.infer else "--unbounded-urn or --infer-unbounded")
         raise NoUnboundedSourceError(
             "no unbounded source found, so there is nothing to record (sources: "
-            "ReadFromPubSub / pubsub_read, unbounded Read; add others with --unbounded-urn "
-            "or --infer-unbounded); pass --allow-empty to write a root-only pipeline"
+            f"ReadFromPubSub / pubsub_read, unbounded Read{tried}; add others with {more}); "
+            "pass --allow-empty to write a root-only pipeline"
         )
     return {"output": empty_pipeline(work.index.pipeline),
             **work.warn("no unbounded source found: wrote an empty pipeline (root only)")}
