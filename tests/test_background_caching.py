@@ -576,3 +576,19 @@ def test_an_empty_background_pipeline_reports_the_requirements_it_declares(tmp_p
     doc = json.loads(r.stdout)
     assert doc["empty"] is True
     assert doc["requirements"] == list(load_pipeline(out)[0].requirements) == ["beam:requirement:custom:v1"]
+
+
+def test_analyze_of_an_unrecognised_source_spells_the_urn_in_its_next_steps(tmp_path):
+    """analyze warns that instrument will refuse a TestStream nothing names;
+    its next steps carry the --unbounded-urn that finds it, and run as printed."""
+    import shlex
+
+    pb, manifest = test_stream_pipeline(str(tmp_path / "ts"))
+    r = run_cli("analyze", pb, "-m", manifest, "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 0, r.stderr
+    steps = [line.split("\t", 1)[1] for line in r.stdout.splitlines() if line.startswith("next\t")]
+    assert steps and all("--unbounded-urn beam:transform:teststream:v1" in s for s in steps), steps
+    record = shlex.split(steps[0].split("  #")[0])
+    assert record[:2] == ["beaminst", "background-caching"]
+    record[record.index("-o") + 1] = str(tmp_path / "rec.pb")
+    assert run_cli(*record[1:]).exit_code == 0

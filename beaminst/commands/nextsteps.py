@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from beaminst.options import SourceRules
@@ -55,11 +55,34 @@ def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
         ]
     steps = []
     source_outputs = {pc for s in analysis.unbounded_sources for pc in s.outputs.values()}
-    if source_outputs and not all(analysis.cacheables[pc].cached for pc in source_outputs):
+    unnamed = _unnamed_source_urns(analysis)
+    if unnamed:
+        # analyze warned that instrument would refuse: spell the rule that finds them.
+        how = replace(how, rules=SourceRules(how.rules.urns + unnamed, how.rules.infer))
+        steps.append(f"beaminst background-caching {how.inputs()} -o {how.output('record')}  # "
+                     "records the sources named by URN; then beaminst run it")
+    elif source_outputs and not all(analysis.cacheables[pc].cached for pc in source_outputs):
         out = how.output("record")
         steps.append(f"beaminst background-caching {how.inputs()} -o {out} && beaminst run {out}")
     steps.append(f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}")
     return steps
+
+
+def _unnamed_source_urns(analysis: Analysis) -> tuple[str, ...]:
+    """With no unbounded source recognised but UNBOUNDED PCollections: the
+    URNs of the leaves ``--infer-unbounded`` would take (UNBOUNDED outputs,
+    no UNBOUNDED input), sorted; else none."""
+    if analysis.unbounded_sources:
+        return ()
+    index = analysis.index
+    unbounded = {pc for pc, i in analysis.pcollections.items() if not i.is_bounded}
+    if not unbounded:
+        return ()
+    return tuple(sorted({
+        n.urn for n in index.nodes.values()
+        if not n.subtransforms and n.urn and unbounded & set(n.outputs.values())
+        and not unbounded & set(n.inputs.values())
+    }))
 
 
 # Variables a printed ``show`` names: a big pipeline binds hundreds, and a
