@@ -369,3 +369,13 @@ def test_a_socket_is_refused_before_any_work(tmp_path):
     assert "is a socket" in one_line_error(r)
     os.unlink(path)
     os.rmdir(short)
+
+
+def test_instrumenting_an_instrumented_output_warns(tmp_path):
+    cache = str(tmp_path / "c")
+    once, twice = tmp_path / "once.pb", tmp_path / "twice.pb"
+    first = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", cache, "-o", str(once), "--json")
+    assert first.exit_code == 0 and not any("already holds" in w for w in json.loads(first.stdout)["warnings"])
+    again = run_cli("instrument", str(once), "-m", WC_M, "--cache-dir", cache, "-o", str(twice), "--json")
+    assert again.exit_code == 0, again.stderr
+    assert any("already holds cache writes" in w and "original" in w for w in json.loads(again.stdout)["warnings"])
