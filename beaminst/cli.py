@@ -729,7 +729,7 @@ def background_caching(
     from beaminst.commands.nextsteps import Invocation, after_background_caching
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
-    _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output))
+    _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output, bool(report.writes)))
 
 
 def _batch_modes() -> list[str]:

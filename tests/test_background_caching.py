@@ -592,3 +592,11 @@ def test_analyze_of_an_unrecognised_source_spells_the_urn_in_its_next_steps(tmp_
     assert record[:2] == ["beaminst", "background-caching"]
     record[record.index("-o") + 1] = str(tmp_path / "rec.pb")
     assert run_cli(*record[1:]).exit_code == 0
+
+
+def test_allow_empty_does_not_suggest_recording_nothing(tmp_path):
+    r = run_cli("background-caching", fixture_pb("wordcount"), "-m", fixture_manifest("wordcount"),
+                "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "bg.pb"), "--allow-empty")
+    assert r.exit_code == 0, r.stderr
+    steps = [line for line in r.stdout.splitlines() if line.startswith("next\t")]
+    assert len(steps) == 1 and "beaminst instrument" in steps[0] and "beaminst run" not in steps[0], steps

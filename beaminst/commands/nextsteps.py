@@ -124,8 +124,12 @@ def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[
     ]
 
 
-def after_background_caching(how: Invocation, output: str | None) -> list[str]:
-    """After ``background-caching``: record, then replay the recording."""
+def after_background_caching(how: Invocation, output: str | None, recorded: bool = True) -> list[str]:
+    """After ``background-caching``: record, then replay the recording.
+    ``recorded``: it wrote capture writes (``--allow-empty`` writes a root
+    only, which records nothing: then instrument is what is left)."""
+    if not recorded:
+        return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # no unbounded source to record"]
     target = "FILE" if output == "-" else shlex.quote(output or how.output("record"))
     return [
         f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
