@@ -342,3 +342,9 @@ def test_the_plain_manifest_fast_path_accepts_only_what_the_schema_accepts(doc):
     if _plainly_valid(doc):
         assert valid
     assert _plainly_valid(json.loads(open(fixture_manifest("wordcount")).read()))
+
+
+def test_a_directory_as_the_manifest_says_a_manifest_was_expected(tmp_path):
+    r = run_cli("analyze", fixture_pb("wordcount"), "-m", str(tmp_path))
+    assert r.exit_code == 2
+    assert "is a directory, expected a manifest file" in r.stderr and "pipeline" not in r.stderr

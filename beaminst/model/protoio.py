@@ -46,15 +46,16 @@ def format_from_extension(path: str) -> Format | None:
     return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
-def read_bytes(path: str) -> bytes:
-    """Read a whole input file (``-`` for stdin) with errors naming the file."""
+def read_bytes(path: str, what: str = "a pipeline file") -> bytes:
+    """Read a whole input file (``-`` for stdin) with errors naming the file
+    (``what`` it should have been, for a directory)."""
     try:
         if path == STDIO:
             return sys.stdin.buffer.read()
         with open(path, "rb") as f:
             return f.read()
     except IsADirectoryError:
-        raise ProtoLoadError("is a directory, expected a pipeline file", path) from None
+        raise ProtoLoadError(f"is a directory, expected {what}", path) from None
     except FileNotFoundError:
         raise ProtoLoadError("no such file", path) from None
     except PermissionError:
