@@ -202,6 +202,9 @@ Examples:
   beaminst analyze fixtures/wordcount.pb -m fixtures/wordcount.manifest.json
   beaminst analyze pipeline.pb -m bindings.json --cache-dir /tmp/cache --json | jq .cacheables
   beaminst instrument pipeline.pb -m bindings.json --cache-dir /tmp/cache -o instrumented.pb
+  beaminst run instrumented.pb                      # DirectRunner; --job-endpoint HOST:PORT for the Job API
+  beaminst show pipeline.pb -m bindings.json --cache-dir /tmp/cache counts
+  beaminst instrument pipeline.pb -m bindings.json --cache-dir /tmp/cache --reuse -o next.pb
   beaminst background-caching streaming.pb --cache-dir /tmp/cache -o record.pb
   beaminst diff pipeline.pb instrumented.pb --json
   beaminst graph instrumented.pb --against pipeline.pb -o changes.svg
