@@ -97,6 +97,23 @@ class WorkerOptions:
     environment_config: str | None = None
     target_sdk: str | None = None
 
+    def __post_init__(self) -> None:
+        # Checked whether or not the pipeline ends up using it: a typo is a
+        # typo even where the pipeline's own environment makes it moot.
+        kind = self.environment_type
+        if kind and not kind.startswith("beam:env:") and kind not in ENVIRONMENT_TYPES:
+            hint = f"did you mean {kind.upper()}? " if kind.upper() in ENVIRONMENT_TYPES else ""
+            raise OptionError(
+                f"{kind!r} is not an environment type Beam knows ({hint}Beam's types are "
+                f"{', '.join(ENVIRONMENT_TYPES)}, in capitals, or an environment URN, beam:env:...)",
+                "--environment-type",
+            )
+
+
+# What Beam's Environment.from_options takes: common_urns.environments' names
+# (ANYOF and DEFAULT are not types a worker starts from) and LOOPBACK.
+ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
+
 
 @dataclass(frozen=True)
 class RewriteOptions:

@@ -379,3 +379,20 @@ def test_instrumenting_an_instrumented_output_warns(tmp_path):
     again = run_cli("instrument", str(once), "-m", WC_M, "--cache-dir", cache, "-o", str(twice), "--json")
     assert again.exit_code == 0, again.stderr
     assert any("already holds cache writes" in w and "original" in w for w in json.loads(again.stdout)["warnings"])
+
+
+@pytest.mark.parametrize("kind, hint", [("dokcer", ""), ("docker", "did you mean DOCKER?")])
+def test_an_unknown_environment_type_is_refused_even_where_unused(kind, hint, tmp_path):
+    """Word count has a Python environment of its own, so the type would not
+    be used; a typo there still deserves a line, not a silent 'not used'."""
+    out = tmp_path / "o.pb"
+    r = run_cli_subprocess("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", str(out),
+                           "--environment-type", kind)
+    assert r.returncode == 2
+    line = one_line_error(r)
+    assert "--environment-type" in line and "not an environment type Beam knows" in line and hint in line
+    assert not out.exists()
+    from beaminst.options import WorkerOptions
+
+    for fine in ("DOCKER", "PROCESS", "EXTERNAL", "beam:env:docker:v1"):
+        WorkerOptions(environment_type=fine)
