@@ -103,11 +103,11 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
     if _is_manifest(data):
         raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)", source)
     keys = _foreign_json_keys(data)
-    if keys is not None:
+    if keys:
         shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
         raise ProtoLoadError(
             f"JSON, but not a Beam pipeline: it has none of a Pipeline's fields (components, rootTransformIds), "
-            f"only {shown or 'nothing'}", source,
+            f"only {shown}", source,
         )
     best = order[0]
     raise ProtoLoadError(
@@ -141,7 +141,7 @@ _PIPELINE_JSON_FIELDS = frozenset({
 
 def _foreign_json_keys(data: bytes) -> list[str] | None:
     """The top-level keys of a JSON object that has no field of a Pipeline
-    (a package.json beside the protos), else None."""
+    (a package.json beside the protos), else None (an empty object: empty)."""
     import json
 
     try:
