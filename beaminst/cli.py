@@ -915,14 +915,25 @@ def diff_command(files: tuple[str, ...], fmt: str | None, as_json: bool, show_pa
     if before == "-" and after == "-":
         _fail("BEFORE and AFTER cannot both be read from stdin")
     result = diff_files(before, after, show_payloads, sources)
-    if git_driver and fmt in (diffformat.HUMAN, diffformat.PLAIN):
-        from beaminst.errors import printable
+    if not git_driver:
+        _write_diff(result, fmt, show_payloads)
+        if not result.identical:
+            sys.exit(1)
+        return
+    try:
+        if fmt in (diffformat.HUMAN, diffformat.PLAIN):
+            from beaminst.errors import printable
 
-        # git prints no header of its own for an external diff: say which file.
-        click.echo(f"diff --beam {printable(result.before)} {printable(result.after)}")
-    _write_diff(result, fmt, show_payloads)
-    if not result.identical and not git_driver:
-        sys.exit(1)
+            # git prints no header of its own for an external diff: say which file.
+            sys.stdout.write(f"diff --beam {printable(result.before)} {printable(result.after)}\n")
+        _write_diff(result, fmt, show_payloads)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # git's reader left (git diff | head): git stops at any non-zero exit
+        # with "external diff died"; exiting 0 leaves it to meet the closed
+        # pipe itself, and end quietly, as with its own diff.
+        _detach_stdout()
+        sys.exit(0)
 
 
 def _write_diff(result: Any, fmt: str, show_payloads: bool) -> None:

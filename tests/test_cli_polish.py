@@ -78,6 +78,15 @@ def test_a_reader_gone_mid_write_is_exit_141(what, tmp_path):
     assert err == ""
 
 
+def test_as_a_git_driver_a_reader_gone_is_exit_0(tmp_path):
+    """git stops with "external diff died" at any non-zero exit of its driver,
+    141 included; with 0 it meets the closed pipe itself and ends quietly."""
+    wc, cogbk = fixture_pb("wordcount"), fixture_pb("cogbk")
+    proc = run_into_closed_pipe("diff", "--git-driver", "p.pb", wc, "1" * 40, "100644", cogbk, "2" * 40, "100644")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
 def test_the_exit_status_is_what_a_shell_shows_for_yes_into_head():
     if sys.platform == "win32":  # pragma: no cover
         pytest.skip("no SIGPIPE")
