@@ -40,6 +40,15 @@ def _path(**kwargs: Any) -> click.Path:
     return click.Path(readable=False, **kwargs)
 
 
+# The names of stdout a shell offers: written as "-" is (the report then goes
+# to stderr), not resolved to whatever file stdout was redirected to.
+_STDOUT_NAMES = frozenset({"/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
+def _stdout_alias(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    return "-" if value in _STDOUT_NAMES else value
+
+
 def _urns(_ctx: Any, _param: Any, value: tuple[str, ...]) -> tuple[str, ...]:
     # SourceRules' own check, as a usage error: a blank URN would make the root a source.
     from beaminst.options import parse_urn
@@ -435,7 +444,8 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help="Output format (default: from the -o extension, else binary).",
     )(fn)
     fn = click.option(
-        "-o", "--output", required=True, type=_path(allow_dash=True), help="Output proto path; - for stdout."
+        "-o", "--output", required=True, type=_path(allow_dash=True), callback=_stdout_alias,
+        help="Output proto path; - for stdout.",
     )(fn)
     fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON report of what was done.")(fn)
     return fn
@@ -985,7 +995,8 @@ Examples:
     "--format", "fmt", type=click.Choice(["dot", "svg", "png"]),
     help="Output format (default: from the -o extension, else dot). svg and png need Graphviz.",
 )
-@click.option("-o", "--output", default="-", show_default=True, type=_path(allow_dash=True), help="Output path; - for stdout.")
+@click.option("-o", "--output", default="-", show_default=True, type=_path(allow_dash=True), callback=_stdout_alias,
+              help="Output path; - for stdout.")
 @click.option(
     "--against", metavar="ORIGINAL", type=_path(allow_dash=True),
     help="Highlight transforms added relative to ORIGINAL and draw the ones it had that are gone ghosted.",

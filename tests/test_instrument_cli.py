@@ -396,3 +396,23 @@ def test_an_unknown_environment_type_is_refused_even_where_unused(kind, hint, tm
 
     for fine in ("DOCKER", "PROCESS", "EXTERNAL", "beam:env:docker:v1"):
         WorkerOptions(environment_type=fine)
+
+
+def test_dev_stdout_is_stdout(tmp_path):
+    """-o /dev/stdout with stdout redirected to a file: the proto goes to
+    stdout as with -o - (the report to stderr), not over the file's path."""
+    import subprocess
+
+    from conftest import CLI_PREFIX
+
+    cache = tmp_path / "c"
+    expected = _reference_output(tmp_path, cache)
+    out = tmp_path / "redirected.pb"
+    with open(out, "wb") as f:
+        proc = subprocess.run([*CLI_PREFIX, "instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", "/dev/stdout"],
+                              stdout=f, stderr=subprocess.PIPE, text=True, cwd=str(REPO),
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == expected
+    assert "write\t" in proc.stderr
+    assert os.path.islink("/dev/stdout")
