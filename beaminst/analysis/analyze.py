@@ -17,7 +17,7 @@ from beaminst.analysis.sources import UnboundedSource, find_unbounded_sources, u
 from beaminst.cache.cachedir import CacheDir
 from beaminst.graph.index import GraphIndex
 from beaminst.model.beamproto import runner_api
-from beaminst.model.labels import CACHE_COMPOSITES
+from beaminst.model.labels import holds_cache_transforms
 from beaminst.options import SourceRules
 
 
@@ -78,8 +78,7 @@ class Analysis:
         cache directory that is not there, a computed variable with nothing
         complete to read back."""
         out = []
-        cache_parts = tuple(CACHE_COMPOSITES)
-        if any(n.unique_name.startswith(cache_parts) for n in self.index.nodes.values()):
+        if holds_cache_transforms(n.unique_name for n in self.index.nodes.values()):
             out.append(
                 "the pipeline already holds cache writes or reads (WriteCache_/ReadCache_ transforms: an instrumented "
                 "output?); instrumenting it again adds a second write per binding: give the original pipeline"

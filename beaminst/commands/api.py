@@ -277,7 +277,6 @@ def _draw(
 
 def grafted(proto: Any) -> bool:
     """Whether ``proto`` holds a cache write or read beaminst grafted."""
-    from beaminst.model.labels import CACHE_COMPOSITES
+    from beaminst.model.labels import holds_cache_transforms
 
-    prefixes = tuple(CACHE_COMPOSITES)
-    return any(t.unique_name.startswith(prefixes) for t in proto.components.transforms.values())
+    return holds_cache_transforms(t.unique_name for t in proto.components.transforms.values())

@@ -8,6 +8,8 @@ graph collapses cache subgraphs by them. One table, so they cannot drift.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 WRITE_CACHE = "WriteCache_"  # + cache key: the top-level write composite
 READ_CACHE = "ReadCache_"  # + cache key: the top-level read composite
 REIFY_BEFORE = "ReifyBefore_"  # + WRITE_CACHE + key: the leaf before a write
@@ -22,3 +24,10 @@ CACHE_STEPS = (REIFY_BEFORE, UNREIFY_AFTER)
 INSTRUMENTED_PREFIXES = (
     WRITE_CACHE, REIFY_BEFORE + WRITE_CACHE, READ_CACHE, UNREIFY_AFTER + READ_CACHE, TEST_STREAM,
 )
+
+
+def holds_cache_transforms(unique_names: Iterable[str]) -> bool:
+    """Whether any of ``unique_names`` is a cache write or read beaminst grafts
+    (an instrumented output, given back as an input)."""
+    prefixes = tuple(CACHE_COMPOSITES)
+    return any(name.startswith(prefixes) for name in unique_names)
