@@ -69,20 +69,13 @@ def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
 
 
 def _unnamed_source_urns(analysis: Analysis) -> tuple[str, ...]:
-    """With no unbounded source recognised but UNBOUNDED PCollections: the
-    URNs of the leaves ``--infer-unbounded`` would take (UNBOUNDED outputs,
-    no UNBOUNDED input), sorted; else none."""
-    if analysis.unbounded_sources:
-        return ()
-    index = analysis.index
-    unbounded = {pc for pc, i in analysis.pcollections.items() if not i.is_bounded}
-    if not unbounded:
-        return ()
-    return tuple(sorted({
-        n.urn for n in index.nodes.values()
-        if not n.subtransforms and n.urn and unbounded & set(n.outputs.values())
-        and not unbounded & set(n.inputs.values())
-    }))
+    """With no unbounded source recognised: the URNs of the sources
+    ``--infer-unbounded`` would find (the analysis's own rule), sorted."""
+    if analysis.unbounded_sources or all(i.is_bounded for i in analysis.pcollections.values()):
+        return ()  # nothing to infer: no second walk of a bounded pipeline
+    from beaminst.analysis.sources import find_unbounded_sources
+
+    return tuple(sorted({s.urn for s in find_unbounded_sources(analysis.index, SourceRules(infer=True))}))
 
 
 # Variables a printed ``show`` names: a big pipeline binds hundreds, and a
