@@ -102,17 +102,19 @@ class WorkerOptions:
         # typo even where the pipeline's own environment makes it moot.
         kind = self.environment_type
         if kind and not kind.startswith("beam:env:") and kind not in ENVIRONMENT_TYPES:
-            hint = f"did you mean {kind.upper()}? " if kind.upper() in ENVIRONMENT_TYPES else ""
-            raise OptionError(
-                f"{kind!r} is not an environment type Beam knows ({hint}Beam's types are "
-                f"{', '.join(ENVIRONMENT_TYPES)}, in capitals, or an environment URN, beam:env:...)",
-                "--environment-type",
-            )
+            raise OptionError(f"{kind!r} is {unknown_environment_type(kind)}", "--environment-type")
 
 
 # What Beam's Environment.from_options takes: common_urns.environments' names
-# (ANYOF and DEFAULT are not types a worker starts from) and LOOPBACK.
+# (ANYOF and DEFAULT are not types a worker starts from) and LOOPBACK (run only).
 ENVIRONMENT_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")
+
+
+def unknown_environment_type(kind: str) -> str:
+    """What to say of ``kind``, a type Beam does not know (after "is")."""
+    hint = f"did you mean {kind.upper()}? " if kind.upper() in ENVIRONMENT_TYPES else ""
+    return (f"not an environment type Beam knows ({hint}Beam's types are {', '.join(ENVIRONMENT_TYPES)}, "
+            "in capitals, or an environment URN, beam:env:...)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 from beaminst.errors import BeaminstError
 from beaminst.graph.index import Node, read_nodes
 from beaminst.model import urns
+from beaminst.options import unknown_environment_type
 
 # apache/beam_python3.11_sdk:2.77.0, gcr.io/.../beam_python3.10_sdk:2.71.0rc1, ...
 _PYTHON_IMAGE = re.compile(r"beam_python\d+(?:\.\d+)?_sdk(?::(?P<tag>[^@/\s]+))?")
@@ -124,7 +125,6 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
 _NEEDS = {urns.ENV_PROCESS: 'the boot command as JSON, {"command": "/opt/apache/beam/boot"}',
           urns.ENV_EXTERNAL: "the worker pool's address, HOST:PORT"}
 _TYPE_URNS = {"PROCESS": urns.ENV_PROCESS, "EXTERNAL": urns.ENV_EXTERNAL}
-_TYPES = ("DOCKER", "PROCESS", "EXTERNAL", "LOOPBACK")  # what Environment.from_options takes, LOOPBACK for run only
 
 
 def _nothing_to_start(environment_type: str, urn: str) -> BeaminstError:
@@ -164,11 +164,7 @@ def environment_from_options(options: Any) -> Any:
     except ValueError as e:
         if not str(e).startswith("Unknown environment type"):
             raise
-        hint = f"did you mean {kind.upper()}? " if kind.upper() in _TYPES else ""
-        raise BeaminstError(
-            f"--environment-type {kind}: not an environment type Beam knows ({hint}Beam's types are "
-            f"{', '.join(_TYPES)}, in capitals, or an environment URN, beam:env:...)"
-        ) from None
+        raise BeaminstError(f"--environment-type {kind}: {unknown_environment_type(kind)}") from None
     if _starts_nothing(env):
         raise _nothing_to_start(kind, env.urn)
     return env
