@@ -11,6 +11,7 @@ nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -100,9 +101,10 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         if _looks_like_pipeline(proto):
             return proto, fmt
         errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
-    if _is_manifest(data):
+    doc = _json_object(data)
+    if doc is not None and "bindings" in doc:
         raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)", source)
-    keys = _foreign_json_keys(data)
+    keys = _foreign_json_keys(doc)
     if keys:
         shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
         raise ProtoLoadError(
@@ -124,31 +126,24 @@ def _shortened(text: str, limit: int = 200) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
-def _is_manifest(data: bytes) -> bool:
-    import json
-
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(doc, dict) and "bindings" in doc
-
-
-_PIPELINE_JSON_FIELDS = frozenset({
-    "components", "rootTransformIds", "root_transform_ids", "displayData", "display_data", "requirements",
-})
-
-
-def _foreign_json_keys(data: bytes) -> list[str] | None:
-    """The top-level keys of a JSON object that has no field of a Pipeline
-    (a package.json beside the protos), else None (an empty object: empty)."""
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """``data`` as a JSON object, for errors that say what a file is instead; else None."""
     import json
 
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(doc, dict) or _PIPELINE_JSON_FIELDS & doc.keys():
+    return doc if isinstance(doc, dict) else None
+
+
+def _foreign_json_keys(doc: dict[str, Any] | None) -> list[str] | None:
+    """The top-level keys of a JSON object that has no field of a Pipeline
+    (a package.json beside the protos), else None (an empty object: empty)."""
+    if doc is None:
+        return None
+    fields = runner_api().Pipeline.DESCRIPTOR.fields
+    if {n for f in fields for n in (f.name, f.json_name)} & doc.keys():
         return None
     return sorted(str(k) for k in doc)
 
@@ -395,7 +390,7 @@ def write_fully(out: IO[bytes], data: bytes) -> None:
     while view:
         n = out.write(view)
         if not n:
-            raise BrokenPipeError(32, "nothing written")
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
         view = view[n:]
 
 
