@@ -372,3 +372,80 @@ def test_an_entry_naming_a_transform_its_body_lacks_is_not_trusted(filled):
     bad = dataclasses.replace(sub, top=("missing",))
     assert store._decode(store.encode(key, bad), key) is None
     assert "missing" not in bad.proto.components.transforms
+
+
+def _entry_parts(data: bytes) -> tuple[dict, bytes]:
+    import json
+
+    start = len(store.MAGIC) + 4
+    size = int.from_bytes(data[len(store.MAGIC) : start], "big")
+    return json.loads(data[start : start + size]), data[start + size :]
+
+
+def _reencoded(header: dict, body: bytes) -> bytes:
+    """An entry of ``header``'s facts over ``body`` with a digest that holds
+    (what a bug, not damage, would write)."""
+    import json
+
+    header = {**header, "sha256": store._digest(header["key"], header["piece"], body)}
+    raw = json.dumps(header, sort_keys=True).encode()
+    return store.MAGIC + len(raw).to_bytes(4, "big") + raw + body
+
+
+def test_a_stored_write_keeps_what_its_first_graft_would_derive(filled, tmp_path, monkeypatch):
+    """An entry keeps the coders and transforms its key sits in, and the bz2
+    pieces each keyed pickle is cut into: a process's first graft of a stored
+    template neither inflates its bz2 pickles nor compresses them at level 9
+    (what made a batch worker's first file cost twice its later ones), and
+    the output is the same bytes."""
+    from beaminst.graft import pickles
+
+    _root, reference, entries, builds = filled
+    writes = [_entry_parts(d)[0]["piece"] for d in entries.values()]
+    assert any(w["pickle_pieces"] for w in writes) and all(w["rewrite_sites"] for w in writes)
+    for w in writes:
+        assert set(w["pickle_pieces"]) <= set(w["rewrite_sites"])
+        assert all(len(pieces) >= 2 for pieces in w["pickle_pieces"].values())
+    inflated, compressed = [], []
+    real_decompress, real_compress = pickles._decompress, pickles._compress
+    monkeypatch.setattr(pickles, "_decompress", lambda raw: inflated.append(raw[:3]) or real_decompress(raw))
+    monkeypatch.setattr(pickles, "_compress", lambda data, method, level=9: compressed.append((method, level))
+                        or real_compress(data, method, level))
+    pickles._PIECES.clear()
+    pickles._open.cache_clear()
+    assert _instrument(tmp_path, "stored.pb") == reference
+    assert builds.count == 0
+    assert b"BZh" not in inflated, inflated
+    assert ("bz2", 9) not in compressed and ("bz2", 1) in compressed
+
+
+def _with_facts(data: bytes, **facts) -> bytes:
+    header, body = _entry_parts(data)
+    return _reencoded({**header, "piece": {**header["piece"], **facts}}, body)
+
+
+def test_an_entry_whose_kept_facts_do_not_fit_its_body_is_not_trusted(filled):
+    """What an entry keeps beside its body (keyed coders, rewrite sites,
+    pickle pieces) must name what the body holds and be bz2 streams of a
+    site's pickled function; otherwise the entry is refused (and rebuilt)."""
+    _root, _reference, entries, _builds = filled
+    data = next(d for d in entries.values() if _entry_parts(d)[0]["piece"]["pickle_pieces"])
+    header, _body = _entry_parts(data)
+    key, facts = header["key"], header["piece"]
+    assert store._decode(_reencoded(header, _body), key) is not None  # the re-encoding itself is sound
+    site, pieces = next(iter(facts["pickle_pieces"].items()))
+    not_a_site = next(t for t in facts["top"] if t not in facts["rewrite_sites"]) if set(facts["top"]) - set(
+        facts["rewrite_sites"]) else "missing"
+    import base64
+
+    for bad in (
+        {"key_coders": [*facts["key_coders"], "no_such_coder"]},
+        {"rewrite_sites": [*facts["rewrite_sites"], "no_such_transform"]},
+        {"pickle_pieces": {not_a_site: pieces}},
+        {"pickle_pieces": {site: pieces[:1]}},
+        {"pickle_pieces": {site: [base64.b64encode(b"not bz2").decode(), *pieces[1:]]}},
+        {"pickle_pieces": {site: ["!not base64!", *pieces[1:]]}},
+        {"pickle_pieces": [pieces]},
+        {"rewrite_sites": "not a list"},
+    ):
+        assert store._decode(_with_facts(data, **bad), key) is None, bad

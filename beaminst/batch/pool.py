@@ -53,7 +53,7 @@ def run_local(jobs: list[Job], workers: int, done: Callable[[Outcome], None]) ->
 # them and its first file costs what the later ones do.
 WORKER_PRELOAD = (
     "beaminst.commands.api", "beaminst.passes.instrument", "beaminst.passes.background_caching", "beaminst.graft",
-    "google.protobuf.wrappers_pb2",
+    "google.protobuf.wrappers_pb2", "beaminst.graph.gcpause",  # imported lazily by every rewrite
 )
 
 

@@ -52,18 +52,42 @@ def _compress(data: bytes, method: str, level: int = 9) -> bytes:
     return bz2.compress(data, compresslevel=level) if method == "bz2" else zlib.compress(data, level)
 
 
-@functools.lru_cache(maxsize=256)
-def _pieces(encoded: bytes, old: bytes) -> tuple[bytes, ...]:
+# (a template's pickle, its placeholder) -> the pieces a clone is made of;
+# bounded like the other memos (a batch sees a few templates, not thousands).
+_PIECES: dict[tuple[bytes, bytes], tuple[bytes, ...]] = {}
+_MAX_PIECES = 256
+
+
+def template_pieces(encoded: bytes, old: bytes) -> tuple[bytes, ...] | None:
     """A bz2 template payload's pickle cut at every ``old``, each piece its
-    own bz2 stream (an empty piece, nothing): the same for every clone."""
-    data = _open(encoded)[0]  # type: ignore[index]  # the caller opened it
-    return tuple(_compress(piece, "bz2") if piece else b"" for piece in data.split(old))
+    own bz2 stream (an empty piece, nothing): the same for every clone, so
+    computed once per process, or given by the template store
+    (:func:`remember_pieces`). None when ``encoded`` is not a bz2 pickle
+    holding ``old``."""
+    known = _PIECES.get((encoded, old))
+    if known is None:
+        opened = _open(encoded)
+        if opened is None or opened[1] != "bz2" or old not in opened[0]:
+            return None
+        known = tuple(_compress(piece, "bz2") if piece else b"" for piece in opened[0].split(old))
+        remember_pieces(encoded, old, known)
+    return known
 
 
-def _recompressed(encoded: bytes, data: bytes, method: str, old: bytes, new: bytes) -> bytes:
-    if method == "bz2":
-        return _compress(new, method, level=1).join(_pieces(encoded, old))
-    return _compress(data.replace(old, new), method)
+def remember_pieces(encoded: bytes, old: bytes, pieces: tuple[bytes, ...]) -> None:
+    """Keep ``pieces`` as :func:`template_pieces` of ``encoded`` and ``old``
+    (the store's entry holds those it computed when the template was built)."""
+    if len(_PIECES) >= _MAX_PIECES:
+        _PIECES.pop(next(iter(_PIECES)))
+    _PIECES[(encoded, old)] = pieces
+
+
+def pickled_function(urn: str, payload: bytes) -> bytes | None:
+    """The pickled function of a ParDo (or a pickled transform's payload);
+    None for other transforms."""
+    if urn in urns.PAR_DO_FAMILY:
+        return runner_api().ParDoPayload.FromString(payload).do_fn.payload
+    return payload if urn == urns.PICKLED_TRANSFORM else None
 
 
 @functools.lru_cache(maxsize=256)
@@ -81,13 +105,16 @@ def _open(encoded: bytes) -> tuple[bytes, str | None] | None:
 
 def substitute_in_pickle(encoded: bytes, old: bytes, new: bytes) -> bytes:
     """Replace ``old`` by ``new`` (same length) inside a Beam pickled payload."""
+    pieces = template_pieces(encoded, old)  # a bz2 pickle holding old: only the key is compressed
+    if pieces is not None:
+        return base64.b64encode(_compress(new, "bz2", level=1).join(pieces))
     opened = _open(encoded)
     if opened is None or opened[1] is None:
         return encoded.replace(old, new)
     data, method = opened
     if old not in data:
         return encoded
-    return base64.b64encode(_recompressed(encoded, data, method, old, new))
+    return base64.b64encode(_compress(data.replace(old, new), method))
 
 
 def pickle_mentions(encoded: bytes, needle: bytes) -> bool:
@@ -116,9 +143,8 @@ def coder_mentions(payload: bytes, needle: bytes) -> bool:
 
 def do_fn_mentions(urn: str, payload: bytes, needle: bytes) -> bool:
     """Whether the pickled function of a ParDo or a pickled transform holds ``needle``."""
-    if urn in urns.PAR_DO_FAMILY:
-        return pickle_mentions(runner_api().ParDoPayload.FromString(payload).do_fn.payload, needle)
-    return urn == urns.PICKLED_TRANSFORM and pickle_mentions(payload, needle)
+    fn = pickled_function(urn, payload)
+    return fn is not None and pickle_mentions(fn, needle)
 
 
 def rewrite_payload(

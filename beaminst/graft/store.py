@@ -10,8 +10,12 @@ file per key under :func:`store_root`::
     MAGIC | header length (4 bytes, big-endian) | header (JSON) | body (a Pipeline proto)
 
 The header holds the key, the facts :func:`beaminst.graft.subgraph.piece`
-needs besides the proto, and a digest of key, facts and body. Nothing is
-unpickled: the body's pickles are copied into outputs as bytes.
+needs besides the proto, what it would otherwise derive by inflating the
+body's pickles (the coders and transforms the key sits in) and the pieces
+each bz2 pickle holding the key is cut into (:func:`beaminst.graft.pickles.template_pieces`),
+and a digest of key, facts and body: a process's first graft of a stored
+template then costs what its later ones do. Nothing is unpickled: the body's
+pickles are copied into outputs as bytes.
 
 The cache is the user's, but beaminst checks it is what it wrote: the store
 is refused (templates are built, nothing is written) when its directory is
@@ -34,13 +38,15 @@ import stat
 import sys
 import tempfile
 import time
+from base64 import b64decode, b64encode
 from typing import Any
 
+from beaminst.graft.pickles import pickled_function, remember_pieces, template_pieces
 from beaminst.graft.subgraph import Subgraph, piece
 from beaminst.model.beamproto import beam_version, runner_api
 
 ENV = "BEAMINST_TEMPLATE_CACHE"
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"beaminst-template\n"
 SUFFIX = ".tpl"
 MAX_ENTRY_BYTES = 8 << 20
@@ -51,8 +57,12 @@ _STALE_TEMP_S = 3600.0
 # The beaminst source a stored template depends on (relative to beaminst/):
 # an edit to any of them is a new key, so the template is rebuilt
 # (safepickle.py: a stored write also stands for its pickles having passed
-# the check, see Grafter._check_pickles).
-_SOURCES = ("graft/templates.py", "graft/store.py", "model/labels.py", "graft/ipythonprobe.py", "model/safepickle.py")
+# the check, see Grafter._check_pickles; pickles.py and subgraph.py derive
+# the facts an entry keeps beside its body).
+_SOURCES = (
+    "graft/templates.py", "graft/store.py", "model/labels.py", "graft/ipythonprobe.py", "model/safepickle.py",
+    "graft/pickles.py", "graft/subgraph.py",
+)
 
 
 def store_root() -> str | None:
@@ -223,7 +233,45 @@ def _not_private(st: os.stat_result, what: str, is_kind: Any) -> str | None:
 
 
 def _facts(sub: Subgraph) -> dict[str, Any]:
-    return {"top": list(sub.top), "placeholder": sub.placeholder, "outputs": dict(sub.outputs), "key": sub.key}
+    return {
+        "top": list(sub.top), "placeholder": sub.placeholder, "outputs": dict(sub.outputs), "key": sub.key,
+        "key_coders": sorted(sub.key_coders), "rewrite_sites": sorted(sub.rewrite_sites),
+        "pickle_pieces": {t: [b64encode(p).decode("ascii") for p in pieces] for t, pieces in _pickle_pieces(sub)},
+    }
+
+
+def _pickle_pieces(sub: Subgraph) -> list[tuple[str, tuple[bytes, ...]]]:
+    """(transform, the pieces of its pickled function) for each rewrite site
+    whose function is a bz2 pickle holding the key."""
+    out = []
+    ts, needle = sub.proto.components.transforms, sub.key.encode("utf-8")
+    for t in sorted(sub.rewrite_sites):
+        fn = pickled_function(ts[t].spec.urn, ts[t].spec.payload) if needle else None
+        pieces = None if fn is None else template_pieces(fn, needle)
+        if pieces is not None:
+            out.append((t, pieces))
+    return out
+
+
+def _remember_pickle_pieces(sub: Subgraph, stored: Any) -> bool:
+    """Give :mod:`beaminst.graft.pickles` the pieces an entry holds; False
+    when they are not what an entry holds (a list of bz2 streams for a
+    rewrite site's pickled function)."""
+    if not isinstance(stored, dict):
+        return False
+    ts, needle = sub.proto.components.transforms, sub.key.encode("utf-8")
+    found = []
+    for t, pieces in stored.items():
+        if t not in sub.rewrite_sites or not isinstance(pieces, list) or len(pieces) < 2:
+            return False
+        fn = pickled_function(ts[t].spec.urn, ts[t].spec.payload)
+        raw = tuple(b64decode(p, validate=True) for p in pieces)
+        if fn is None or not all(p == b"" or p.startswith(b"BZh") for p in raw):
+            return False
+        found.append((fn, raw))
+    for fn, raw in found:
+        remember_pieces(fn, needle, raw)
+    return True
 
 
 def _digest(key: str, facts: dict[str, Any], body: bytes) -> str:
@@ -264,13 +312,16 @@ def _decode(data: bytes, key: str) -> Subgraph | None:
             return None
         proto = runner_api().Pipeline.FromString(body)
         top, placeholder, outputs, built_with = facts["top"], facts["placeholder"], facts["outputs"], facts["key"]
+        key_coders, sites = facts["key_coders"], facts["rewrite_sites"]
         pcs = proto.components.pcollections
         if not (
-            isinstance(top, list) and all(isinstance(t, str) for t in top) and isinstance(built_with, str)
+            all(isinstance(ids, list) and all(isinstance(t, str) for t in ids) for ids in (top, key_coders, sites))
+            and isinstance(built_with, str)
             and (placeholder is None or (isinstance(placeholder, str) and placeholder in pcs))
             and isinstance(outputs, dict) and all(isinstance(v, str) and v in pcs for v in outputs.values())
         ):
             return None
-        return piece(proto, top, placeholder, outputs, built_with)
+        sub = piece(proto, top, placeholder, outputs, built_with, (key_coders, sites))
+        return sub if _remember_pickle_pieces(sub, facts["pickle_pieces"]) else None
     except Exception:  # whatever a damaged entry makes the parsers raise: not trusted
         return None

@@ -34,8 +34,13 @@ class Subgraph:
     rewrite_sites: frozenset[str]
 
 
-def piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str, str], key: str) -> Subgraph:
-    """The subgraph of ``proto`` under ``top`` (a KeyError names an id the proto lacks)."""
+def piece(
+    proto: Any, top: list[str], placeholder: str | None, outputs: dict[str, str], key: str,
+    known: tuple[list[str], list[str]] | None = None,
+) -> Subgraph:
+    """The subgraph of ``proto`` under ``top`` (a KeyError names an id the proto lacks).
+    ``known``: its ``key_coders`` and ``rewrite_sites``, as the template store
+    kept them (finding them inflates the piece's pickles)."""
     ts = proto.components.transforms
     order: list[str] = []
     stack = list(reversed(top))
@@ -55,10 +60,16 @@ def piece(proto: Any, top: list[str], placeholder: str | None, outputs: dict[str
                 seen.add(pc)
                 pcs.append(pc)
     needle = key.encode("utf-8")
-    key_coders = frozenset(
-        cid for cid, c in proto.components.coders.items() if needle and c.spec.payload and coder_mentions(c.spec.payload, needle)
-    )
-    sites = frozenset(t for t in order if _needs_rewrite(ts[t], needle))
+    if known is not None:
+        key_coders, sites = frozenset(known[0]), frozenset(known[1])
+        if not (key_coders <= proto.components.coders.keys() and sites <= set(order)):
+            raise KeyError(min((key_coders - proto.components.coders.keys()) | (sites - set(order))))
+    else:
+        key_coders = frozenset(
+            cid for cid, c in proto.components.coders.items()
+            if needle and c.spec.payload and coder_mentions(c.spec.payload, needle)
+        )
+        sites = frozenset(t for t in order if _needs_rewrite(ts[t], needle))
     return Subgraph(
         proto, tuple(top), tuple(order), tuple(pcs), placeholder, dict(outputs), key, Signatures(proto.components),
         key_coders, sites,
