@@ -632,7 +632,8 @@ This runs the pipeline's code: only run pipelines you trust.
 )
 @click.option(
     "--cache-dir", type=_path(file_okay=False),
-    help="Where to measure the recording (default: the directory the capture writes name in the proto).",
+    help="Where to measure the recording (default: the directory the capture writes name in the proto); a local "
+    "directory. A pipeline that records nothing does not use it (and says so).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (state, seconds, errors, recorded, ...).")
 @handle_errors

@@ -151,6 +151,13 @@ def test_an_instrumented_protos_writes_are_not_a_recording(tmp_path):
     assert sorted(w.key for w in writes) == keys
     assert all(not w.capture and not w.streaming and w.cache_dir == os.path.abspath(cache) for w in writes)
     assert plan_recording(writes, None) == (None, [])
+    # --cache-dir only places a recording: given for a pipeline that records
+    # nothing (a URL included, which a recording could not use), it is said
+    # to do nothing rather than taken silently.
+    for given in (str(tmp_path / "elsewhere"), "gs://bucket/cache"):
+        recording, warnings = plan_recording(writes, given)
+        assert recording is None and len(warnings) == 1
+        assert warnings[0].startswith(f"--cache-dir {given} is not used: ") and "records nothing" in warnings[0]
 
 
 def test_an_instrumented_streaming_protos_writes_are_not_a_recording(tmp_path):

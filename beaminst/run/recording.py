@@ -71,7 +71,11 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
     writes; and warnings for the person running it."""
     captures = [w for w in writes if w.capture]
     if not captures:
-        return None, []
+        # Said, not silently dropped: a cache URL or directory given here
+        # changes nothing about where this pipeline's own writes and reads go.
+        unused = f"--cache-dir {cache_dir} is not used: it says where a recording is measured, and this pipeline " \
+            "records nothing (its cache writes and reads use the directory the proto names)"
+        return None, [unused] if cache_dir else []
     warnings: list[str] = []
     if cache_dir:
         from beaminst.cache.streaming import require_local
