@@ -951,3 +951,26 @@ def test_a_missing_module_of_a_beam_extra_names_the_extra():
     assert "pip install 'apache-beam[gcp]==" in gcp
     own = _describe(ModuleNotFoundError("No module named 'mypipeline'", name="mypipeline"))
     assert "PYTHONPATH" in own and "apache-beam[" not in own
+
+
+def test_a_streaming_run_that_cached_nothing_names_no_show(tmp_path):
+    """A replay of a recording that holds no event writes no cache file; its
+    next steps suggested ``show``, which then said there is no cache (trial).
+    A batch write of no element still writes its shards, so it keeps them."""
+    from beaminst.run.capture import CacheWrite
+    from beaminst.run.driver import next_steps, nothing_cached
+    from beaminst.run.report import RunReport
+
+    index = load(fixture_pb("wordcount")).index
+    write = CacheWrite("k1", "t1", "WriteCache_k1", "pc", "src", True, False, str(tmp_path))
+
+    def report(*held: tuple[bool, int]) -> RunReport:
+        r = RunReport("p.pb", "DirectRunner", True, state="DONE")
+        r.cache_writes = [{"streaming": streaming, "bytes": n, "cache_dir": str(tmp_path)} for streaming, n in held]
+        return r
+
+    empty = report((True, 0), (True, 0))
+    assert nothing_cached(empty) and next_steps(empty, None, (write,), index) == []
+    for some in (report((True, 0), (True, 12)), report((False, 0)), report()):
+        assert not nothing_cached(some)
+    assert next_steps(report((True, 12)), None, (write,), index)[0].startswith("beaminst show ")

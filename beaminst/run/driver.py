@@ -112,6 +112,11 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         report.recorded = _recorded(recording, options)
     with filesystem_options(options.pipeline_args if any(is_url(w.cache_dir) for w in writes) else ()):
         report.cache_writes = [{**w.to_json(), "bytes": written_bytes(w)} for w in writes if not w.capture]
+    if report.ok and recording is None and nothing_cached(report):
+        report.warnings.append(
+            "nothing was cached: no cache write received an element (for a replay, the recording holds no "
+            "event; record for longer, then instrument again)"
+        )
     report.next_steps = next_steps(report, recording, writes, loaded.index)
     return report
 
@@ -266,9 +271,17 @@ def next_steps(
         how = Invocation("-", "-", recording.cache_dir or "DIR", replay_rules(recorded_sources(index, writes)))
         return after_run(how, recording=True)
     dirs = sorted({w.cache_dir for w in writes if w.cache_dir})
-    if not dirs:
+    if not dirs or nothing_cached(report):
         return []
     return after_run(Invocation("-", "-", dirs[0] if len(dirs) == 1 else "DIR"), recording=False, replayed=_replays(index))
+
+
+def nothing_cached(report: RunReport) -> bool:
+    """Every cache write of the run is a StreamingCache one that wrote no file
+    (a streaming job whose sources gave no element, such as a replay of an
+    empty recording): ``show`` and ``--reuse`` would find no cache."""
+    writes = report.cache_writes
+    return bool(writes) and all(w["streaming"] and not w["bytes"] for w in writes)
 
 
 def _replays(index: GraphIndex) -> bool:
