@@ -498,15 +498,32 @@ def _check_rewrite_inputs(pipeline: str, manifest: str | None, cache_dir: str | 
 
 
 def _refuse_binary_to_terminal(output: str, output_format: str | None) -> None:
-    if output != "-" or not sys.stdout.isatty():
+    if not (sys.stdout.isatty() if output == "-" else _names_a_terminal(output)):
         return
     from beaminst.model.protoio import output_format as resolve
 
     if resolve(output, output_format) == "binary":
         _fail(
-            "-o -: refusing to write a binary pipeline proto to the terminal; redirect it (-o - > out.pb), "
+            f"-o {output}: refusing to write a binary pipeline proto to the terminal; redirect it (-o - > out.pb), "
             "name a file with -o, or pass --output-format text"
         )
+
+
+def _names_a_terminal(path: str) -> bool:
+    """Whether ``path`` is a terminal device (``-o /dev/tty``, ``-o $(tty)``):
+    ``-o`` writes through a character device, as a shell redirection does."""
+    import stat
+
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return False  # no such device, or none this process can open: writing it says so
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 def _emit_report(report: Any, as_json: bool, output: str, title: str, next_steps: list[str]) -> None:

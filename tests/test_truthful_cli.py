@@ -232,6 +232,51 @@ def test_binary_proto_to_a_terminal_is_refused_with_a_hint(tmp_path):
     assert "root_transform_ids" in shown
 
 
+def test_a_terminal_named_as_a_file_is_a_terminal_too(tmp_path):
+    """``-o /dev/tty`` (or ``-o $(tty)``) wrote the binary proto through to
+    the terminal, where ``-o -`` is refused; and ``-`` read from a terminal
+    waited in silence for a pipeline nobody types (trial)."""
+    import contextlib
+    import pty
+    import time
+
+    leader, follower = pty.openpty()
+    try:
+        name = os.ttyname(follower)
+        base = [sys.executable, "-m", "beaminst"]
+        r = subprocess.run([*base, "instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", name],
+                           capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"-o {name}: refusing to write a binary pipeline proto to the terminal" in r.stderr
+        import threading
+
+        shown = bytearray()
+
+        def drain() -> None:  # a terminal's buffer is small: read it as it is written
+            with contextlib.suppress(OSError):
+                while chunk := os.read(leader, 1 << 16):
+                    shown.extend(chunk)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        r = subprocess.run([*base, "instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "c"), "-o", name,
+                            "--output-format", "text"], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        for _ in range(200):  # what the writer left in the terminal's buffer, read
+            if b"root_transform_ids" in shown:
+                break
+            time.sleep(0.05)
+        assert b"root_transform_ids" in shown
+        for args in (["analyze", "-"], ["analyze", WC, "-m", "-"]):
+            r = subprocess.run([*base, *args], stdin=follower, capture_output=True, text=True, timeout=120, cwd=REPO)
+            assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+            assert r.stderr.startswith("beaminst: -: stdin is a terminal: pipe a ") and "(- < FILE)" in r.stderr
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
 # --- the next step ----------------------------------------------------------
 
 

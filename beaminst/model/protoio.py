@@ -52,6 +52,9 @@ def read_bytes(path: str, what: str = "a pipeline file") -> bytes:
     (``what`` it should have been, for a directory)."""
     try:
         if path == STDIO:
+            if sys.stdin.isatty():
+                # Nobody types a pipeline proto: waiting in silence looked like a hang.
+                raise ProtoLoadError(f"stdin is a terminal: pipe {what} in (- < FILE), or name the file instead", path)
             return sys.stdin.buffer.read()
         with open(path, "rb") as f:
             return f.read()
