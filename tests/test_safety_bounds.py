@@ -182,6 +182,8 @@ def test_cap_can_be_raised_and_lowered(tmp_path: Path) -> None:
     assert run_cli("analyze", wordcount).exit_code == 0
     low = run_cli("analyze", wordcount, "--max-decompressed-bytes", "100")
     assert low.exit_code == 2 and "decompresses" in low.stderr and "more than 100 bytes" in low.stderr
+    # A cap set below the default is the caller's: not "a real pickle is far smaller" (trial).
+    assert "the cap set by --max-decompressed-bytes" in low.stderr and "far smaller" not in low.stderr
     via_env = run_cli("diff", wordcount, wordcount, env={bounded.ENV: "100"})
     assert via_env.exit_code == 2 and "more than 100 bytes" in via_env.stderr
     bad = run_cli("analyze", wordcount, env={bounded.ENV: "lots"})
@@ -194,7 +196,8 @@ def test_cap_can_be_raised_and_lowered(tmp_path: Path) -> None:
     t.spec.payload = payload.SerializeToString()
     big = tmp_path / "big.pb"
     big.write_bytes(serialize_pipeline(p))
-    assert run_cli("analyze", str(big)).exit_code == 2
+    default = run_cli("analyze", str(big))
+    assert default.exit_code == 2 and "a real pickle is far smaller" in default.stderr
     assert run_cli("analyze", str(big), "--max-decompressed-bytes", str(128 << 20)).exit_code == 0
     assert run_cli("graph", str(big), env={bounded.ENV: str(128 << 20)}).exit_code == 0
     assert os.environ.get(bounded.ENV) == before  # the option does not outlive the command

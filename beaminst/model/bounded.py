@@ -62,6 +62,15 @@ class Budget:
         )
 
 
+def _cap_hint(cap: int) -> str:
+    """What to make of the cap: the default is far above any real pickle; a
+    cap set lower is the caller's own choice, and said to be."""
+    if cap >= DEFAULT_MAX_BYTES:
+        return f"a real pickle is far smaller (raise the cap with --max-decompressed-bytes or {ENV} only for a file you trust)"
+    return (f"that is the cap set by --max-decompressed-bytes or {ENV} (default {_size(DEFAULT_MAX_BYTES)}); "
+            "raise it for this file")
+
+
 def method_of(raw: bytes) -> str | None:
     """``"bz2"`` or ``"zlib"`` from the stream's magic, else None."""
     if raw[:3] == b"BZh":
@@ -88,10 +97,7 @@ def decompress(raw: bytes, what: str, keep: bool = True, budget: Budget | None =
     for chunk in (_bz2_chunks if method == "bz2" else _zlib_chunks)(raw, cap + 1 if keep else _CHUNK):
         total += len(chunk)
         if total > cap:
-            raise ValidationError(
-                f"{what} decompresses ({method}) to more than {_size(cap)}; a real pickle is far smaller "
-                f"(raise the cap with --max-decompressed-bytes or {ENV} only for a file you trust)"
-            )
+            raise ValidationError(f"{what} decompresses ({method}) to more than {_size(cap)}; {_cap_hint(cap)}")
         if budget is not None and total > budget.left:
             raise budget.exceeded(what)
         if keep:
