@@ -77,10 +77,6 @@ def discover(src: str) -> tuple[str, list[str]]:
     return root, rels
 
 
-def _inside(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
-
 def paired_manifest(pipeline: str) -> str:
     """``X.pb`` -> ``X.manifest.json`` beside it."""
     stem, _ = os.path.splitext(pipeline)
@@ -100,7 +96,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     """Find the files, pair manifests, refuse unsafe destinations, and split
     into jobs to run and up-to-date outputs. Creates DEST (never under SRC).
     A cache dir URL's filesystem options go into every job."""
-    from beaminst.cache.cachedir import full_dir_holding, scan_cache_dir
+    from beaminst.cache.cachedir import full_dir_holding, is_within, scan_cache_dir
     from beaminst.cache.cachefs import resolve
     from beaminst.model.bounded import max_decompressed_bytes
 
@@ -108,7 +104,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     root, rels = discover(src)
     root_real = os.path.realpath(root)
     dest_real = os.path.realpath(dest)
-    if _inside(dest_real, root_real):
+    if is_within(dest_real, root_real):
         where = "is" if dest_real == root_real else "is inside"
         raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
     if os.path.exists(dest) and not os.path.isdir(dest):
@@ -135,7 +131,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
         inp = os.path.abspath(os.path.join(root, rel))
         out = os.path.join(dest_abs, rel)
         # SRC inside DEST: dest/rel may still land in SRC (rel starting with SRC's own name).
-        if _inside(os.path.realpath(out), root_real):
+        if is_within(os.path.realpath(out), root_real):
             raise OutputError(f"output {out} would be written into the source directory {root}", dest)
         if manifest_abs is None:
             beside = paired_manifest(inp)

@@ -84,7 +84,13 @@ def full_dir_holding(directory: str, cache_dir: str | None) -> str | None:
     if not cache_dir or cachefs.is_url(cache_dir):
         return None
     full = os.path.realpath(os.path.join(cache_dir, "full"))
-    return full if os.path.commonpath([os.path.realpath(directory), full]) == full else None
+    return full if is_within(os.path.realpath(directory), full) else None
+
+
+def is_within(path: str, directory: str) -> bool:
+    """``path`` is ``directory`` or lies in it (both absolute and resolved:
+    by components, so ``/a/bc`` is not in ``/a/b``)."""
+    return os.path.commonpath([path, directory]) == directory
 
 
 def scan_cache_dir(path: str | None) -> CacheDir:
