@@ -138,6 +138,21 @@ def test_capture_writes_and_their_directory_are_read_from_a_background_caching_p
     recording, warnings = plan_recording((w,), None)
     assert recording is not None and warnings == []
     assert recording.cache_dir == os.path.abspath(cache) and recording.size() == 0
+    # A file the sink's own directory already holds is refused even when the
+    # recording is measured under another --cache-dir: a local job appends to it.
+    from beaminst.errors import BeaminstError
+    from beaminst.run.recording import refuse_appending
+
+    elsewhere = str(tmp_path / "elsewhere")
+    measured, _ = plan_recording((w,), elsewhere)
+    refuse_appending((w,), measured)
+    os.makedirs(os.path.join(cache, "full"), exist_ok=True)  # background-caching made it
+    with open(os.path.join(cache, "full", w.key), "wb") as f:
+        f.write(b"header\n")
+    with pytest.raises(BeaminstError) as e:
+        refuse_appending((w,), measured)
+    assert "already holds 7 bytes recorded by an earlier run" in e.value.message
+    assert f"rm {os.path.join(cache, 'full', w.key)}" in e.value.message
 
 
 def test_an_instrumented_protos_writes_are_not_a_recording(tmp_path):

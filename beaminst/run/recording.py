@@ -30,7 +30,12 @@ class Capture:
 
     @property
     def path(self) -> str | None:
-        return os.path.join(self.cache_dir, "full", self.write.key) if self.cache_dir else None
+        return recorded_file(self.cache_dir, self.write.key) if self.cache_dir else None
+
+
+def recorded_file(cache_dir: str, key: str) -> str:
+    """The file a StreamingCache sink of ``key`` in ``cache_dir`` appends to."""
+    return os.path.join(cache_dir, "full", key)
 
 
 @dataclass(frozen=True)
@@ -106,20 +111,24 @@ def refuse_appending(writes: tuple[CacheWrite, ...], recording: Recording | None
     capture (its file where ``recording`` measures it: under --cache-dir when
     one is given, else where its sink names), and an instrumented
     streaming proto's cache write run a second time (its keys are content
-    digests, so they do not change as Interactive Beam's per-run ids do)."""
+    digests, so they do not change as Interactive Beam's per-run ids do).
+    A capture measured under --cache-dir is also refused when the file its
+    sink names holds bytes here: that is the file a local job appends to."""
     for c in recording.captures if recording else ():
-        size = _size(c.path)
-        if size:
-            raise BeaminstError(
-                f"already holds {size} bytes recorded by an earlier run; a second recording would be "
-                "appended and leave a file Beam cannot read. Interactive Beam clears it before recording: "
-                f"rm {shlex.quote(c.path)}, then run again (or instrument replays what is there)",  # type: ignore[arg-type]
-                c.path,
-            )
+        own = recorded_file(c.write.cache_dir, c.write.key) if c.write.cache_dir else None
+        for path in dict.fromkeys(p for p in (c.path, own) if p):
+            size = _size(path)
+            if size:
+                raise BeaminstError(
+                    f"already holds {size} bytes recorded by an earlier run; a second recording would be "
+                    "appended and leave a file Beam cannot read. Interactive Beam clears it before recording: "
+                    f"rm {shlex.quote(path)}, then run again (or instrument replays what is there)",
+                    path,
+                )
     for w in writes:
         if not w.streaming or w.capture or not w.cache_dir or is_url(w.cache_dir):
             continue
-        path = os.path.join(w.cache_dir, "full", w.key)
+        path = recorded_file(w.cache_dir, w.key)
         size = _size(path)
         if size:
             raise BeaminstError(
