@@ -1,5 +1,5 @@
-"""``python -m beaminst``: the same CLI as the ``beaminst`` script."""
+"""``python -m beaminst``: the same program as the ``beaminst`` script."""
 
-from beaminst.cli import main
+from beaminst.cli import entry
 
-main(prog_name="beaminst")
+entry()

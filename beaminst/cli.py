@@ -240,6 +240,35 @@ def main(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="beaminst: %(name)s: %(message)s")
 
 
+def entry() -> None:
+    """The ``beaminst`` program (the console script, ``python -m beaminst``):
+    :func:`main`, then out of the process without tearing the interpreter
+    down. A command has done and flushed its work by then, and what
+    finalization adds (every module and object freed one by one, a last
+    collection) is about 30 ms of CPU whatever the pipeline: a sixth of a
+    word-count ``instrument``, for memory the kernel takes back at once.
+    Exit handlers still run; a process with a thread still alive, or a
+    stream that cannot be flushed, exits the ordinary way. Callers of
+    :func:`main` itself (test runners, scripts) keep an ordinary return."""
+    import atexit
+    import threading
+
+    try:
+        main(prog_name="beaminst")
+        code: Any = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    if not isinstance(code, int) or threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # noqa: SLF001 - the one way to run them before os._exit
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(code)  # the interpreter's own handling of what is left
+    os._exit(code)
+
+
 def _set_decompression_cap(ctx: Any, _param: Any, value: int | None) -> None:
     # Through the environment, so batch workers and every pass see it too;
     # restored afterwards, for callers that run the CLI in-process.
@@ -1058,4 +1087,4 @@ def graph_command(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()
