@@ -91,6 +91,11 @@ def _quiet_when_reader_gone() -> Any:
     except BrokenPipeError:
         _detach_stdout()
         sys.exit(READER_GONE)
+    except OSError as e:  # --help or --version > /dev/full: one line, as every command's report
+        if e.filename is not None or e.errno not in _FULL_STDOUT:
+            raise
+        _detach_stdout()
+        _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,7 +112,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 # Whatever the command's outcome (an exit status of its own
                 # included), buffered output meets a closed pipe or a full disk
                 # here, not in the interpreter's flush at exit.
-                sys.stdout.flush()
+                if sys.stdout is not None:  # None: closed when this process started
+                    sys.stdout.flush()
         except BeaminstError as e:
             _fail(str(e))
         except KeyboardInterrupt:
@@ -253,6 +259,7 @@ def entry() -> None:
     import atexit
     import threading
 
+    _open_standard_streams()
     try:
         main(prog_name="beaminst")
         code: Any = 0
@@ -262,11 +269,33 @@ def entry() -> None:
         sys.exit(code)
     atexit._run_exitfuncs()  # noqa: SLF001 - the one way to run them before os._exit
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
     except (OSError, ValueError):
         sys.exit(code)  # the interpreter's own handling of what is left
     os._exit(code)
+
+
+def _open_standard_streams() -> None:
+    """A standard stream closed when beaminst started (``2>&-``, ``<&-``) is
+    opened on /dev/null, as the C library does for set-user-ID programs: no
+    file beaminst opens then takes descriptor 0, 1 or 2 (a report printed
+    into the output file), a closed stdin reads as empty, and a closed
+    stdout or stderr takes what is written, as ``> /dev/null`` would."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+            continue  # open after all: Python could not wrap it, leave it be
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, encoding="utf-8", errors="replace"))  # noqa: SIM115
 
 
 def _set_decompression_cap(ctx: Any, _param: Any, value: int | None) -> None:
@@ -907,7 +936,7 @@ Examples:
   beaminst diff wordcount.pb instrumented.pb --json | jq '.transforms.added[].name'
   beaminst diff old.pb new.pb --format markdown > comment.md
   beaminst diff /dev/null new.pb               # everything added
-  beaminst diff old.pb new.pb > /dev/null || echo "pipeline changed"
+  beaminst diff old.pb new.pb > /dev/null; [ $? -eq 1 ] && echo "pipeline changed"  # 2: an error
 
 \b
 Formats (--format; the default is human on a terminal, plain otherwise):
