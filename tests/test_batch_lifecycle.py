@@ -167,12 +167,18 @@ def test_sigkill_of_the_parent_leaves_no_process_and_the_next_run_completes(tmp_
 
 @pytest.mark.slow
 @needs_proc
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_stops_like_ctrl_c(sig, tmp_path):
+@pytest.mark.parametrize(
+    ("sig", "group"), [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT", "Ctrl-C"],
+)
+def test_sigterm_stops_like_ctrl_c(sig, group, tmp_path):
     src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
     names = copies(src, 240)
     proc = start_batch(src, dest, cache)
-    os.kill(proc.pid, sig)  # the parent alone, as `kill PID` or a service manager does
+    if group:  # a terminal's Ctrl-C: every process of the group, the workers too
+        os.killpg(proc.pid, sig)
+    else:  # the parent alone, as `kill PID` or a service manager does
+        os.kill(proc.pid, sig)
     assert proc.wait(timeout=120) == 2
     err = proc.stderr.read().decode()
     proc.stderr.close()

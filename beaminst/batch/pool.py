@@ -73,7 +73,11 @@ def preload() -> None:
 
 def _init_worker(log_level: int, lifeline: Connection) -> None:
     import logging
+    import signal
 
+    # Ctrl-C is the parent's to handle (a terminal sends it to the whole
+    # process group): it lets the files in flight finish and cancels the rest.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     preload()
     watch_parent(lifeline)
     # Workers do not inherit the CLI's logging setup; without this the SDK's
@@ -88,7 +92,33 @@ def _pool_context() -> Any:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(WORKER_PRELOAD))
+    _start_forkserver_deaf_to_ctrl_c()
     return ctx
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the fork server (if it is not running) with SIGINT ignored, a
+    disposition exec keeps: the server and every worker it forks then leave a
+    terminal's Ctrl-C to the parent from their first instruction (a worker's
+    initializer comes too late for one that is still starting, and printed a
+    KeyboardInterrupt traceback). SIGINT is blocked meanwhile, so a Ctrl-C in
+    that moment waits for the parent's own handler instead of being lost."""
+    import signal
+    import threading
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():  # signal.signal is the main thread's
+        forkserver.ensure_running()
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _pool_round(jobs: list[Job], workers: int, lifeline: Connection, finish: Callable[[Outcome], None]) -> list[Job]:
