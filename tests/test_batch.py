@@ -413,3 +413,16 @@ def test_options_survive_the_job_wire_format():
     assert rules.urns == ("beam:transform:teststream:v1",)  # any iterable, kept as a tuple
     with pytest.raises(TypeError):
         SourceRules("beam:transform:teststream:v1")  # one string is not a collection of URNs
+
+
+def test_a_failed_file_leaves_no_empty_directory_in_dest(tmp_path):
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    make_tree(src, 2)  # wordcount_00.pb at the top, one more under team1/week1/
+    broken = add_corrupt(src)
+    (dest / "mine" / "empty").mkdir(parents=True)  # the user's own: left alone
+    r, rep = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache))
+    assert r.exit_code == 2
+    assert by_status(rep, "error") == set(broken)
+    dirs = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_dir()}
+    assert dirs == {"mine", "mine/empty", "team1", "team1/week1"}  # no broken/: nothing was written there
+    assert files_under(dest) == {r["file"] for r in rep["results"] if r["status"] == "ok"}

@@ -13,7 +13,7 @@ from typing import Any
 from beaminst.batch.beamrun import run_beam
 from beaminst.batch.console import NoProgress, Progress
 from beaminst.batch.freshness import Freshness
-from beaminst.batch.jobs import FileResult, Outcome
+from beaminst.batch.jobs import FileResult, Job, Outcome
 from beaminst.batch.lifecycle import sigterm_as_interrupt
 from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
@@ -82,7 +82,8 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
         done.append(outcome["result"])
         progress.advance(outcome["result"])
 
-    with sigterm_as_interrupt(), _saving(plan.freshness):
+    made = _missing_output_dirs(plan.dest, plan.jobs)
+    with sigterm_as_interrupt(), _saving(plan.freshness), _removing_if_empty(made):
         if not plan.jobs:
             pass
         elif spec.runner:
@@ -99,6 +100,32 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
         results=sorted(done + plan.skipped, key=lambda r: r["file"]),
         seconds=time.perf_counter() - start,
     )
+
+
+def _missing_output_dirs(dest: str, jobs: list[Job]) -> list[str]:
+    """The directories under ``dest`` the jobs' outputs would be written in
+    that do not exist yet (each job creates its own), deepest first."""
+    top = os.path.abspath(dest)
+    missing: set[str] = set()
+    for job in jobs:
+        d = os.path.dirname(os.path.abspath(job["output"]))
+        while d != top and d.startswith(top + os.sep) and d not in missing and not os.path.isdir(d):
+            missing.add(d)
+            d = os.path.dirname(d)
+    return sorted(missing, key=lambda d: (-d.count(os.sep), d))
+
+
+@contextlib.contextmanager
+def _removing_if_empty(dirs: list[str]) -> Iterator[None]:
+    """After the block (every job done or stopped), remove those of ``dirs``
+    (deepest first) that hold nothing: a file that failed leaves no empty
+    directory behind it in DEST."""
+    try:
+        yield
+    finally:
+        for d in dirs:
+            with contextlib.suppress(OSError):  # not empty, or never made
+                os.rmdir(d)
 
 
 @contextlib.contextmanager
