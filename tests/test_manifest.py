@@ -232,6 +232,11 @@ def test_not_json(raw):
     assert "not valid JSON" in manifest_error(raw)
 
 
+@pytest.mark.parametrize("raw", [b"", b"  \n\t", b"\xef\xbb\xbf\n"])
+def test_an_empty_manifest_is_said_to_be_empty(raw):
+    assert "not valid JSON: empty, expected a binding manifest" in manifest_error(raw)
+
+
 @pytest.mark.parametrize(
     ("doc", "needle"),
     [([], "(top level)"), ({"version": 2}, "version"), ({"bindings": []}, "bindings"), ({"bindings": {"": WORDS}}, "bindings")],

@@ -95,6 +95,8 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
         text = raw[skip:].decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8 (byte {e.start + skip}){_swapped(raw)}", source) from None
+    if not text.strip():  # a closed stdin (-m - <&-) or an empty file: say so, not "line 1 column 1"
+        raise ManifestError("not valid JSON: empty, expected a binding manifest (a JSON object)", source)
     try:
         check_json_depth(text, MAX_DEPTH)
     except ValueError:
