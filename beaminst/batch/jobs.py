@@ -120,7 +120,6 @@ def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
     start = time.perf_counter()
     try:
         from beaminst.commands.api import rewrite_file
-        from beaminst.graph.gcpause import paused_gc
         from beaminst.options import RewriteOptions, SourceRules
 
         try:
@@ -128,14 +127,11 @@ def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
         except OSError as e:
             raise OutputError(f"cannot create output directory: {e.strerror or e}", job["output"]) from None
         _apply_cap(job["max_decompressed_bytes"])
-        # The pause ends once the analysis is freed (see rewrite_file).
-        with filesystem_options(job.get("filesystem_args", ())), paused_gc():
+        with filesystem_options(job.get("filesystem_args", ())):
             done = rewrite_file(
                 MODES[job["mode"]](), job["input"], job["output"], job["manifest"],
                 RewriteOptions.from_json(job["options"]), SourceRules.from_json(job["rules"]),
             )
-            report, keys = done.report, sorted({c.cache_key for c in done.analysis.cacheables.values()})
-            del done
     except BeaminstError as e:
         # Some errors name no file (the single-file command has only one); here the input does.
         return result(job, "error", time.perf_counter() - start, error=str(e.with_source(job["input"]))), None
@@ -144,7 +140,7 @@ def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
             raise
         msg = " ".join(f"{job['input']}: internal error: {type(e).__name__}: {e}".split())
         return result(job, "error", time.perf_counter() - start, error=msg), None
-    return result(job, "ok", time.perf_counter() - start, report=report), keys
+    return result(job, "ok", time.perf_counter() - start, report=done.report), done.cache_keys
 
 
 def _apply_cap(cap: int) -> None:

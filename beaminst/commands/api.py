@@ -60,11 +60,12 @@ Rewrite = Callable[[Analysis, RewriteOptions], tuple[Any, Any]]
 
 @dataclass(frozen=True)
 class Rewritten:
-    """One file rewritten: the analysis the pass planned from, and the pass's
-    report (with the output's path and format)."""
+    """One file rewritten: the pass's report (with the output's path and
+    format), and every cache key the analysis saw, cached or not (batch's
+    freshness record: the cache state the output depends on)."""
 
-    analysis: Analysis
     report: Any
+    cache_keys: list[str]
 
 
 def instrument_files(
@@ -78,11 +79,9 @@ def instrument_files(
 ) -> Any:
     """``beaminst instrument``: analyze (from ``options.cache_dir``), instrument,
     validate, write atomically; returns the report."""
-    from beaminst.graph.gcpause import paused_gc
     from beaminst.passes.instrument import instrument
 
-    with paused_gc():  # the analysis freed before the collector is back (see rewrite_file)
-        return rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse).report
+    return rewrite_file(instrument, pipeline_path, output, manifest_path, options, rules, output_format, reuse).report
 
 
 def background_caching_files(
@@ -96,11 +95,9 @@ def background_caching_files(
     """``beaminst background-caching``: analyze, cut to sources + capture
     writes, validate, write atomically (nothing is written on error);
     returns the report."""
-    from beaminst.graph.gcpause import paused_gc
     from beaminst.passes.background_caching import background_caching
 
-    with paused_gc():  # as in instrument_files
-        return rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format).report
+    return rewrite_file(background_caching, pipeline_path, output, manifest_path, options, rules, output_format).report
 
 
 def rewrite_file(
@@ -115,12 +112,10 @@ def rewrite_file(
 ) -> Rewritten:
     """The shell both rewriting commands (and every ``batch`` job) share:
     check the output can be written, analyze, run the pass, save atomically.
-    Returns the analysis with the report, so a caller that needs more of it
-    (batch records every cache key it saw) does not analyze twice. A caller
-    that drops the analysis soon does best to hold a pause of its own
-    (:func:`beaminst.graph.gcpause.paused_gc`) until it has: the collector's
-    first pass after one walks everything the pause left alive (18 ms of a
-    5,000-transform analysis), where the analysis freed first is not walked."""
+    Returns the report and the analysis's cache keys, not the analysis: it
+    is freed inside the pause, since the collector's first pass after one
+    walks everything the pause left alive (18 ms of a 5,000-transform
+    analysis)."""
     from beaminst.graph.gcpause import paused_gc
     from beaminst.model.protoio import output_format as choose_format
     from beaminst.model.protoio import save_pipeline
@@ -134,12 +129,13 @@ def rewrite_file(
         except BeaminstError as e:  # e.g. "no unbounded source": about the pipeline
             raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
         report.format = save_pipeline(out, output, fmt)
-        del out
+        cache_keys = sorted({c.cache_key for c in analysis.cacheables.values()})
+        del out, analysis
     report.output = output  # "-" for stdout, as the user spelled it
     guessed = _unknown_extension(output, output_format)
     if guessed:
         report.warnings.append(guessed)
-    return Rewritten(analysis, report)
+    return Rewritten(report, cache_keys)
 
 
 def _unknown_extension(output: str, requested: str | None) -> str | None:
