@@ -74,6 +74,13 @@ _FULL_STDOUT = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 READER_GONE = 141
 
 
+def _fail_if_stdout_full(e: OSError) -> None:
+    """Not a bug: stdout went to a full disk (``> /dev/full``): one line, exit 2."""
+    if e.filename is None and e.errno in _FULL_STDOUT:
+        _detach_stdout()  # no second error at exit
+        _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
+
+
 def _detach_stdout() -> None:
     """Point stdout at /dev/null, so that its flush at exit has nowhere to fail
     (no "Exception ignored ... BrokenPipeError" after beaminst is done)."""
@@ -92,10 +99,8 @@ def _quiet_when_reader_gone() -> Any:
         _detach_stdout()
         sys.exit(READER_GONE)
     except OSError as e:  # --help or --version > /dev/full: one line, as every command's report
-        if e.filename is not None or e.errno not in _FULL_STDOUT:
-            raise
-        _detach_stdout()
-        _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
+        _fail_if_stdout_full(e)
+        raise
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,10 +128,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:
             raise  # not a bug: BeaminstGroup exits 141, quietly
         except Exception as e:  # a bug: still one line, still exit 2
-            if isinstance(e, OSError) and e.filename is None and e.errno in _FULL_STDOUT:
-                # Not a bug: the report went to a full disk, or > /dev/full.
-                _detach_stdout()  # no second error at exit
-                _fail(f"<stdout>: cannot write to stdout: {e.strerror}")
+            if isinstance(e, OSError):
+                _fail_if_stdout_full(e)  # the report went to a full disk, or > /dev/full
             if os.environ.get("BEAMINST_DEBUG"):
                 raise
             _fail(f"internal error: {type(e).__name__}: {e} (BEAMINST_DEBUG=1 shows a traceback)")

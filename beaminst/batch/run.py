@@ -105,11 +105,13 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
 def _missing_output_dirs(dest: str, jobs: list[Job]) -> list[str]:
     """The directories under ``dest`` the jobs' outputs would be written in
     that do not exist yet (each job creates its own), deepest first."""
+    from beaminst.cache.cachedir import is_within
+
     top = os.path.abspath(dest)
     missing: set[str] = set()
     for job in jobs:
         d = os.path.dirname(os.path.abspath(job["output"]))
-        while d != top and d.startswith(top + os.sep) and d not in missing and not os.path.isdir(d):
+        while d != top and is_within(d, top) and d not in missing and not os.path.isdir(d):
             missing.add(d)
             d = os.path.dirname(d)
     return sorted(missing, key=lambda d: (-d.count(os.sep), d))
