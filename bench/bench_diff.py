@@ -51,25 +51,40 @@ def log(msg: str) -> None:
 
 def build_synthetic(size: int, directory: str) -> tuple[str, str]:
     """``synthetic_<size>.pb`` and its manifest in ``directory`` (reused when
-    there; bench_instrument.py --keep makes the same files); returns their paths."""
+    there; bench_instrument.py --keep makes the same files); returns their paths.
+
+    Built in a child process: a parent grown by a live pipeline of 20,000
+    transforms would pass its size on to every benchmarked child, since Linux
+    carries the pre-exec RSS high-water mark into the child's ``ru_maxrss``
+    (bench_scale.py read 706 MB for every command, wordcount included)."""
     stem = os.path.join(directory, f"synthetic_{size}")
     pb, manifest = f"{stem}.pb", f"{stem}.manifest.json"
     if not (os.path.exists(pb) and os.path.exists(manifest)):
-        import logging
-        import warnings
+        import subprocess
 
-        from synthetic import bindings_for, branches_for, build_pipeline, proto_counts
-
-        import beaminst
-
-        logging.getLogger().setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore")
         t0 = time.perf_counter()
-        pipeline, user_pcolls = build_pipeline(branches_for(size))
-        _, n_pcolls = proto_counts(pipeline)
-        beaminst.export(pipeline, bindings_for(user_pcolls, n_pcolls), stem)
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[1:3]; "
+                        "from bench_diff import export_synthetic; export_synthetic(int(sys.argv[3]), sys.argv[4])",
+                        here, REPO, str(size), stem], check=True)
         log(f"[{size}] built and exported in {time.perf_counter() - t0:.1f}s")
     return pb, manifest
+
+
+def export_synthetic(size: int, stem: str) -> None:
+    """Build the synthetic pipeline of about ``size`` transforms and export it to ``stem``.pb/.manifest.json."""
+    import logging
+    import warnings
+
+    from synthetic import bindings_for, branches_for, build_pipeline, proto_counts
+
+    import beaminst
+
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    pipeline, user_pcolls = build_pipeline(branches_for(size))
+    _, n_pcolls = proto_counts(pipeline)
+    beaminst.export(pipeline, bindings_for(user_pcolls, n_pcolls), stem)
 
 
 def build(size: int, directory: str) -> tuple[str, str]:
