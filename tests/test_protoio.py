@@ -318,6 +318,32 @@ def test_whitespace_only_is_empty(tmp_path):
         load_pipeline(str(target))
 
 
+def _sniff_by_whole_file(data: bytes) -> list[str]:
+    """What ``_sniff`` meant before it stopped copying the file: strip it all, decode it all."""
+    if data.lstrip()[:1] == b"{":
+        return ["json", "text", "binary"]
+    try:
+        data.decode("utf-8")
+        textual = all(b >= 0x20 or b in b"\t\r\n" for b in data[:4096])
+    except UnicodeDecodeError:
+        textual = False
+    return ["text", "binary", "json"] if textual else ["binary", "text", "json"]
+
+
+@pytest.mark.parametrize("data", [
+    b"", b" \x0b\x0c\r", b" " * 4096, b" " * 5000, b" " * 4095 + b"{", b"\n" * 9000 + b"{}",
+    b"\n\x05hello", b"\xef\xbb", b"name: 'x'\n" * 500 + b"\xff", b"\xff" + b"a" * 5000,
+    b"a" * 5000 + "\u00e9".encode(), "\u00e9".encode()[:1],
+])
+def test_sniffing_without_copies_means_what_strip_and_decode_meant(data):
+    """Format sniffing reads a prefix instead of copying 80 MB (``lstrip`` of
+    a binary Pipeline, which starts with b"\\n"; ``decode`` allocating a
+    string as long as the file): the same answers, whitespace runs longer
+    than its 4 KiB step included."""
+    assert protoio._sniff(data) == _sniff_by_whole_file(data)
+    assert bool(protoio._first_non_space(data)) == bool(data.strip())
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_unreadable_paths(tmp_path, kind):
     path = tmp_path / "nope.pb" if kind == "missing" else tmp_path

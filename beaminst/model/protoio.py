@@ -68,16 +68,30 @@ def read_bytes(path: str, what: str = "a pipeline file") -> bytes:
         raise ProtoLoadError(f"cannot read: {e.strerror or e}", path) from None
 
 
+def _first_non_space(data: bytes) -> bytes:
+    """The first byte that is not ASCII whitespace (b"" if none), without the
+    copy ``data.lstrip()`` makes: a binary Pipeline starts with b"\\n" (field 1),
+    so stripping it copied the whole file."""
+    for i in range(0, len(data), 4096):
+        head = data[i : i + 4096].lstrip()[:1]
+        if head:
+            return head
+    return b""
+
+
 def _sniff(data: bytes) -> list[Format]:
     """Formats worth trying, most likely first."""
-    head = data.lstrip()[:1]
+    head = _first_non_space(data)
     if head == b"{":
         return ["json", "text", "binary"]
-    try:
-        data.decode("utf-8")
-        looks_textual = all(b >= 0x20 or b in b"\t\r\n" for b in data[:4096])
-    except UnicodeDecodeError:
-        looks_textual = False
+    # The cheap prefix test first: decoding allocates a string as long as the
+    # file before it finds a binary file's first invalid byte.
+    looks_textual = all(b >= 0x20 or b in b"\t\r\n" for b in data[:4096])
+    if looks_textual:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            looks_textual = False
     return ["text", "binary", "json"] if looks_textual else ["binary", "text", "json"]
 
 
@@ -87,7 +101,7 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         # Some editors prefix text with a BOM; no binary Pipeline starts with
         # 0xEF (field 29 with wire type 7 does not exist), so this is safe.
         data = data[len(_UTF8_BOM) :]
-    if not data.strip():
+    if not _first_non_space(data):
         raise ProtoLoadError("file is empty, expected a Beam pipeline proto", source)
     order = _sniff(data)
     if hint in order:
