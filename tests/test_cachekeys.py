@@ -515,6 +515,29 @@ def test_the_validator_keeps_what_it_inflated_for_signing_without_a_second_infla
     assert not any(p in canonical._INFLATED.data for p in pickles)  # handed over, not kept twice
 
 
+def test_graph_keeps_no_inflated_pickle_and_later_loads_still_do(tmp_path):
+    """``graph`` signs no pickle, so its loads keep none of the ones they
+    inflate (a 20,000-transform drawing held 16 MB of them); the opt-out ends
+    with the call."""
+    from beaminst.commands import api
+    from beaminst.graph import validate as validate_module
+    from beaminst.model import canonical
+
+    def fresh() -> None:
+        canonical._STABLE_MEMO.clear()
+        canonical._INFLATED.data.clear()
+        canonical._INFLATED.size = 0
+        validate_module._INFLATE_CHECKED.clear()
+
+    fresh()
+    api.graph_files(str(fixture_pb("wordcount")), str(tmp_path / "g.dot"))
+    assert (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert canonical._INFLATED.data == {}
+    fresh()
+    api.load(str(fixture_pb("wordcount")))
+    assert canonical._INFLATED.data, "a load outside graph keeps what it inflated for the keys"
+
+
 def test_kept_inflations_stay_within_their_cap(monkeypatch):
     from beaminst.model import canonical
 

@@ -243,6 +243,7 @@ def graph_files(
     ``expand_cache``) are drawn as one node each."""
     from beaminst.commands import render
     from beaminst.graph.gcpause import paused_gc
+    from beaminst.model.canonical import nothing_to_sign
     from beaminst.model.protoio import write_atomic
 
     chosen = render.graph_format(output, fmt)
@@ -254,7 +255,7 @@ def graph_files(
     # on: its first collection after a pause walks every object the pause let
     # pile up in the young generation, which was all of them (65 ms at 20,000
     # transforms) when they were still alive here.
-    with paused_gc():
+    with paused_gc(), nothing_to_sign():
         dot = _draw(pipeline_path, manifest_path, against_path, depth, expand_cache, warn)
     write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
     return chosen
