@@ -318,30 +318,48 @@ def test_whitespace_only_is_empty(tmp_path):
         load_pipeline(str(target))
 
 
-def _sniff_by_whole_file(data: bytes) -> list[str]:
-    """What ``_sniff`` meant before it stopped copying the file: strip it all, decode it all."""
-    if data.lstrip()[:1] == b"{":
-        return ["json", "text", "binary"]
-    try:
-        data.decode("utf-8")
-        textual = all(b >= 0x20 or b in b"\t\r\n" for b in data[:4096])
-    except UnicodeDecodeError:
-        textual = False
-    return ["text", "binary", "json"] if textual else ["binary", "text", "json"]
+TEXT_FIRST, BINARY_FIRST, JSON_FIRST = ["text", "binary", "json"], ["binary", "text", "json"], ["json", "text", "binary"]
 
 
-@pytest.mark.parametrize("data", [
-    b"", b" \x0b\x0c\r", b" " * 4096, b" " * 5000, b" " * 4095 + b"{", b"\n" * 9000 + b"{}",
-    b"\n\x05hello", b"\xef\xbb", b"name: 'x'\n" * 500 + b"\xff", b"\xff" + b"a" * 5000,
-    b"a" * 5000 + "\u00e9".encode(), "\u00e9".encode()[:1],
+@pytest.mark.parametrize(("data", "order"), [
+    (b"", TEXT_FIRST), (b" \x0b\x0c\r", TEXT_FIRST), (b" " * 5000, TEXT_FIRST),
+    (b" " * 4095 + b"{", JSON_FIRST), (b"\n" * 9000 + b"{}", JSON_FIRST), (b"\x0c\x0b\n{}", JSON_FIRST),
+    (b"\n\x05hello", BINARY_FIRST), (b"\x00" + b"a" * 5000, BINARY_FIRST), (b"a" * 4096 + b"\x01", TEXT_FIRST),
+    (b"name: 'x'\n" * 500 + b"\xff", TEXT_FIRST), (b"\xff" + b"a" * 5000, TEXT_FIRST),
+    (b"\x0c\ncomponents {}", TEXT_FIRST), ("\u00e9".encode()[:1], TEXT_FIRST),
 ])
-def test_sniffing_without_copies_means_what_strip_and_decode_meant(data):
-    """Format sniffing reads a prefix instead of copying 80 MB (``lstrip`` of
-    a binary Pipeline, which starts with b"\\n"; ``decode`` allocating a
-    string as long as the file): the same answers, whitespace runs longer
-    than its 4 KiB step included."""
-    assert protoio._sniff(data) == _sniff_by_whole_file(data)
+def test_sniffing_reads_the_first_4k_and_copies_nothing(data, order):
+    """Format sniffing looks at the first 4 KiB (past leading whitespace for
+    JSON's brace) instead of copying up to 80 MB (``lstrip`` of a binary
+    Pipeline, which starts with b"\\n"; ``decode`` allocating a string as
+    long as the file): a control byte there means binary first, and a byte
+    that is not UTF-8 does not (the text parser then names it)."""
+    assert protoio._sniff(data) == order
     assert bool(protoio._first_non_space(data)) == bool(data.strip())
+
+
+def test_every_fixture_sniffs_as_binary_first():
+    pbs = sorted(p for p in FIXTURES.rglob("*.pb") if "corrupt" not in p.parts)
+    assert any("typescript" in p.parts for p in pbs)  # another SDK's too
+    for pb in pbs:
+        assert protoio._sniff(pb.read_bytes()) == BINARY_FIRST, pb
+
+
+@pytest.mark.parametrize(("damage", "needle"), [
+    (lambda text: text + b"\n# caf\xe9\n", "as text: 'utf-8' codec can't decode byte 0xe9"),
+    (lambda text: b"# caf\xe9\n" + text, "as text: 'utf-8' codec can't decode byte 0xe9 in position 5"),
+    (lambda text: b"\x0c\n" + text.replace(b"value {", b"value [", 1), "as text: "),
+])
+def test_a_damaged_textproto_is_reported_as_text_whatever_its_name(tmp_path, damage, needle):
+    """Not UTF-8 past the first 4 KiB, or before it, or a syntax error after
+    a form feed: the error is the text parser's, as it is for a .textproto,
+    not binary's "Error parsing message"."""
+    data = damage(WORDCOUNT_FORMS["text"].read_bytes())
+    for name in ("noext", "p.textproto"):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ProtoLoadError, match="tried text") as e:
+            load_pipeline(str(tmp_path / name))
+        assert needle in str(e.value), str(e.value)
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory"])
