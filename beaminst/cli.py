@@ -263,6 +263,7 @@ def entry() -> None:
     import threading
 
     _open_standard_streams()
+    _buffer_piped_stdout()
     try:
         main(prog_name="beaminst")
         code: Any = 0
@@ -278,6 +279,32 @@ def entry() -> None:
     except (OSError, ValueError):
         sys.exit(code)  # the interpreter's own handling of what is left
     os._exit(code)
+
+
+# Linux's pipe capacity: output up to this size leaves in one write(2).
+PIPE_CAPACITY = 1 << 16
+
+
+def _buffer_piped_stdout() -> None:
+    """Piped or redirected, stdout holds up to :data:`PIPE_CAPACITY` before
+    it writes, not Python's 8 KiB: a command's whole output of that size then
+    reaches the pipe in one write at its final flush, so a reader that stops
+    early (``beaminst diff a b | head -1``) has it all and the exit status is
+    the command's (1: they differ), not 141 from a second write into a pipe
+    ``head`` has closed. Left alone on a terminal, and where Python was
+    asked for unbuffered output (``-u``, ``PYTHONUNBUFFERED``)."""
+    import io
+
+    out = sys.stdout
+    if out is None or out.isatty() or not isinstance(getattr(out, "buffer", None), io.BufferedWriter):
+        return
+    out.flush()
+    # A FileIO of its own: the original stays whole in sys.__stdout__.
+    raw = io.FileIO(out.fileno(), "wb", closefd=False)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw, buffer_size=PIPE_CAPACITY), encoding=out.encoding, errors=out.errors,
+        line_buffering=False,
+    )
 
 
 def _open_standard_streams() -> None:

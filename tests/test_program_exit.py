@@ -73,6 +73,44 @@ def test_diff_finding_differences_still_exits_1():
 
 
 
+@pytest.mark.parametrize("unbuffered", [False, True], ids=["buffered", "PYTHONUNBUFFERED"])
+@pytest.mark.parametrize("fmt", ["--json", "plain"])
+def test_a_reader_that_stops_early_still_gets_the_diffs_exit_status(tmp_path, fmt, unbuffered):
+    """A diff of 8 to 64 KiB read by ``head -1``: with stdout's buffer the
+    pipe's size the whole output leaves in one write, so the exit status is
+    diff's own 1 (they differ), not 141 from a second write after the reader
+    left (Python's 8 KiB buffer split it; the README's exit-code table
+    promises output that fits the pipe is all written). Asked for unbuffered
+    output (PYTHONUNBUFFERED), beaminst leaves stdout as Python made it: the
+    status is then 1 or 141, whoever wins, but never a traceback."""
+    after = _FIXTURES / "mixed.pb"
+    args = ["--json"] if fmt == "--json" else ["--format", "plain"]
+    if fmt == "plain":  # wordcount against mixed is under 8 KiB in plain: its instrumented version is not
+        after = tmp_path / "instrumented.pb"
+        subprocess.run(
+            [sys.executable, "-m", "beaminst", "instrument", str(_FIXTURES / "wordcount.pb"), "-m",
+             str(_FIXTURES / "wordcount.manifest.json"), "--cache-dir", str(tmp_path / "cache"), "-o", str(after)],
+            capture_output=True, timeout=120, check=True,
+        )
+    argv = [sys.executable, "-m", "beaminst", "diff", str(_FIXTURES / "wordcount.pb"), str(after), *args]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    whole = subprocess.run(argv, capture_output=True, timeout=120, check=False, env=env).stdout
+    assert 8 << 10 < len(whole) < 64 << 10  # past Python's buffer, within the pipe's
+    for _ in range(3):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # as head -1 does
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        code = proc.wait(timeout=120)
+        assert first and whole.startswith(first)
+        assert "Traceback" not in err and (err == "" or not unbuffered), err
+        assert code == 1 or (unbuffered and code == 141), (code, err)
+
+
 def _shell(command: str) -> subprocess.CompletedProcess[str]:
     """``python -m beaminst`` under ``sh -c``, for redirections that close a stream."""
     return subprocess.run(
