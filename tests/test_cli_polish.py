@@ -124,6 +124,30 @@ def test_the_show_step_names_at_most_a_few_variables_and_still_runs_as_printed()
     assert few == "beaminst show p.pb -m m.json --cache-dir cache a b"
 
 
+def test_the_run_step_never_names_a_stream_the_proto_went_into(tmp_path):
+    """``-o /dev/null`` (checking a rewrite without keeping it) or a FIFO is
+    no file to run: the step says FILE and why, as for stdout; a file path,
+    written or not yet, is named (quoted for the shell)."""
+    import os
+    import shlex
+
+    from beaminst.commands.nextsteps import Invocation, after_background_caching, after_instrument
+
+    how = Invocation("p.pb", "m.json", "cache")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for stream in (os.devnull, str(fifo)):
+        run_step = after_instrument(how, stream, ["a"], cached=False)[0]
+        assert run_step == f"beaminst run FILE  # FILE: the proto written to a file (-o FILE), not to {stream}"
+        record = after_background_caching(how, stream)[0]
+        assert record.startswith("beaminst run FILE  # records") and record.endswith(f"not to {stream}")
+    assert after_instrument(how, "-", [], cached=False)[0] == "beaminst run FILE  # FILE: where you saved the proto from stdout"
+    assert after_background_caching(how, "-")[0].endswith("; FILE: where you saved the proto from stdout")
+    for path in (str(tmp_path / "my out.pb"), "later.pb"):
+        assert after_instrument(how, path, [], cached=False)[0] == f"beaminst run {shlex.quote(path)}"
+        assert after_background_caching(how, path)[0].split("  # ")[0] == f"beaminst run {shlex.quote(path)}"
+
+
 def test_instrument_of_many_bindings_prints_a_short_show_step(tmp_path):
     import json
     import shlex

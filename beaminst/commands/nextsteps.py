@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -83,13 +84,27 @@ def _unnamed_source_urns(analysis: Analysis) -> tuple[str, ...]:
 SHOW_AT_MOST = 5
 
 
-def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
-    """After ``instrument``: run it, then look at what it cached."""
+def _run_target(output: str | None, default: str) -> tuple[str, str]:
+    """What ``beaminst run`` is to be given for ``output`` (``default`` when
+    None), and a note when that is a placeholder: stdout, or a stream the
+    proto was written into (``/dev/null``, a FIFO), is no file to run."""
     if output == "-":
         # Where stdout went is unknown here; a guessed name could run a stale file.
-        steps = ["beaminst run FILE  # FILE: where you saved the proto from stdout"]
-    else:
-        steps = [f"beaminst run {shlex.quote(output or how.output('instrumented'))}"]
+        return "FILE", "FILE: where you saved the proto from stdout"
+    if output is not None:
+        try:
+            mode = os.stat(output).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            return "FILE", f"FILE: the proto written to a file (-o FILE), not to {output}"
+    return shlex.quote(output or default), ""
+
+
+def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
+    """After ``instrument``: run it, then look at what it cached."""
+    target, note = _run_target(output, how.output("instrumented"))
+    steps = [f"beaminst run {target}" + (f"  # {note}" if note else "")]
     written = list(dict.fromkeys(writes))
     shown = written[:SHOW_AT_MOST]
     if shown or cached:
@@ -123,9 +138,10 @@ def after_background_caching(how: Invocation, output: str | None, recorded: bool
     only, which records nothing: then instrument is what is left)."""
     if not recorded:
         return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # no unbounded source to record"]
-    target = "FILE" if output == "-" else shlex.quote(output or how.output("record"))
+    target, note = _run_target(output, how.output("record"))
     return [
-        f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)",
+        f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)"
+        + (f"; {note}" if note else ""),
         f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",
     ]
 
