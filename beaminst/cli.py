@@ -870,7 +870,9 @@ Examples:
 )
 @click.argument("src")
 @click.option(
-    "-o", "--output", "dest", required=True, type=_path(file_okay=False),
+    # Not click's file_okay=False: its 'Directory 'X' is a file' usage error
+    # reads oddly; planning says it on one line naming the path.
+    "-o", "--output", "dest", required=True, type=_path(),
     help="Destination directory; outputs mirror SRC's layout (same relative path and file name).",
 )
 @click.option(

@@ -199,6 +199,25 @@ def test_beam_runner_matches_local_pool_byte_for_byte(tmp_path):
     assert tree_state(src) == before
 
 
+@pytest.mark.parametrize("kind", ["file", "fifo", "device"])
+def test_a_destination_that_is_not_a_directory_is_one_line_naming_it(kind, tmp_path):
+    """Not click's "Directory 'X' is a file" usage error: one line naming the
+    path, and nothing created or touched."""
+    src = tmp_path / "src"
+    make_tree(src, 1)
+    dest = {"file": tmp_path / "afile", "fifo": tmp_path / "fifo", "device": Path(os.devnull)}[kind]
+    if kind == "file":
+        dest.write_bytes(b"keep me")
+    elif kind == "fifo":
+        os.mkfifo(dest)
+    r = run_cli("batch", str(src), "-o", str(dest), "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 2
+    assert r.stderr == f"beaminst: {dest}: is not a directory (batch writes one output per pipeline into it)\n", r.stderr
+    assert not (tmp_path / "c").exists()
+    if kind == "file":
+        assert dest.read_bytes() == b"keep me"
+
+
 @pytest.mark.parametrize("where", ["same", "inside", "deeper", "output_lands_in_src"])
 def test_destination_in_source_is_refused(where, tmp_path):
     if where == "output_lands_in_src":

@@ -108,7 +108,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
         where = "is" if dest_real == root_real else "is inside"
         raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
     if os.path.exists(dest) and not os.path.isdir(dest):
-        raise OutputError("is not a directory", dest)
+        raise OutputError("is not a directory (batch writes one output per pipeline into it)", dest)
     full = full_dir_holding(dest, cache_dir)
     if full is not None:
         raise OutputError(
