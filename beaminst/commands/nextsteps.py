@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import stat
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -88,15 +87,18 @@ def _run_target(output: str | None, default: str) -> tuple[str, str]:
     """What ``beaminst run`` is to be given for ``output`` (``default`` when
     None), and a note when that is a placeholder: stdout, or a stream the
     proto was written into (``/dev/null``, a FIFO), is no file to run."""
+    from beaminst.errors import OutputError
+    from beaminst.model.protoio import output_target
+
     if output == "-":
         # Where stdout went is unknown here; a guessed name could run a stale file.
         return "FILE", "FILE: where you saved the proto from stdout"
     if output is not None:
         try:
-            mode = os.stat(output).st_mode
-        except OSError:
-            mode = 0
-        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            stream = output_target(output)[1]  # the proto was written there already: no error left
+        except OutputError:
+            stream = False
+        if stream:
             return "FILE", f"FILE: the proto written to a file (-o FILE), not to {output}"
     return shlex.quote(output or default), ""
 
