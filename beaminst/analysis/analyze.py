@@ -85,9 +85,15 @@ class Analysis:
             )
         path = self.cache.path
         if path is not None and not self.cache.exists:
+            # Beam's file sinks make their directory when they run; its
+            # StreamingCacheSink only when it is built, so beaminst makes it.
+            creates = (
+                "instrument and background-caching create it, with the full/ directory Beam's StreamingCache "
+                "sink needs before its first bundle" if self.streaming_cache else "the pipeline creates it"
+            )
             out.append(
                 f"cache directory {path!r} does not exist: nothing is read from it, every binding is computed "
-                "and written (the pipeline creates it)"
+                f"and written ({creates})"
             )
         source_outputs = {pc for s in self.unbounded_sources for pc in s.outputs.values()}
         for c in self.cacheables.values():

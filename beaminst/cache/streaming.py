@@ -44,6 +44,21 @@ def require_local(cache_dir: str) -> None:
         )
 
 
+def make_sink_dir(cache_dir: str) -> str | None:
+    """Create ``<cache_dir>/full``, where Beam's ``StreamingCacheSink``
+    appends. The sink makes it when it is *built* and fails at its first
+    bundle when it is missing, so what writes a streaming proto beaminst
+    made (instrument, background-caching, batch) makes it, whether the
+    templates were built or came from the store, and ``run`` makes it again
+    before a job. Returns the directory created, None when it was there;
+    an OSError is the caller's to report."""
+    full = os.path.join(cache_dir, "full")
+    if os.path.isdir(full):
+        return None
+    os.makedirs(full, exist_ok=True)
+    return full
+
+
 def recorded_events(cache_dir: str | None, keys: list[str]) -> tuple[list[Any], list[str]]:
     """TestStream events for ``keys``, merged in time order as Beam's
     ``StreamingCache.Reader`` does; and the keys with nothing recorded (no

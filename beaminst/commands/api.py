@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -130,12 +131,30 @@ def rewrite_file(
             raise e.with_source("<stdin>" if pipeline_path == STDIO else pipeline_path) from None
         report.format = save_pipeline(out, output, fmt)
         cache_keys = sorted({c.cache_key for c in analysis.cacheables.values()})
+        streaming = analysis.streaming_cache
         del out, analysis
+    if streaming and report.writes and options.cache_dir is not None:
+        report.warnings.extend(_make_sink_dir(options.cache_dir))
     report.output = output  # "-" for stdout, as the user spelled it
     guessed = _unknown_extension(output, output_format)
     if guessed:
         report.warnings.append(guessed)
     return Rewritten(report, cache_keys)
+
+
+def _make_sink_dir(cache_dir: str) -> list[str]:
+    """``<cache_dir>/full`` for the streaming writes just saved (Beam's sink
+    needs it before its first bundle); a warning when it cannot be made."""
+    from beaminst.cache.streaming import make_sink_dir
+
+    try:
+        make_sink_dir(cache_dir)
+    except OSError as e:
+        return [
+            f"could not create {os.path.join(cache_dir, 'full')!r} ({e.strerror}): Beam's StreamingCache sink "
+            "needs it before its first bundle (beaminst run creates it before the job starts)"
+        ]
+    return []
 
 
 def _unknown_extension(output: str, requested: str | None) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import types
 from collections.abc import Callable, Iterator
@@ -120,6 +121,35 @@ def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: b
     )
 
 
+@contextlib.contextmanager
+def _sink_builds_leave_nothing(manager: Any) -> Iterator[None]:
+    """Undo the directories Beam's ``StreamingCacheSink`` makes when it is
+    built (``<dir>/full``, and ``<dir>`` itself when missing): building a
+    template is not writing an output. Otherwise a command that fails after a
+    build leaves them behind, and whether a cache directory appeared depended
+    on the template store. beaminst makes ``full/`` when it writes a streaming
+    proto (:func:`beaminst.cache.streaming.make_sink_dir`)."""
+    if not isinstance(manager, StreamingCache):
+        yield
+        return
+    missing = []  # deepest first
+    path = os.path.abspath(os.path.join(manager._cache_dir, "full"))
+    while not os.path.lexists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    try:
+        yield
+    finally:
+        for d in missing:
+            try:
+                os.rmdir(d)  # only if still empty: nothing anyone wrote meanwhile goes
+            except OSError:
+                break
+
+
 def new_cache_manager(cache_dir: str, streaming: bool) -> Any:
     if streaming:
         return StreamingCache(cache_dir, sample_resolution_sec=1.0)
@@ -184,7 +214,7 @@ class Builder:
         """Beam's ``reify_to_cache`` after a stand-in for ``pc_id``, built with
         ``key``, and the pcoder its ``WriteCache`` saved for the key."""
         p = self._components.pcollections[pc_id]
-        with deterministic_pickling(), scratch_pipeline() as tmp:
+        with deterministic_pickling(), scratch_pipeline() as tmp, _sink_builds_leave_nothing(self.cache_manager):
             ph = tmp | "CreatePInput" >> beam.Create([], reshuffle=False)
             ph.element_type = self._element_type(pc_id)
             ph.is_bounded = p.is_bounded != rapi.IsBounded.UNBOUNDED

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beaminst.cache.cachefs import is_url, list_full
+from beaminst.cache.streaming import make_sink_dir
 from beaminst.errors import BeaminstError
 from beaminst.run.capture import CacheWrite
 
@@ -147,12 +148,11 @@ def make_sink_dirs(writes: tuple[CacheWrite, ...]) -> list[str]:
     made = []
     for w in writes:
         if w.streaming and w.cache_dir:
-            full = os.path.join(w.cache_dir, "full")
-            if not os.path.isdir(full):
-                try:
-                    os.makedirs(full, exist_ok=True)
-                except OSError:
-                    continue  # the job will say so, in its own words
+            try:
+                full = make_sink_dir(w.cache_dir)
+            except OSError:
+                continue  # the job will say so, in its own words
+            if full is not None:
                 made.append(full)
     return made
 

@@ -1,0 +1,70 @@
+"""``<cache dir>/full`` for streaming outputs: made when the proto is written, never by a build alone.
+
+Beam's ``StreamingCacheSink`` makes its directory when it is *built* (in the
+process that builds the pipeline) and fails at its first bundle when it is
+missing. beaminst builds it only when a template is not in memory or in the
+store, so the directory used to appear or not depending on the store, and a
+command that failed after a build left it behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import environ, fixture_manifest, fixture_pb
+
+from beaminst.commands import api
+from beaminst.errors import OutputError
+from beaminst.options import RewriteOptions
+
+COMMANDS = {"instrument": api.instrument_files, "background-caching": api.background_caching_files}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_streaming_output_makes_full_whether_its_templates_were_built_or_kept(command, tmp_path):
+    cache = tmp_path / "cache"
+    with environ({"BEAMINST_TEMPLATE_CACHE": str(tmp_path / "store")}):
+        for run in ("built", "kept in memory"):
+            report = COMMANDS[command](
+                fixture_pb("pubsub_one"), str(tmp_path / "out.pb"), fixture_manifest("pubsub_one"),
+                RewriteOptions(str(cache)),
+            )
+            assert (cache / "full").is_dir(), run
+            assert not [w for w in report.warnings if "could not create" in w]
+            shutil.rmtree(cache)
+
+
+def test_a_bounded_output_makes_no_cache_directory(tmp_path):
+    """Beam's file sinks make their directories when they run: nothing to do beforehand."""
+    cache = tmp_path / "cache"
+    api.instrument_files(fixture_pb("wordcount"), str(tmp_path / "out.pb"), fixture_manifest("wordcount"),
+                         RewriteOptions(str(cache)))
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_failed_streaming_rewrite_leaves_no_cache_directory(command, tmp_path, monkeypatch):
+    import beaminst.model.protoio as protoio
+
+    def full_disk(*_a, **_k):
+        raise OutputError("No space left on device", str(tmp_path / "out.pb"))
+
+    monkeypatch.setattr(protoio, "save_pipeline", full_disk)
+    store, parent = tmp_path / "store", tmp_path / "new"
+    with environ({"BEAMINST_TEMPLATE_CACHE": str(store)}), pytest.raises(OutputError):
+        COMMANDS[command](
+            fixture_pb("pubsub_one"), str(tmp_path / "out.pb"), fixture_manifest("pubsub_one"),
+            RewriteOptions(str(parent / "cache")),
+        )
+    assert any(store.rglob("*")), "no template was built: the test would prove nothing"
+    assert not parent.exists()
+
+
+def test_analysis_says_who_makes_a_streaming_cache_directory(tmp_path):
+    streaming = api.analyze_files(fixture_pb("pubsub_one"), fixture_manifest("pubsub_one"), str(tmp_path / "c"))
+    bounded = api.analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(tmp_path / "c"))
+    (s,) = [w for w in streaming.warnings if "does not exist" in w]
+    (b,) = [w for w in bounded.warnings if "does not exist" in w]
+    assert "instrument and background-caching create it" in s and "StreamingCache" in s
+    assert b.endswith("(the pipeline creates it)")
