@@ -385,3 +385,41 @@ def test_help_promises_no_sdk_import_still(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_skip_repeats_what_the_run_that_wrote_the_output_reported(tree):
+    """A skipped file's row keeps its counts and its own warnings ("nothing
+    recorded yet" stays visible until a recording arrives); what was about the
+    cache directory as a whole (missing then, made since) is not repeated,
+    and the totals count this run's work."""
+    from beaminst.analysis.cachewarnings import about_whole_cache_dir
+
+    first = batch_json(*args_of(tree))
+    again = batch_json(*args_of(tree))
+    was = {r["file"]: r for r in first["results"]}
+    assert by_status(again, "skipped") == set(was)
+    for r in again["results"]:
+        before = was[r["file"]]
+        assert (r["writes"], r["reads"], r["pruned"]) == (before["writes"], before["reads"], before["pruned"])
+        assert r["warnings"] == [w for w in before["warnings"] if not about_whole_cache_dir(w)]
+    assert any("does not exist" in w for r in first["results"] for w in r["warnings"])
+    assert not any("does not exist" in w for r in again["results"] for w in r["warnings"])
+    assert any("nothing recorded yet" in w for r in again["results"] for w in r["warnings"])
+    assert again["totals"]["writes"] == 0 and first["totals"]["writes"] > 0
+
+
+def test_a_record_from_before_reports_kept_its_skips_still_skip(tree):
+    """Records written before they kept reports (or edited by hand) still
+    vouch for their outputs; the rows then carry no counts or warnings."""
+    dest = tree[1]
+    batch_json(*args_of(tree))
+    state = json.loads((dest / STATE_FILE).read_text())
+    for i, entry in enumerate(state["outputs"].values()):
+        if i == 0:
+            del entry["reported"]
+        else:
+            entry["reported"] = {"writes": "3", "warnings": [1]}
+    (dest / STATE_FILE).write_text(json.dumps(state))
+    again = batch_json(*args_of(tree))
+    assert by_status(again, "skipped") == {r["file"] for r in again["results"]}
+    assert all(r["writes"] is None and r["warnings"] == [] for r in again["results"])

@@ -68,3 +68,21 @@ def test_analysis_says_who_makes_a_streaming_cache_directory(tmp_path):
     (b,) = [w for w in bounded.warnings if "does not exist" in w]
     assert "instrument and background-caching create it" in s and "StreamingCache" in s
     assert b.endswith("(the pipeline creates it)")
+
+
+def test_whole_cache_dir_warnings_are_told_from_the_pipelines_own(tmp_path):
+    """What batch's record leaves out of a skip's repeated report."""
+    from beaminst.analysis.cachewarnings import about_whole_cache_dir
+
+    missing = api.analyze_files(fixture_pb("pubsub_one"), fixture_manifest("pubsub_one"), str(tmp_path / "c"))
+    (full := tmp_path / "junk" / "full").mkdir(parents=True)
+    (full / "0123456789-0123456789abcdef-0123456789abcdef-0123456789abcdef-00000-of-00002").write_bytes(b"x")
+    junk = api.analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(tmp_path / "junk"))
+    assert junk.cache_problem_warnings and all(map(about_whole_cache_dir, junk.cache_problem_warnings))
+    assert [w for w in missing.warnings if about_whole_cache_dir(w)] == [
+        w for w in missing.warnings if "does not exist" in w
+    ] != []
+    report = api.instrument_files(fixture_pb("pubsub_one"), str(tmp_path / "o.pb"), fixture_manifest("pubsub_one"),
+                                  RewriteOptions(str(tmp_path / "c")))
+    own = [w for w in report.warnings if "does not exist" not in w]
+    assert any("nothing recorded yet" in w for w in own) and not any(map(about_whole_cache_dir, own))

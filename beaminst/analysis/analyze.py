@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beaminst.analysis.cachekeys import ContentDigests, content_digests
+from beaminst.analysis.cachewarnings import cache_problem, missing_dir
 from beaminst.analysis.manifest import Manifest, resolve_bindings
 from beaminst.analysis.sources import UnboundedSource, find_unbounded_sources, under_source
 from beaminst.cache.cachedir import CacheDir
@@ -73,6 +74,11 @@ class Analysis:
         return self.has_unbounded_sources
 
     @property
+    def cache_problem_warnings(self) -> tuple[str, ...]:
+        """The cache directory's problems, as the rewriting commands warn of them."""
+        return tuple(map(cache_problem, self.cache.problems))
+
+    @property
     def warnings(self) -> list[str]:
         """What would otherwise pass silently as "recompute everything": a
         cache directory that is not there, a computed variable with nothing
@@ -85,16 +91,7 @@ class Analysis:
             )
         path = self.cache.path
         if path is not None and not self.cache.exists:
-            # Beam's file sinks make their directory when they run; its
-            # StreamingCacheSink only when it is built, so beaminst makes it.
-            creates = (
-                "instrument and background-caching create it, with the full/ directory Beam's StreamingCache "
-                "sink needs before its first bundle" if self.streaming_cache else "the pipeline creates it"
-            )
-            out.append(
-                f"cache directory {path!r} does not exist: nothing is read from it, every binding is computed "
-                f"and written ({creates})"
-            )
+            out.append(missing_dir(path, self.streaming_cache))
         source_outputs = {pc for s in self.unbounded_sources for pc in s.outputs.values()}
         for c in self.cacheables.values():
             if not c.computed or c.cached or c.synthetic or c.pcollection in source_outputs:

@@ -6,7 +6,9 @@ directory, ``--allow-empty``, the worker options, ``--trust-pickles``; the
 unbounded-source rules; and the beaminst and Beam versions), from the input and manifest as they are now,
 with the cache entries its cache keys match as they are now, and the output
 is still the file that was written. Anything else (no record, an unreadable
-state file, a file replaced by another run or by hand) means "redo".
+state file, a file replaced by another run or by hand) means "redo". The
+record also keeps what that run reported (counts, warnings), which a skip
+reports again.
 
 Only the cache entries of the file's own keys count: a recording or shard
 written for another pipeline, or ``full/`` being created, leaves it alone.
@@ -25,6 +27,7 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from beaminst.analysis.cachewarnings import about_whole_cache_dir
 from beaminst.cache.cachefs import is_url, list_full
 
 if TYPE_CHECKING:  # jobs imports file_stamp from here
@@ -34,6 +37,7 @@ STATE_FILE = ".beaminst-batch-state.json"
 _VERSION = 1
 _MAX_STATE_BYTES = 64 * 1024 * 1024  # far above any real batch: beyond it the record is ignored
 _PER_FILE = ("file", "output")  # fields that name the file, not how it is made
+REPORTED = ("writes", "reads", "pruned", "warnings")  # of a result, kept for the skips that follow (warnings last)
 
 
 def file_stamp(path: str) -> list[int] | None:
@@ -148,7 +152,27 @@ class Freshness:
         self._updates[res["file"]] = {
             "job": job_digest(job), "input": inp, "manifest": man, "output": out,
             "cache_keys": keys, "cache": self._cache.digest(keys),
+            "reported": {**{k: res[k] for k in REPORTED},
+                         "warnings": [w for w in res["warnings"] if not about_whole_cache_dir(w)]},
         }
+
+    def reported(self, job: Job) -> dict[str, Any]:
+        """What the run that wrote an up-to-date output reported about it (its
+        counts, and its warnings but those about the cache directory as a
+        whole, which the record does not vouch for): the same inputs and own
+        cache entries give the same report, so a skip repeats it instead of
+        dropping it. Empty for a record that predates it or has another shape."""
+        entry = self._recorded.get(job["file"])
+        got = entry.get("reported") if isinstance(entry, dict) else None
+        if not isinstance(got, dict):
+            return {}
+        counts = [got.get(k) for k in REPORTED[:-1]]
+        warnings = got.get("warnings")
+        if not all(c is None or (isinstance(c, int) and not isinstance(c, bool)) for c in counts):
+            return {}
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            return {}
+        return {k: got.get(k) for k in REPORTED}
 
     def save(self) -> None:
         """Merge this run's records into the file (re-read: another run may

@@ -163,7 +163,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     skipped: list[FileResult] = []
     for j in jobs:
         if freshness.up_to_date(j):
-            skipped.append(result(j, "skipped"))
+            skipped.append({**result(j, "skipped"), **freshness.reported(j)})  # type: ignore[typeddict-item]
         else:
             todo.append(j)
     return Plan(root, dest, todo, skipped, freshness)

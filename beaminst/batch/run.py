@@ -39,12 +39,15 @@ class BatchReport:
 
     def totals(self) -> dict[str, Any]:
         count = {s: sum(1 for r in self.results if r["status"] == s) for s in ("ok", "skipped", "error")}
+        # This run's outputs: a skipped file repeats what its record says,
+        # which an earlier run's totals counted.
+        made = [r for r in self.results if r["status"] != "skipped"]
         return {
             "files": len(self.results),
             **count,
-            "writes": sum(r["writes"] or 0 for r in self.results),
-            "reads": sum(r["reads"] or 0 for r in self.results),
-            "pruned": sum(r["pruned"] or 0 for r in self.results),
+            "writes": sum(r["writes"] or 0 for r in made),
+            "reads": sum(r["reads"] or 0 for r in made),
+            "pruned": sum(r["pruned"] or 0 for r in made),
             "seconds": round(self.seconds, 3),
         }
 

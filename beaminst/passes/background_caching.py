@@ -132,7 +132,7 @@ def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any
     ``options``: the cache directory, ``allow_empty``, the workers, whether
     pickles are trusted (``test_stream_endpoint`` is instrument's)."""
     check_cache_dir(options, "background-caching", "the capture writes record there")
-    work = Work(analysis, options, warnings=tuple(f"cache: {p}" for p in analysis.cache.problems))
+    work = Work(analysis, options, warnings=analysis.cache_problem_warnings)
     if not analysis.unbounded_sources:
         return run(EMPTY_PASSES, work, _report)  # type: ignore[return-value]
     return run(PASSES, work, _report)  # type: ignore[return-value]

@@ -131,7 +131,7 @@ def instrument(analysis: Analysis, options: RewriteOptions) -> tuple[Any, Report
             "nothing to instrument: no PCollection is bound to a variable and there is no unbounded source; "
             "bind some in a manifest (-m); `beaminst analyze PIPELINE` lists the PCollections to bind"
         )
-    work = Work(analysis, options, warnings=(*(f"cache: {p}" for p in analysis.cache.problems), *analysis.warnings))
+    work = Work(analysis, options, warnings=(*analysis.cache_problem_warnings, *analysis.warnings))
     return run(PASSES, work, _report)
 
 
