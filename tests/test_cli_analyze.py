@@ -209,6 +209,36 @@ def test_truncated_shard_is_no_cache(tmp_path):
         assert doc["cacheables"][WORDS]["cached"] is True and doc["cache_problems"] == []
 
 
+def test_another_pipelines_damaged_sets_are_left_as_they_are(tmp_path):
+    """In a cache directory pipelines share, a damaged set under a key no
+    binding uses is reported as such, not as something this pipeline's
+    run will rewrite; its own keys' are (analyze, instrument and the JSON
+    alike)."""
+    own, other = _words_key(), "0123456789-0123456789abcdef-0123456789abcdef-0123456789abcdef"
+    full = tmp_path / "full"
+    full.mkdir()
+    for key in (own, other):
+        (full / f"{key}-00000-of-00002").write_bytes(EMPTY_SHARD)  # shard 1 missing
+        for name in ("00000-of-00001", "00001-of-00003"):
+            (full / f"{key}x-{name}").write_bytes(EMPTY_SHARD)  # mixed sets of a longer stem
+        (full / f"{key}y-00000-of-00001").write_bytes(b"not bz2")
+    doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
+    left = " (no binding of this pipeline uses that key: left as it is)"
+    assert sorted(doc["cache_problems"]) == sorted([
+        f"full/{own}y-00000-of-00001: does not end as a bz2 stream does (cut short, or not bz2), will be rewritten",
+        f"full/{other}y-00000-of-00001: does not end as a bz2 stream does (cut short, or not bz2){left}",
+        f"{own}: partial shard set, will be rewritten",
+        f"{other}: partial shard set{left}",
+        f"{own}x: shard sets -of-00001 and -of-00003 are mixed (Beam reads them all as one cache): not cached; "
+        f"beaminst run removes them before rewriting it (or rm full/{own}x-*-of-*)",
+        f"{other}x: shard sets -of-00001 and -of-00003 are mixed (Beam reads them all as one cache){left}",
+    ])
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path), "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    warned = [w for w in json.loads(r.stdout)["warnings"] if w.startswith("cache: ")]
+    assert warned == [f"cache: {p}" for p in doc["cache_problems"]]
+
+
 def test_mixed_shard_sets_are_no_cache(tmp_path):
     """A rewrite with another shard count leaves the old set beside the new
     one, and Beam's reader globs both: no cache, said once per key."""

@@ -74,9 +74,15 @@ class Analysis:
         return self.has_unbounded_sources
 
     @property
+    def cache_problems(self) -> tuple[str, ...]:
+        """The cache directory's problems, a damaged set worded by whether a
+        binding of this pipeline uses its key (:meth:`CacheDir.problems_for`)."""
+        return self.cache.problems_for(c.cache_key for c in self.cacheables.values())
+
+    @property
     def cache_problem_warnings(self) -> tuple[str, ...]:
         """The cache directory's problems, as the rewriting commands warn of them."""
-        return tuple(map(cache_problem, self.cache.problems))
+        return tuple(map(cache_problem, self.cache_problems))
 
     @property
     def warnings(self) -> list[str]:
@@ -156,7 +162,7 @@ class Analysis:
             ],
             "has_unbounded_sources": self.has_unbounded_sources,
             "cache_dir": self.cache.path,
-            "cache_problems": list(self.cache.problems),
+            "cache_problems": list(self.cache_problems),
             "warnings": self.warnings,
         }
 

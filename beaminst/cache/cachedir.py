@@ -23,7 +23,7 @@ import os
 import re
 import shlex
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from beaminst.cache import cachefs
@@ -38,7 +38,11 @@ class CacheDir:
     complete: tuple[str, ...] = ()  # sorted shard-set stems with every shard present
     partial: frozenset[str] = frozenset()  # stems with some shards missing or truncated
     streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = field(default=())  # about the directory or a file, whatever reads it
+    # (stem, for a pipeline using it, for one that does not): damaged shard
+    # sets, worded by :meth:`problems_for`, since what happens to them depends
+    # on whether the pipeline's bindings use their key
+    keyed_problems: tuple[tuple[str, str, str], ...] = field(default=())
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
     truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
     # each partial stem's shard files, sorted: what a rewrite removes first
@@ -57,6 +61,20 @@ class CacheDir:
         when they are no cache (a partial, damaged or mixed set): what a
         rewrite must remove first, or Beam's reader mixes them with its shards."""
         return self.partial_files.get(key, ())
+
+    def problems_for(self, keys: Iterable[str]) -> tuple[str, ...]:
+        """Every problem, worded for a pipeline whose bindings use cache
+        ``keys``: a damaged set of one of them will be rewritten; another
+        pipeline's is left as it is (Beam reads '<key>*': a key owns the
+        stems it starts)."""
+        lengths: dict[int, set[str]] = {}
+        for k in keys:
+            lengths.setdefault(len(k), set()).add(k)
+
+        def used(stem: str) -> bool:
+            return any(stem[:n] in ks for n, ks in lengths.items())
+
+        return (*self.problems, *(mine if used(stem) else other for stem, mine, other in self.keyed_problems))
 
     def incomplete(self, key: str) -> str:
         """What Beam's '<key>*-*-of-*' finds under ``key`` that is no cache:
@@ -236,6 +254,7 @@ def _classify(
             if cut(name):
                 problems.append(f"full/{name}: {CUT_SHORT}")
     complete, partial, truncated, mixed = set(), set(), set(), []
+    keyed: list[tuple[str, str, str]] = []
     for key, sets in shards.items():
         if len(sets) > 1:
             # Beam's reader globs '<key>*-*-of-*': every set is read, as one
@@ -253,21 +272,28 @@ def _classify(
             complete.add(key)
         else:
             truncated.add(key)
-            problems.append(f"full/{short}: {DAMAGED}, will be rewritten")
-    problems.extend(f"{k}: partial shard set, will be rewritten" for k in sorted(partial))
+            keyed.append((key, f"full/{short}: {DAMAGED}, will be rewritten", f"full/{short}: {DAMAGED}{NOT_USED}"))
+    keyed.extend((k, f"{k}: partial shard set, will be rewritten", f"{k}: partial shard set{NOT_USED}")
+                 for k in sorted(partial))
     for key, totals in sorted(mixed):
-        counts = " and ".join(f"-of-{t:05d}" for t in totals)
-        problems.append(
-            f"{key}: shard sets {counts} are mixed (Beam reads them all as one cache): not cached; "
-            f"beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)"
-        )
+        mixed_up = f"{key}: shard sets {' and '.join(f'-of-{t:05d}' for t in totals)} are mixed (Beam reads them all as one cache)"
+        keyed.append((
+            key,
+            f"{mixed_up}: not cached; beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)",
+            f"{mixed_up}{NOT_USED}",
+        ))
     partial.update(k for k, _ in mixed)
     partial |= truncated
     return CacheDir(
         path, tuple(sorted(complete)), frozenset(partial), frozenset(streaming), tuple(problems),
-        truncated=frozenset(truncated),
+        keyed_problems=tuple(keyed), truncated=frozenset(truncated),
         partial_files={k: tuple(sorted(f for _, files in shards[k].values() for f in files)) for k in partial},
     )
+
+
+# A damaged set no binding of the pipeline reads or writes: another
+# pipeline's, in a cache directory they share.
+NOT_USED = " (no binding of this pipeline uses that key: left as it is)"
 
 
 # Beam's StreamingCache reader (and beaminst's) stops at a last line with no

@@ -29,7 +29,7 @@ def print_analysis(out: Human, a: Analysis, next_steps: Sequence[str] = ()) -> N
                 for s in a.unbounded_sources
             ],
         )
-    out.capped("cache", a.cache.problems, "cache problems")
+    out.capped("cache", a.cache_problems, "cache problems")
     out.capped("warning", a.warnings, "warnings")
     n_cached = sum(1 for c in a.cacheables.values() if c.cached)
     out.summary(

@@ -109,7 +109,7 @@ def plan_show(
         (printable(f"{cache_dir}: {_no_cache([v], how, instrumented)}") for v in missing) if asked
         else [printable(f"{cache_dir}: not shown, no cache: {', '.join(v.name for v in missing)}")] if missing else []
     )
-    notes = (*(printable(f"{cache_dir}: {p}") for p in analysis.cache.problems), *uncached)
+    notes = (*(printable(f"{cache_dir}: {p}") for p in analysis.cache_problems), *uncached)
     if not asked:
         variables = tuple(v for v in variables if v.layout is not None)
     return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
