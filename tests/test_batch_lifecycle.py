@@ -197,6 +197,34 @@ def test_sigterm_stops_like_ctrl_c(sig, group, tmp_path):
     assert by_status(rep, "ok") == set(names) - written
 
 
+@pytest.mark.slow
+@needs_proc
+def test_sigterm_to_the_whole_group_stops_cleanly(tmp_path):
+    """``kill -- -PGID`` or a service manager stopping the cgroup: the workers
+    get SIGTERM too and die (unlike SIGINT, they do not ignore it: the pool
+    terminates a broken round's workers with it). Nothing is half-written and
+    nothing is wrong; a file a worker wrote but could not report is not
+    recorded, so the re-run writes it again."""
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    names = copies(src, 240)
+    proc = start_batch(src, dest, cache)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 2
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert err.strip().splitlines()[-1] == "beaminst: interrupted", err
+    assert "Traceback" not in err
+    wait_until_gone(proc.pid)
+    written = outputs(dest)
+    assert 3 <= len(written) < len(names)
+    assert {p.name for p in dest.iterdir()} == written | {STATE_FILE}
+    for name in sorted(written)[:5]:
+        validate(load_pipeline(str(dest / name))[0])
+    rep = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "1")
+    assert by_status(rep, "skipped") <= written and len(by_status(rep, "skipped")) >= len(written) - 2
+    assert by_status(rep, "skipped") | by_status(rep, "ok") == set(names)
+
+
 def dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
