@@ -600,3 +600,21 @@ def test_allow_empty_does_not_suggest_recording_nothing(tmp_path):
     assert r.exit_code == 0, r.stderr
     steps = [line for line in r.stdout.splitlines() if line.startswith("next\t")]
     assert len(steps) == 1 and "beaminst instrument" in steps[0] and "beaminst run" not in steps[0], steps
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("instrument", {"allow_empty": True}), ("background-caching", {"test_stream_endpoint": "localhost:12345"})],
+)
+def test_the_other_commands_option_is_refused_not_ignored(command, option, tmp_path):
+    """The library API takes one RewriteOptions for both rewrites; what only
+    the other one uses is an OptionError naming it, as batch's spec says."""
+    from beaminst.errors import OptionError
+    from beaminst.passes.instrument import instrument
+
+    rewrite = {"instrument": instrument, "background-caching": background_caching}[command]
+    analysis = analyze_files(fixture_pb("pubsub_one"), fixture_manifest("pubsub_one"))
+    with pytest.raises(OptionError, match=f"only applies to .*, not {command}"):
+        rewrite(analysis, RewriteOptions(str(tmp_path / "cache"), **option))
+    assert not (tmp_path / "cache").exists()
+    rewrite(analysis, RewriteOptions(str(tmp_path / "cache")))  # without it, fine

@@ -55,6 +55,7 @@ from beaminst.passes.rewrite import (
     Work,
     base_report,
     check_cache_dir,
+    check_options_apply,
     copy_and_grafter,
     graft,
     names,
@@ -130,7 +131,8 @@ def plan_writes(analysis: Analysis) -> list[PlannedWrite]:
 def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any, BackgroundCachingReport]:
     """The background caching pipeline proto and a report of what was done.
     ``options``: the cache directory, ``allow_empty``, the workers, whether
-    pickles are trusted (``test_stream_endpoint`` is instrument's)."""
+    pickles are trusted (``test_stream_endpoint``, instrument's, is refused)."""
+    check_options_apply(options, "background-caching")
     check_cache_dir(options, "background-caching", "the capture writes record there")
     work = Work(analysis, options, warnings=analysis.cache_problem_warnings)
     if not analysis.unbounded_sources:

@@ -47,6 +47,7 @@ from beaminst.passes.rewrite import (
     Write,
     base_report,
     check_cache_dir,
+    check_options_apply,
     copy_and_grafter,
     extend_index,
     graft,
@@ -124,7 +125,8 @@ def plan(analysis: Analysis) -> Plan:
 def instrument(analysis: Analysis, options: RewriteOptions) -> tuple[Any, Report]:
     """The instrumented pipeline proto and a report of what was done.
     ``options``: the cache directory, the TestStream endpoint, the workers,
-    whether pickles are trusted (``allow_empty`` is background-caching's)."""
+    whether pickles are trusted (``allow_empty``, background-caching's, is refused)."""
+    check_options_apply(options, "instrument")
     check_cache_dir(options, "instrument", "the cache transforms write there")
     if not analysis.cacheables:
         raise NothingToInstrument(

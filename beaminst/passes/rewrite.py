@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from beaminst.analysis.analyze import Analysis
-from beaminst.errors import BeaminstError, CacheDirError, InternalError
+from beaminst.errors import BeaminstError, CacheDirError, InternalError, OptionError
 from beaminst.graph.index import GraphIndex, Node, Snapshot, read_node
 from beaminst.graph.prune import necessary_transforms, trim_components
 from beaminst.graph.validate import validate_output
@@ -192,6 +192,15 @@ def run(passes: Sequence[Pass], work: Work, report: Callable[[Work], Report]) ->
                 work = replace(work, **made)
         check_output(work.output, snapshot)
         return work.output, report(work)
+
+
+def check_options_apply(options: RewriteOptions, command: str) -> None:
+    """What only the other command takes is refused, not silently ignored
+    (the CLI never passes it; a library caller, or batch's spec, might)."""
+    if options.allow_empty and command != "background-caching":
+        raise OptionError(f"allow_empty (--allow-empty) only applies to background-caching, not {command}")
+    if options.test_stream_endpoint is not None and command != "instrument":
+        raise OptionError(f"test_stream_endpoint (--test-stream-endpoint) only applies to instrument, not {command}")
 
 
 def check_cache_dir(options: RewriteOptions, command: str, what: str) -> None:
