@@ -18,6 +18,7 @@ from beaminst.errors import BeaminstError
 
 # name -> (default, what it bounds); the default's type is the value's.
 LIMITS: dict[str, tuple[int | float, str]] = {
+    "BEAMINST_MAX_PIPELINE_BYTES": (1 << 30, "bytes of a pipeline file (protobuf refuses binary ones past 2 GiB)"),
     "BEAMINST_MAX_DECOMPRESSED_BYTES": (64 << 20, "bytes one pickled payload may inflate to, as --max-decompressed-bytes"),
     "BEAMINST_MAX_SHARD_BYTES": (1 << 30, "bytes one variable's cache shards may inflate to in show"),
     "BEAMINST_MAX_SHARD_LINE_BYTES": (64 << 20, "bytes of one line of a cache shard"),

@@ -1462,6 +1462,52 @@ def test_huge_manifest_over_the_limit(tmp_path):
         assert r.exit_code == 2 and "byte limit" in r.stderr, r.describe()
 
 
+def test_a_pipeline_past_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    """A sparse file of 3 GiB (no valid Pipeline is over protobuf's 2 GiB) is
+    refused by its size: nothing is read, so memory stays small."""
+    import resource
+
+    from conftest import run_cli
+
+    big = tmp_path / "big.pb"
+    with open(big, "wb") as f:
+        f.truncate(3 << 30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for command in ("analyze", "graph"):
+        r = run_cli(command, str(big))
+        assert r.exit_code == 2 and r.stderr == (
+            f"beaminst: {big}: more than {1 << 30} bytes, over the byte limit for a pipeline file "
+            "(BEAMINST_MAX_PIPELINE_BYTES raises it)\n"
+        ), r.stderr
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 << 10  # KiB: far below a read
+
+
+@pytest.mark.parametrize("how", ["device", "pipe"])
+def test_an_endless_input_is_refused_at_the_limit(how, tmp_path):
+    """``/dev/zero``, or an endless pipe on stdin, grew until memory ran out."""
+    import subprocess
+    import sys
+
+    from conftest import CLI_PREFIX, REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BEAMINST_MAX_PIPELINE_BYTES": "1000000"}
+    args = ["/dev/zero"] if how == "device" else ["-"]
+    with open("/dev/zero", "rb") as zeros:
+        r = subprocess.run([*CLI_PREFIX, "analyze", *args], stdin=zeros if how == "pipe" else subprocess.DEVNULL,
+                           capture_output=True, env=env, timeout=60, cwd=tmp_path)
+    name = "/dev/zero" if how == "device" else "<stdin>"
+    assert r.returncode == 2 and r.stdout == b""
+    assert r.stderr.decode() == (f"beaminst: {name}: more than 1000000 bytes, over the byte limit for a pipeline "
+                                 "file (BEAMINST_MAX_PIPELINE_BYTES raises it)\n")
+
+
+def test_a_manifest_from_an_endless_device_stops_at_its_limit():
+    from conftest import fixture_pb, run_cli
+
+    r = run_cli("analyze", fixture_pb("wordcount"), "-m", "/dev/zero")
+    assert r.exit_code == 2 and "over the byte limit for a manifest file" in r.stderr, r.stderr
+
+
 # --- 6. real processes: the same contract on real stderr and exit codes ------------------------------
 
 

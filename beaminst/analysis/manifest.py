@@ -80,7 +80,7 @@ def load_manifest(path: str | None) -> Manifest:
     from beaminst.model.protoio import read_bytes
 
     try:
-        raw = read_bytes(path, "a manifest file (JSON)")
+        raw = read_bytes(path, "a manifest file (JSON)", MAX_MANIFEST_BYTES)
     except Exception as e:  # re-badge: it is the manifest that failed
         raise ManifestError(getattr(e, "message", str(e)), path) from None
     source = "<stdin>" if path == "-" else path

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import IO, Any, Literal
 
 from beaminst.errors import OutputError, ProtoLoadError
+from beaminst.limits import env_limit
 from beaminst.model.beamproto import runner_api
 from beaminst.model.jsondepth import check_json_depth
 from beaminst.model.tempfiles import sweep_dead_writers, temp_prefix
@@ -40,6 +41,7 @@ STDIO = "-"
 _UTF8_BOM = b"\xef\xbb\xbf"
 # A Pipeline's JSON is about ten levels deep; protobuf's own binary limit.
 MAX_JSON_DEPTH = 100
+MAX_PIPELINE_BYTES = int(env_limit("BEAMINST_MAX_PIPELINE_BYTES"))
 
 
 def format_from_extension(path: str) -> Format | None:
@@ -47,17 +49,24 @@ def format_from_extension(path: str) -> Format | None:
     return _EXTENSIONS.get(os.path.splitext(path)[1].lower())
 
 
-def read_bytes(path: str, what: str = "a pipeline file") -> bytes:
+def read_bytes(path: str, what: str = "a pipeline file", limit: int | None = None) -> bytes:
     """Read a whole input file (``-`` for stdin) with errors naming the file
-    (``what`` it should have been, for a directory)."""
+    (``what`` it should have been, for a directory). At most ``limit`` bytes
+    (default: ``BEAMINST_MAX_PIPELINE_BYTES``): a longer input (``/dev/zero``,
+    an endless pipe) is refused once that much was read, a longer regular
+    file (a sparse one of gigabytes) before reading it, instead of growing
+    until memory runs out."""
+    cap = MAX_PIPELINE_BYTES if limit is None else limit
+    source = "<stdin>" if path == STDIO else path
     try:
         if path == STDIO:
             if sys.stdin.isatty():
                 # Nobody types a pipeline proto: waiting in silence looked like a hang.
                 raise ProtoLoadError(f"stdin is a terminal: pipe {what} in (- < FILE), or name the file instead", path)
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
+            data = _read_at_most(sys.stdin.buffer, cap)
+        else:
+            with open(path, "rb") as f:
+                data = _read_at_most(f, cap)
     except IsADirectoryError:
         raise ProtoLoadError(f"is a directory, expected {what}", path) from None
     except FileNotFoundError:
@@ -65,7 +74,21 @@ def read_bytes(path: str, what: str = "a pipeline file") -> bytes:
     except PermissionError:
         raise ProtoLoadError("permission denied", path) from None
     except OSError as e:
-        raise ProtoLoadError(f"cannot read: {e.strerror or e}", path) from None
+        raise ProtoLoadError(f"cannot read: {e.strerror or e}", source) from None
+    if data is None:
+        raises = " (BEAMINST_MAX_PIPELINE_BYTES raises it)" if limit is None else ""
+        raise ProtoLoadError(f"more than {cap} bytes, over the byte limit for {what}{raises}", source)
+    return data
+
+
+def _read_at_most(f: IO[bytes], cap: int) -> bytes | None:
+    """All of ``f``, or None when it holds more than ``cap`` bytes."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a file with a descriptor
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_size > cap:
+            return None
+    data = f.read(cap + 1)
+    return None if len(data) > cap else data
 
 
 _TEXT_WHITESPACE = b"\t\n\x0b\x0c\r"  # bytes.isspace's, less the space (>= 0x20 already)
