@@ -800,3 +800,44 @@ def test_a_terminal_gets_the_tree(instrumented):
     assert proc.wait(timeout=120) == 1, proc.stderr.read() if proc.stderr else ""
     text = b"".join(chunks).decode()
     assert "Transforms added" in text and "├──" in text and "\t" not in text
+
+
+def test_a_window_fn_parameter_change_is_spelled_out():
+    """A windowing change used to print the same text before and after
+    (the window fn by URN only): standard window fns show their parameters,
+    and when descriptions still tie (a pickled window fn's bytes), the digests
+    tell the two sides apart."""
+    from beaminst.commands.diffformat import change_text
+    from beaminst.model.beamproto import window_fns_api
+
+    original = load_fixture("windowing")
+    changed = load_fixture("windowing")
+    fixed = changed.components.windowing_strategies["ref_Windowing_Windowing_3"].window_fn
+    payload = window_fns_api().FixedWindowsPayload.FromString(fixed.payload)
+    assert payload.size.seconds == 5
+    payload.size.seconds, payload.size.nanos = 90, 500_000_000
+    fixed.payload = payload.SerializeToString()
+    doc = diff_protos(original, changed)
+    changes = [e["changes"]["windowing"] for e in doc["pcollections"]["changed"]]
+    assert changes
+    for c in changes:
+        assert c["before"]["description"].startswith("fixed_windows(size 5 s, offset 0 s), ")
+        assert c["after"]["description"].startswith("fixed_windows(size 90.5 s, offset 0 s), ")
+    strategies = doc["components"]["windowing_strategies"]
+    assert [w["description"].split(",")[0] for w in strategies["added"]] == ["fixed_windows(size 90.5 s"]
+    assert [w["description"].split(",")[0] for w in strategies["removed"]] == ["fixed_windows(size 5 s"]
+    tie = {"before": {"description": "pickled_python[120 B]", "digest": "aa"},
+           "after": {"description": "pickled_python[120 B]", "digest": "bb"}}
+    assert change_text("windowing", tie) == ("pickled_python[120 B] (aa)", "pickled_python[120 B] (bb)")
+
+
+def test_standard_window_fns_are_described_by_their_parameters():
+    from beaminst.commands.diff import describe_window_fn
+
+    p = load_fixture("windowing")
+    described = {describe_window_fn(w.window_fn) for w in p.components.windowing_strategies.values()}
+    assert described == {"global_windows", "fixed_windows(size 5 s, offset 0 s)", "session_windows(gap size 3 s)"}
+    garbage = type(p.components.windowing_strategies["ref_Windowing_Windowing_3"].window_fn)(
+        urn="beam:window_fn:fixed_windows:v1", payload=b"\xff\xff"
+    )
+    assert describe_window_fn(garbage) == "fixed_windows[2 B]"

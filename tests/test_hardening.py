@@ -1486,7 +1486,6 @@ def test_a_pipeline_past_the_size_limit_is_refused_before_it_is_read(tmp_path):
 def test_an_endless_input_is_refused_at_the_limit(how, tmp_path):
     """``/dev/zero``, or an endless pipe on stdin, grew until memory ran out."""
     import subprocess
-    import sys
 
     from conftest import CLI_PREFIX, REPO
 

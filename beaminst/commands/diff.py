@@ -434,9 +434,41 @@ def describe_windowing(components: Any, wid: str) -> str:
     w = components.windowing_strategies[wid]
     trigger = w.trigger.WhichOneof("trigger") or "default"
     return (
-        f"{_short_urn(w.window_fn.urn)}, trigger {trigger}, {_enum_name(w, 'accumulation_mode').lower()}, "
+        f"{describe_window_fn(w.window_fn)}, trigger {trigger}, {_enum_name(w, 'accumulation_mode').lower()}, "
         f"lateness {w.allowed_lateness} ms, window coder {describe_coder(components, w.window_coder_id)}"
     )
+
+
+def describe_window_fn(fn: Any) -> str:
+    """``sliding_windows(size 10 s, period 5 s, offset 0 s)`` for Beam's
+    standard window fns (their parameters are what a change changes); any
+    other, or a payload that does not parse, by URN and payload size."""
+    from google.protobuf.message import DecodeError
+
+    from beaminst.model.beamproto import window_fns_api
+
+    name = urns.WINDOW_FN_PAYLOADS.get(fn.urn)
+    sized = _short_urn(fn.urn) + (f"[{len(fn.payload)} B]" if fn.payload else "")
+    if name is None:
+        return sized
+    payload = getattr(window_fns_api(), name)()
+    try:
+        payload.ParseFromString(fn.payload)
+    except DecodeError:
+        return sized
+    fields = [f"{f.name.replace('_', ' ')} {_duration(v)}" for f, v in payload.ListFields() if f.message_type]
+    return _short_urn(fn.urn) + (f"({', '.join(fields)})" if fields else "")
+
+
+def _duration(d: Any) -> str:
+    """A Duration or Timestamp (seconds, nanos) for people: ``10 s``, ``1.5 s``, ``250 ms``."""
+    ns = d.seconds * 10**9 + d.nanos
+    if ns % 10**9 == 0:
+        return f"{ns // 10**9} s"
+    if ns % 10**6 == 0 and abs(ns) < 10**9:
+        return f"{ns // 10**6} ms"
+    whole, frac = divmod(abs(ns), 10**9)
+    return f"{'-' if ns < 0 else ''}{whole}.{frac:09d}".rstrip("0") + " s"
 
 
 def describe_environment(components: Any, eid: str) -> str:

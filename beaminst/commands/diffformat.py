@@ -96,6 +96,8 @@ def change_text(what: str, change: dict[str, Any]) -> tuple[str, str]:
     if what == "subtransforms":
         return ", ".join(was) or "(none)", ", ".join(now) or "(none)"
     if isinstance(was, dict):  # coder, windowing: {"digest", "description"}
+        if was["description"] == now["description"]:  # what differs is not spelled out (a pickle's bytes): the digests say
+            return f"{was['description']} ({was['digest']})", f"{now['description']} ({now['digest']})"
         return was["description"], now["description"]
     return str(was), str(now)
 

@@ -81,6 +81,13 @@ def schema_api() -> ModuleType:
 
 
 @cache
+def window_fns_api() -> ModuleType:
+    """``standard_window_fns_pb2`` (fixed, sliding and session windows' payloads)."""
+    runner_api()
+    return _load("pipeline", "standard_window_fns_pb2")
+
+
+@cache
 def interactive_api() -> ModuleType:
     """``beam_interactive_api_pb2`` (TestStream file records)."""
     runner_api()

@@ -58,6 +58,13 @@ RUNNER_IMPLEMENTED = frozenset({GROUP_BY_KEY, IMPULSE})
 PICKLED_DOFN = "beam:dofn:pickled_python_info:v1"
 PICKLED_COMBINE_FN = "beam:combinefn:pickled_python:v1"
 PICKLED_WINDOW_FN = "beam:window_fn:pickled_python:v1"
+# standard_window_fns.proto: the payload message of each standard window fn.
+WINDOW_FN_PAYLOADS = {
+    "beam:window_fn:global_windows:v1": "GlobalWindowsPayload",
+    "beam:window_fn:fixed_windows:v1": "FixedWindowsPayload",
+    "beam:window_fn:sliding_windows:v1": "SlidingWindowsPayload",
+    "beam:window_fn:session_windows:v1": "SessionWindowsPayload",
+}
 PICKLED_CODER = "beam:coder:pickled_python:v1"
 ROW_CODER = "beam:coder:row:v1"
 ENV_DEFAULT = "beam:env:default:v1"  # the Python SDK's placeholder, replaced at submission
