@@ -34,6 +34,17 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _finite_seconds(_ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets ``nan`` through (no comparison holds for it) and
+    ``inf`` past no bound: neither is a duration (``nan`` meant no limit, and
+    both made ``--json`` print what JSON has no word for)."""
+    from beaminst.limits import MAX_SECONDS
+
+    if value is not None and not (value <= MAX_SECONDS):  # False for nan too
+        raise click.BadParameter(f"{value} is not a number of seconds up to {MAX_SECONDS:g}", param=param)
+    return value
+
+
 def _path(**kwargs: Any) -> click.Path:
     # beaminst reports a missing or unreadable file itself, on one line naming
     # it; click's own readability check is a three-line usage error.
@@ -726,7 +737,7 @@ This runs the pipeline's code: only run pipelines you trust.
     "or --pipeline-arg=--runner=PrismRunner.",
 )
 @click.option(
-    "--max-duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    "--max-duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", callback=_finite_seconds,
     help="Recording limit: cancel a background caching job after SECONDS (default 60, as "
     "ib.options.recording_duration).",
 )

@@ -989,3 +989,12 @@ def test_a_streaming_run_that_cached_nothing_names_no_show(tmp_path):
     for some in (report((True, 0), (True, 12)), report((False, 0)), report()):
         assert not nothing_cached(some)
     assert next_steps(report((True, 12)), None, (write,), index)[0].startswith("beaminst show ")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e10"])
+def test_max_duration_must_be_a_finite_number_of_seconds(value):
+    """``nan`` meant no limit and ``inf`` none either, and --json then printed
+    ``NaN``/``Infinity``, which JSON parsers refuse."""
+    r = run_cli("run", fixture_pb("wordcount"), "--max-duration", value, "--json")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("beaminst: run: invalid value for '--max-duration': ") and r.stderr.count("\n") == 1
