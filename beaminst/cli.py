@@ -694,7 +694,9 @@ def instrument(
     from beaminst.commands.nextsteps import Invocation, after_instrument
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
-    steps = after_instrument(how, output, [w.var for w in report.writes], bool(report.reads))
+    steps = after_instrument(
+        how, output, [w.var for w in report.writes], bool(report.reads), report.runs_in_process, len(report.skipped)
+    )
     _emit_report(report, as_json, output, "instrument", steps)
 
 
@@ -859,7 +861,10 @@ def background_caching(
     from beaminst.commands.nextsteps import Invocation, after_background_caching
 
     how = Invocation(pipeline, manifest, cache_dir, rules)
-    _emit_report(report, as_json, output, "background-caching", after_background_caching(how, output, bool(report.writes)))
+    steps = after_background_caching(
+        how, output, bool(report.writes), report.runs_in_process, report.recorded_already
+    )
+    _emit_report(report, as_json, output, "background-caching", steps)
 
 
 def _batch_modes() -> list[str]:
@@ -961,7 +966,8 @@ def batch(
     else:
         from beaminst.commands.nextsteps import after_batch
 
-        written = [r["output"] for r in report.results if r["status"] in ("ok", "skipped")]
+        # What has something to run: a root-only --allow-empty output records nothing.
+        written = [r["output"] for r in report.results if r["status"] in ("ok", "skipped") and r["writes"] != 0]
         print_batch_report(_human(), report, after_batch(mode, written))
     for line in iter_errors(report):
         click.echo(f"beaminst: {line}", err=True)

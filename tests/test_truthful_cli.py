@@ -12,7 +12,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EMPTY_SHARD, REPO, fixture_manifest, fixture_pb, run_cli, run_cli_in_terminal
+from conftest import (
+    EMPTY_SHARD,
+    FIXTURES,
+    REPO,
+    fixture_manifest,
+    fixture_pb,
+    run_cli,
+    run_cli_in_terminal,
+)
 
 WC, WC_M = fixture_pb("wordcount"), fixture_manifest("wordcount")
 
@@ -311,6 +319,53 @@ def test_background_caching_and_sources_name_their_next_steps(tmp_path):
     assert replay.startswith(f"beaminst instrument {pb} -m {man} --cache-dir {cache} -o ")
 
 
+def test_with_the_bindings_cached_the_next_step_reads_them_back(tmp_path):
+    """Every binding cached but none listed as computed: instrument without
+    --reuse writes a proto that neither writes nor reads (the run caches
+    nothing), so analyze and instrument both name --reuse, which reads them."""
+    cache = tmp_path / "cache"
+    keys = _keys(cache)
+    _cache(cache, keys.values())
+    (step,) = _next(run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(cache)).stdout)
+    assert step == (f"beaminst instrument {WC} -m {WC_M} --cache-dir {cache} --reuse -o wordcount.instrumented.pb  "
+                    f"# reads back the {len(keys)} cached variable(s)")
+    os.chdir(tmp_path)
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(cache), "-o", "plain.pb")
+    assert r.exit_code == 0 and "0 write(s), 0 read(s)" in r.stdout
+    (again,) = _next(r.stdout)
+    assert again.startswith(f"beaminst instrument {WC} -m {WC_M} --cache-dir {cache} --reuse -o ")
+    r = run_cli(*shlex.split(step, comments=True)[1:])
+    assert r.exit_code == 0 and "0 write(s), 1 read(s)" in r.stdout, r.stdout  # the rest is pruned
+
+
+def test_another_sdks_pipeline_is_run_through_the_job_api(tmp_path):
+    pb, man = str(FIXTURES / "typescript" / "wordcount.pb"), str(FIXTURES / "typescript" / "wordcount.manifest.json")
+    r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb"))
+    assert r.exit_code == 0, r.stderr
+    run = _next(r.stdout)[0]
+    assert run.startswith(f"beaminst run {tmp_path / 'o.pb'} --job-endpoint HOST:PORT  # another SDK's pipeline")
+    local = run_cli("run", str(tmp_path / "o.pb"))
+    assert local.exit_code == 2 and "--job-endpoint" in local.stderr  # what the step avoids
+
+
+def test_a_source_recorded_already_is_replayed_or_removed_first(tmp_path):
+    """background-caching warns that run refuses to append to a recording
+    there is; its next steps then replay it, or remove it before recording."""
+    from apache_beam.portability.api import beam_interactive_api_pb2 as iapi
+    from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
+
+    pb, man = fixture_pb("pubsub_one"), fixture_manifest("pubsub_one")
+    cache = tmp_path / "c"
+    analysis = json.loads(run_cli("analyze", pb, "-m", man, "--json").stdout)
+    (key,) = [c["cache_key"] for c in analysis["cacheables"].values() if c["synthetic"]]
+    StreamingCache(str(cache)).write([iapi.TestStreamFileHeader(tag=key)], "full", key)
+    r = run_cli("background-caching", pb, "-m", man, "--cache-dir", str(cache), "-o", str(tmp_path / "bg.pb"))
+    assert r.exit_code == 0 and "beaminst run refuses until it is removed" in r.stdout
+    replay, again = _next(r.stdout)
+    assert replay.startswith(f"beaminst instrument {pb} -m {man} --cache-dir {cache} -o ")
+    assert again.startswith(f"rm {cache / 'full' / key} && beaminst run {tmp_path / 'bg.pb'}  # then records")
+
+
 def test_analyze_with_nothing_bound_says_how_to_bind():
     (step,) = _next(run_cli("analyze", WC).stdout)
     assert "manifest" in step and f"beaminst analyze {WC} -m bindings.json" in step
@@ -566,3 +621,22 @@ def test_graph_with_the_pipelines_swapped_says_so(tmp_path):
     assert "swapped?" in swapped.stderr and f"beaminst graph {out} --against {WC}" in swapped.stderr, swapped.stderr
     right = run_cli("graph", str(out), "--against", WC, "-o", str(tmp_path / "r.dot"))
     assert right.exit_code == 0 and "swapped" not in right.stderr, right.stderr
+
+
+def test_batch_names_no_recording_of_root_only_outputs(tmp_path):
+    """--allow-empty writes a root only for a pipeline with no source: nothing
+    to record, so batch does not suggest running it "to record its sources"."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copyfile(WC, src / "wc.pb")
+    shutil.copyfile(WC_M, src / "wc.manifest.json")
+    args = ("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"))
+    r = run_cli(*args, "--mode", "background-caching", "--allow-empty")
+    assert r.exit_code == 0, r.stderr
+    assert _next(r.stdout) == []
+    shutil.copyfile(fixture_pb("pubsub_one"), src / "ps.pb")
+    shutil.copyfile(fixture_manifest("pubsub_one"), src / "ps.manifest.json")
+    r = run_cli(*args, "--mode", "background-caching", "--allow-empty")
+    assert _next(r.stdout) == [f"beaminst run {tmp_path / 'out' / 'ps.pb'}  # records its sources"]

@@ -64,7 +64,12 @@ def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
     elif source_outputs and not all(analysis.cacheables[pc].cached for pc in source_outputs):
         out = how.output("record")
         steps.append(f"beaminst background-caching {how.inputs()} -o {out} && beaminst run {out}")
-    steps.append(f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}")
+    cached = [c for c in bound if c.cached and not c.computed]
+    if cached:  # without --reuse they are written again, not read back
+        steps.append(f"beaminst instrument {how.inputs()} --reuse -o {how.output('instrumented')}  "
+                     f"# reads back the {len(cached)} cached variable(s)")
+    else:
+        steps.append(f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}")
     return steps
 
 
@@ -103,10 +108,29 @@ def _run_target(output: str | None, default: str) -> tuple[str, str]:
     return shlex.quote(output or default), ""
 
 
-def after_instrument(how: Invocation, output: str | None, writes: list[str], cached: bool) -> list[str]:
-    """After ``instrument``: run it, then look at what it cached."""
+def _run_step(target: str, note: str, in_process: bool, what: str = "") -> str:
+    """``beaminst run TARGET``, through the Job API for a pipeline Beam's
+    Python runners cannot rebuild here (another SDK's)."""
+    notes = [n for n in (what, note) if n]
+    if not in_process:
+        target += " --job-endpoint HOST:PORT"
+        notes.append("another SDK's pipeline: a runner that starts its workers (Flink, Spark, Prism)")
+    return f"beaminst run {target}" + (f"  # {'; '.join(notes)}" if notes else "")
+
+
+def after_instrument(
+    how: Invocation, output: str | None, writes: list[str], cached: bool, in_process: bool = True,
+    skipped: int = 0,
+) -> list[str]:
+    """After ``instrument``: run it, then look at what it cached.
+    ``in_process``: Beam's Python runners can run it without the Job API.
+    ``skipped``: bindings left alone (cached, not listed as computed): with
+    nothing written or read, running it would cache nothing."""
+    if not writes and not cached and skipped:
+        return [f"beaminst instrument {how.inputs()} --reuse -o {how.output('instrumented')}  "
+                "# reads back the cached variables instead of recomputing them"]
     target, note = _run_target(output, how.output("instrumented"))
-    steps = [f"beaminst run {target}" + (f"  # {note}" if note else "")]
+    steps = [_run_step(target, note, in_process)]
     written = list(dict.fromkeys(writes))
     shown = written[:SHOW_AT_MOST]
     if shown or cached:
@@ -134,23 +158,30 @@ def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[
     ]
 
 
-def after_background_caching(how: Invocation, output: str | None, recorded: bool = True) -> list[str]:
+def after_background_caching(
+    how: Invocation, output: str | None, recorded: bool = True, in_process: bool = True,
+    recorded_already: list[str] | tuple[str, ...] = (),
+) -> list[str]:
     """After ``background-caching``: record, then replay the recording.
     ``recorded``: it wrote capture writes (``--allow-empty`` writes a root
-    only, which records nothing: then instrument is what is left)."""
+    only, which records nothing: then instrument is what is left).
+    ``recorded_already``: recordings ``run`` refuses to append to: to replay
+    as they are, or to remove before recording again."""
+    replay = f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}"
     if not recorded:
-        return [f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # no unbounded source to record"]
+        return [f"{replay}  # no unbounded source to record"]
     target, note = _run_target(output, how.output("record"))
-    return [
-        f"beaminst run {target}  # records the sources into the cache (--max-duration, --max-bytes to stop it)"
-        + (f"; {note}" if note else ""),
-        f"beaminst instrument {how.inputs()} -o {how.output('instrumented')}  # replays what was recorded",
-    ]
+    run = _run_step(target, note, in_process, "records the sources into the cache (--max-duration, --max-bytes to stop it)")
+    if recorded_already:
+        paths = " ".join(shlex.quote(p) for p in recorded_already)
+        return [f"{replay}  # replays the recording there is", f"rm {paths} && {run.replace('  # ', '  # then ', 1)}"]
+    return [run, f"{replay}  # replays what was recorded"]
 
 
 
 def after_batch(mode: str, outputs: list[str]) -> list[str]:
-    """After ``batch``: run what it wrote (the first, as an example)."""
+    """After ``batch``: run what it wrote (the first, as an example);
+    ``outputs``: those with something to run (writes or captures)."""
     if not outputs:
         return []
     what = "records its sources" if mode == "background-caching" else "runs it"

@@ -39,6 +39,7 @@ The input proto is never mutated.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class BackgroundCachingReport(Report):
 
     sources: list[dict[str, Any]] = field(default_factory=list)
     empty: bool = False
+    recorded_already: list[str] = field(default_factory=list)  # not in the JSON: recordings run would refuse to extend
 
     def to_json(self) -> dict[str, Any]:
         out = super().to_json()
@@ -214,6 +216,10 @@ def _report(work: Work) -> BackgroundCachingReport:
         for s in work.analysis.unbounded_sources
     ]
     report.empty = not report.sources
+    cache = work.analysis.cache
+    report.recorded_already = sorted(
+        {os.path.join(cache.full_dir(), w.cache_key) for w in report.writes if cache.is_cached(w.cache_key, streaming=True)}
+    )
     return report
 
 

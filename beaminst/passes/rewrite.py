@@ -123,6 +123,9 @@ class Report:
     environment: dict[str, Any] | None = None  # where the grafted transforms run
     requirements: list[str] = field(default_factory=list)
     reused: list[Read] = field(default_factory=list)  # reads of caches --reuse found
+    # Not in the JSON, for the next step: one root, so Beam's Python runners
+    # rebuild it in process (other SDKs write several: the Job API runs them).
+    runs_in_process: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +225,7 @@ def base_report(work: Work, report: Report) -> Report:
     kept = out.components.transforms
     report.pruned = sorted(t.unique_name for tid, t in work.index.transforms.items() if tid not in kept)
     report.requirements = list(out.requirements)
+    report.runs_in_process = len(out.root_transform_ids) == 1
     warnings = list(work.warnings)
     report.environment = None
     eid = work.grafter.python_env_if_any if work.grafter is not None else None
