@@ -260,6 +260,11 @@ def main(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="beaminst: %(name)s: %(message)s")
 
 
+# A job whose cancel the runner had not confirmed after the grace: its
+# threads (a local runner's) would keep the process from exiting.
+_ABANDONED_JOB: list[str | None] = []
+
+
 def entry() -> None:
     """The ``beaminst`` program (the console script, ``python -m beaminst``):
     :func:`main`, then out of the process without tearing the interpreter
@@ -280,7 +285,7 @@ def entry() -> None:
         code: Any = 0
     except SystemExit as e:
         code = 0 if e.code is None else e.code
-    if not isinstance(code, int) or threading.active_count() > 1:
+    if not isinstance(code, int) or (threading.active_count() > 1 and not _ABANDONED_JOB):
         sys.exit(code)
     atexit._run_exitfuncs()  # noqa: SLF001 - the one way to run them before os._exit
     try:
@@ -788,6 +793,8 @@ def run_command(
     )
     with status_line(sys.stderr.isatty()) as status:
         report = run_file(pipeline, options, status)
+    if report.cancel_unconfirmed:  # its threads may run for minutes more: the report says so, exit regardless
+        _ABANDONED_JOB.append(report.job_id)
     if as_json:
         _echo_json(report.to_json())
     else:

@@ -353,3 +353,24 @@ def test_a_directory_as_the_manifest_says_a_manifest_was_expected(tmp_path):
     r = run_cli("analyze", fixture_pb("wordcount"), "-m", str(tmp_path))
     assert r.exit_code == 2
     assert "is a directory, expected a manifest file" in r.stderr and "pipeline" not in r.stderr
+
+
+def test_a_producers_name_given_for_an_id_names_the_producer_form(wc_index):
+    msg = manifest_error({"bindings": {"c": "Split"}}, wc_index)
+    assert msg.endswith("""PCollection 'Split' does not exist in the pipeline; 'Split' is a transform's name: """
+                        """bind its output as {"producer": "Split"}""")
+    assert "transform's name" not in manifest_error({"bindings": {"c": "Splitt"}}, wc_index)
+
+
+def test_a_name_computed_twice_is_named():
+    msg = manifest_error({"bindings": {"c": "ref_PCollection_PCollection_9"}, "computed": ["c", "c"]})
+    assert "computed: 'c' is listed twice" in msg
+
+
+def test_a_number_past_pythons_digit_limit_is_no_sys_advice():
+    import sys
+
+    raw = b'{"version": ' + b"9" * (sys.get_int_max_str_digits() + 1) + b"}"
+    with pytest.raises(ManifestError) as e:
+        parse_manifest(raw, "m.json")
+    assert e.value.message == f"holds a number of more than {sys.get_int_max_str_digits()} digits; not a binding manifest"

@@ -998,3 +998,30 @@ def test_max_duration_must_be_a_finite_number_of_seconds(value):
     r = run_cli("run", fixture_pb("wordcount"), "--max-duration", value, "--json")
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.startswith("beaminst: run: invalid value for '--max-duration': ") and r.stderr.count("\n") == 1
+
+
+class BlockingCancelJob(ScriptedJob):
+    """A runner whose cancel waits for its threads (the DirectRunner's, behind
+    a source retrying a connection)."""
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        time.sleep(30)
+
+
+def test_a_cancel_that_blocks_is_given_up_on_at_the_grace(tmp_path):
+    recording, _ = _recording(tmp_path)
+    job = BlockingCancelJob()
+    outcome = follow(job, Limits(recording, 0.2, 10**9), Notes(), cancel_grace=0.5)
+    assert job.cancelled and outcome.cancel_unconfirmed and outcome.state == "RUNNING"
+    assert outcome.seconds < 5
+
+
+def test_a_cancel_that_fails_is_raised(tmp_path):
+    class Refuses(ScriptedJob):
+        def cancel(self) -> None:
+            raise RuntimeError("no cancel for you")
+
+    recording, _ = _recording(tmp_path)
+    with pytest.raises(RuntimeError, match="no cancel for you"):
+        follow(Refuses(), Limits(recording, 0.2, 10**9), Notes(), cancel_grace=5)

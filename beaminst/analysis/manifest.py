@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -105,8 +106,12 @@ def parse_manifest(raw: bytes, source: str = "<manifest>") -> Manifest:
         doc = json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except ManifestError as e:
         raise e.with_source(source) from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, or an integer too long to convert
+    except (json.JSONDecodeError, RecursionError) as e:
         raise ManifestError(f"not valid JSON: {e}{_swapped(raw)}", source) from None
+    except ValueError:  # an integer past Python's conversion limit: its advice (a sys call) is no help here
+        raise ManifestError(
+            f"holds a number of more than {sys.get_int_max_str_digits()} digits; not a binding manifest", source
+        ) from None
     _check_depth_and_strings(doc, source)
     if isinstance(doc, dict) and {"components", "rootTransformIds", "root_transform_ids"} & set(doc):
         raise ManifestError(f"holds a pipeline's fields{_swapped(raw)}", source)
@@ -265,6 +270,10 @@ def _detail(err: Any) -> str:
     the value itself follows, shortened, in "(got ...)"."""
     v = err.validator_value
     if err.validator == "oneOf" and list(err.absolute_path)[:1] == ["computed"]:
+        names = err.instance
+        if isinstance(names, list) and all(isinstance(n, str) and n for n in names) and len(set(names)) < len(names):
+            twice = next(n for i, n in enumerate(names) if n in names[:i])
+            return f"{twice!r} is listed twice"
         return 'expected a list of bound variable names, or "auto"'
     if err.validator == "oneOf":
         return "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}"
@@ -352,7 +361,10 @@ def resolve_bindings(manifest: Manifest, index: GraphIndex) -> Resolved:
         if b.pcollection is not None:
             pc = b.pcollection
             if pc not in index.pcollections:
-                hint = did_you_mean(pc, index.pcollections)
+                if any(p == pc for p, _tag in by_name):  # a producer's name where an id belongs
+                    hint = f"; {pc!r} is a transform's name: bind its output as {{\"producer\": {json.dumps(pc)}}}"
+                else:
+                    hint = did_you_mean(pc, index.pcollections)
                 raise ManifestError(
                     f"bindings/{b.var}: PCollection {pc!r} does not exist in the pipeline{hint}", manifest.source
                 )

@@ -12,6 +12,7 @@ limit triggered as done).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -65,6 +66,7 @@ def follow(
     since = start if since is None else since
     stopped_by: str | None = None
     give_up_at = 0.0
+    cancel_errors: list[Exception] = []
     size: int | None = None
     try:
         while True:
@@ -79,13 +81,33 @@ def follow(
                 stopped_by = limits.reached(now - start, size)
                 if stopped_by is not None:
                     status.note(_reached(stopped_by, limits, size))
-                    job.cancel()
+                    cancel_errors = _cancel_meanwhile(job)
                     give_up_at = time.monotonic() + cancel_grace
-            elif stopped_by is not None and now > give_up_at:
-                return Outcome(state, now - since, stopped_by, size, True)
+            elif stopped_by is not None:
+                if cancel_errors:
+                    raise cancel_errors[0]
+                if now > give_up_at:
+                    return Outcome(state, now - since, stopped_by, size, True)
     except KeyboardInterrupt:
         job.cancel()
         raise
+
+
+def _cancel_meanwhile(job: Job) -> list[Exception]:
+    """``job.cancel()`` in a thread of its own, so the grace counts while it
+    runs: the DirectRunner's cancel waits for the job's threads, which a
+    source retrying its connection kept for minutes (213 s, against a grace
+    of 30). Returns the list its error lands in, for the caller to raise."""
+    errors: list[Exception] = []
+
+    def cancel() -> None:
+        try:
+            job.cancel()
+        except Exception as e:  # raised in the following thread
+            errors.append(e)
+
+    threading.Thread(target=cancel, name="beaminst-cancel", daemon=True).start()
+    return errors
 
 
 def _reached(which: str, limits: Limits, size: int) -> str:
