@@ -86,3 +86,31 @@ def test_whole_cache_dir_warnings_are_told_from_the_pipelines_own(tmp_path):
                                   RewriteOptions(str(tmp_path / "c")))
     own = [w for w in report.warnings if "does not exist" not in w]
     assert any("nothing recorded yet" in w for w in own) and not any(map(about_whole_cache_dir, own))
+
+
+def test_a_cache_older_than_the_sources_recording_is_named(tmp_path):
+    """Keys do not change with a recording: what was computed from an earlier
+    one is read back as if current. analyze (and instrument) say so, with the
+    rm that lets it be computed again; a cache written after the recording is
+    not named."""
+    import os
+
+    from apache_beam.portability.api import beam_interactive_api_pb2 as iapi
+    from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
+
+    pb, man, cache = fixture_pb("pubsub_one"), fixture_manifest("pubsub_one"), tmp_path / "c"
+    first = api.analyze_files(pb, man, str(cache))
+    keys = {c.var: c.cache_key for c in first.cacheables.values()}
+    (source,) = [c.cache_key for c in first.cacheables.values() if c.synthetic]
+    for key in keys.values():
+        StreamingCache(str(cache)).write([iapi.TestStreamFileHeader(tag=key)], "full", key)
+    os.utime(cache / "full" / source, (2_000_000_000, 2_000_000_000))  # recorded again, later
+    os.utime(cache / "full" / keys["windowed"], (2_000_000_100, 2_000_000_100))  # computed from it
+    again = api.analyze_files(pb, man, str(cache))
+    stale = [w for w in again.warnings if "before the sources' latest recording" in w]
+    assert stale == [
+        f"'decoded' was cached before the sources' latest recording: its cache holds what an earlier recording gave "
+        f"(keys do not change with the recording); rm {cache / 'full' / keys['decoded']} to compute it from this one"
+    ]
+    bounded = api.analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(cache))
+    assert not [w for w in bounded.warnings if "latest recording" in w]

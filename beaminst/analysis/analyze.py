@@ -8,6 +8,8 @@ returns a plain :class:`Analysis` value that ``analyze`` prints and that
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +113,7 @@ class Analysis:
             else:
                 continue  # said once, above
             out.append(f"{c.var!r} is listed as computed, but {why}: it is recomputed and written")
+        out.extend(self._older_than_the_recording(source_outputs))
         if not self.unbounded_sources:
             unbounded = [pc for pc, i in self.pcollections.items() if not i.is_bounded]
             if unbounded:
@@ -118,6 +121,40 @@ class Analysis:
                     f"{len(unbounded)} PCollection(s) are UNBOUNDED ({', '.join(sorted(unbounded)[:3])}"
                     f"{', ...' if len(unbounded) > 3 else ''}) but no unbounded source was recognised: instrument "
                     "will refuse; name the source's URN with --unbounded-urn, or pass --infer-unbounded"
+                )
+        return out
+
+    def _older_than_the_recording(self, source_outputs: set[str]) -> list[str]:
+        """Caches of what the sources feed that were written before the
+        sources' latest recording. A key does not change with the recording
+        (Beam clears its cache when a background caching job starts again;
+        keys here outlive it), so such a cache holds what an earlier
+        recording gave: read back (computed, --reuse) it shows stale data
+        next to the new recording. Local StreamingCache files only."""
+        cache = self.cache
+        if not self.streaming_cache or cache.path is None or not cache.exists or cache.remote:
+            return []
+        full = cache.full_dir()
+        recorded = [
+            t for t in (
+                _mtime(os.path.join(full, self.cacheables[pc].cache_key))
+                for pc in source_outputs if pc in self.cacheables and self.cacheables[pc].cached
+            ) if t is not None
+        ]
+        if not recorded:
+            return []
+        newest, fed = max(recorded), _fed_by(self.index, source_outputs)
+        out = []
+        for c in self.cacheables.values():
+            if c.synthetic or not c.cached or c.pcollection in source_outputs or c.pcollection not in fed:
+                continue
+            path = os.path.join(full, c.cache_key)
+            written = _mtime(path)
+            if written is not None and written < newest:
+                out.append(
+                    f"{c.var!r} was cached before the sources' latest recording: its cache holds what an earlier "
+                    f"recording gave (keys do not change with the recording); rm {shlex.quote(path)} to compute "
+                    "it from this one"
                 )
         return out
 
@@ -165,6 +202,28 @@ class Analysis:
             "cache_problems": list(self.cache_problems),
             "warnings": self.warnings,
         }
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _fed_by(index: GraphIndex, pcollections: set[str]) -> set[str]:
+    """Every PCollection computed from ``pcollections`` (leaf consumers'
+    outputs, followed downstream), in one walk."""
+    seen: set[str] = set()
+    stack = list(pcollections)
+    while stack:
+        for use in index.consumers.get(stack.pop(), ()):
+            if use.is_leaf:
+                for out in index.nodes[use.transform_id].outputs.values():
+                    if out not in seen:
+                        seen.add(out)
+                        stack.append(out)
+    return seen
 
 
 def analyze(
