@@ -33,6 +33,25 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
+def shell_word(text: str) -> str:
+    """``text`` as one word a shell reads back as ``text``, for a command a
+    message prints: :func:`shlex.quote`, or, when ``text`` holds what
+    :func:`printable` would escape (a tab in a variable's name), bash's
+    ``$'...'`` with the same escapes: a plain quote would print ``\x09``,
+    which the shell takes literally, and the command would name another thing."""
+    import shlex
+
+    if text.isprintable():
+        return shlex.quote(text)
+    body = "".join(
+        (_BASH_QUOTED.get(ch, ch) if ch.isprintable() else _escape(ch)) for ch in text
+    )
+    return f"$'{body}'"
+
+
+_BASH_QUOTED = {"\\": "\\\\", "'": "\\'"}  # inside $'...'
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
     if code < 0x100:

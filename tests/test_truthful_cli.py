@@ -640,3 +640,18 @@ def test_batch_names_no_recording_of_root_only_outputs(tmp_path):
     shutil.copyfile(fixture_manifest("pubsub_one"), src / "ps.manifest.json")
     r = run_cli(*args, "--mode", "background-caching", "--allow-empty")
     assert _next(r.stdout) == [f"beaminst run {tmp_path / 'out' / 'ps.pb'}  # records its sources"]
+
+
+def test_a_next_step_names_a_variable_with_a_tab_as_the_shell_reads_it(tmp_path):
+    """printable() escapes a tab as \\x09 for display; inside plain single
+    quotes the shell takes that literally, and the printed show named another
+    variable. Control characters are spelled with bash's $'...' instead."""
+    doc = json.loads(open(WC_M).read())
+    doc["bindings"] = {"wörds\t1": doc["bindings"]["words"], "it's \\ plain": doc["bindings"]["lines"]}
+    man = _manifest(tmp_path, doc)
+    r = run_cli("instrument", WC, "-m", man, "--cache-dir", str(tmp_path / "c"), "-o", str(tmp_path / "o.pb"))
+    assert r.exit_code == 0, r.stderr
+    show = next(s for s in _next(r.stdout) if s.startswith("beaminst show "))
+    argv = subprocess.run(["bash", "-c", 'printf "%s\\0" ' + show], capture_output=True, check=True).stdout
+    words = argv.decode().split("\0")[:-1]
+    assert words[:2] == ["beaminst", "show"] and {"wörds\t1", "it's \\ plain"} <= set(words), words

@@ -9,7 +9,6 @@ returns a plain :class:`Analysis` value that ``analyze`` prints and that
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from beaminst.analysis.cachewarnings import cache_problem, missing_dir
 from beaminst.analysis.manifest import Manifest, resolve_bindings
 from beaminst.analysis.sources import UnboundedSource, find_unbounded_sources, under_source
 from beaminst.cache.cachedir import CacheDir
+from beaminst.errors import shell_word
 from beaminst.graph.index import GraphIndex
 from beaminst.model.beamproto import runner_api
 from beaminst.model.labels import holds_cache_transforms
@@ -153,7 +153,7 @@ class Analysis:
             if written is not None and written < newest:
                 out.append(
                     f"{c.var!r} was cached before the sources' latest recording: its cache holds what an earlier "
-                    f"recording gave (keys do not change with the recording); rm {shlex.quote(path)} to compute "
+                    f"recording gave (keys do not change with the recording); rm {shell_word(path)} to compute "
                     "it from this one"
                 )
         return out

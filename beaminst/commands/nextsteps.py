@@ -5,10 +5,10 @@ show, and instrument --reuse after an edit."""
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from beaminst.errors import shell_word
 from beaminst.options import SourceRules
 
 if TYPE_CHECKING:
@@ -35,14 +35,14 @@ class Invocation:
             parts += ["--unbounded-urn", urn]
         if self.rules.infer:
             parts.append("--infer-unbounded")
-        return " ".join(shlex.quote(p) for p in parts)
+        return " ".join(shell_word(p) for p in parts)
 
     def output(self, suffix: str) -> str:
         if self.pipeline == "-":
             return f"pipeline.{suffix}.pb"
         # In the working directory: the input's may be read-only (a checkout, a mount).
         stem = os.path.splitext(os.path.basename(self.pipeline))[0]
-        return shlex.quote(f"{stem}.{suffix}.pb")
+        return shell_word(f"{stem}.{suffix}.pb")
 
 
 def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
@@ -105,7 +105,7 @@ def _run_target(output: str | None, default: str) -> tuple[str, str]:
             stream = False
         if stream:
             return "FILE", f"FILE: the proto written to a file (-o FILE), not to {output}"
-    return shlex.quote(output or default), ""
+    return shell_word(output or default), ""
 
 
 def _run_step(target: str, note: str, in_process: bool, what: str = "") -> str:
@@ -135,7 +135,7 @@ def after_instrument(
     shown = written[:SHOW_AT_MOST]
     if shown or cached:
         # Nothing written but something cached: show with no VAR shows every cached variable.
-        step = " ".join((f"beaminst show {how.inputs()}", *(shlex.quote(v) for v in shown)))
+        step = " ".join((f"beaminst show {how.inputs()}", *(shell_word(v) for v in shown)))
         if len(written) > len(shown):
             # A shell comment: the line still runs as printed.
             step += f"  # and {len(written) - len(shown)} more variables written (listed above)"
@@ -173,7 +173,7 @@ def after_background_caching(
     target, note = _run_target(output, how.output("record"))
     run = _run_step(target, note, in_process, "records the sources into the cache (--max-duration, --max-bytes to stop it)")
     if recorded_already:
-        paths = " ".join(shlex.quote(p) for p in recorded_already)
+        paths = " ".join(shell_word(p) for p in recorded_already)
         return [f"{replay}  # replays the recording there is", f"rm {paths} && {run.replace('  # ', '  # then ', 1)}"]
     return [run, f"{replay}  # replays what was recorded"]
 
@@ -186,4 +186,4 @@ def after_batch(mode: str, outputs: list[str]) -> list[str]:
         return []
     what = "records its sources" if mode == "background-caching" else "runs it"
     others = f", and so on for the other {len(outputs) - 1}" if len(outputs) > 1 else ""
-    return [f"beaminst run {shlex.quote(sorted(outputs)[0])}  # {what}{others}"]
+    return [f"beaminst run {shell_word(sorted(outputs)[0])}  # {what}{others}"]

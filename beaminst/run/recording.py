@@ -11,14 +11,13 @@ decoded as ``instrument`` decodes it (never unpickled), when that is cheap.
 from __future__ import annotations
 
 import os
-import shlex
 import stat
 from dataclasses import dataclass
 from typing import Any
 
 from beaminst.cache.cachefs import is_url, list_full
 from beaminst.cache.streaming import make_sink_dir
-from beaminst.errors import BeaminstError
+from beaminst.errors import BeaminstError, shell_word
 from beaminst.run.capture import CacheWrite
 
 COUNT_ELEMENTS_UP_TO = 64 << 20  # bytes of recording read back to count elements
@@ -123,7 +122,7 @@ def refuse_appending(writes: tuple[CacheWrite, ...], recording: Recording | None
                 raise BeaminstError(
                     f"already holds {size} bytes recorded by an earlier run; a second recording would be "
                     "appended and leave a file Beam cannot read. Interactive Beam clears it before recording: "
-                    f"rm {shlex.quote(path)}, then run again (or instrument replays what is there)",
+                    f"rm {shell_word(path)}, then run again (or instrument replays what is there)",
                     path,
                 )
     for w in writes:
@@ -135,7 +134,7 @@ def refuse_appending(writes: tuple[CacheWrite, ...], recording: Recording | None
             raise BeaminstError(
                 f"{w.unique_name} would append to full/{w.key}, which already holds {size} bytes an earlier run "
                 "wrote, and leave a file Beam cannot read: instrument the original with --reuse to read it back, "
-                f"or rm {shlex.quote(path)} to write it again",
+                f"or rm {shell_word(path)} to write it again",
                 w.cache_dir,
             )
 
