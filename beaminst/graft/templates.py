@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import types
 from collections.abc import Callable, Iterator
@@ -123,31 +122,35 @@ def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: b
 
 @contextlib.contextmanager
 def _sink_builds_leave_nothing(manager: Any) -> Iterator[None]:
-    """Undo the directories Beam's ``StreamingCacheSink`` makes when it is
-    built (``<dir>/full``, and ``<dir>`` itself when missing): building a
-    template is not writing an output. Otherwise a command that fails after a
-    build leaves them behind, and whether a cache directory appeared depended
-    on the template store. beaminst makes ``full/`` when it writes a streaming
-    proto (:func:`beaminst.cache.streaming.make_sink_dir`)."""
+    """Beam's ``StreamingCacheSink`` makes ``<dir>/full`` (and ``<dir>``)
+    when it is built, through ``streaming_cache.Path``, its only use there:
+    a stand-in that makes nothing takes its place for the build. Building a
+    template is not writing an output: otherwise a command that failed after
+    a build left the directory behind, and whether it appeared depended on the
+    template store. (Removing what a build made afterwards raced with other
+    processes making it meanwhile.) beaminst makes ``full/`` when it writes a
+    streaming proto (:func:`beaminst.cache.streaming.make_sink_dir`)."""
     if not isinstance(manager, StreamingCache):
         yield
         return
-    missing = []  # deepest first
-    path = os.path.abspath(os.path.join(manager._cache_dir, "full"))
-    while not os.path.lexists(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
+    from apache_beam.runners.interactive.caching import streaming_cache
+
+    saved = streaming_cache.Path
+    streaming_cache.Path = _PathMakingNothing
     try:
         yield
     finally:
-        for d in missing:
-            try:
-                os.rmdir(d)  # only if still empty: nothing anyone wrote meanwhile goes
-            except OSError:
-                break
+        streaming_cache.Path = saved
+
+
+class _PathMakingNothing:
+    """What ``StreamingWriteToText.__init__`` does with a ``Path``: ``mkdir``."""
+
+    def __init__(self, *_parts: Any) -> None:
+        pass
+
+    def mkdir(self, *_args: Any, **_kwargs: Any) -> None:
+        pass
 
 
 def new_cache_manager(cache_dir: str, streaming: bool) -> Any:
