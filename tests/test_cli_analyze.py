@@ -211,28 +211,33 @@ def test_truncated_shard_is_no_cache(tmp_path):
 
 def test_another_pipelines_damaged_sets_are_left_as_they_are(tmp_path):
     """In a cache directory pipelines share, a damaged set under a key no
-    binding uses is reported as such, not as something this pipeline's
-    run will rewrite; its own keys' are (analyze, instrument and the JSON
-    alike)."""
+    binding uses is reported as such, not as something this pipeline's run
+    will rewrite; its own keys' are; and one whose stem only begins with a
+    key (Beam reads '<key>*' with that key, and no rewrite removes it) says
+    so (analyze, instrument and the JSON alike)."""
     own, other = _words_key(), "0123456789-0123456789abcdef-0123456789abcdef-0123456789abcdef"
     full = tmp_path / "full"
     full.mkdir()
     for key in (own, other):
         (full / f"{key}-00000-of-00002").write_bytes(EMPTY_SHARD)  # shard 1 missing
-        for name in ("00000-of-00001", "00001-of-00003"):
-            (full / f"{key}x-{name}").write_bytes(EMPTY_SHARD)  # mixed sets of a longer stem
-        (full / f"{key}y-00000-of-00001").write_bytes(b"not bz2")
+        (full / f"{key}-00000-of-00003").write_bytes(EMPTY_SHARD)  # ... and a set of another count
+        (full / f"{key}y-00000-of-00001").write_bytes(b"not bz2")  # a longer stem, cut
     doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
     left = " (no binding of this pipeline uses that key: left as it is)"
+    read_with = f" (Beam reads it with {own!r}'s cache, as it reads '<key>*'; rm full/{own}y-* to stop that)"
+    cut = "does not end as a bz2 stream does (cut short, or not bz2)"
     assert sorted(doc["cache_problems"]) == sorted([
-        f"full/{own}y-00000-of-00001: does not end as a bz2 stream does (cut short, or not bz2), will be rewritten",
-        f"full/{other}y-00000-of-00001: does not end as a bz2 stream does (cut short, or not bz2){left}",
-        f"{own}: partial shard set, will be rewritten",
-        f"{other}: partial shard set{left}",
-        f"{own}x: shard sets -of-00001 and -of-00003 are mixed (Beam reads them all as one cache): not cached; "
-        f"beaminst run removes them before rewriting it (or rm full/{own}x-*-of-*)",
-        f"{other}x: shard sets -of-00001 and -of-00003 are mixed (Beam reads them all as one cache){left}",
+        f"full/{own}y-00000-of-00001: {cut}{read_with}",
+        f"full/{other}y-00000-of-00001: {cut}{left}",
+        f"{own}: shard sets -of-00002 and -of-00003 are mixed (Beam reads them all as one cache): not cached; "
+        f"beaminst run removes them before rewriting it (or rm full/{own}-*-of-*)",
+        f"{other}: shard sets -of-00002 and -of-00003 are mixed (Beam reads them all as one cache){left}",
     ])
+    (full / f"{own}-00000-of-00003").unlink()
+    (full / f"{other}-00000-of-00003").unlink()
+    doc = analyze_json(WC, "-m", WC_M, "--cache-dir", str(tmp_path))
+    assert f"{own}: partial shard set, will be rewritten" in doc["cache_problems"]
+    assert f"{other}: partial shard set{left}" in doc["cache_problems"]
     r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path), "-o", str(tmp_path / "o.pb"), "--json")
     assert r.exit_code == 0, r.stderr
     warned = [w for w in json.loads(r.stdout)["warnings"] if w.startswith("cache: ")]

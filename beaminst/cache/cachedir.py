@@ -42,7 +42,7 @@ class CacheDir:
     # (stem, for a pipeline using it, for one that does not): damaged shard
     # sets, worded by :meth:`problems_for`, since what happens to them depends
     # on whether the pipeline's bindings use their key
-    keyed_problems: tuple[tuple[str, str, str], ...] = field(default=())
+    keyed_problems: tuple[tuple[str, str, str], ...] = field(default=())  # (stem, fact, what a rewrite of it does)
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
     truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
     # each partial stem's shard files, sorted: what a rewrite removes first
@@ -64,17 +64,22 @@ class CacheDir:
 
     def problems_for(self, keys: Iterable[str]) -> tuple[str, ...]:
         """Every problem, worded for a pipeline whose bindings use cache
-        ``keys``: a damaged set of one of them will be rewritten; another
-        pipeline's is left as it is (Beam reads '<key>*': a key owns the
-        stems it starts)."""
-        lengths: dict[int, set[str]] = {}
-        for k in keys:
-            lengths.setdefault(len(k), set()).add(k)
+        ``keys``: a damaged set of one of them will be rewritten; a set
+        whose stem only begins with one is read with it (Beam reads
+        '<key>*'), and nothing removes it; another pipeline's is left as it
+        is."""
+        used = set(keys)
+        lengths = {len(k) for k in used}
 
-        def used(stem: str) -> bool:
-            return any(stem[:n] in ks for n, ks in lengths.items())
+        def worded(stem: str, fact: str, rewrite: str) -> str:
+            if stem in used:
+                return fact + rewrite
+            owner = next((stem[:n] for n in sorted(lengths) if stem[:n] in used), None)
+            if owner is not None:
+                return f"{fact} (Beam reads it with {owner!r}'s cache, as it reads '<key>*'; rm full/{stem}-* to stop that)"
+            return fact + NOT_USED
 
-        return (*self.problems, *(mine if used(stem) else other for stem, mine, other in self.keyed_problems))
+        return (*self.problems, *(worded(*p) for p in self.keyed_problems))
 
     def incomplete(self, key: str) -> str:
         """What Beam's '<key>*-*-of-*' finds under ``key`` that is no cache:
@@ -272,15 +277,12 @@ def _classify(
             complete.add(key)
         else:
             truncated.add(key)
-            keyed.append((key, f"full/{short}: {DAMAGED}, will be rewritten", f"full/{short}: {DAMAGED}{NOT_USED}"))
-    keyed.extend((k, f"{k}: partial shard set, will be rewritten", f"{k}: partial shard set{NOT_USED}")
-                 for k in sorted(partial))
+            keyed.append((key, f"full/{short}: {DAMAGED}", ", will be rewritten"))
+    keyed.extend((k, f"{k}: partial shard set", ", will be rewritten") for k in sorted(partial))
     for key, totals in sorted(mixed):
-        mixed_up = f"{key}: shard sets {' and '.join(f'-of-{t:05d}' for t in totals)} are mixed (Beam reads them all as one cache)"
         keyed.append((
-            key,
-            f"{mixed_up}: not cached; beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)",
-            f"{mixed_up}{NOT_USED}",
+            key, f"{key}: shard sets {' and '.join(f'-of-{t:05d}' for t in totals)} are mixed (Beam reads them all as one cache)",
+            f": not cached; beaminst run removes them before rewriting it (or rm full/{key}-*-of-*)",
         ))
     partial.update(k for k, _ in mixed)
     partial |= truncated
