@@ -260,9 +260,10 @@ def main(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="beaminst: %(name)s: %(message)s")
 
 
-# A job whose cancel the runner had not confirmed after the grace: its
-# threads (a local runner's) would keep the process from exiting.
-_ABANDONED_JOB: list[str | None] = []
+class _LeavesAJobBehind(SystemExit):
+    """The exit of a run whose cancel the runner had not confirmed after the
+    grace: its threads (a local runner's) would keep the process alive for as
+    long as they run, after the report said it is over."""
 
 
 def entry() -> None:
@@ -280,12 +281,14 @@ def entry() -> None:
 
     _open_standard_streams()
     _buffer_piped_stdout()
+    abandoned = False
     try:
         main(prog_name="beaminst")
         code: Any = 0
     except SystemExit as e:
         code = 0 if e.code is None else e.code
-    if not isinstance(code, int) or (threading.active_count() > 1 and not _ABANDONED_JOB):
+        abandoned = isinstance(e, _LeavesAJobBehind)
+    if not isinstance(code, int) or (threading.active_count() > 1 and not abandoned):
         sys.exit(code)
     atexit._run_exitfuncs()  # noqa: SLF001 - the one way to run them before os._exit
     try:
@@ -793,8 +796,6 @@ def run_command(
     )
     with status_line(sys.stderr.isatty()) as status:
         report = run_file(pipeline, options, status)
-    if report.cancel_unconfirmed:  # its threads may run for minutes more: the report says so, exit regardless
-        _ABANDONED_JOB.append(report.job_id)
     if as_json:
         _echo_json(report.to_json())
     else:
@@ -812,6 +813,8 @@ def run_command(
         if verbose:
             for m in messages:
                 click.echo(m.text.rstrip(), err=True)
+        if report.cancel_unconfirmed:  # the runner's threads may run for minutes more: exit regardless
+            raise _LeavesAJobBehind(2)
         sys.exit(2)
 
 
@@ -973,8 +976,11 @@ def batch(
     else:
         from beaminst.commands.nextsteps import after_batch
 
-        # What has something to run: a root-only --allow-empty output records nothing.
-        written = [r["output"] for r in report.results if r["status"] in ("ok", "skipped") and r["writes"] != 0]
+        # What has something to run: a root-only --allow-empty output (no write, no read) records nothing.
+        written = [
+            r["output"] for r in report.results
+            if r["status"] in ("ok", "skipped") and not (r["writes"] == 0 and not r["reads"])
+        ]
         print_batch_report(_human(), report, after_batch(mode, written))
     for line in iter_errors(report):
         click.echo(f"beaminst: {line}", err=True)

@@ -43,10 +43,21 @@ def shell_word(text: str) -> str:
 
     if text.isprintable():
         return shlex.quote(text)
-    body = "".join(
-        (_BASH_QUOTED.get(ch, ch) if ch.isprintable() else _escape(ch)) for ch in text
-    )
+    body = "".join((_BASH_QUOTED.get(ch, ch) if ch.isprintable() else _bash_escape(ch)) for ch in text)
     return f"$'{body}'"
+
+
+def _bash_escape(ch: str) -> str:
+    """In bash's ``$'...'``, ``\\xHH`` is one byte, not a character: U+0080
+    to U+00FF are spelled ``\\u00HH`` (their UTF-8), and a surrogate escape
+    (a byte of a name that is not UTF-8, as ``os.fsdecode`` gives it) is that
+    byte again."""
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if 0x80 <= code < 0x100:
+        return f"\\u{code:04x}"
+    return _escape(ch)
 
 
 _BASH_QUOTED = {"\\": "\\\\", "'": "\\'"}  # inside $'...'

@@ -107,10 +107,25 @@ def test_a_cache_older_than_the_sources_recording_is_named(tmp_path):
     os.utime(cache / "full" / source, (2_000_000_000, 2_000_000_000))  # recorded again, later
     os.utime(cache / "full" / keys["windowed"], (2_000_000_100, 2_000_000_100))  # computed from it
     again = api.analyze_files(pb, man, str(cache))
-    stale = [w for w in again.warnings if "before the sources' latest recording" in w]
+    stale = [w for w in again.warnings if "before its source's latest recording" in w]
     assert stale == [
-        f"'decoded' was cached before the sources' latest recording: its cache holds what an earlier recording gave "
+        f"'decoded' was cached before its source's latest recording: its cache holds what an earlier recording gave "
         f"(keys do not change with the recording); rm {cache / 'full' / keys['decoded']} to compute it from this one"
     ]
     bounded = api.analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(cache))
     assert not [w for w in bounded.warnings if "latest recording" in w]
+
+
+def test_a_full_dir_that_cannot_be_made_is_a_whole_directory_warning(tmp_path, monkeypatch):
+    import beaminst.cache.streaming as streaming
+    from beaminst.analysis.cachewarnings import about_whole_cache_dir
+
+    def refused(_cache_dir):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(streaming, "make_sink_dir", refused)
+    report = api.instrument_files(fixture_pb("pubsub_one"), str(tmp_path / "o.pb"), fixture_manifest("pubsub_one"),
+                                  RewriteOptions(str(tmp_path / "c")))
+    (w,) = [w for w in report.warnings if w.startswith("could not create ")]
+    assert w.startswith(f"could not create {str(tmp_path / 'c' / 'full')!r} (Permission denied): ")
+    assert about_whole_cache_dir(w)  # a batch skip does not repeat it

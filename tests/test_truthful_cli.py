@@ -655,3 +655,17 @@ def test_a_next_step_names_a_variable_with_a_tab_as_the_shell_reads_it(tmp_path)
     argv = subprocess.run(["bash", "-c", 'printf "%s\\0" ' + show], capture_output=True, check=True).stdout
     words = argv.decode().split("\0")[:-1]
     assert words[:2] == ["beaminst", "show"] and {"wörds\t1", "it's \\ plain"} <= set(words), words
+
+
+@pytest.mark.parametrize("text", ["wörds\t1", "soft\u00adhyphen", "nel\u0085", "esc\x1b[31m", "it's \\ \t",
+                                  "not utf-8 \udc80\udcff", "wide\u2028\U000e0001", "plain name"])
+def test_shell_word_is_read_back_by_bash_as_the_same_bytes(text):
+    """``\\xHH`` in $'...' is a byte: characters from U+0080 are spelled so
+    that bash gives their UTF-8, and a surrogate escape (a byte of a name that
+    is not UTF-8) gives that byte."""
+    from beaminst.errors import shell_word
+
+    word = shell_word(text)
+    assert word.isprintable()
+    got = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert got == os.fsencode(text), (word, got)

@@ -125,8 +125,8 @@ class Analysis:
         return out
 
     def _older_than_the_recording(self, source_outputs: set[str]) -> list[str]:
-        """Caches of what the sources feed that were written before the
-        sources' latest recording. A key does not change with the recording
+        """Caches of what a source feeds that were written before that
+        source's latest recording. A key does not change with the recording
         (Beam clears its cache when a background caching job starts again;
         keys here outlive it), so such a cache holds what an earlier
         recording gave: read back (computed, --reuse) it shows stale data
@@ -135,24 +135,23 @@ class Analysis:
         if not self.streaming_cache or cache.path is None or not cache.exists or cache.remote:
             return []
         full = cache.full_dir()
-        recorded = [
-            t for t in (
-                _mtime(os.path.join(full, self.cacheables[pc].cache_key))
-                for pc in source_outputs if pc in self.cacheables and self.cacheables[pc].cached
-            ) if t is not None
-        ]
-        if not recorded:
-            return []
-        newest, fed = max(recorded), _fed_by(self.index, source_outputs)
+        recorded_at: dict[str, float] = {}  # PCollection -> its newest upstream recording
+        for pc in sorted(source_outputs):
+            c = self.cacheables.get(pc)
+            t = _mtime(os.path.join(full, c.cache_key)) if c is not None and c.cached else None
+            if t is None:
+                continue
+            for fed in _fed_by(self.index, {pc}):  # one walk a source output: there are few
+                recorded_at[fed] = max(t, recorded_at.get(fed, t))
         out = []
         for c in self.cacheables.values():
-            if c.synthetic or not c.cached or c.pcollection in source_outputs or c.pcollection not in fed:
+            if c.synthetic or not c.cached or c.pcollection in source_outputs or c.pcollection not in recorded_at:
                 continue
             path = os.path.join(full, c.cache_key)
             written = _mtime(path)
-            if written is not None and written < newest:
+            if written is not None and written < recorded_at[c.pcollection]:
                 out.append(
-                    f"{c.var!r} was cached before the sources' latest recording: its cache holds what an earlier "
+                    f"{c.var!r} was cached before its source's latest recording: its cache holds what an earlier "
                     f"recording gave (keys do not change with the recording); rm {shell_word(path)} to compute "
                     "it from this one"
                 )

@@ -80,11 +80,11 @@ def load_manifest(path: str | None) -> Manifest:
         return Manifest()
     from beaminst.model.protoio import read_bytes
 
+    source = "<stdin>" if path == "-" else path
     try:
         raw = read_bytes(path, "a manifest file (JSON)", MAX_MANIFEST_BYTES)
     except Exception as e:  # re-badge: it is the manifest that failed
-        raise ManifestError(getattr(e, "message", str(e)), path) from None
-    source = "<stdin>" if path == "-" else path
+        raise ManifestError(getattr(e, "message", str(e)), getattr(e, "source", None) or path) from None
     return parse_manifest(raw, source)
 
 
@@ -271,9 +271,12 @@ def _detail(err: Any) -> str:
     v = err.validator_value
     if err.validator == "oneOf" and list(err.absolute_path)[:1] == ["computed"]:
         names = err.instance
-        if isinstance(names, list) and all(isinstance(n, str) and n for n in names) and len(set(names)) < len(names):
-            twice = next(n for i, n in enumerate(names) if n in names[:i])
-            return f"{twice!r} is listed twice"
+        if isinstance(names, list) and all(isinstance(n, str) and n for n in names):
+            seen: set[str] = set()
+            for n in names:  # one pass: a manifest may list millions
+                if n in seen:
+                    return f"{n!r} is listed twice"
+                seen.add(n)
         return 'expected a list of bound variable names, or "auto"'
     if err.validator == "oneOf":
         return "expected a PCollection id string, {\"pcollection\": ...} or {\"producer\": ..., \"tag\": ...}"

@@ -145,15 +145,13 @@ def rewrite_file(
 def _make_sink_dir(cache_dir: str) -> list[str]:
     """``<cache_dir>/full`` for the streaming writes just saved (Beam's sink
     needs it before its first bundle); a warning when it cannot be made."""
+    from beaminst.analysis.cachewarnings import sink_dir_not_made
     from beaminst.cache.streaming import make_sink_dir
 
     try:
         make_sink_dir(cache_dir)
     except OSError as e:
-        return [
-            f"could not create {os.path.join(cache_dir, 'full')!r} ({e.strerror}): Beam's StreamingCache sink "
-            "needs it before its first bundle (beaminst run creates it before the job starts)"
-        ]
+        return [sink_dir_not_made(os.path.join(cache_dir, "full"), e.strerror or str(e))]
     return []
 
 

@@ -108,14 +108,15 @@ def _run_target(output: str | None, default: str) -> tuple[str, str]:
     return shell_word(output or default), ""
 
 
-def _run_step(target: str, note: str, in_process: bool, what: str = "") -> str:
-    """``beaminst run TARGET``, through the Job API for a pipeline Beam's
-    Python runners cannot rebuild here (another SDK's)."""
+def _run_step(target: str, note: str, in_process: bool, what: str = "", prefix: str = "") -> str:
+    """``beaminst run TARGET`` (after ``prefix``, e.g. ``rm FILE && ``),
+    through the Job API for a pipeline Beam's Python runners cannot rebuild
+    here (another SDK's)."""
     notes = [n for n in (what, note) if n]
     if not in_process:
         target += " --job-endpoint HOST:PORT"
         notes.append("another SDK's pipeline: a runner that starts its workers (Flink, Spark, Prism)")
-    return f"beaminst run {target}" + (f"  # {'; '.join(notes)}" if notes else "")
+    return f"{prefix}beaminst run {target}" + (f"  # {'; '.join(notes)}" if notes else "")
 
 
 def after_instrument(
@@ -171,11 +172,11 @@ def after_background_caching(
     if not recorded:
         return [f"{replay}  # no unbounded source to record"]
     target, note = _run_target(output, how.output("record"))
-    run = _run_step(target, note, in_process, "records the sources into the cache (--max-duration, --max-bytes to stop it)")
+    records = "records the sources into the cache (--max-duration, --max-bytes to stop it)"
     if recorded_already:
-        paths = " ".join(shell_word(p) for p in recorded_already)
-        return [f"{replay}  # replays the recording there is", f"rm {paths} && {run.replace('  # ', '  # then ', 1)}"]
-    return [run, f"{replay}  # replays what was recorded"]
+        rm = f"rm {' '.join(shell_word(p) for p in recorded_already)} && "
+        return [f"{replay}  # replays the recording there is", _run_step(target, note, in_process, f"then {records}", rm)]
+    return [_run_step(target, note, in_process, records), f"{replay}  # replays what was recorded"]
 
 
 

@@ -123,8 +123,8 @@ class Report:
     environment: dict[str, Any] | None = None  # where the grafted transforms run
     requirements: list[str] = field(default_factory=list)
     reused: list[Read] = field(default_factory=list)  # reads of caches --reuse found
-    # Not in the JSON, for the next step: one root, so Beam's Python runners
-    # rebuild it in process (other SDKs write several: the Job API runs them).
+    # Not in the JSON, for the next step: a Python SDK pipeline, which Beam's
+    # Python runners rebuild in process (another SDK's: the Job API runs it).
     runs_in_process: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -225,7 +225,6 @@ def base_report(work: Work, report: Report) -> Report:
     kept = out.components.transforms
     report.pruned = sorted(t.unique_name for tid, t in work.index.transforms.items() if tid not in kept)
     report.requirements = list(out.requirements)
-    report.runs_in_process = len(out.root_transform_ids) == 1
     warnings = list(work.warnings)
     report.environment = None
     eid = work.grafter.python_env_if_any if work.grafter is not None else None
@@ -247,6 +246,10 @@ def base_report(work: Work, report: Report) -> Report:
                    if env.urn == urns.ENV_DEFAULT else "")
             )
     report.warnings = warnings
+    # Beam's Python runners rebuild one root of a Python SDK pipeline; a
+    # pipeline that had no Python environment (one was added) is another SDK's.
+    added = report.environment is not None and report.environment["added"]
+    report.runs_in_process = len(out.root_transform_ids) == 1 and not added
     return report
 
 

@@ -89,7 +89,8 @@ def follow(
                 if now > give_up_at:
                     return Outcome(state, now - since, stopped_by, size, True)
     except KeyboardInterrupt:
-        job.cancel()
+        if stopped_by is None:  # else a cancel is under way, in its thread: a second would block as it may
+            job.cancel()
         raise
 
 
