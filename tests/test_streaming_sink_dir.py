@@ -129,3 +129,40 @@ def test_a_full_dir_that_cannot_be_made_is_a_whole_directory_warning(tmp_path, m
     (w,) = [w for w in report.warnings if w.startswith("could not create ")]
     assert w.startswith(f"could not create {str(tmp_path / 'c' / 'full')!r} (Permission denied): ")
     assert about_whole_cache_dir(w)  # a batch skip does not repeat it
+
+
+def test_staleness_is_judged_against_the_recording_of_the_feeding_source(tmp_path):
+    """Two sources, two branches: recording one again makes only the caches
+    it feeds stale, not those the other source feeds."""
+    import json
+    import os
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.portability.api import beam_interactive_api_pb2 as iapi
+    from apache_beam.runners.interactive.caching.streaming_cache import StreamingCache
+    from apache_beam.testing.test_stream import TestStream
+
+    from beaminst.options import SourceRules
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(options=options)
+    for name in ("A", "B"):
+        _ = p | f"Src{name}" >> TestStream().add_elements(["x"]) | f"Up{name}" >> beam.Map(str.upper)
+    pb = tmp_path / "two.pb"
+    pb.write_bytes(p.to_runner_api().SerializeToString())
+    man = tmp_path / "two.manifest.json"
+    man.write_text(json.dumps({"bindings": {"upA": {"producer": "UpA"}, "upB": {"producer": "UpB"}}}))
+    rules, cache = SourceRules(urns=("beam:transform:teststream:v1",)), tmp_path / "c"
+    first = api.analyze_files(str(pb), str(man), str(cache), rules)
+    keys = {c.var: c.cache_key for c in first.cacheables.values()}
+    source_key = {first.index.producer_name(c.pcollection): c.cache_key for c in first.cacheables.values() if c.synthetic}
+    assert set(source_key) == {"SrcA", "SrcB"}
+    for key in keys.values():
+        StreamingCache(str(cache)).write([iapi.TestStreamFileHeader(tag=key)], "full", key)
+    for path, t in ((source_key["SrcA"], 2_000_000_200), (keys["upA"], 2_000_000_100),  # A recorded again
+                    (source_key["SrcB"], 2_000_000_000), (keys["upB"], 2_000_000_100)):  # B not
+        os.utime(cache / "full" / path, (t, t))
+    stale = [w for w in api.analyze_files(str(pb), str(man), str(cache), rules).warnings if "latest recording" in w]
+    assert len(stale) == 1 and stale[0].startswith("'upA' was cached before its source's latest recording")
