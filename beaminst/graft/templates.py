@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import types
 from collections.abc import Callable, Iterator
@@ -123,34 +124,33 @@ def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: b
 @contextlib.contextmanager
 def _sink_builds_leave_nothing(manager: Any) -> Iterator[None]:
     """Beam's ``StreamingCacheSink`` makes ``<dir>/full`` (and ``<dir>``)
-    when it is built, through ``streaming_cache.Path``, its only use there:
-    a stand-in that makes nothing takes its place for the build. Building a
-    template is not writing an output: otherwise a command that failed after
-    a build left the directory behind, and whether it appeared depended on the
+    when it is built, with ``pathlib.Path.mkdir``: for the build, that
+    method makes nothing at or under the cache directory. Building a template
+    is not writing an output: otherwise a command that failed after a build
+    left the directory behind, and whether it appeared depended on the
     template store. (Removing what a build made afterwards raced with other
-    processes making it meanwhile.) beaminst makes ``full/`` when it writes a
-    streaming proto (:func:`beaminst.cache.streaming.make_sink_dir`)."""
+    processes making it meanwhile; replacing ``streaming_cache.Path`` put the
+    stand-in into the sink's pickled globals.) beaminst makes ``full/`` when
+    it writes a streaming proto (:func:`beaminst.cache.streaming.make_sink_dir`)."""
     if not isinstance(manager, StreamingCache):
         yield
         return
-    from apache_beam.runners.interactive.caching import streaming_cache
+    import pathlib
 
-    saved = streaming_cache.Path
-    streaming_cache.Path = _PathMakingNothing
+    root = os.path.abspath(manager._cache_dir)
+    real = pathlib.Path.mkdir
+
+    def mkdir(self: pathlib.Path, *args: Any, **kwargs: Any) -> None:
+        path = os.path.abspath(self)
+        if path == root or path.startswith(root + os.sep):
+            return
+        real(self, *args, **kwargs)
+
+    pathlib.Path.mkdir = mkdir  # type: ignore[method-assign]
     try:
         yield
     finally:
-        streaming_cache.Path = saved
-
-
-class _PathMakingNothing:
-    """What ``StreamingWriteToText.__init__`` does with a ``Path``: ``mkdir``."""
-
-    def __init__(self, *_parts: Any) -> None:
-        pass
-
-    def mkdir(self, *_args: Any, **_kwargs: Any) -> None:
-        pass
+        pathlib.Path.mkdir = real  # type: ignore[method-assign]
 
 
 def new_cache_manager(cache_dir: str, streaming: bool) -> Any:
