@@ -37,7 +37,8 @@ STATE_FILE = ".beaminst-batch-state.json"
 _VERSION = 1
 _MAX_STATE_BYTES = 64 * 1024 * 1024  # far above any real batch: beyond it the record is ignored
 _PER_FILE = ("file", "output")  # fields that name the file, not how it is made
-REPORTED = ("writes", "reads", "pruned", "warnings")  # of a result, kept for the skips that follow (warnings last)
+_COUNTS = ("writes", "reads", "pruned")
+REPORTED = (*_COUNTS, "warnings")  # of a result, kept for the skips that follow
 
 
 def file_stamp(path: str) -> list[int] | None:
@@ -166,7 +167,7 @@ class Freshness:
         got = entry.get("reported") if isinstance(entry, dict) else None
         if not isinstance(got, dict):
             return {}
-        counts = [got.get(k) for k in REPORTED[:-1]]
+        counts = [got.get(k) for k in _COUNTS]
         warnings = got.get("warnings")
         if not all(c is None or (isinstance(c, int) and not isinstance(c, bool)) for c in counts):
             return {}

@@ -39,10 +39,10 @@ class CacheDir:
     partial: frozenset[str] = frozenset()  # stems with some shards missing or truncated
     streaming: frozenset[str] = frozenset()  # keys with a StreamingCache file
     problems: tuple[str, ...] = field(default=())  # about the directory or a file, whatever reads it
-    # (stem, for a pipeline using it, for one that does not): damaged shard
-    # sets, worded by :meth:`problems_for`, since what happens to them depends
-    # on whether the pipeline's bindings use their key
-    keyed_problems: tuple[tuple[str, str, str], ...] = field(default=())  # (stem, fact, what a rewrite of it does)
+    # Damaged shard sets as (stem, fact, what a rewrite of the stem does),
+    # worded by :meth:`problems_for`: what happens to them depends on whether
+    # the pipeline's bindings use their key.
+    keyed_problems: tuple[tuple[str, str, str], ...] = field(default=())
     exists: bool = True  # False: a local path not created yet (a typo, or a first run)
     truncated: frozenset[str] = frozenset()  # of the partial stems, those with no shard missing but one cut short
     # each partial stem's shard files, sorted: what a rewrite removes first
