@@ -135,6 +135,10 @@ def test_skip_rules_force_and_human_table(tmp_path):
 
     r = run_cli("batch", *args)
     assert r.exit_code == 0 and "0 ok, 2 skipped" in r.stdout
+    # A skipped row says why, and how to redo it; its counts repeat the run that wrote it.
+    rows = {f[1]: f[2:] for f in (line.split("\t") for line in r.stdout.splitlines()) if f[0] == "file"}
+    assert rows[a][0] == "skipped" and rows[a][1].isdigit() and rows[a][4] == ""
+    assert rows[a][5] == "up to date (--force rewrites it)"
 
     # A manifest changed after the output was written: only that file is redone.
     man_b = src / b.replace(".pb", ".manifest.json")

@@ -78,7 +78,10 @@ _STATUS_STYLE = {"ok": "green", "skipped": "dim", "error": "red"}
 
 
 def reason(result: FileResult) -> str:
-    """Why a file failed, without the path its row already names."""
+    """Why a file failed, without the path its row already names, or why it
+    was skipped (the only reason there is: :mod:`beaminst.batch.freshness`)."""
+    if result["status"] == "skipped":
+        return "up to date (--force rewrites it)"
     error = result["error"] or ""
     for prefix in (result["input"], result["file"]):
         if error.startswith(prefix + ": "):
