@@ -147,8 +147,11 @@ def test_malformed_entry_names_the_field_and_value(entry, value_text):
 
 def test_unexpected_field_inside_an_entry_is_named():
     message = manifest_error({"bindings": {"words": {"pcollection": WORDS, "cach_key": KEY}}})
-    assert "bindings/words" in message
-    assert "cach_key" in message
+    assert "bindings/words: unknown field 'cach_key'; did you mean 'cache_key'? (known: pcollection, cache_key)" in message
+    # In words of its own, not jsonschema's ("Additional properties are not allowed").
+    assert "Additional properties" not in message
+    message = manifest_error({"bindings": {"words": {"producer": "Split", "tga": "None"}}})
+    assert "bindings/words: unknown field 'tga'; did you mean 'tag'? (known: producer, tag, cache_key)" in message
 
 
 @pytest.mark.parametrize(

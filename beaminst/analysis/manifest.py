@@ -286,6 +286,11 @@ def _detail(err: Any) -> str:
         return "expected " + " or ".join([v] if isinstance(v, str) else v)
     if err.validator == "const":
         return f"expected {json.dumps(v)}"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = err.schema.get("properties", {})
+        extra = sorted(set(err.instance) - set(known))
+        if extra:
+            return f"unknown field {extra[0]!r}{did_you_mean(extra[0], known)} (known: {', '.join(known)})"
     if err.validator == "uniqueItems":
         return "has duplicate items"
     if err.validator == "minLength":
