@@ -616,11 +616,19 @@ def test_an_output_extension_that_names_no_format_is_written_binary_and_said(tmp
 def test_graph_with_the_pipelines_swapped_says_so(tmp_path):
     out = tmp_path / "i.pb"
     assert run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(out)).exit_code == 0
-    swapped = run_cli("graph", WC, "--against", str(out), "-o", str(tmp_path / "s.dot"))
+    drawn = tmp_path / "drawn as it says.dot"
+    swapped = run_cli("graph", WC, "--against", str(out), "-m", WC_M, "--depth", "2", "-o", str(drawn))
     assert swapped.exit_code == 0, swapped.stderr
-    assert "swapped?" in swapped.stderr and f"beaminst graph {out} --against {WC}" in swapped.stderr, swapped.stderr
-    right = run_cli("graph", str(out), "--against", WC, "-o", str(tmp_path / "r.dot"))
+    assert "swapped?" in swapped.stderr, swapped.stderr
+    # The command it names is the one given, the pipelines the other way round: run as printed, it draws
+    # without the warning.
+    command = swapped.stderr.rsplit("(", 1)[1].rsplit(")", 1)[0]
+    assert command == " ".join(
+        shlex.quote(w) for w in ("beaminst", "graph", str(out), "--against", WC, "-m", WC_M, "--depth", "2", "-o", str(drawn))
+    ), command
+    right = run_cli(*shlex.split(command)[1:])
     assert right.exit_code == 0 and "swapped" not in right.stderr, right.stderr
+    assert "against" in drawn.read_text()
 
 
 def test_batch_names_no_recording_of_root_only_outputs(tmp_path):

@@ -273,16 +273,39 @@ def graph_files(
     # pile up in the young generation, which was all of them (65 ms at 20,000
     # transforms) when they were still alive here.
     with paused_gc(), nothing_to_sign():
-        dot = _draw(pipeline_path, manifest_path, against_path, depth, expand_cache, warn)
+        dot = _draw(pipeline_path, manifest_path, against_path, depth, expand_cache, warn,
+                    _graph_command(against_path or "", pipeline_path, manifest_path, output, fmt, depth, expand_cache))
     write_atomic(output, dot.encode("utf-8") if chosen == "dot" else render.to_image(dot, chosen))
     return chosen
 
 
+def _graph_command(
+    pipeline_path: str, against_path: str, manifest_path: str | None, output: str, fmt: str | None,
+    depth: int | None, expand_cache: bool,
+) -> str:
+    """The ``beaminst graph`` command line drawing ``pipeline_path`` against
+    ``against_path`` with the other options as given, quoted for a shell."""
+    from beaminst.errors import shell_word
+
+    words = ["beaminst", "graph", pipeline_path, "--against", against_path]
+    if manifest_path:
+        words += ["-m", manifest_path]
+    if fmt:
+        words += ["--format", fmt]
+    if depth is not None:
+        words += ["--depth", str(depth)]
+    if expand_cache:
+        words.append("--expand-cache")
+    if output != "-":
+        words += ["-o", output]
+    return " ".join(shell_word(w) for w in words)
+
+
 def _draw(
     pipeline_path: str, manifest_path: str | None, against_path: str | None, depth: int | None,
-    expand_cache: bool, warn: Callable[[str], None],
+    expand_cache: bool, warn: Callable[[str], None], swapped_command: str,
 ) -> str:
-    """:func:`graph_files`' DOT text."""
+    """:func:`graph_files`' DOT text; ``swapped_command`` draws the two pipelines the other way round."""
     from beaminst.commands import render
 
     loaded = load(pipeline_path)
@@ -290,7 +313,7 @@ def _draw(
     if original is not None and grafted(original.proto) and not grafted(loaded.proto):
         warn(f"--against {original.source} has beaminst's cache transforms and {loaded.source} has none: "
              f"swapped? the instrumented pipeline is drawn against its original "
-             f"(beaminst graph {against_path} --against {pipeline_path})")
+             f"({swapped_command})")
     manifest = load_manifest(manifest_path)
     variables = render.bound_variables(manifest, (original or loaded).index)  # errors name the manifest
     title = loaded.source if original is None else f"{loaded.source} against {original.source}"
