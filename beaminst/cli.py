@@ -889,6 +889,7 @@ Examples:
   beaminst batch exports/ -o instrumented/ --cache-dir cache/
   beaminst batch 'exports/**/*.pb' -o out/ --cache-dir cache/ -m bindings.json --jobs 8
   beaminst batch streams/ -o record/ --mode background-caching --cache-dir cache/ --json > report.json
+  beaminst batch edited/ -o rerun/ --cache-dir cache/ --reuse     # what is cached is read back
   beaminst batch exports/ -o out/ --cache-dir cache/ --runner DirectRunner
   beaminst batch /mnt/shared/in -o /mnt/shared/out --cache-dir /mnt/shared/cache \\
       --runner FlinkRunner --pipeline-arg=--flink_master=flink:8081
@@ -930,6 +931,11 @@ Examples:
 @source_rules_options("As for instrument (repeatable).", "As for instrument.")
 @bounds_option
 @click.option("--allow-empty", is_flag=True, help="As for background-caching (only with --mode background-caching).")
+@click.option(
+    "--reuse", is_flag=True,
+    help="As for instrument, in every file: a binding whose complete cache exists under its content-derived key "
+    "counts as computed (only with --mode instrument).",
+)
 @worker_options
 @handle_errors
 def batch(
@@ -945,6 +951,7 @@ def batch(
     pipeline_args: tuple[str, ...],
     rules: SourceRules,
     allow_empty: bool,
+    reuse: bool,
     environment_type: str | None,
     environment_config: str | None,
     target_sdk: str | None,
@@ -967,7 +974,7 @@ def batch(
     )
     spec = BatchSpec(  # refuses options that do not go together, as for a library caller
         src, dest, options, mode=mode, rules=rules, manifest=manifest,
-        force=force, jobs=jobs, runner=runner, pipeline_args=pipeline_args,
+        force=force, jobs=jobs, runner=runner, pipeline_args=pipeline_args, reuse=reuse,
     )
     with progress_bar(sys.stderr.isatty()) as progress:
         report = run_batch(spec, progress)

@@ -2,7 +2,7 @@
 
 CI budget (2 cores): the 50-file tree runs once plus one re-run; every other
 case uses a handful of files, in-process (``--jobs 1``) where the pool itself
-is not under test, since each pool worker pays the ~2 s SDK import.
+is not under test, since each pool worker starts once (and imports the SDK when a template is not stored).
 """
 
 from __future__ import annotations
@@ -119,6 +119,40 @@ def test_fifty_files_plus_corrupt_ones_then_rerun_skips(tmp_path):
     assert by_status(rep2, "skipped") == set(good) and by_status(rep2, "error") == set(bad)
     assert {rel: (dest / rel).stat().st_mtime_ns for rel in good} == mtimes
     assert tree_state(src) == before
+
+
+def test_reuse_reads_back_what_is_cached_as_instrument_reuse_does(tmp_path):
+    """--reuse in every file, byte for byte what ``instrument --reuse`` writes;
+    the freshness record tells a --reuse output from a plain one, and a cache
+    entry appearing for one of a file's keys redoes that file (with --reuse it
+    changes what is read)."""
+    src, dest, cache = tmp_path / "src", tmp_path / "dest", tmp_path / "cache"
+    a, b = make_tree(src, 2)
+    args = (str(src), "-o", str(dest), "--cache-dir", str(cache), "--jobs", "1")
+    _, plain = batch_json(*args)
+    assert by_status(plain, "ok") == {a, b} and all(r["reads"] == 0 for r in plain["results"])
+
+    # In a (a word count), "words" is now cached under its content-derived key: what counts it reads it back.
+    assert a.startswith("wordcount")
+    man_a = str(src / a.replace(".pb", ".manifest.json"))
+    words = next(c for c in api.analyze_files(str(src / a), man_a).cacheables.values() if c.var == "words")
+    (cache / "full").mkdir(parents=True)
+    (cache / "full" / f"{words.cache_key}-00000-of-00001").write_bytes(EMPTY_SHARD)
+    _, reused = batch_json(*args, "--reuse")
+    # Both redone (made another way than the record says); only a reads.
+    assert by_status(reused, "ok") == {a, b}
+    reads = {r["file"]: r["reads"] for r in reused["results"]}
+    assert reads[a] >= 1 and reads[b] == 0, reads
+    single = tmp_path / "single.pb"
+    r = run_cli("instrument", str(src / a), "-m", man_a, "--cache-dir", str(cache), "--reuse", "-o", str(single))
+    assert r.exit_code == 0, r.stderr
+    assert (dest / a).read_bytes() == single.read_bytes()
+
+    _, again = batch_json(*args, "--reuse")
+    assert by_status(again, "skipped") == {a, b}
+    assert {r["file"]: r["reads"] for r in again["results"]} == reads  # a skip repeats the run that wrote it
+    _, back = batch_json(*args)  # without --reuse: made another way again
+    assert by_status(back, "ok") == {a, b} and all(r["reads"] == 0 for r in back["results"])
 
 
 def test_skip_rules_force_and_human_table(tmp_path):
@@ -307,6 +341,7 @@ def test_which_files_count_as_pipelines(tmp_path):
         ((), "needs --cache-dir"),
         (("--cache-dir", "C", "--pipeline-arg=--foo"), "only applies with --runner"),
         (("--cache-dir", "C", "--allow-empty"), "only applies with --mode background-caching"),
+        (("--cache-dir", "C", "--mode", "background-caching", "--reuse"), "--reuse only applies with --mode instrument"),
         (("--cache-dir", "C", "-m", "missing.json"), "missing.json"),
     ],
 )
@@ -389,6 +424,7 @@ def test_the_table_escapes_file_names(tmp_path):
         ({"mode": "nope"}, "unknown mode 'nope'"),
         ({"pipeline_args": ("--foo",)}, "--pipeline-arg only applies with --runner"),
         ({"allow_empty": True}, "--allow-empty only applies with --mode background-caching"),
+        ({"mode": "background-caching", "reuse": True}, "--reuse only applies with --mode instrument"),
         ({"manifest": "-"}, "--manifest: batch cannot read the manifest from stdin"),
     ],
 )

@@ -25,6 +25,8 @@ class _JobOptions(TypedDict, total=False):
     # Only with a --cache-dir URL: its filesystem's Beam options (--s3_endpoint_url=...),
     # set in each worker's process. Absent otherwise, so local batches keep their digests.
     filesystem_args: list[str]
+    # Only with --reuse (instrument): absent otherwise, for the same reason.
+    reuse: bool
 
 
 class Job(_JobOptions):
@@ -131,6 +133,7 @@ def _rewrite(job: Job) -> tuple[FileResult, list[str] | None]:
             done = rewrite_file(
                 MODES[job["mode"]](), job["input"], job["output"], job["manifest"],
                 RewriteOptions.from_json(job["options"]), SourceRules.from_json(job["rules"]),
+                reuse=job.get("reuse", False),
             )
     except BeaminstError as e:
         # Some errors name no file (the single-file command has only one); here the input does.

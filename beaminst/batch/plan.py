@@ -118,6 +118,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
     options = dataclasses.replace(spec.options, cache_dir=resolve(cache_dir))  # a URL stays one: workers write through it
     remote = {"filesystem_args": list(spec.filesystem_args)} if spec.remote else {}
+    reuse = {"reuse": True} if spec.reuse else {}  # absent otherwise: existing records keep their digests
     manifest_abs = None
     if manifest is not None:
         from beaminst.analysis.manifest import load_manifest
@@ -149,6 +150,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
                 rules=spec.rules.to_json(),
                 max_decompressed_bytes=cap,
                 **remote,  # type: ignore[typeddict-item]
+                **reuse,  # type: ignore[typeddict-item]
             )
         )
     try:

@@ -23,7 +23,8 @@ class BatchSpec:
     ``force``: rewrite outputs recorded as up to date too; ``jobs``: local
     worker processes (default: the CPU count); ``runner``: run the jobs as a
     Beam pipeline on this runner instead; ``pipeline_args``: Beam options for
-    that pipeline and, with a cache dir URL, for its filesystem.
+    that pipeline and, with a cache dir URL, for its filesystem; ``reuse``:
+    as ``instrument --reuse``, for every file (``mode`` instrument only).
 
     Made only when consistent: otherwise a :class:`~beaminst.errors.BeaminstError`
     names the option, the same line the CLI prints."""
@@ -38,6 +39,7 @@ class BatchSpec:
     jobs: int | None = None
     runner: str | None = None
     pipeline_args: tuple[str, ...] = ()
+    reuse: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pipeline_args", tuple(self.pipeline_args))
@@ -49,6 +51,8 @@ class BatchSpec:
             raise OptionError("--pipeline-arg only applies with --runner, or with a --cache-dir URL (its filesystem's options)")
         if self.options.allow_empty and self.mode != "background-caching":
             raise OptionError("--allow-empty only applies with --mode background-caching")
+        if self.reuse and self.mode != "instrument":
+            raise OptionError(f"--reuse only applies with --mode instrument (not {self.mode})")
         if self.manifest == "-":
             raise ManifestError("batch cannot read the manifest from stdin; give a file", "--manifest")
 
