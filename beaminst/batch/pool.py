@@ -134,7 +134,6 @@ def _pool_round(jobs: list[Job], workers: int, lifeline: Connection, finish: Cal
         initargs=(logging.getLogger().getEffectiveLevel(), lifeline),
     )
     lost: list[Job] = []
-    futures: dict[Future[Outcome], Job] = {}
     # A future counts as seen only once its outcome is recorded: an interrupt
     # between the two used to leave a written file unrecorded (the re-run
     # rewrote it), which the SIGINT test caught now and then.
