@@ -416,3 +416,18 @@ def test_dev_stdout_is_stdout(tmp_path):
     assert out.read_bytes() == expected
     assert "write\t" in proc.stderr
     assert os.path.islink("/dev/stdout")
+
+
+def test_analyze_of_a_rewritten_pipeline_names_running_it_not_redoing_it(tmp_path):
+    """analyze warns that the pipeline holds beaminst's cache transforms: its
+    next step is to run it, never to instrument (or record) it again."""
+    cache = str(tmp_path / "c")
+    out = tmp_path / "once.pb"
+    assert run_cli("instrument", WC, "-m", WC_M, "--cache-dir", cache, "-o", str(out)).exit_code == 0
+    r = run_cli("analyze", str(out))
+    assert r.exit_code == 0, r.stderr
+    steps = [line.split("\t", 1)[1] for line in r.stdout.splitlines() if line.startswith("next\t")]
+    assert steps == [f"beaminst run {out}  # rewritten already: run it as it is (instrument takes the original)"]
+    # The original's next step is still to instrument it.
+    r = run_cli("analyze", WC, "-m", WC_M)
+    assert any(line.startswith("next\tbeaminst instrument ") for line in r.stdout.splitlines()), r.stdout

@@ -513,6 +513,24 @@ def test_a_cache_dir_one_level_too_deep_is_named(tmp_path):
     r = run_cli("analyze", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache" / "full"), "--json")
     problems = json.loads(r.stdout)["cache_problems"]
     assert any("looks like the full/ directory itself" in p and f"--cache-dir {tmp_path / 'cache'}" in p for p in problems)
+    # analyze only reads it; a rewrite would put its cache in full/full/, where no run finds it: refused,
+    # once for a whole batch, nothing written.
+    deep = str(tmp_path / "cache" / "full")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "wc.pb").write_bytes(open(WC, "rb").read())
+    for argv in (
+        ("instrument", WC, "-m", WC_M, "--cache-dir", deep, "--reuse", "-o", str(tmp_path / "i.pb")),
+        ("background-caching", WC, "--cache-dir", deep, "--allow-empty", "-o", str(tmp_path / "i.pb")),
+        ("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", deep),
+    ):
+        line = _one_line(run_cli(*argv))
+        assert line.startswith(f"beaminst: {deep}: holds cache shards (") and line.endswith(
+            f"it looks like the full/ directory itself; pass its parent, --cache-dir {tmp_path / 'cache'} "
+            "(its cache writes would go to full/full/)"
+        ), line
+    assert not (tmp_path / "i.pb").exists() and not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache" / "full" / "full").exists()
 
 
 def test_a_cache_dir_one_level_too_shallow_is_named(tmp_path):

@@ -115,7 +115,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
             f"destination is inside the cache directory's full/ ({full}), which holds Beam's cache files only: "
             "write the outputs elsewhere", dest,
         )
-    scan_cache_dir(cache_dir)  # an unusable cache dir fails once, not per file
+    scan_cache_dir(cache_dir).refuse_if_too_deep()  # an unusable cache dir fails once, not per file
     options = dataclasses.replace(spec.options, cache_dir=resolve(cache_dir))  # a URL stays one: workers write through it
     remote = {"filesystem_args": list(spec.filesystem_args)} if spec.remote else {}
     reuse = {"reuse": True} if spec.reuse else {}  # absent otherwise: existing records keep their digests

@@ -48,6 +48,17 @@ class CacheDir:
     # each partial stem's shard files, sorted: what a rewrite removes first
     partial_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
+    def refuse_if_too_deep(self) -> None:
+        """Raise CacheDirError when the path looks like ``full/`` itself (it
+        holds shards, and no ``full/``): a rewrite would write its cache into
+        ``full/full/``, where no later run finds it. Reading it (analyze,
+        show) only warns: nothing is written there."""
+        problem = next((p for p in self.problems if FULL_ITSELF in p), None)
+        if problem is not None:
+            # Named as the error's source, not twice.
+            problem = problem.removeprefix(f"{self.path!r} ")
+            raise CacheDirError(f"{problem} (its cache writes would go to full/full/)", self.path)
+
     def is_cached(self, key: str, streaming: bool) -> bool:
         if streaming:
             return key in self.streaming
@@ -210,7 +221,7 @@ def _looks_like_full(path: str) -> tuple[str, ...]:
     parent = os.path.dirname(os.path.abspath(path))
     return (
         f"{path!r} holds cache shards ({shard}) but no full/ directory: {FULL_ITSELF}; pass its parent, "
-        f"--cache-dir {parent}",
+        f"--cache-dir {shlex.quote(parent)}",
     )
 
 

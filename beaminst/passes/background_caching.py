@@ -136,6 +136,7 @@ def background_caching(analysis: Analysis, options: RewriteOptions) -> tuple[Any
     pickles are trusted (``test_stream_endpoint``, instrument's, is refused)."""
     check_options_apply(options, "background-caching")
     check_cache_dir(options, "background-caching", "the capture writes record there")
+    analysis.cache.refuse_if_too_deep()
     work = Work(analysis, options, warnings=analysis.cache_problem_warnings)
     if not analysis.unbounded_sources:
         return run(EMPTY_PASSES, work, _report)  # type: ignore[return-value]

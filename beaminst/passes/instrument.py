@@ -128,6 +128,7 @@ def instrument(analysis: Analysis, options: RewriteOptions) -> tuple[Any, Report
     whether pickles are trusted (``allow_empty``, background-caching's, is refused)."""
     check_options_apply(options, "instrument")
     check_cache_dir(options, "instrument", "the cache transforms write there")
+    analysis.cache.refuse_if_too_deep()
     if not analysis.cacheables:
         raise NothingToInstrument(
             "nothing to instrument: no PCollection is bound to a variable and there is no unbounded source; "
