@@ -560,6 +560,11 @@ def test_cached_but_not_computed_says_how_to_read_it_back(tmp_path):
     r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o.pb"), "--json")
     skipped = json.loads(r.stdout)["skipped"]
     assert len(skipped) == 4 and all("--reuse" in s["reason"] and '"computed"' in s["reason"] for s in skipped)
+    # Piped, as the README's table has it: `skipped`, the variable, the reason (cut -f2 lists the variables).
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(tmp_path / "cache"), "-o", str(tmp_path / "o.pb"))
+    records = [line.split("\t") for line in r.stdout.splitlines() if line.startswith("skipped\t")]
+    assert sorted(f[1] for f in records) == sorted(s["var"] for s in skipped)
+    assert all(len(f) == 3 and f[2] == next(s["reason"] for s in skipped if s["var"] == f[1]) for f in records)
 
 
 def test_unbounded_pcollections_with_no_source_are_warned_about_in_analyze(tmp_path):
@@ -603,7 +608,8 @@ def test_batch_shows_each_files_warnings(tmp_path):
     r = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "nosuch"), "--jobs", "1")
     assert r.exit_code == 0, r.stderr
     warnings = [line for line in r.stdout.splitlines() if line.startswith("warning\t")]
-    assert any(w.startswith("warning\ta.pb: cache directory") and "does not exist" in w for w in warnings), r.stdout
+    # Piped, as the README's table has it: the file, then the text (cut -f2 is the file).
+    assert any(w.startswith("warning\ta.pb\tcache directory") and "does not exist" in w for w in warnings), r.stdout
 
 
 def test_a_computed_source_output_is_not_said_to_be_recomputed(tmp_path):

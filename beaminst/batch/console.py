@@ -108,7 +108,7 @@ def print_batch_report(out: Human, report: BatchReport, next_steps: Sequence[str
     )
     # Per-file warnings (a missing cache dir, nothing recorded yet) would
     # otherwise reach only --json.
-    out.capped("warning", [f"{r['file']}: {w}" for r in report.results for w in r["warnings"]], "warnings")
+    out.capped("warning", [(r["file"], w) for r in report.results for w in r["warnings"]], "warnings")
     t = report.totals()
     how = f"--runner {report.runner}" if report.runner else f"{report.jobs} job(s)"
     out.summary(

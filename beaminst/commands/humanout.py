@@ -118,9 +118,15 @@ class Human:
         else:
             self.record("summary", text)
 
-    def capped(self, kind: str, items: Sequence[str], what: str) -> None:
-        """The first MAX_LISTED items as ``kind`` lines, then how many were left out."""
+    def capped(self, kind: str, items: Sequence[str | tuple[str, str]], what: str) -> None:
+        """The first MAX_LISTED items as ``kind`` lines, then how many were left out.
+        An item ``(name, text)`` is two fields piped, ``name: text`` on a terminal."""
         for item in items[:MAX_LISTED]:
+            if isinstance(item, tuple):
+                if not self.terminal:
+                    self.record(kind, *item)
+                    continue
+                item = ": ".join(item)
             self.line(kind, item, style="yellow")
         if len(items) > MAX_LISTED:
             self.line(kind, f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)", style="yellow")

@@ -55,7 +55,7 @@ def print_instrument_report(out: Human, report: Any, title: str, next_steps: Seq
         else:  # the action is the record's kind: write<TAB>var<TAB>key<TAB>via
             for action, *fields in rows:
                 out.record(action.text, *fields)
-    out.capped("skipped", [f"{s.var}: {s.reason}" for s in report.skipped], "skipped bindings")
+    out.capped("skipped", [(s.var, s.reason) for s in report.skipped], "skipped bindings")
     out.capped("warning", report.warnings, "warnings")
     ts = report.test_stream
     if ts:
