@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -220,7 +221,30 @@ def _usage_message(e: click.UsageError) -> str:
                 f"{len(names)} more file(s) than it takes ({' '.join(names[:3])}{' ...' if len(names) > 3 else ''}): "
                 "an unquoted glob? For many pipelines use beaminst batch 'SRC/*.pb' -o DEST (quoted)"
             )
-    return message[:1].lower() + message[1:].rstrip(".")
+    return _plain_ranges(message[:1].lower() + message[1:].rstrip("."))
+
+
+_NOT_A_NUMBER = re.compile(r""": ('[^']*'|"[^"]*") is not a valid (integer|float) range$""")  # the value as click quotes it
+_OUT_OF_RANGE = re.compile(r"(\S+) is not in the range (?:(\S+?)(<=|<))?x(?:(>=|>|<=|<)(\S+))?$")
+_BOUND_WORDS = {">=": "at least", ">": "more than", "<=": "at most", "<": "less than"}
+
+
+def _plain_ranges(message: str) -> str:
+    """click's range errors in words: "'abc' is not a valid integer range"
+    says nothing of what was wanted, "0 is not in the range x>=1" is a formula."""
+    message = _NOT_A_NUMBER.sub(
+        lambda m: f": {m[1]} is not {'a whole number' if m[2] == 'integer' else 'a number'}", message
+    )
+    m = _OUT_OF_RANGE.search(message)
+    if m is None:
+        return message
+    got, low, low_op, high_op, high = m.groups()
+    bounds = []
+    if low is not None:  # "1<=x": x is at least 1
+        bounds.append(f"{_BOUND_WORDS['>=' if low_op == '<=' else '>']} {low}")
+    if high is not None:
+        bounds.append(f"{_BOUND_WORDS[high_op]} {high}")
+    return message[: m.start()] + f"must be {' and '.join(bounds)} (got {got})"
 
 
 @click.group(
@@ -757,7 +781,7 @@ This runs the pipeline's code: only run pipelines you trust.
     "1000000000, as ib.options.recording_size_limit).",
 )
 @click.option(
-    "--cache-dir", type=_path(file_okay=False),
+    "--cache-dir", type=_path(),  # a file: refused by run itself, in the words every command uses
     help="Where to measure the recording (default: the directory the capture writes name in the proto); a local "
     "directory. A pipeline that records nothing does not use it (and says so).",
 )

@@ -351,3 +351,39 @@ def test_replay_rules_name_a_urn_only_where_it_is_the_sources_own():
     assert replay_rules([source("beam:transform:kafka:v1", "inferred"), source(urns.PICKLED_TRANSFORM, "inferred")]) == (
         SourceRules(("beam:transform:kafka:v1",), infer=True)
     )
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (("run", "P", "--max-duration", "abc"), "invalid value for '--max-duration': 'abc' is not a number"),
+        (("run", "P", "--max-duration", "-1"), "invalid value for '--max-duration': must be more than 0 (got -1.0)"),
+        (("run", "P", "--max-bytes", "1.5"), "invalid value for '--max-bytes': '1.5' is not a whole number"),
+        (("run", "P", "--max-bytes", "0"), "invalid value for '--max-bytes': must be at least 1 (got 0)"),
+        (("batch", "SRC", "-o", "D", "--jobs", "a'b"), "invalid value for '-j' / '--jobs': \"a'b\" is not a whole number"),
+        (("show", "P", "--limit", "-3"), "invalid value for '--limit': must be at least 0 (got -3)"),
+        (("analyze", "P", "--max-decompressed-bytes", "0"),
+         "must be at least 1 and at most 4611686018427387904 (got 0)"),
+    ],
+)
+def test_a_bad_number_is_said_in_words_not_clicks_formulas(argv, said, tmp_path):
+    """click's "'abc' is not a valid float range" and "0 is not in the range
+    x>=1": what was wanted, in words, on the one line."""
+    from conftest import run_cli
+
+    argv = tuple(fixture_pb("wordcount") if a == "P" else str(tmp_path / a) if a in ("SRC", "D") else a for a in argv)
+    r = run_cli(*argv)
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert said in line and line.endswith(f"(see beaminst {argv[0]} --help)"), line
+    assert "range" not in line and "x>" not in line, line
+
+
+def test_run_says_a_cache_dir_that_is_a_file_as_every_command_does(tmp_path):
+    from conftest import run_cli
+
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    for argv in (("run", fixture_pb("wordcount")), ("analyze", fixture_pb("wordcount"))):
+        r = run_cli(*argv, "--cache-dir", str(afile))
+        assert r.exit_code == 2 and r.stderr.splitlines() == [f"beaminst: {afile}: --cache-dir names a file, not a directory"], r.stderr

@@ -74,6 +74,10 @@ def plan_recording(writes: tuple[CacheWrite, ...], cache_dir: str | None) -> tup
     """The recording the capture writes among ``writes`` make (None when there
     are none), measured in ``cache_dir`` if given, else where each sink
     writes; and warnings for the person running it."""
+    if cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        from beaminst.errors import CacheDirError
+
+        raise CacheDirError("--cache-dir names a file, not a directory", cache_dir)  # as every command says it
     captures = [w for w in writes if w.capture]
     if not captures:
         # Said, not silently dropped: a cache URL or directory given here
