@@ -387,3 +387,27 @@ def test_run_says_a_cache_dir_that_is_a_file_as_every_command_does(tmp_path):
     for argv in (("run", fixture_pb("wordcount")), ("analyze", fixture_pb("wordcount"))):
         r = run_cli(*argv, "--cache-dir", str(afile))
         assert r.exit_code == 2 and r.stderr.splitlines() == [f"beaminst: {afile}: --cache-dir names a file, not a directory"], r.stderr
+
+
+@pytest.mark.parametrize("width", [60, 100, 160, 220])
+def test_a_terminal_table_keeps_cache_keys_and_ids_whole_where_they_fit(width, tmp_path):
+    """A key or id is copied from the table into the next command: on a
+    terminal wide enough the other columns wrap first; on a narrow one the
+    table still fits the terminal (everything folds)."""
+    from rich.console import Console
+
+    from beaminst.commands import api
+    from beaminst.commands.humanout import Human
+    from beaminst.commands.report import print_analysis
+
+    console = Console(force_terminal=True, width=width, color_system=None, record=True)
+    analysis = api.analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(tmp_path / "c"))
+    with console.capture() as captured:
+        print_analysis(Human(console), analysis)
+    lines = captured.get().splitlines()
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]  # the sentences after it are soft-wrapped: left whole
+    assert table and all(len(line) <= width for line in table), max(map(len, table))
+    whole = [c.cache_key for c in analysis.cacheables.values()] + [c.pcollection for c in analysis.cacheables.values()]
+    on_one_line = [k for k in whole if any(k in line for line in table)]
+    if width >= 160:  # room for a word count's ids and keys whole, and a little of every other column
+        assert len(whole) == 8 and on_one_line == whole, set(whole) - set(on_one_line)

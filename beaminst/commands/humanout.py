@@ -81,8 +81,9 @@ class Human:
         from rich.table import Table
 
         table = Table(title=title)
-        for col in columns:
-            table.add_column(col, overflow="fold")
+        for col, whole in zip(columns, _whole_columns(columns, rows, self.console.width), strict=True):
+            # rich narrows only the columns that may wrap, until the table fits.
+            table.add_column(col, overflow="fold", no_wrap=whole)
         for row in rows:
             cells = []
             for c in row:
@@ -135,6 +136,25 @@ class Human:
         """What to run next: one ``next`` line each."""
         for step in steps:
             self.line("next", step, style="bold")
+
+
+_WHOLE_COLUMNS = frozenset({"id", "transform id", "cache key", "variable"})
+_NARROWEST = 8  # what a column that wraps keeps, at least
+
+
+def _whole_columns(columns: Sequence[str], rows: Sequence[Sequence[Cell | str]], width: int) -> list[bool]:
+    """Which columns are kept on one line: ids and keys (copied from the table
+    into the next command), so the other columns wrap first, when the
+    terminal has room for them whole and a few characters of every other
+    column; otherwise none, and everything folds as it must."""
+    wants = [
+        max((len(printable(_text(row[i]))) for row in rows), default=0) if col in _WHOLE_COLUMNS else None
+        for i, col in enumerate(columns)
+    ]
+    # Each column also takes a border and two spaces of padding.
+    needed = 1 + sum((w if w is not None else _NARROWEST) + 3 for w in wants)
+    fits = needed <= width
+    return [fits and w is not None for w in wants]
 
 
 def _text(c: Cell | str) -> str:
