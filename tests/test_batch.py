@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -281,6 +282,24 @@ def test_destination_in_source_is_refused(where, tmp_path):
     assert len(lines) == 1 and expected in lines[0] and lines[0].startswith(f"beaminst: {dest}: "), lines
     assert not (tmp_path / "c").exists()
     assert tree_state(src) == before
+
+
+@pytest.mark.parametrize("src_form", ["file", "glob"])
+def test_a_file_or_glob_src_names_the_directory_it_finds_files_in(src_form, tmp_path):
+    """SRC a file or a glob: its files' directory is the source directory,
+    and the refusal says so (a bare "inside the source directory ." read as
+    nonsense when SRC was one file)."""
+    src = tmp_path / "src"
+    (name,) = make_tree(src, 1)
+    given = str(src / name) if src_form == "file" else str(src / "*.pb")
+    r = run_cli("batch", given, "-o", str(src / "out"), "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 2
+    (line,) = r.stderr.splitlines()
+    assert line == (
+        f"beaminst: {src / 'out'}: destination is inside the source directory {src} "
+        f"(where SRC {shlex.quote(given)} finds its files); batch never writes into its source"
+    ), line
+    assert not (src / "out").exists()
 
 
 @pytest.mark.skipif(

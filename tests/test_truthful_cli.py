@@ -453,7 +453,10 @@ def test_json_that_is_no_pipeline_says_so_in_its_own_words(tmp_path):
 
 def test_swapped_pipeline_and_manifest_are_named_as_such():
     line = _one_line(run_cli("analyze", WC_M))
-    assert line == f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)"
+    assert line == (
+        f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto "
+        "(manifests go with -m; in batch, beside X.pb as X.manifest.json)"
+    )
     for pipeline in (WC, str(REPO / "fixtures" / "wordcount.textproto"), str(REPO / "fixtures" / "wordcount.json")):
         line = _one_line(run_cli("analyze", WC, "-m", pipeline))
         assert "this is a pipeline proto, not a binding manifest" in line, line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from dataclasses import dataclass
 
 from beaminst.batch.freshness import STATE_FILE, Freshness
@@ -106,7 +107,11 @@ def plan_batch(spec: BatchSpec) -> Plan:
     dest_real = os.path.realpath(dest)
     if is_within(dest_real, root_real):
         where = "is" if dest_real == root_real else "is inside"
-        raise OutputError(f"destination {where} the source directory {root}; batch never writes into its source", dest)
+        # SRC a file or a glob: its files' directory is the source directory.
+        whose = "" if os.path.isdir(src) else f" (where SRC {shlex.quote(src)} finds its files)"
+        raise OutputError(
+            f"destination {where} the source directory {root}{whose}; batch never writes into its source", dest
+        )
     if os.path.exists(dest) and not os.path.isdir(dest):
         raise OutputError("is not a directory (batch writes one output per pipeline into it)", dest)
     full = full_dir_holding(dest, cache_dir)

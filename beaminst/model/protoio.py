@@ -162,7 +162,11 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         errors[fmt] = "parsed, but holds no pipeline (no components and no root transforms)"
     doc = _json_object(data)
     if doc is not None and "bindings" in doc:
-        raise ProtoLoadError("this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m)", source)
+        # batch reads every *.json of SRC: the name that pairs a manifest there too.
+        raise ProtoLoadError(
+            "this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m; "
+            "in batch, beside X.pb as X.manifest.json)", source,
+        )
     keys = _foreign_json_keys(doc)
     if keys:
         shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
