@@ -161,25 +161,40 @@ def _kind_of(field_name: str) -> str | None:
     return _ID_FIELDS.get(field_name)
 
 
+# How scalar_fields goes into a field (decided once per field descriptor:
+# GetOptions() and the map-entry lookups cost more than the walk itself).
+_SKIP, _SCALAR, _MESSAGE, _MESSAGES, _MESSAGE_VALUES = range(5)
+
+
+@functools.cache
+def _field_action(fd: Any) -> int:
+    if fd.name in _DATA_FIELDS:
+        return _SKIP
+    if fd.message_type is None:
+        return _SCALAR
+    if fd.message_type.GetOptions().map_entry:
+        # A map of messages is walked into; a map of scalars holds no ids.
+        return _MESSAGE_VALUES if fd.message_type.fields_by_name["value"].message_type is not None else _SKIP
+    return _MESSAGES if fd.label == fd.LABEL_REPEATED else _MESSAGE
+
+
 def scalar_fields(msg: Any) -> Iterator[tuple[Any, Any, Any]]:
     """``(message, field, value)`` for every set scalar field of ``msg``, at
     any depth (repeated and map fields included; data fields skipped)."""
     stack = [msg]
+    action = _field_action
     while stack:
         m = stack.pop()
         for fd, value in m.ListFields():
-            if fd.name in _DATA_FIELDS:
-                continue
-            if fd.message_type is not None:
-                if fd.message_type.GetOptions().map_entry:
-                    if fd.message_type.fields_by_name["value"].message_type is not None:
-                        stack.extend(value.values())
-                elif fd.label == fd.LABEL_REPEATED:
-                    stack.extend(value)
-                else:
-                    stack.append(value)
-            else:
+            a = action(fd)
+            if a == _SCALAR:
                 yield m, fd, value
+            elif a == _MESSAGE:
+                stack.append(value)
+            elif a == _MESSAGES:
+                stack.extend(value)
+            elif a == _MESSAGE_VALUES:
+                stack.extend(value.values())
 
 
 def _walk(msg: Any, visit: Callable[[Any, Any, str, str], None]) -> None:
