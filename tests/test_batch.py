@@ -504,3 +504,17 @@ def test_a_failed_file_leaves_no_empty_directory_in_dest(tmp_path):
     dirs = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_dir()}
     assert dirs == {"mine", "mine/empty", "team1", "team1/week1"}  # no broken/: nothing was written there
     assert files_under(dest) == {r["file"] for r in rep["results"] if r["status"] == "ok"}
+
+
+def test_a_batch_that_writes_nothing_leaves_no_destination_it_made(tmp_path):
+    """Every file failed: DEST (and the parents it needed) were made by this
+    batch and hold nothing, so they go too; a DEST that was there stays."""
+    src, cache = tmp_path / "src", tmp_path / "cache"
+    broken = add_corrupt(src)
+    dest = tmp_path / "nodir" / "deeper"
+    r, rep = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache))
+    assert r.exit_code == 2 and by_status(rep, "error") == set(broken)
+    assert not (tmp_path / "nodir").exists()
+    dest.mkdir(parents=True)
+    r, _ = batch_json(str(src), "-o", str(dest), "--cache-dir", str(cache))
+    assert r.exit_code == 2 and dest.is_dir()

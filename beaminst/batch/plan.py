@@ -78,6 +78,18 @@ def discover(src: str) -> tuple[str, list[str]]:
     return root, rels
 
 
+def _missing_dirs(path: str) -> tuple[str, ...]:
+    """``path`` and its parents that do not exist, deepest first."""
+    out = []
+    while path and not os.path.lexists(path):
+        out.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return tuple(out)
+
+
 def paired_manifest(pipeline: str) -> str:
     """``X.pb`` -> ``X.manifest.json`` beside it."""
     stem, _ = os.path.splitext(pipeline)
@@ -91,6 +103,7 @@ class Plan:
     jobs: list[Job]  # to run
     skipped: list[FileResult]
     freshness: Freshness  # to record what the jobs write
+    made: tuple[str, ...] = ()  # DEST and the parents planning created for it, deepest first
 
 
 def plan_batch(spec: BatchSpec) -> Plan:
@@ -158,6 +171,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
                 **reuse,  # type: ignore[typeddict-item]
             )
         )
+    made = _missing_dirs(dest_abs)
     try:
         os.makedirs(dest, exist_ok=True)
     except OSError as e:
@@ -165,7 +179,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
     sweep(dest_abs, [job["output"] for job in jobs], [os.path.join(dest_abs, STATE_FILE)])
     freshness = Freshness(dest_abs, options.cache_dir, jobs)
     if spec.force:
-        return Plan(root, dest, jobs, [], freshness)
+        return Plan(root, dest, jobs, [], freshness, made)
     todo: list[Job] = []
     skipped: list[FileResult] = []
     for j in jobs:
@@ -173,4 +187,4 @@ def plan_batch(spec: BatchSpec) -> Plan:
             skipped.append({**result(j, "skipped"), **freshness.reported(j)})  # type: ignore[typeddict-item]
         else:
             todo.append(j)
-    return Plan(root, dest, todo, skipped, freshness)
+    return Plan(root, dest, todo, skipped, freshness, made)

@@ -85,7 +85,9 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
         done.append(outcome["result"])
         progress.advance(outcome["result"])
 
-    made = _missing_output_dirs(plan.dest, plan.jobs)
+    # A batch that writes nothing leaves no directory behind: not those under
+    # DEST a failed file's output would have gone in, nor DEST it created.
+    made = [*_missing_output_dirs(plan.dest, plan.jobs), *plan.made]
     with sigterm_as_interrupt(), _saving(plan.freshness), _removing_if_empty(made):
         if not plan.jobs:
             pass
