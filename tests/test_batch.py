@@ -152,6 +152,13 @@ def test_reuse_reads_back_what_is_cached_as_instrument_reuse_does(tmp_path):
     _, again = batch_json(*args, "--reuse")
     assert by_status(again, "skipped") == {a, b}
     assert {r["file"]: r["reads"] for r in again["results"]} == reads  # a skip repeats the run that wrote it
+    # An entry for another of a's keys alone redoes a (with --reuse it is read back too), not b.
+    counts = next(c for c in api.analyze_files(str(src / a), man_a).cacheables.values() if c.var == "counts")
+    (cache / "full" / f"{counts.cache_key}-00000-of-00001").write_bytes(EMPTY_SHARD)
+    _, more = batch_json(*args, "--reuse")
+    assert by_status(more, "ok") == {a} and by_status(more, "skipped") == {b}
+    reads = {r["file"]: r["reads"] for r in more["results"]}
+    assert reads[a] > 0, reads
     _, back = batch_json(*args)  # without --reuse: made another way again
     assert by_status(back, "ok") == {a, b} and all(r["reads"] == 0 for r in back["results"])
 

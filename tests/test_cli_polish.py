@@ -411,3 +411,41 @@ def test_a_terminal_table_keeps_cache_keys_and_ids_whole_where_they_fit(width, t
     on_one_line = [k for k in whole if any(k in line for line in table)]
     if width >= 160:  # room for a word count's ids and keys whole, and a little of every other column
         assert len(whole) == 8 and on_one_line == whole, set(whole) - set(on_one_line)
+
+
+@pytest.mark.parametrize("width", [70, 110, 140, 200])
+def test_every_column_keeps_its_text_whatever_is_kept_whole(width):
+    """Keeping keys whole never squeezes another column out: each cell reads
+    back from its column (folded, it is split over lines, never dropped),
+    wide characters and notes counted as the terminal shows them."""
+    from rich.console import Console
+
+    from beaminst.commands.humanout import Cell, Human
+
+    key = "0700cd3e2c-22f0bc0689d8d10d-ddb4b2046b58e0d2-95c898241d91745b"
+    rows = [(Cell("write", "green"), Cell("変数名前" * 5, note="(synthetic)"), key, "WriteCache")]
+    console = Console(force_terminal=True, width=width, color_system=None)
+    with console.capture() as captured:
+        Human(console).table("", "t", ("action", "variable", "cache key", "via"), rows)
+    body = [line for line in captured.get().splitlines() if line.startswith("│")]
+    assert all(len(line) <= width for line in captured.get().splitlines() if line[:1] in "┏┃┡│└")
+    cells = [line.split("│")[1:-1] for line in body]
+    columns = ["".join(part.replace(" ", "") for part in parts) for parts in zip(*cells, strict=True)]
+    assert columns == ["write", "変数名前" * 5 + "(synthetic)", key, "WriteCache"], columns
+
+
+def test_a_capped_list_of_named_items_keeps_names_in_field_two(capsys):
+    """Piped, ``skipped`` and batch's ``warning`` are kind, name, text; the
+    line saying how many were left out has no name, so cut -f2 is names only."""
+    import io
+
+    from rich.console import Console
+
+    from beaminst.commands.humanout import MAX_LISTED, Human
+
+    out = io.StringIO()
+    items = [(f"v{i}", "why") for i in range(MAX_LISTED + 3)]
+    Human(Console(file=out, force_terminal=False)).capped("skipped", items, "skipped bindings")
+    fields = [line.split("\t") for line in out.getvalue().splitlines()]
+    assert [f[1] for f in fields] == [f"v{i}" for i in range(MAX_LISTED)] + [""]
+    assert fields[-1] == ["skipped", "", "... and 3 more skipped bindings (--json lists them all)"]

@@ -455,7 +455,7 @@ def test_swapped_pipeline_and_manifest_are_named_as_such():
     line = _one_line(run_cli("analyze", WC_M))
     assert line == (
         f"beaminst: {WC_M}: this is a binding manifest (JSON with \"bindings\"), not a pipeline proto "
-        "(manifests go with -m; in batch, beside X.pb as X.manifest.json)"
+        "(a manifest goes with -m, or, for batch, beside X.pb as X.manifest.json)"
     )
     for pipeline in (WC, str(REPO / "fixtures" / "wordcount.textproto"), str(REPO / "fixtures" / "wordcount.json")):
         line = _one_line(run_cli("analyze", WC, "-m", pipeline))
@@ -534,6 +534,14 @@ def test_a_cache_dir_one_level_too_deep_is_named(tmp_path):
         ), line
     assert not (tmp_path / "i.pb").exists() and not (tmp_path / "out").exists()
     assert not (tmp_path / "cache" / "full" / "full").exists()
+    # Not named full/: any directory of *-N-of-M files (a WriteToText output) looks the same, and a
+    # cache made there is a new one, found again by the same --cache-dir: a warning only.
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "counts-00000-of-00001").write_bytes(b"a: 1\n")
+    r = run_cli("instrument", WC, "-m", WC_M, "--cache-dir", str(texts), "-o", str(tmp_path / "i.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert any("looks like the full/ directory itself" in w for w in json.loads(r.stdout)["warnings"])
 
 
 def test_a_cache_dir_one_level_too_shallow_is_named(tmp_path):

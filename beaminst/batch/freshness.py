@@ -2,7 +2,7 @@
 
 An output is up to date when ``DEST/.beaminst-batch-state.json`` records it
 as made by the same job (mode, manifest path, the rewrite options: cache
-directory, ``--allow-empty``, the worker options, ``--trust-pickles``; the
+directory, ``--allow-empty``, ``--reuse``, the worker options, ``--trust-pickles``; the
 unbounded-source rules; and the beaminst and Beam versions), from the input and manifest as they are now,
 with the cache entries its cache keys match as they are now, and the output
 is still the file that was written. Anything else (no record, an unreadable

@@ -49,12 +49,15 @@ class CacheDir:
     partial_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     def refuse_if_too_deep(self) -> None:
-        """Raise CacheDirError when the path looks like ``full/`` itself (it
-        holds shards, and no ``full/``): a rewrite would write its cache into
-        ``full/full/``, where no later run finds it. Reading it (analyze,
-        show) only warns: nothing is written there."""
+        """Raise CacheDirError when the path is ``full/`` itself: named
+        ``full``, holding shards and no ``full/`` of its own. A rewrite would
+        write its cache into ``full/full/``, where no later run finds it.
+        Only a warning otherwise (any directory of ``*-N-of-M`` files, a
+        WriteToText output, looks the same), and for what only reads it
+        (analyze, show)."""
         problem = next((p for p in self.problems if FULL_ITSELF in p), None)
-        if problem is not None:
+        named_full = self.path is not None and os.path.basename(os.path.normpath(self.path)) == "full"
+        if problem is not None and named_full:
             # Named as the error's source, not twice.
             problem = problem.removeprefix(f"{self.path!r} ")
             raise CacheDirError(f"{problem} (its cache writes would go to full/full/)", self.path)

@@ -130,7 +130,11 @@ class Human:
                 item = ": ".join(item)
             self.line(kind, item, style="yellow")
         if len(items) > MAX_LISTED:
-            self.line(kind, f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)", style="yellow")
+            more = f"... and {len(items) - MAX_LISTED} more {what} (--json lists them all)"
+            if not self.terminal and isinstance(items[0], tuple):
+                self.record(kind, "", more)  # no name in the name field: cut -f2 lists names only
+            else:
+                self.line(kind, more, style="yellow")
 
     def next_steps(self, steps: Sequence[str]) -> None:
         """What to run next: one ``next`` line each."""
@@ -146,15 +150,19 @@ def _whole_columns(columns: Sequence[str], rows: Sequence[Sequence[Cell | str]],
     """Which columns are kept on one line: ids and keys (copied from the table
     into the next command), so the other columns wrap first, when the
     terminal has room for them whole and a few characters of every other
-    column; otherwise none, and everything folds as it must."""
-    wants = [
-        max((len(printable(_text(row[i]))) for row in rows), default=0) if col in _WHOLE_COLUMNS else None
-        for i, col in enumerate(columns)
-    ]
+    column; otherwise none, and everything folds as it must. Widths are
+    terminal cells (a CJK name takes two a character), notes and titles included."""
+    from rich.cells import cell_len
+
+    def shown(c: Cell | str) -> int:
+        note = c.note if isinstance(c, Cell) else ""
+        return cell_len(printable(_text(c))) + (cell_len(note) + 1 if note else 0)
+
+    widest = [max([cell_len(col), *(shown(row[i]) for row in rows)]) for i, col in enumerate(columns)]
+    whole = [col in _WHOLE_COLUMNS for col in columns]
     # Each column also takes a border and two spaces of padding.
-    needed = 1 + sum((w if w is not None else _NARROWEST) + 3 for w in wants)
-    fits = needed <= width
-    return [fits and w is not None for w in wants]
+    needed = 1 + sum((w if keep else min(w, _NARROWEST)) + 3 for w, keep in zip(widest, whole, strict=True))
+    return whole if needed <= width else [False] * len(columns)
 
 
 def _text(c: Cell | str) -> str:

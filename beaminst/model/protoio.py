@@ -164,8 +164,8 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
     if doc is not None and "bindings" in doc:
         # batch reads every *.json of SRC: the name that pairs a manifest there too.
         raise ProtoLoadError(
-            "this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (manifests go with -m; "
-            "in batch, beside X.pb as X.manifest.json)", source,
+            "this is a binding manifest (JSON with \"bindings\"), not a pipeline proto (a manifest goes with -m, "
+            "or, for batch, beside X.pb as X.manifest.json)", source,
         )
     keys = _foreign_json_keys(doc)
     if keys:
