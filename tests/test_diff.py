@@ -255,6 +255,7 @@ def test_one_payload_byte(tmp_path):
     assert entry["urn"] == "beam:transform:pardo:v1"
     p = entry["changes"]["payload"]
     assert p["first_difference"] == offset
+    assert p["fields"] == ["do_fn.payload"]  # where in the payload: the pickled DoFn
     assert p["before"]["length"] == p["after"]["length"] == len(raw)
     assert p["before"]["digest"] != p["after"]["digest"]
     assert "prefix" not in p["before"]  # elided unless asked for
@@ -265,7 +266,10 @@ def test_one_payload_byte(tmp_path):
     assert sp["before"]["prefix"] != sp["after"]["prefix"]
 
     text = run_cli("diff", fixture_pb("wordcount"), path, "--show-payloads", "--format", "human").stdout
-    assert "~ Split beam:transform:pardo:v1" in text and f"first difference at byte {offset}" in text
+    assert "~ Split beam:transform:pardo:v1" in text and f"first difference at byte {offset}, in do_fn.payload" in text
+    plain = run_cli("diff", fixture_pb("wordcount"), path, "--format", "plain").stdout
+    (record,) = [line.split("\t") for line in plain.splitlines() if line.startswith("~\ttransform\tSplit\tpayload")]
+    assert record[6] == f"first difference at byte {offset}, in do_fn.payload", record
     assert sp["after"]["prefix"][:20] in text
     assert diff_protos(original, changed)["transforms"]["changed"][0]["name"] == "Split"
 
@@ -286,6 +290,7 @@ def test_coder_named_in_a_payload_changed_in_place():
     for name in ("CountWords", "CountWords/Combine"):
         payload = by_name[name]["changes"]["payload"]
         assert payload["first_difference"] is None and payload["before"]["digest"] != payload["after"]["digest"]
+        assert payload["fields"] == []  # the same bytes: no field differs, the coder they name does
     b, a = side(validate(original)), side(validate(changed))
     expected = {
         n for n, t in a.transform.items()
@@ -841,3 +846,22 @@ def test_standard_window_fns_are_described_by_their_parameters():
         urn="beam:window_fn:fixed_windows:v1", payload=b"\xff\xff"
     )
     assert describe_window_fn(garbage) == "fixed_windows[2 B]"
+
+
+def test_a_changed_payload_names_the_fields_that_differ():
+    """The byte offset points into the outer message (a longer DoFn pickle
+    changes a length first: byte 1); the field names say what changed."""
+    from beaminst.commands.diff import changed_fields
+    from beaminst.model.beamproto import runner_api
+
+    par_do = runner_api().ParDoPayload
+    before = par_do(do_fn=runner_api().FunctionSpec(urn="beam:dofn:pickled_python_info:v1", payload=b"x" * 10))
+    longer = par_do(do_fn=runner_api().FunctionSpec(urn="beam:dofn:pickled_python_info:v1", payload=b"x" * 300))
+    stateful = par_do()
+    stateful.CopyFrom(before)
+    stateful.state_specs["s"].read_modify_write_spec.coder_id = "c"
+    urn = "beam:transform:pardo:v1"
+    assert changed_fields(urn, before.SerializeToString(), longer.SerializeToString()) == ["do_fn.payload"]
+    assert changed_fields(urn, before.SerializeToString(), stateful.SerializeToString()) == ["state_specs"]
+    assert changed_fields(urn, before.SerializeToString(), b"\xff\xff") == []  # does not parse: nothing to name
+    assert changed_fields("example:urn:unknown:v1", b"a", b"b") == []

@@ -236,6 +236,7 @@ def _transform_fields(b: Side, a: Side, tb: Any, ta: Any, gone: set[str], show_p
             "before": _payload(b, tb, show_payloads, start),
             "after": _payload(a, ta, show_payloads, start),
             "first_difference": first,
+            "fields": changed_fields(tb.spec.urn, tb.spec.payload, ta.spec.payload) if tb.spec.urn == ta.spec.urn else [],
         }
     if _environment_signature(b, tb.environment_id) != _environment_signature(a, ta.environment_id):
         out["environment"] = {"before": _environment(b, tb.environment_id), "after": _environment(a, ta.environment_id)}
@@ -279,6 +280,40 @@ def _same_payload(b: Side, a: Side, tb: Any, ta: Any) -> bool:
 
 def _environment_signature(s: Side, eid: str) -> bytes | None:
     return s.sigs.environment(eid) if eid else None
+
+
+def changed_fields(urn: str, before: bytes, after: bytes) -> list[str]:
+    """The payload fields that differ, dotted (``do_fn.payload``), in field
+    order: the byte offset alone points into the outer message (a length
+    that changed makes it byte 1). Empty when the URN's payload is not one
+    beaminst parses, or either side does not parse."""
+    try:
+        x, y = urns.parse_payload(urn, before), urns.parse_payload(urn, after)
+    except ValueError:
+        return []
+    return [] if x is None or y is None else _changed_fields(x, y, "", 0)
+
+
+_FIELD_DEPTH = 3  # do_fn.payload, window_fn.spec.payload: deeper names nothing a user knows
+
+
+def _changed_fields(x: Any, y: Any, prefix: str, depth: int) -> list[str]:
+    fx = {fd.number: (fd, v) for fd, v in x.ListFields()}
+    fy = {fd.number: (fd, v) for fd, v in y.ListFields()}
+    out: list[str] = []
+    for number in sorted(fx.keys() | fy.keys()):
+        fd = (fx.get(number) or fy[number])[0]
+        name = prefix + fd.name
+        if number not in fx or number not in fy:
+            out.append(name)
+            continue
+        vx, vy = fx[number][1], fy[number][1]
+        if vx == vy:
+            continue
+        singular_message = fd.message_type is not None and fd.label != fd.LABEL_REPEATED
+        inner = _changed_fields(vx, vy, name + ".", depth + 1) if singular_message and depth + 1 < _FIELD_DEPTH else []
+        out.extend(inner or [name])
+    return out
 
 
 def first_difference(x: bytes, y: bytes) -> int | None:

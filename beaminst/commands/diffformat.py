@@ -75,7 +75,9 @@ def _payload_text(p: dict[str, Any]) -> str:
 
 def _first_difference_text(change: dict[str, Any]) -> str:
     at = change["first_difference"]
-    return f"first difference at byte {at}" if at is not None else ""
+    fields = change.get("fields") or ()
+    where = f", in {', '.join(fields)}" if fields else ""
+    return f"first difference at byte {at}{where}" if at is not None else ""
 
 
 def change_text(what: str, change: dict[str, Any]) -> tuple[str, str]:
@@ -221,7 +223,7 @@ def _md_transform_set(entries: list[dict[str, Any]], change: str, limit: int) ->
 def _md_field(what: str, change: dict[str, Any]) -> str:
     was, now = change_text(what, change)
     at = change.get("first_difference") if what == "payload" else None
-    return f"{what} {code(was)} → {code(now)}" + (f", first difference at byte {at}" if at is not None else "")
+    return f"{what} {code(was)} → {code(now)}" + (f", {_first_difference_text(change)}" if at is not None else "")
 
 
 def _md_rewired(r: dict[str, Any]) -> str:
