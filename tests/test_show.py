@@ -870,3 +870,27 @@ def test_a_cache_directory_that_does_not_exist_is_named_as_such(tmp_path):
     assert r.exit_code == 2
     assert "the cache directory does not exist" in r.stderr and str(missing) in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_the_terminal_table_cuts_long_values_and_says_so(tmp_path):
+    """One 3,000-character element folded into the table buried every other
+    row: a cell shows at most MAX_CELL_CHARS, the note under the table says
+    how many were cut, and piped output still gives every value whole."""
+    from rich.console import Console
+
+    from beaminst.commands import showformat
+    from beaminst.commands.show import plan_show, write_show
+
+    cache = tmp_path / "cache"
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    long = "x" * 3000
+    write_shards(pb, man, "words", cache, ["short", long, "y" * showformat.MAX_CELL_CHARS], shards=1)
+    console = Console(record=True, width=120)
+    plan = plan_show(pb, man, str(cache), ["words"])
+    write_show(plan, showformat.TABLE, 20, False, False, sys.stdout, lambda: console, print)
+    text = console.export_text()
+    assert "short" in text and text.count("x") == showformat.MAX_CELL_CHARS - 1 and "…" in text
+    assert "1 value cut to 200 characters (piped output and --json show them whole)" in text
+    assert text.count("y") == showformat.MAX_CELL_CHARS  # as long as the limit: whole
+    piped = show("words", cache=cache)
+    assert piped.stdout.splitlines() == ["short", long, "y" * showformat.MAX_CELL_CHARS]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -290,16 +291,40 @@ class LineWriter:
         return obj
 
 
+# A terminal cell shows at most this many characters: one 3,000-character
+# string folded into the table buried every other row (a notebook's ib.show
+# cuts at 50). Piped output and --json carry every value whole.
+MAX_CELL_CHARS = 200
+
+
 def table_rows(section: Section, window_info: bool) -> tuple[Shape | None, list[list[Any]]]:
-    """The shape and the rich cells of ``section``'s elements (consuming them)."""
-    from rich.text import Text
+    """The shape and the rich cells of ``section``'s elements (consuming
+    them), each cut to :data:`MAX_CELL_CHARS` (ending in ``…``)."""
 
     rows, shape = [], None
     for wv in section.elements:
         shape = shape or Shape.of(wv.value)
         cells = shape.cells(wv.value) + (window_cells(wv) if window_info else [])
-        rows.append([Text(tsv_escape(cell_text(c), backslash=False)) for c in cells])
+        rows.append([_cell(tsv_escape(cell_text(c), backslash=False)) for c in cells])
     return shape, rows
+
+
+def _cell(text: str) -> Any:
+    from rich.text import Text
+
+    return Text(text) if len(text) <= MAX_CELL_CHARS else _cut_text()(text[: MAX_CELL_CHARS - 1] + "…")
+
+
+@functools.cache
+def _cut_text() -> type:
+    """rich's Text, for a cell that was cut (counted under the table); made
+    on first use, as rich is imported only for a terminal."""
+    from rich.text import Text
+
+    class CutText(Text):
+        pass
+
+    return CutText
 
 
 def print_table(
@@ -319,6 +344,12 @@ def print_table(
     # Title and count outside the table, which is as narrow as its cells.
     console.print(Text(printable(title), style="bold"))
     console.print(table)
+    cut = sum(1 for row in rows for cell in row if isinstance(cell, _cut_text()))
+    if cut:
+        console.print(
+            f"{cut} value{'s' if cut != 1 else ''} cut to {MAX_CELL_CHARS} characters (piped output and --json show them whole)",
+            style="dim",
+        )
     if not exact:
         console.print(f"{len(rows)} of at least {total:,} elements (counting stopped at {COUNTING_CAP})", style="dim")
     elif len(rows) < total:
