@@ -150,3 +150,34 @@ def test_computed_must_be_a_list_or_auto(tmp_path):
     bad.write_text(json.dumps(doc))
     r = run_cli("analyze", fixture_pb("wordcount"), "-m", str(bad))
     assert r.exit_code == 2 and "computed" in r.stderr
+
+
+def test_reuse_says_which_cached_bindings_still_run_and_why(tmp_path):
+    """Every binding cached: --reuse reads back what a main input reads, and
+    Beam's rule keeps the producer of one nothing reads (a side effect, it may
+    write somewhere). The report says so instead of running it silently on
+    every re-run; without --reuse nothing of the kind is said."""
+    cache = tmp_path / "cache"
+    pb, man = fixture_pb("wordcount"), fixture_manifest("wordcount")
+    analysis = json.loads(run_cli("analyze", pb, "-m", man, "--json").stdout)
+    (cache / "full").mkdir(parents=True)
+    for c in analysis["cacheables"].values():
+        (cache / "full" / f"{c['cache_key']}-00000-of-00001").write_bytes(EMPTY_SHARD)
+    r = run_cli("instrument", pb, "-m", man, "--cache-dir", str(cache), "--reuse", "-o", str(tmp_path / "o.pb"), "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["writes"] == []
+    # counts is read back for Format; lines and words fed only counts, so their producers are pruned;
+    # formatted, the last step, is read by nothing, and Format still runs.
+    assert {x["var"] for x in doc["reads"]} == {"counts"}
+    (warning,) = [w for w in doc["warnings"] if "still runs" in w]
+    assert warning == (
+        "'formatted' is cached, yet 'Format', which produces it, still runs: nothing reads it, and Beam keeps a "
+        "transform whose output nothing reads (it may write somewhere); its output is not cached again"
+    )
+    from beaminst.model.protoio import load_pipeline
+
+    kept = {t.unique_name for t in load_pipeline(str(tmp_path / "o.pb"))[0].components.transforms.values()}
+    assert "Format" in kept
+    plain = run_cli("instrument", pb, "-m", man, "--cache-dir", str(cache), "-o", str(tmp_path / "p.pb"), "--json")
+    assert not any("still runs" in w for w in json.loads(plain.stdout)["warnings"])

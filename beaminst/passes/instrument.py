@@ -263,7 +263,7 @@ def report_outcome(work: Work) -> dict[str, Any]:
     reads = tuple(r for r in work.reads if r.transforms is None or r.transforms[0] in kept)
     made = {"rewired": tuple(r for r in work.rewired if r.transform in kept), "reads": reads}
     acted = {e.var for e in (*work.writes, *reads, *work.skipped)}
-    return {**made, **work.warn(*_idle_bindings(work.analysis, acted))}
+    return {**made, **work.warn(*_idle_bindings(work.analysis, acted), *_reused_yet_recomputed(work.analysis, acted, kept))}
 
 
 PASSES = (plan_pass, grafter_pass, graft_reads, rewire, graft_writes, pruning_targets, prune, report_outcome)
@@ -286,6 +286,28 @@ def _idle_bindings(analysis: Analysis, acted: set[str]) -> list[str]:
         for c in analysis.cacheables.values()
         if c.var not in acted and not c.synthetic and not c.under_source and not c.reused
     ]
+
+
+def _reused_yet_recomputed(analysis: Analysis, acted: set[str], kept: set[str]) -> list[str]:
+    """Bindings ``--reuse`` found cached whose producer still runs: nothing
+    reads them as a main input, so no read replaces them, and Beam keeps a
+    transform whose output nothing consumes (a side effect: it may write
+    somewhere) or that feeds a side input. Said, as a cost the user may not
+    expect on every re-run."""
+    index, out = analysis.index, []
+    for c in analysis.cacheables.values():
+        if c.var in acted or not c.reused or c.synthetic or c.under_source:
+            continue
+        name = index.producer_name(c.pcollection)
+        if name not in kept:
+            continue
+        why = (
+            "only side inputs read it, and Beam reads a cache back for main inputs only"
+            if index.consumers.get(c.pcollection)
+            else "nothing reads it, and Beam keeps a transform whose output nothing reads (it may write somewhere)"
+        )
+        out.append(f"{c.var!r} is cached, yet {name!r}, which produces it, still runs: {why}; its output is not cached again")
+    return out
 
 
 def _fill_test_stream(
