@@ -449,3 +449,18 @@ def test_a_capped_list_of_named_items_keeps_names_in_field_two(capsys):
     fields = [line.split("\t") for line in out.getvalue().splitlines()]
     assert [f[1] for f in fields] == [f"v{i}" for i in range(MAX_LISTED)] + [""]
     assert fields[-1] == ["skipped", "", "... and 3 more skipped bindings (--json lists them all)"]
+
+
+def test_a_run_failing_for_want_of_cloud_credentials_names_the_fix():
+    """A recording of a Pub/Sub source on a machine with no Google Cloud
+    credentials failed with Beam's traceback and no next step."""
+    from beaminst.run import RunReport
+    from beaminst.run.driver import next_steps
+    from beaminst.run.job import Message
+
+    error = "google.auth.exceptions.DefaultCredentialsError: Your default credentials were not found."
+    failed = RunReport("rec.pb", "DirectRunner", True, state="FAILED", messages=[Message("JOB_MESSAGE_ERROR", error)])
+    (step,) = next_steps(failed, None, (), None)  # type: ignore[arg-type]
+    assert step.startswith("gcloud auth application-default login  # ") and "PUBSUB_EMULATOR_HOST" in step
+    other = RunReport("p.pb", "DirectRunner", False, state="FAILED", messages=[Message("JOB_MESSAGE_ERROR", "ValueError: x")])
+    assert next_steps(other, None, (), None) == []  # type: ignore[arg-type]

@@ -165,6 +165,19 @@ def after_run(how: Invocation, recording: bool, replayed: bool = False) -> list[
     ]
 
 
+def after_failure(errors: list[str]) -> list[str]:
+    """After a failed ``run``: what fixes a failure whose cause is the
+    machine's, not the pipeline's. A Pub/Sub source (background caching's
+    usual input) without Google Cloud credentials is the common one."""
+    if any("DefaultCredentialsError" in e for e in errors):
+        return [
+            "gcloud auth application-default login  # the job reads Google Cloud without credentials (a Pub/Sub "
+            "source?): log in, or set GOOGLE_APPLICATION_CREDENTIALS, or PUBSUB_EMULATOR_HOST=HOST:PORT for "
+            "Pub/Sub's emulator; then run it again"
+        ]
+    return []
+
+
 def after_background_caching(
     how: Invocation, output: str | None, recorded: bool = True, in_process: bool = True,
     recorded_already: list[str] | tuple[str, ...] = (),

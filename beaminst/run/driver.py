@@ -261,10 +261,10 @@ def next_steps(
     report: RunReport, recording: Recording | None, writes: tuple[CacheWrite, ...], index: GraphIndex
 ) -> list[str]:
     """The commands that come next in the interactive loop, for a successful run."""
-    from beaminst.commands.nextsteps import Invocation, after_run
+    from beaminst.commands.nextsteps import Invocation, after_failure, after_run
 
     if not report.ok:
-        return []
+        return after_failure(report.errors)
     if recording is not None:
         # The rules the recording's sources need, read from the proto; the
         # pipeline and manifest it came from are not in it: placeholders.
