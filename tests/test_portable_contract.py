@@ -374,6 +374,52 @@ def test_target_sdk_overrides_and_checks(tmp_path):
     assert r.exit_code == 0 and any("newer than" in w for w in json.loads(r.stdout)["warnings"])
 
 
+def test_the_image_tag_wins_over_the_capability(tmp_path):
+    """Beam writes its own default image into the sdk_base capability
+    whatever image is configured: the image is what the workers run."""
+    pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.60.0")  # capability: the installed 2.77
+    proto, _ = load_pipeline(pb)
+    caps = proto.components.environments[python_env_of(proto)].capabilities
+    assert any(c.startswith(urns.SDK_BASE_CAPABILITY) and c.endswith(":2.77.0") for c in caps)
+    with pytest.raises(BeaminstError, match=r"container image apache/beam_python3.11_sdk:2.60.0\) means Beam Python 2.60.0"):
+        instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+
+
+TS = os.path.join(os.path.dirname(fixture_pb("wordcount")), "typescript", "wordcount")
+
+
+def test_the_image_given_for_an_added_environment_is_checked_too(tmp_path):
+    """Another SDK's pipeline gets a Python environment from the worker
+    options: its image's version is held to the same range."""
+    base = ["instrument", f"{TS}.pb", "-m", f"{TS}.manifest.json", "--cache-dir", str(tmp_path / "c"),
+            "-o", str(tmp_path / "o.pb"), "--environment-type", "DOCKER"]
+    r = run_cli(*base, "--environment-config", "apache/beam_python3.11_sdk:2.60.0")
+    assert r.exit_code == 2 and not (tmp_path / "o.pb").exists()
+    assert "the environment added from --environment-config (container image apache/beam_python3.11_sdk:2.60.0) " \
+        "means Beam Python 2.60.0 workers" in r.stderr, r.stderr
+    r = run_cli(*base, "--environment-config", "apache/beam_python3.11_sdk:2.77.0", "--json")
+    assert r.exit_code == 0, r.stderr
+    (added,) = [w for w in json.loads(r.stdout)["warnings"] if "no Python SDK environment" in w]
+    assert added.endswith("; built from --environment-type / --environment-config"), added
+
+
+def test_workers_of_another_python_are_warned_about(tmp_path):
+    """The cache transforms hold functions pickled by value as this Python's
+    bytecode: an image of another Python minor version is said."""
+    import sys
+
+    other = f"{sys.version_info.major}.{sys.version_info.minor + 1}"
+    pb, man = _with_image(tmp_path, f"apache/beam_python{other}_sdk:2.77.0")
+    _, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+    (warning,) = [w for w in report.warnings if "pickled by Python" in w]
+    assert f"runs Python {other}, but the cache transforms were pickled by Python " \
+        f"{sys.version_info.major}.{sys.version_info.minor} here" in warning and warning.endswith(f"run beaminst under Python {other}")
+    same = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pb, man = _with_image(tmp_path / "same", f"apache/beam_python{same}_sdk:2.77.0")
+    _, report = instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+    assert not any("pickled by Python" in w for w in report.warnings)
+
+
 def test_the_image_tag_is_read_when_no_capability_says_more(tmp_path):
     pb, man = _with_image(tmp_path, "apache/beam_python3.11_sdk:2.62.0")
     _set_sdk_capability(pb, None)

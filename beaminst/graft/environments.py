@@ -16,6 +16,7 @@ Nothing here imports the Beam SDK except :func:`new_python_environment` and
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from beaminst.model import urns
 from beaminst.options import unknown_environment_type
 
 # apache/beam_python3.11_sdk:2.77.0, gcr.io/.../beam_python3.10_sdk:2.71.0rc1, ...
-_PYTHON_IMAGE = re.compile(r"beam_python\d+(?:\.\d+)?_sdk(?::(?P<tag>[^@/\s]+))?")
+_PYTHON_IMAGE = re.compile(r"beam_python(?P<py>\d+(?:\.\d+)?)_sdk(?::(?P<tag>[^@/\s]+))?")
 _VERSION = re.compile(r"^(?P<major>\d+)\.(?P<minor>\d+)(?:\.(?P<patch>\d+))?")
 
 
@@ -102,22 +103,42 @@ class SdkVersion:
 
 def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
     """The Python SDK version an environment says it runs, and where it says
-    so: a ``beam:version:sdk_base:<image>`` capability, else a Docker image
-    tag. None when it says nothing (the placeholder ``beam:env:default:v1``,
-    an external worker pool, a process command)."""
+    so: a Docker image tag (``beam_python3.11_sdk:2.77.0``: what the workers
+    run), else a ``beam:version:sdk_base:<image>`` capability (what the SDK
+    that saved the pipeline advertises: Beam writes its own default image
+    there whatever image is configured). None when it says nothing (the
+    placeholder ``beam:env:default:v1``, an external worker pool, a process
+    command)."""
+    for m, where in _python_images(env):
+        version = SdkVersion.parse(m["tag"]) if m["tag"] else None
+        if version is not None:
+            return version, where
+    return None
+
+
+def declared_python(env: Any) -> tuple[str, str] | None:
+    """The Python version (``3.12``) an environment's image names, and where,
+    in the order :func:`declared_sdk_version` reads them."""
+    for m, where in _python_images(env):
+        if "." in m["py"]:
+            return m["py"], where
+    return None
+
+
+def _python_images(env: Any) -> list[tuple[Any, str]]:
+    """The Beam Python image names an environment holds, what runs first:
+    its Docker image, then its ``sdk_base`` capabilities."""
+    found = []
+    image = _docker_image(env)
+    m = _PYTHON_IMAGE.search(image) if image else None
+    if m:
+        found.append((m, f"container image {image}"))
     for cap in env.capabilities:
         if cap.startswith(urns.SDK_BASE_CAPABILITY):
             m = _PYTHON_IMAGE.search(cap[len(urns.SDK_BASE_CAPABILITY):])
-            version = SdkVersion.parse(m["tag"]) if m and m["tag"] else None
-            if version is not None:
-                return version, f"capability {cap}"
-    image = _docker_image(env)
-    if image:
-        m = _PYTHON_IMAGE.search(image)
-        version = SdkVersion.parse(m["tag"]) if m and m["tag"] else None
-        if version is not None:
-            return version, f"container image {image}"
-    return None
+            if m:
+                found.append((m, f"capability {cap}"))
+    return found
 
 
 # What PROCESS and EXTERNAL environments need to start a worker.
@@ -204,31 +225,50 @@ def installed_sdk_version() -> SdkVersion:
     return version
 
 
-def check_worker_sdk(pipeline: Any, target_sdk: str | None, nodes: Mapping[str, Node] | None = None) -> str | None:
+def check_worker_sdk(
+    pipeline: Any, target_sdk: str | None, nodes: Mapping[str, Node] | None = None,
+    environment_type: str | None = None, environment_config: str | None = None,
+) -> list[str]:
     """Refuse when the workers that will run ``pipeline`` cannot load the
-    pickles the installed Beam builds; returns a warning for workers newer
-    than the installed Beam (not measured), else None.
+    pickles the installed Beam builds; returns warnings for workers newer
+    than the installed Beam (not measured) and for workers of another Python
+    version (Beam pickles functions by value as this Python's bytecode).
 
-    The worker version is ``target_sdk`` when given, else what the pipeline's
-    Python environment declares; a pipeline that declares none is trusted.
-    ``nodes``: as for :func:`python_environment`."""
+    The worker is described by ``target_sdk`` when given, else by the
+    pipeline's Python environment, else (another SDK's pipeline, which gets
+    a Python environment added) by the Docker image ``environment_config``
+    names; one that says nothing is trusted. ``nodes``: as for
+    :func:`python_environment`."""
+    env = None
+    eid = python_environment(pipeline, nodes)
+    if eid is not None:
+        env, named = pipeline.components.environments[eid], f"environment {eid!r}"
+    elif (environment_type or "DOCKER").upper() in ("DOCKER", urns.ENV_DOCKER.upper()) and environment_config:
+        env, named = _docker_environment(environment_config), "the environment added from --environment-config"
+    warnings = []
+    python = declared_python(env) if env is not None else None
+    if python is not None and python[0] != _running_python():
+        warnings.append(
+            f"{named} ({python[1]}) runs Python {python[0]}, but the cache transforms were pickled by Python "
+            f"{_running_python()} here, and Beam pickles functions by value as bytecode, which loads only on the "
+            f"Python that made it: run beaminst under Python {python[0]}"
+        )
     if target_sdk is not None:
         version = SdkVersion.parse(target_sdk)
         if version is None or not re.fullmatch(r"\d+\.\d+(\.\d+)?(\S*)", target_sdk.strip()):
             raise BeaminstError(f"--target-sdk {target_sdk!r} is not a Beam version such as 2.77.0")
         where = f"--target-sdk {target_sdk}"
     else:
-        eid = python_environment(pipeline, nodes)
-        declared = declared_sdk_version(pipeline.components.environments[eid]) if eid is not None else None
+        declared = declared_sdk_version(env) if env is not None else None
         if declared is None:
-            return None
+            return warnings
         version, where = declared
-        where = f"environment {eid!r} ({where})"
+        where = f"{named} ({where})"
     installed = installed_sdk_version()
     if version < OLDEST_WORKER:
         span = f"{OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}"
         fix = (
-            f"run its workers on apache-beam {span}" if target_sdk is not None else
+            f"run its workers on apache-beam {span}" if target_sdk is not None or eid is None else
             f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass "
             "--target-sdk if its workers run another version"
         )
@@ -237,8 +277,20 @@ def check_worker_sdk(pipeline: Any, target_sdk: str | None, nodes: Mapping[str, 
             f"load only on Python SDK workers {span}: {fix}"
         )
     if (version.major, version.minor) > (installed.major, installed.minor):
-        return (
+        warnings.append(
             f"{where} runs Beam Python {version}, newer than the apache-beam {installed} that built the cache "
             f"transforms (tested on workers {OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor})"
         )
-    return None
+    return warnings
+
+
+def _running_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _docker_environment(image: str) -> Any:
+    """A Docker environment proto naming ``image`` (what reading its version needs)."""
+    from beaminst.model.beamproto import runner_api
+
+    rapi = runner_api()
+    return rapi.Environment(urn=urns.ENV_DOCKER, payload=rapi.DockerPayload(container_image=image).SerializeToString())

@@ -233,9 +233,11 @@ def base_report(work: Work, report: Report) -> Report:
         added = work.grafter.added_environment == eid
         report.environment = {"id": eid, "urn": env.urn, "added": added}
         if added:
+            chosen = work.options.worker.environment_type or work.options.worker.environment_config
             warnings.append(
-                f"the pipeline has no Python SDK environment: added {eid!r} ({env.urn}) for the grafted transforms; "
-                "choose another with --environment-type / --environment-config"
+                f"the pipeline has no Python SDK environment: added {eid!r} ({env.urn}) for the grafted transforms"
+                + ("; built from --environment-type / --environment-config" if chosen
+                   else "; choose another with --environment-type / --environment-config")
             )
         elif work.options.worker.environment_type or work.options.worker.environment_config:
             # Only an added environment is built from them; the pipeline's own is never replaced.
@@ -267,9 +269,11 @@ def copy_and_grafter(work: Work, streaming: bool) -> dict[str, Any]:
     working.CopyFrom(work.index.pipeline)
     made: dict[str, Any] = {"working": working}
     options, worker = work.options, work.options.worker
-    warning = check_worker_sdk(working, worker.target_sdk, work.index.nodes)
-    if warning:
-        made.update(work.warn(warning))
+    warnings = check_worker_sdk(
+        working, worker.target_sdk, work.index.nodes, worker.environment_type, worker.environment_config
+    )
+    if warnings:
+        made.update(work.warn(*warnings))
     made["grafter"] = Grafter(
         working, options.cache_dir, streaming, worker.environment_type, worker.environment_config,
         options.trust_pickles, work.index.nodes,  # the copy's, as it is a copy
