@@ -78,6 +78,16 @@ def test_instrument_write_then_read(name, tmp_path):
     assert set(proto.root_transform_ids) <= set(proto.components.transforms)
     names = {proto.components.transforms[r].unique_name for r in proto.root_transform_ids}
     assert not names & set(report["pruned"])
+    # The model wants the roots in shallow topological order: each after those producing its inputs
+    # (appended, a grafted read came after what reads it).
+    for out in (write, read):
+        proto, _ = load_pipeline(str(out))
+        ts, made = proto.components.transforms, set()
+        produced_by_roots = {pc for r in proto.root_transform_ids for pc in ts[r].outputs.values()}
+        for root in proto.root_transform_ids:
+            waiting = [pc for pc in ts[root].inputs.values() if pc in produced_by_roots and pc not in made]
+            assert not waiting, (out.name, ts[root].unique_name, waiting)
+            made.update(ts[root].outputs.values())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -55,7 +55,7 @@ from beaminst.passes.rewrite import (
     prune_to,
     run,
     set_top_level,
-    top_level_list,
+    top_level_with,
 )
 
 
@@ -251,7 +251,7 @@ def prune(work: Work) -> dict[str, Any]:
     """The grafted pieces join the top level, then everything that
     does not contribute to the targets goes, and what nobody references."""
     working = work.working
-    set_top_level(working, top_level_list(working) + [t for g in work.grafted for t in g.top])
+    set_top_level(working, top_level_with(working, work.grafted))
     parent, producer, nodes = extend_index(work.index, working, work.grafted)
     return {"output": prune_to(working, work.targets, parent, producer, nodes)}
 

@@ -313,6 +313,47 @@ def top_level_list(pipeline: Any) -> list[str]:
     return list(pipeline.root_transform_ids)
 
 
+def top_level_with(pipeline: Any, grafted: Iterable[GraftResult]) -> list[str]:
+    """The top level with the grafted pieces' tops joined. The Python SDK's
+    root gets them after its own, as Beam's PipelineInstrument appends them.
+    Another SDK's top level is the proto's ``root_transform_ids``, which the
+    model wants in shallow topological order: appended, a cache read would
+    come after what reads it, so the list is sorted by what each consumes,
+    ties (and an order already topological) kept as they were."""
+    top = top_level_list(pipeline) + [t for g in grafted for t in g.top]
+    if python_root(pipeline) is not None:
+        return top
+    return _shallow_topological(pipeline.components.transforms, top)
+
+
+def _shallow_topological(transforms: Any, order: list[str]) -> list[str]:
+    """``order`` sorted so each transform comes after those producing its
+    inputs (Kahn's algorithm; ties by position in ``order``). A cycle, which
+    validation reports, leaves the rest in their order."""
+    import heapq
+
+    made_by = {pc: t for t in order for pc in transforms[t].outputs.values()}
+    rank = {t: i for i, t in enumerate(order)}
+    needs: dict[str, set[str]] = {}
+    feeds: dict[str, list[str]] = {}
+    for t in order:
+        ups = {made_by[pc] for pc in transforms[t].inputs.values() if made_by.get(pc, t) != t}
+        needs[t] = ups
+        for u in ups:
+            feeds.setdefault(u, []).append(t)
+    ready = [(rank[t], t) for t in order if not needs[t]]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        _, t = heapq.heappop(ready)
+        out.append(t)
+        for d in feeds.get(t, ()):
+            needs[d].discard(t)
+            if not needs[d]:
+                heapq.heappush(ready, (rank[d], d))
+    return out + [t for t in order if needs[t]]
+
+
 def set_top_level(pipeline: Any, top: list[str]) -> None:
     root = python_root(pipeline)
     if root is not None:
