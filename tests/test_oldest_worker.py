@@ -240,6 +240,15 @@ def test_one_minor_version_older_is_refused(saved, tmp_path):
     for eid, version, i in declared:
         caps = proto.components.environments[eid].capabilities
         caps[i] = caps[i][: -len(version)] + TOO_OLD + ".0"
+    # As that release saves it: its default image too, which is what beaminst reads first (the
+    # image is what the workers run).
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    for env in proto.components.environments.values():
+        if env.urn == "beam:env:docker:v1":
+            docker = beam_runner_api_pb2.DockerPayload.FromString(env.payload)
+            docker.container_image = re.sub(r":[^:/]+$", f":{TOO_OLD}.0", docker.container_image)
+            env.payload = docker.SerializeToString()
     relabelled = tmp_path / "relabelled.pb"
     relabelled.write_bytes(proto.SerializeToString())
     manifest = tmp_path / "manifest.json"

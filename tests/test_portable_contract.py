@@ -381,8 +381,30 @@ def test_the_image_tag_wins_over_the_capability(tmp_path):
     proto, _ = load_pipeline(pb)
     caps = proto.components.environments[python_env_of(proto)].capabilities
     assert any(c.startswith(urns.SDK_BASE_CAPABILITY) and c.endswith(":2.77.0") for c in caps)
-    with pytest.raises(BeaminstError, match=r"container image apache/beam_python3.11_sdk:2.60.0\) means Beam Python 2.60.0"):
+    with pytest.raises(BeaminstError, match=r"container image apache/beam_python3.11_sdk:2.60.0\) means Beam Python 2.60.0") as e:
         instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+    # Saved by 2.77 already: the fix is the image, not re-saving.
+    assert "give it a Beam Python image of 2.68 to 2.77 (--environment_config when saving it)" in str(e.value)
+    # A custom image's own tag is no Beam version: the capability says what the SDK is.
+    pb, man = _with_image(tmp_path / "custom", "registry.example/team/beam_python3.11_sdk:1.2")
+    instrument(analyze_files(pb, man), RewriteOptions(str(tmp_path / "c")))
+
+
+def test_roots_sort_around_a_pass_through():
+    """A root that outputs its own input (a pass-through) is no producer of
+    it: what reads that PCollection waits for its real producer only."""
+    from beaminst.passes.rewrite import _shallow_topological
+
+    rapi = runner_api()
+    ts = {
+        "A": rapi.PTransform(outputs={"o": "pa"}),
+        "X": rapi.PTransform(inputs={"i": "pa"}, outputs={"o": "pa"}),
+        "C": rapi.PTransform(inputs={"i": "pa"}, outputs={"o": "pc"}),
+        "R": rapi.PTransform(outputs={"o": "pr"}),
+        "D": rapi.PTransform(inputs={"i": "pr"}),
+    }
+    assert _shallow_topological(ts, ["C", "X", "D", "A", "R"]) == ["A", "C", "X", "R", "D"]
+    assert _shallow_topological(ts, ["A", "X", "C", "R", "D"]) == ["A", "X", "C", "R", "D"]  # already in order: kept
 
 
 TS = os.path.join(os.path.dirname(fixture_pb("wordcount")), "typescript", "wordcount")

@@ -106,19 +106,21 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
     so: a Docker image tag (``beam_python3.11_sdk:2.77.0``: what the workers
     run), else a ``beam:version:sdk_base:<image>`` capability (what the SDK
     that saved the pipeline advertises: Beam writes its own default image
-    there whatever image is configured). None when it says nothing (the
-    placeholder ``beam:env:default:v1``, an external worker pool, a process
-    command)."""
+    there whatever image is configured, for every kind of environment). A
+    tag that is no Beam 2.x version (a custom image's own) is passed over.
+    None when nothing says (the placeholder ``beam:env:default:v1``, a
+    pipeline saved without capabilities)."""
     for m, where in _python_images(env):
         version = SdkVersion.parse(m["tag"]) if m["tag"] else None
-        if version is not None:
+        if version is not None and version.major == 2:
             return version, where
     return None
 
 
 def declared_python(env: Any) -> tuple[str, str] | None:
-    """The Python version (``3.12``) an environment's image names, and where,
-    in the order :func:`declared_sdk_version` reads them."""
+    """The Python version (``3.12``) an environment's image names, and where
+    (a container image, which runs it, or a capability, which the Python that
+    saved the pipeline wrote), in the order :func:`declared_sdk_version` reads them."""
     for m, where in _python_images(env):
         if "." in m["py"]:
             return m["py"], where
@@ -248,8 +250,9 @@ def check_worker_sdk(
     warnings = []
     python = declared_python(env) if env is not None else None
     if python is not None and python[0] != _running_python():
+        said = "runs" if python[1].startswith("container image") else "was saved by"
         warnings.append(
-            f"{named} ({python[1]}) runs Python {python[0]}, but the cache transforms were pickled by Python "
+            f"{named} ({python[1]}) {said} Python {python[0]}, but the cache transforms were pickled by Python "
             f"{_running_python()} here, and Beam pickles functions by value as bytecode, which loads only on the "
             f"Python that made it: run beaminst under Python {python[0]}"
         )
@@ -267,11 +270,14 @@ def check_worker_sdk(
     installed = installed_sdk_version()
     if version < OLDEST_WORKER:
         span = f"{OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}"
-        fix = (
-            f"run its workers on apache-beam {span}" if target_sdk is not None or eid is None else
-            f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass "
-            "--target-sdk if its workers run another version"
-        )
+        if target_sdk is not None:
+            fix = f"run its workers on apache-beam {span}"
+        elif "(container image " in where:
+            how = "--environment-config" if eid is None else "--environment_config when saving it"
+            fix = f"give it a Beam Python image of {span} ({how}), or pass --target-sdk if its workers run another version"
+        else:
+            fix = (f"re-save the pipeline with apache-beam>={OLDEST_WORKER.major}.{OLDEST_WORKER.minor}, or pass "
+                   "--target-sdk if its workers run another version")
         raise BeaminstError(
             f"{where} means Beam Python {version} workers, but the cache transforms apache-beam {installed} builds "
             f"load only on Python SDK workers {span}: {fix}"

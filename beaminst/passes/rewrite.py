@@ -332,7 +332,11 @@ def _shallow_topological(transforms: Any, order: list[str]) -> list[str]:
     validation reports, leaves the rest in their order."""
     import heapq
 
-    made_by = {pc: t for t in order for pc in transforms[t].outputs.values()}
+    made_by: dict[str, str] = {}
+    for t in order:
+        ins = set(transforms[t].inputs.values())
+        # A pass-through (an output that is also its input) is no producer of it.
+        made_by.update({pc: t for pc in transforms[t].outputs.values() if pc not in ins})
     rank = {t: i for i, t in enumerate(order)}
     needs: dict[str, set[str]] = {}
     feeds: dict[str, list[str]] = {}

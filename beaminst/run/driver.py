@@ -260,7 +260,8 @@ def replay_rules(sources: Iterable[UnboundedSource]) -> SourceRules:
 def next_steps(
     report: RunReport, recording: Recording | None, writes: tuple[CacheWrite, ...], index: GraphIndex
 ) -> list[str]:
-    """The commands that come next in the interactive loop, for a successful run."""
+    """The commands that come next in the interactive loop, for a successful
+    run; for a failed one, what fixes a failure the machine causes."""
     from beaminst.commands.nextsteps import Invocation, after_failure, after_run
 
     if not report.ok:
