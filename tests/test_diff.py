@@ -864,4 +864,15 @@ def test_a_changed_payload_names_the_fields_that_differ():
     assert changed_fields(urn, before.SerializeToString(), longer.SerializeToString()) == ["do_fn.payload"]
     assert changed_fields(urn, before.SerializeToString(), stateful.SerializeToString()) == ["state_specs"]
     assert changed_fields(urn, before.SerializeToString(), b"\xff\xff") == []  # does not parse: nothing to name
+    # Renumbered ids that name the same component by content are no change, as everywhere in the diff.
+    renumbered = par_do()
+    renumbered.CopyFrom(longer)
+    renumbered.restriction_coder_id = "coder_2"
+    original = par_do()
+    original.CopyFrom(before)
+    original.restriction_coder_id = "coder_1"
+    same = lambda kind, x, y: kind == "coders" and {x, y} == {"coder_1", "coder_2"}  # noqa: E731
+    assert changed_fields(urn, original.SerializeToString(), renumbered.SerializeToString(), same) == ["do_fn.payload"]
+    assert changed_fields(urn, original.SerializeToString(), renumbered.SerializeToString()) == [
+        "do_fn.payload", "restriction_coder_id"]
     assert changed_fields("example:urn:unknown:v1", b"a", b"b") == []

@@ -21,7 +21,7 @@ printed lives in :mod:`beaminst.commands.diffformat`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,7 +236,8 @@ def _transform_fields(b: Side, a: Side, tb: Any, ta: Any, gone: set[str], show_p
             "before": _payload(b, tb, show_payloads, start),
             "after": _payload(a, ta, show_payloads, start),
             "first_difference": first,
-            "fields": changed_fields(tb.spec.urn, tb.spec.payload, ta.spec.payload) if tb.spec.urn == ta.spec.urn else [],
+            "fields": changed_fields(tb.spec.urn, tb.spec.payload, ta.spec.payload, _same_reference(b, a))
+            if tb.spec.urn == ta.spec.urn else [],
         }
     if _environment_signature(b, tb.environment_id) != _environment_signature(a, ta.environment_id):
         out["environment"] = {"before": _environment(b, tb.environment_id), "after": _environment(a, ta.environment_id)}
@@ -282,22 +283,48 @@ def _environment_signature(s: Side, eid: str) -> bytes | None:
     return s.sigs.environment(eid) if eid else None
 
 
-def changed_fields(urn: str, before: bytes, after: bytes) -> list[str]:
+def _same_reference(b: Side, a: Side) -> Callable[[str, str, str], bool]:
+    """Whether two ids a payload field holds name the same component by content
+    (renumbered ids are no change, as everywhere in the diff)."""
+    signers = {
+        "coders": (b.sigs.coder, a.sigs.coder),
+        "windowing_strategies": (b.sigs.windowing, a.sigs.windowing),
+        "environments": (b.sigs.environment, a.sigs.environment),
+    }
+
+    def same(kind: str, x: str, y: str) -> bool:
+        sign = signers.get(kind)
+        if sign is None or not x or not y:
+            return x == y
+        try:
+            return sign[0](x) == sign[1](y)
+        except KeyError:  # an id the components lack: validation says so; here, a difference
+            return False
+
+    return same
+
+
+def changed_fields(
+    urn: str, before: bytes, after: bytes, same_reference: Callable[[str, str, str], bool] | None = None,
+) -> list[str]:
     """The payload fields that differ, dotted (``do_fn.payload``), in field
     order: the byte offset alone points into the outer message (a length
-    that changed makes it byte 1). Empty when the URN's payload is not one
-    beaminst parses, or either side does not parse."""
+    that changed makes it byte 1). ``same_reference(kind, id, id)``: whether
+    two ids (``accumulator_coder_id``) name the same component by content.
+    Empty when the URN's payload is not one beaminst parses, or either side
+    does not parse."""
     try:
         x, y = urns.parse_payload(urn, before), urns.parse_payload(urn, after)
     except ValueError:
         return []
-    return [] if x is None or y is None else _changed_fields(x, y, "", 0)
+    same = same_reference or (lambda _kind, p, q: p == q)
+    return [] if x is None or y is None else _changed_fields(x, y, "", 0, same)
 
 
 _FIELD_DEPTH = 3  # do_fn.payload, window_fn.spec.payload: deeper names nothing a user knows
 
 
-def _changed_fields(x: Any, y: Any, prefix: str, depth: int) -> list[str]:
+def _changed_fields(x: Any, y: Any, prefix: str, depth: int, same: Callable[[str, str, str], bool]) -> list[str]:
     fx = {fd.number: (fd, v) for fd, v in x.ListFields()}
     fy = {fd.number: (fd, v) for fd, v in y.ListFields()}
     out: list[str] = []
@@ -308,10 +335,11 @@ def _changed_fields(x: Any, y: Any, prefix: str, depth: int) -> list[str]:
             out.append(name)
             continue
         vx, vy = fx[number][1], fy[number][1]
-        if vx == vy:
+        kind = urns.id_kind(fd.name) if fd.type == fd.TYPE_STRING and fd.label != fd.LABEL_REPEATED else None
+        if vx == vy or (kind is not None and same(kind, vx, vy)):
             continue
         singular_message = fd.message_type is not None and fd.label != fd.LABEL_REPEATED
-        inner = _changed_fields(vx, vy, name + ".", depth + 1) if singular_message and depth + 1 < _FIELD_DEPTH else []
+        inner = _changed_fields(vx, vy, name + ".", depth + 1, same) if singular_message and depth + 1 < _FIELD_DEPTH else []
         out.extend(inner or [name])
     return out
 

@@ -155,6 +155,11 @@ def payload_message_name(urn: str) -> str | None:
     return _PAYLOAD_MESSAGES.get(urn)
 
 
+def id_kind(field_name: str) -> str | None:
+    """The Components map (``coders``, ...) a payload field of that name holds an id of, or None."""
+    return _kind_of(field_name)
+
+
 def _kind_of(field_name: str) -> str | None:
     if field_name.endswith("coder_id"):
         return "coders"
