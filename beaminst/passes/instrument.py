@@ -301,11 +301,15 @@ def _reused_yet_recomputed(analysis: Analysis, acted: set[str], kept: set[str]) 
         name = index.producer_name(c.pcollection)
         if name not in kept:
             continue
-        why = (
-            "only side inputs read it, and Beam reads a cache back for main inputs only"
-            if index.consumers.get(c.pcollection)
-            else "nothing reads it, and Beam keeps a transform whose output nothing reads (it may write somewhere)"
-        )
+        consumers = index.consumers.get(c.pcollection, ())
+        if len(index.nodes[index.producer[c.pcollection]].outputs) > 1:
+            why = "it makes other outputs too, which the pipeline still needs"
+        elif not consumers:
+            why = "nothing reads it, and Beam keeps a transform whose output nothing reads (it may write somewhere)"
+        elif all(u.is_side for u in consumers):
+            why = "only side inputs read it, and Beam reads a cache back for main inputs only"
+        else:
+            why = "no transform the output keeps reads it as a main input"
         out.append(f"{c.var!r} is cached, yet {name!r}, which produces it, still runs: {why}; its output is not cached again")
     return out
 
