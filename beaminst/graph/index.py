@@ -20,7 +20,7 @@ as :class:`~beaminst.errors.ValidationError`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from sys import intern
@@ -306,8 +306,6 @@ def _topological_leaves(leaf_inputs: list[tuple[str, tuple[str, ...]]], producer
     SDKs apply transforms after their inputs exist, so hierarchy order is
     usually topological already: one linear check returns it as it is, and
     the heap only runs when it is not (the result is the same either way)."""
-    import heapq
-
     leaves = [t for t, _ in leaf_inputs]
     inputs_of = dict(leaf_inputs)
     done: set[str] = set()
@@ -317,15 +315,29 @@ def _topological_leaves(leaf_inputs: list[tuple[str, tuple[str, ...]]], producer
         done.add(t)
     else:
         return tuple(leaves)
-    rank = {t: i for i, t in enumerate(leaves)}
-    indegree = dict.fromkeys(leaves, 0)
+    upstream = {t: {producer[pc] for pc in inputs_of[t] if producer.get(pc, t) != t} for t in leaves}
+    out = stable_topological(leaves, upstream)
+    if len(out) != len(leaves):
+        placed = set(out)
+        stuck = next(t for t in leaves if t not in placed)
+        raise ValidationError(f"cycle among transforms: {stuck!r} (transitively) consumes its own output")
+    return tuple(out)
+
+
+def stable_topological(order: Sequence[str], upstream: Mapping[str, set[str]]) -> list[str]:
+    """``order`` sorted so each item comes after its ``upstream`` ones
+    (Kahn's algorithm; ties keep their position in ``order``, so an order
+    already topological comes back as it is). Items a cycle holds back are
+    left out: the caller compares lengths."""
+    import heapq
+
+    rank = {t: i for i, t in enumerate(order)}
+    indegree = {t: len(upstream[t]) for t in order}
     downstream: dict[str, list[str]] = {}
-    for t in leaves:
-        ups = {producer[pc] for pc in inputs_of[t] if producer.get(pc, t) != t}
-        indegree[t] = len(ups)
-        for u in ups:
+    for t in order:
+        for u in upstream[t]:
             downstream.setdefault(u, []).append(t)
-    ready = [(rank[t], t) for t in leaves if indegree[t] == 0]
+    ready = [(rank[t], t) for t in order if indegree[t] == 0]
     heapq.heapify(ready)
     out: list[str] = []
     while ready:
@@ -335,7 +347,4 @@ def _topological_leaves(leaf_inputs: list[tuple[str, tuple[str, ...]]], producer
             indegree[d] -= 1
             if indegree[d] == 0:
                 heapq.heappush(ready, (rank[d], d))
-    if len(out) != len(leaves):
-        stuck = min((t for t in leaves if indegree[t] > 0), key=rank.__getitem__)
-        raise ValidationError(f"cycle among transforms: {stuck!r} (transitively) consumes its own output")
-    return tuple(out)
+    return out

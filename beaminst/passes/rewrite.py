@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from beaminst.analysis.analyze import Analysis
 from beaminst.errors import BeaminstError, CacheDirError, InternalError, OptionError
-from beaminst.graph.index import GraphIndex, Node, Snapshot, read_node
+from beaminst.graph.index import GraphIndex, Node, Snapshot, read_node, stable_topological
 from beaminst.graph.prune import necessary_transforms, trim_components
 from beaminst.graph.validate import validate_output
 from beaminst.model import urns
@@ -328,34 +328,17 @@ def top_level_with(pipeline: Any, grafted: Iterable[GraftResult]) -> list[str]:
 
 def _shallow_topological(transforms: Any, order: list[str]) -> list[str]:
     """``order`` sorted so each transform comes after those producing its
-    inputs (Kahn's algorithm; ties by position in ``order``). A cycle, which
-    validation reports, leaves the rest in their order."""
-    import heapq
-
+    inputs (:func:`beaminst.graph.index.stable_topological`). A cycle, which
+    validation reports, leaves what it holds back at the end, in its order."""
     made_by: dict[str, str] = {}
     for t in order:
         ins = set(transforms[t].inputs.values())
         # A pass-through (an output that is also its input) is no producer of it.
         made_by.update({pc: t for pc in transforms[t].outputs.values() if pc not in ins})
-    rank = {t: i for i, t in enumerate(order)}
-    needs: dict[str, set[str]] = {}
-    feeds: dict[str, list[str]] = {}
-    for t in order:
-        ups = {made_by[pc] for pc in transforms[t].inputs.values() if made_by.get(pc, t) != t}
-        needs[t] = ups
-        for u in ups:
-            feeds.setdefault(u, []).append(t)
-    ready = [(rank[t], t) for t in order if not needs[t]]
-    heapq.heapify(ready)
-    out: list[str] = []
-    while ready:
-        _, t = heapq.heappop(ready)
-        out.append(t)
-        for d in feeds.get(t, ()):
-            needs[d].discard(t)
-            if not needs[d]:
-                heapq.heappush(ready, (rank[d], d))
-    return out + [t for t in order if needs[t]]
+    upstream = {t: {made_by[pc] for pc in transforms[t].inputs.values() if made_by.get(pc, t) != t} for t in order}
+    out = stable_topological(order, upstream)
+    placed = set(out)
+    return out + [t for t in order if t not in placed]
 
 
 def set_top_level(pipeline: Any, top: list[str]) -> None:
