@@ -157,10 +157,6 @@ def payload_message_name(urn: str) -> str | None:
 
 def id_kind(field_name: str) -> str | None:
     """The Components map (``coders``, ...) a payload field of that name holds an id of, or None."""
-    return _kind_of(field_name)
-
-
-def _kind_of(field_name: str) -> str | None:
     if field_name.endswith("coder_id"):
         return "coders"
     return _ID_FIELDS.get(field_name)
@@ -206,7 +202,7 @@ def _walk(msg: Any, visit: Callable[[Any, Any, str, str], None]) -> None:
     """Call ``visit(msg, field, kind, value)`` for every id-holding string field of ``msg``."""
     for m, fd, value in scalar_fields(msg):
         if fd.type == fd.TYPE_STRING and fd.label != fd.LABEL_REPEATED:
-            kind = _kind_of(fd.name)
+            kind = id_kind(fd.name)
             if kind is not None and value:
                 visit(m, fd, kind, value)
 
