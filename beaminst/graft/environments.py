@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from beaminst.errors import BeaminstError
 from beaminst.graph.index import Node, read_nodes
@@ -101,7 +101,15 @@ class SdkVersion:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
+class Declared(NamedTuple):
+    """What an environment says of its workers, and where it says it."""
+
+    value: Any  # an SdkVersion, or a Python version string ("3.12")
+    where: str  # "container image ..." or "capability ..."
+    from_image: bool  # the Docker image (what runs) rather than a capability (what saved it)
+
+
+def declared_sdk_version(env: Any) -> Declared | None:
     """The Python SDK version an environment says it runs, and where it says
     so: a Docker image tag (``beam_python3.11_sdk:2.77.0``: what the workers
     run), else a ``beam:version:sdk_base:<image>`` capability (what the SDK
@@ -110,36 +118,36 @@ def declared_sdk_version(env: Any) -> tuple[SdkVersion, str] | None:
     tag that is no Beam 2.x version (a custom image's own) is passed over.
     None when nothing says (the placeholder ``beam:env:default:v1``, a
     pipeline saved without capabilities)."""
-    for m, where in _python_images(env):
+    for m, where, from_image in _python_images(env):
         version = SdkVersion.parse(m["tag"]) if m["tag"] else None
         if version is not None and version.major == 2:
-            return version, where
+            return Declared(version, where, from_image)
     return None
 
 
-def declared_python(env: Any) -> tuple[str, str] | None:
+def declared_python(env: Any) -> Declared | None:
     """The Python version (``3.12``) an environment's image names, and where
     (a container image, which runs it, or a capability, which the Python that
     saved the pipeline wrote), in the order :func:`declared_sdk_version` reads them."""
-    for m, where in _python_images(env):
+    for m, where, from_image in _python_images(env):
         if "." in m["py"]:
-            return m["py"], where
+            return Declared(m["py"], where, from_image)
     return None
 
 
-def _python_images(env: Any) -> list[tuple[Any, str]]:
+def _python_images(env: Any) -> list[tuple[Any, str, bool]]:
     """The Beam Python image names an environment holds, what runs first:
     its Docker image, then its ``sdk_base`` capabilities."""
     found = []
     image = _docker_image(env)
     m = _PYTHON_IMAGE.search(image) if image else None
     if m:
-        found.append((m, f"container image {image}"))
+        found.append((m, f"container image {image}", True))
     for cap in env.capabilities:
         if cap.startswith(urns.SDK_BASE_CAPABILITY):
             m = _PYTHON_IMAGE.search(cap[len(urns.SDK_BASE_CAPABILITY):])
             if m:
-                found.append((m, f"capability {cap}"))
+                found.append((m, f"capability {cap}", False))
     return found
 
 
@@ -249,30 +257,29 @@ def check_worker_sdk(
         env, named = _docker_environment(environment_config), "the environment added from --environment-config"
     warnings = []
     python = declared_python(env) if env is not None else None
-    if python is not None and python[0] != _running_python():
-        said = "runs" if python[1].startswith("container image") else "was saved by"
+    if python is not None and python.value != _running_python():
+        said = "runs" if python.from_image else "was saved by"
         warnings.append(
-            f"{named} ({python[1]}) {said} Python {python[0]}, but the cache transforms were pickled by Python "
+            f"{named} ({python.where}) {said} Python {python.value}, but the cache transforms were pickled by Python "
             f"{_running_python()} here, and Beam pickles functions by value as bytecode, which loads only on the "
-            f"Python that made it: run beaminst under Python {python[0]}"
+            f"Python that made it: run beaminst under Python {python.value}"
         )
     if target_sdk is not None:
         version = SdkVersion.parse(target_sdk)
         if version is None or not re.fullmatch(r"\d+\.\d+(\.\d+)?(\S*)", target_sdk.strip()):
             raise BeaminstError(f"--target-sdk {target_sdk!r} is not a Beam version such as 2.77.0")
-        where = f"--target-sdk {target_sdk}"
+        where, declared = f"--target-sdk {target_sdk}", None
     else:
         declared = declared_sdk_version(env) if env is not None else None
         if declared is None:
             return warnings
-        version, where = declared
-        where = f"{named} ({where})"
+        version, where = declared.value, f"{named} ({declared.where})"
     installed = installed_sdk_version()
     if version < OLDEST_WORKER:
         span = f"{OLDEST_WORKER.major}.{OLDEST_WORKER.minor} to {installed.major}.{installed.minor}"
         if target_sdk is not None:
             fix = f"run its workers on apache-beam {span}"
-        elif "(container image " in where:
+        elif declared is not None and declared.from_image:
             how = "--environment-config" if eid is None else "--environment_config when saving it"
             fix = f"give it a Beam Python image of {span} ({how}), or pass --target-sdk if its workers run another version"
         else:
