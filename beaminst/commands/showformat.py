@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import functools
 import json
 import math
 from collections.abc import Iterable
@@ -298,33 +297,15 @@ MAX_CELL_CHARS = 200
 
 
 def table_rows(section: Section, window_info: bool) -> tuple[Shape | None, list[list[Any]]]:
-    """The shape and the rich cells of ``section``'s elements (consuming
-    them), each cut to :data:`MAX_CELL_CHARS` (ending in ``…``)."""
+    """The shape and the rich cells of ``section``'s elements (consuming them)."""
+    from rich.text import Text
 
     rows, shape = [], None
     for wv in section.elements:
         shape = shape or Shape.of(wv.value)
         cells = shape.cells(wv.value) + (window_cells(wv) if window_info else [])
-        rows.append([_cell(tsv_escape(cell_text(c), backslash=False)) for c in cells])
+        rows.append([Text(tsv_escape(cell_text(c), backslash=False)) for c in cells])
     return shape, rows
-
-
-def _cell(text: str) -> Any:
-    from rich.text import Text
-
-    return Text(text) if len(text) <= MAX_CELL_CHARS else _cut_text()(text[: MAX_CELL_CHARS - 1] + "…")
-
-
-@functools.cache
-def _cut_text() -> type:
-    """rich's Text, for a cell that was cut (counted under the table); made
-    on first use, as rich is imported only for a terminal."""
-    from rich.text import Text
-
-    class CutText(Text):
-        pass
-
-    return CutText
 
 
 def print_table(
@@ -339,12 +320,18 @@ def print_table(
     table = Table()
     for col in (shape.columns if shape else ("value",)) + (WINDOW_COLUMNS if window_info else ()):
         table.add_column(Text(printable(col)), overflow="fold")
+    cut = 0
     for row in rows:
-        table.add_row(*row)
+        cells = []
+        for cell in row:
+            if len(cell) > MAX_CELL_CHARS:  # cut here, where the note under the table counts them
+                cut += 1
+                cell = Text(cell.plain[: MAX_CELL_CHARS - 1] + "…")
+            cells.append(cell)
+        table.add_row(*cells)
     # Title and count outside the table, which is as narrow as its cells.
     console.print(Text(printable(title), style="bold"))
     console.print(table)
-    cut = sum(1 for row in rows for cell in row if isinstance(cell, _cut_text()))
     if cut:
         console.print(
             f"{cut} value{'s' if cut != 1 else ''} cut to {MAX_CELL_CHARS} characters (piped output and --json show them whole)",
