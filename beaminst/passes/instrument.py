@@ -263,7 +263,7 @@ def report_outcome(work: Work) -> dict[str, Any]:
     reads = tuple(r for r in work.reads if r.transforms is None or r.transforms[0] in kept)
     made = {"rewired": tuple(r for r in work.rewired if r.transform in kept), "reads": reads}
     acted = {e.var for e in (*work.writes, *reads, *work.skipped)}
-    return {**made, **work.warn(*_idle_bindings(work.analysis, acted), *_reused_yet_recomputed(work.analysis, acted, kept))}
+    return {**made, **work.warn(*_idle_bindings(work.analysis, acted, kept))}
 
 
 PASSES = (plan_pass, grafter_pass, graft_reads, rewire, graft_writes, pruning_targets, prune, report_outcome)
@@ -275,28 +275,25 @@ def _report(work: Work) -> Report:
     return report
 
 
-def _idle_bindings(analysis: Analysis, acted: set[str]) -> list[str]:
+def _idle_bindings(analysis: Analysis, acted: set[str], kept: set[str]) -> list[str]:
     """Bindings the output neither writes nor reads, and that no ``skipped``
     entry explains: a cached, computed variable that only side inputs read,
-    or that nothing reads at all. Not one ``--reuse`` found cached: that
-    nothing needs it (what reads it reads a later cache) is reuse working."""
-    return [
-        f"{c.var!r} is neither written nor read: it is cached and computed, but no transform reads it as a "
-        "main input, so nothing in the output uses its cache"
-        for c in analysis.cacheables.values()
-        if c.var not in acted and not c.synthetic and not c.under_source and not c.reused
-    ]
-
-
-def _reused_yet_recomputed(analysis: Analysis, acted: set[str], kept: set[str]) -> list[str]:
-    """Bindings ``--reuse`` found cached whose producer still runs: nothing
-    reads them as a main input, so no read replaces them, and Beam keeps a
-    transform whose output nothing consumes (a side effect: it may write
-    somewhere) or that feeds a side input. Said, as a cost the user may not
-    expect on every re-run."""
-    index, out = analysis.index, []
+    or that nothing reads at all. One ``--reuse`` found cached is reuse
+    working (what reads it reads a later cache), unless its producer still
+    runs (``kept`` names what the output holds): no read replaces it, and
+    Beam keeps a transform whose output nothing consumes (a side effect: it
+    may write somewhere) or that feeds a side input; said then, as a cost the
+    user may not expect on every re-run."""
+    index = analysis.index
+    idle, rerun = [], []
     for c in analysis.cacheables.values():
-        if c.var in acted or not c.reused or c.synthetic or c.under_source:
+        if c.var in acted or c.synthetic or c.under_source:
+            continue
+        if not c.reused:
+            idle.append(
+                f"{c.var!r} is neither written nor read: it is cached and computed, but no transform reads it as a "
+                "main input, so nothing in the output uses its cache"
+            )
             continue
         name = index.producer_name(c.pcollection)
         if name not in kept:
@@ -310,8 +307,8 @@ def _reused_yet_recomputed(analysis: Analysis, acted: set[str], kept: set[str]) 
             why = "only side inputs read it, and Beam reads a cache back for main inputs only"
         else:
             why = "no transform the output keeps reads it as a main input"
-        out.append(f"{c.var!r} is cached, yet {name!r}, which produces it, still runs: {why}; its output is not cached again")
-    return out
+        rerun.append(f"{c.var!r} is cached, yet {name!r}, which produces it, still runs: {why}; its output is not cached again")
+    return idle + rerun
 
 
 def _fill_test_stream(
