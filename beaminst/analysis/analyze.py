@@ -87,12 +87,18 @@ class Analysis:
         return tuple(map(cache_problem, self.cache_problems))
 
     @property
+    def rewritten_already(self) -> bool:
+        """Whether the pipeline holds beaminst's (Beam's) cache transforms: an
+        instrumented or background-caching output, not an original."""
+        return holds_cache_transforms(n.unique_name for n in self.index.nodes.values())
+
+    @property
     def warnings(self) -> list[str]:
         """What would otherwise pass silently as "recompute everything": a
         cache directory that is not there, a computed variable with nothing
         complete to read back."""
         out = []
-        if holds_cache_transforms(n.unique_name for n in self.index.nodes.values()):
+        if self.rewritten_already:
             out.append(
                 "the pipeline already holds cache writes or reads (WriteCache_/ReadCache_ transforms: an instrumented "
                 "output?); instrumenting it again adds a second write per binding: give the original pipeline"

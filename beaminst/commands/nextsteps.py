@@ -48,9 +48,7 @@ class Invocation:
 def after_analyze(how: Invocation, analysis: Analysis) -> list[str]:
     """After ``analyze``: bind something, record the sources, or instrument;
     for a pipeline beaminst rewrote already (analyze warned), run it as it is."""
-    from beaminst.model.labels import holds_cache_transforms
-
-    if holds_cache_transforms(n.unique_name for n in analysis.index.nodes.values()):
+    if analysis.rewritten_already:
         target = shell_word(how.pipeline) if how.pipeline != "-" else "FILE"
         return [f"beaminst run {target}  # rewritten already: run it as it is (instrument takes the original)"]
     bound = [c for c in analysis.cacheables.values() if not c.synthetic]
