@@ -78,16 +78,20 @@ def discover(src: str) -> tuple[str, list[str]]:
     return root, rels
 
 
-def _missing_dirs(path: str) -> tuple[str, ...]:
-    """``path`` and its parents that do not exist, deepest first."""
-    out = []
-    while path and not os.path.lexists(path):
-        out.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return tuple(out)
+def _missing_dirs(paths: list[str]) -> tuple[str, ...]:
+    """The directories the files ``paths`` (absolute) would be written in,
+    and their parents, that do not exist yet, deepest first: what a batch
+    that writes nothing removes again."""
+    missing: set[str] = set()
+    for path in paths:
+        d = os.path.dirname(path)
+        while d not in missing and not os.path.lexists(d):
+            missing.add(d)
+            parent = os.path.dirname(d)
+            if parent == d:
+                break
+            d = parent
+    return tuple(sorted(missing, key=lambda d: (-d.count(os.sep), d)))
 
 
 def paired_manifest(pipeline: str) -> str:
@@ -103,7 +107,7 @@ class Plan:
     jobs: list[Job]  # to run
     skipped: list[FileResult]
     freshness: Freshness  # to record what the jobs write
-    made: tuple[str, ...] = ()  # DEST and the parents planning created for it, deepest first
+    made: tuple[str, ...] = ()  # directories the outputs need that did not exist (DEST's too), deepest first
 
 
 def plan_batch(spec: BatchSpec) -> Plan:
@@ -171,7 +175,7 @@ def plan_batch(spec: BatchSpec) -> Plan:
                 **reuse,  # type: ignore[typeddict-item]
             )
         )
-    made = _missing_dirs(dest_abs)
+    made = _missing_dirs([job["output"] for job in jobs])
     try:
         os.makedirs(dest, exist_ok=True)
     except OSError as e:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from beaminst.batch.beamrun import run_beam
 from beaminst.batch.console import NoProgress, Progress
 from beaminst.batch.freshness import Freshness
-from beaminst.batch.jobs import FileResult, Job, Outcome
+from beaminst.batch.jobs import FileResult, Outcome
 from beaminst.batch.lifecycle import sigterm_as_interrupt
 from beaminst.batch.plan import plan_batch
 from beaminst.batch.pool import run_local
@@ -87,8 +87,7 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
 
     # A batch that writes nothing leaves no directory behind: not those under
     # DEST a failed file's output would have gone in, nor DEST it created.
-    made = [*_missing_output_dirs(plan.dest, plan.jobs), *plan.made]
-    with sigterm_as_interrupt(), _saving(plan.freshness), _removing_if_empty(made):
+    with sigterm_as_interrupt(), _saving(plan.freshness), _removing_if_empty(plan.made):
         if not plan.jobs:
             pass
         elif spec.runner:
@@ -107,23 +106,8 @@ def run_batch(spec: BatchSpec, progress: Progress | None = None) -> BatchReport:
     )
 
 
-def _missing_output_dirs(dest: str, jobs: list[Job]) -> list[str]:
-    """The directories under ``dest`` the jobs' outputs would be written in
-    that do not exist yet (each job creates its own), deepest first."""
-    from beaminst.cache.cachedir import is_within
-
-    top = os.path.abspath(dest)
-    missing: set[str] = set()
-    for job in jobs:
-        d = os.path.dirname(os.path.abspath(job["output"]))
-        while d != top and is_within(d, top) and d not in missing and not os.path.isdir(d):
-            missing.add(d)
-            d = os.path.dirname(d)
-    return sorted(missing, key=lambda d: (-d.count(os.sep), d))
-
-
 @contextlib.contextmanager
-def _removing_if_empty(dirs: list[str]) -> Iterator[None]:
+def _removing_if_empty(dirs: Iterable[str]) -> Iterator[None]:
     """After the block (every job done or stopped), remove those of ``dirs``
     (deepest first) that hold nothing: a file that failed leaves no empty
     directory behind it in DEST."""
