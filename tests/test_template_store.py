@@ -254,6 +254,23 @@ def test_the_source_digest_follows_the_template_building_code(tmp_path):
     assert len(set(digests)) == 3
 
 
+
+def test_the_source_digest_covers_every_module_the_builder_imports():
+    """A module the template builder imports is part of what it builds (the
+    reify's coder lives in graft/reified.py): an edit there must be a new key
+    too, so it is among the sources digested."""
+    import ast
+
+    files = set()
+    for node in ast.walk(ast.parse((REPO / "beaminst" / "graft" / "templates.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "beaminst":
+            base = node.module.removeprefix("beaminst").lstrip(".").replace(".", "/")
+            for alias in node.names:  # from beaminst.graft import ipythonprobe: the module
+                sub = f"{base}/{alias.name}.py".lstrip("/")
+                files.add(sub if (REPO / "beaminst" / sub).exists() else f"{base}.py")
+    files.discard("errors.py")  # messages only
+    assert files and files <= set(store._SOURCES), sorted(files - set(store._SOURCES))
+
 def test_stored_reads_and_test_streams_give_the_pinned_bytes(tmp_path, monkeypatch):
     """Every pinned output (writes, reads, TestStreams, background caching) from
     a cold store and then from the same store warm, this process's templates

@@ -60,8 +60,8 @@ _STALE_TEMP_S = 3600.0
 # the check, see Grafter._check_pickles; pickles.py and subgraph.py derive
 # the facts an entry keeps beside its body).
 _SOURCES = (
-    "graft/templates.py", "graft/store.py", "model/labels.py", "graft/ipythonprobe.py", "model/safepickle.py",
-    "graft/pickles.py", "graft/subgraph.py",
+    "graft/templates.py", "graft/reified.py", "graft/store.py", "model/labels.py", "graft/ipythonprobe.py",
+    "model/safepickle.py", "graft/pickles.py", "graft/subgraph.py",
 )
 
 

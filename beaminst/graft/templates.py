@@ -29,6 +29,7 @@ from apache_beam.testing import test_stream
 
 from beaminst.errors import UnsupportedComponentError
 from beaminst.graft import ipythonprobe
+from beaminst.graft.reified import retype_cache_holders, type_holders
 from beaminst.graft.subgraph import Subgraph, piece
 from beaminst.model.labels import REIFY_BEFORE
 
@@ -113,12 +114,11 @@ def _reify_per_window() -> Any:
 
 def reify_to_cache(pcoll: Any, cache_key: str, cache_manager: Any, is_capture: bool) -> Any:
     """Beam's ``caching.reify.reify_to_cache`` (same labels, Beam's
-    ``WriteCache``), with :func:`_reify_per_window`'s ``Reify``."""
-    return (
-        pcoll
-        | f"{REIFY_BEFORE}{WRITE_CACHE}{cache_key}" >> beam.FlatMap(_reify_per_window())
-        | f"{WRITE_CACHE}{cache_key}" >> cache.WriteCache(cache_manager, cache_key, is_capture=is_capture)
-    )
+    ``WriteCache``), with :func:`_reify_per_window`'s ``Reify``, its output
+    typed so that it, and the pcoder, fall back to cloudpickle
+    (:mod:`beaminst.graft.reified`)."""
+    reified = type_holders(pcoll | f"{REIFY_BEFORE}{WRITE_CACHE}{cache_key}" >> beam.FlatMap(_reify_per_window()))
+    return reified | f"{WRITE_CACHE}{cache_key}" >> cache.WriteCache(cache_manager, cache_key, is_capture=is_capture)
 
 
 @contextlib.contextmanager
@@ -235,6 +235,7 @@ class Builder:
         its pcoder be saved in the cache manager)."""
         with deterministic_pickling(), scratch_pipeline() as tmp:
             out = unreify_from_cache(pipeline=tmp, cache_key=key, cache_manager=self.cache_manager)
+            retype_cache_holders(tmp)
             proto, ctx = tmp.to_runner_api(return_context=True)
         root = proto.components.transforms[proto.root_transform_ids[0]]
         return piece(proto, list(root.subtransforms), None, {"main": ctx.pcollections.get_id(out)}, key)

@@ -29,6 +29,7 @@ import traceback
 from typing import Any
 
 from beaminst.errors import BeaminstError
+from beaminst.graft.reified import retype_cache_holders
 from beaminst.model import urns
 from beaminst.run.job import ERROR, TERMINAL, WARNING, Job, sdk_errors_as_messages
 
@@ -87,6 +88,7 @@ def start_local(proto: Any, pipeline_args: tuple[str, ...], streaming: bool) -> 
         pipeline = beam.Pipeline.from_runner_api(proto, runner, options)
     except Exception as e:  # unpickling the pipeline's functions, unknown URNs, ...
         raise RunError(f"cannot rebuild the pipeline for the {name}: {_describe(e)}") from None
+    retype_cache_holders(pipeline)  # the round trip derives coders from types again
     job = LocalJob(pipeline, name)
     job.start()
     return job
