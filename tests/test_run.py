@@ -918,8 +918,8 @@ def test_a_job_outliving_the_streams_deadline_is_followed_to_its_end(job_service
 
 @pytest.mark.parametrize("state, held, expected", [
     ("DONE", 535, "summary\t2 cache write(s), 535 B in /c"),
-    ("FAILED", 535, "summary\t2 cache write(s) not done (the job is FAILED); 535 B in /c was left by an earlier run, "
-                    "or by this one before it failed"),
+    ("FAILED", 535, "summary\t2 cache write(s) not done (the job is FAILED); 535 B in /c was left by an earlier run "
+                    "(on gs:// or s3://, maybe by this one: see the warning)"),
     ("FAILED", 0, "summary\t2 cache write(s) not done (the job is FAILED): nothing cached in /c"),
 ])
 def test_a_failed_run_does_not_claim_its_cache_writes(state, held, expected, capsys):

@@ -122,9 +122,9 @@ def print_run_report(out: Human, report: RunReport) -> None:
         n = len(report.cache_writes)
         if report.ok:
             out.summary(f"{n} cache write(s), {human_bytes(total)} in {dirs}")
-        elif total:  # shards match only once finalized: an earlier run's, or this one's before it failed
+        elif total:  # shards match only once finalized; what this job finalized is removed (run.unfinished)
             out.summary(f"{n} cache write(s) not done (the job is {report.state}); {human_bytes(total)} in {dirs} "
-                        "was left by an earlier run, or by this one before it failed")
+                        "was left by an earlier run (on gs:// or s3://, maybe by this one: see the warning)")
         else:
             out.summary(f"{n} cache write(s) not done (the job is {report.state}): nothing cached in {dirs}")
     for w in report.warnings:

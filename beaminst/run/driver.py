@@ -47,6 +47,7 @@ from beaminst.run.recording import (
     written_bytes,
 )
 from beaminst.run.report import RunReport
+from beaminst.run.unfinished import discard_unfinished, snapshot
 from beaminst.run.watch import Limits, Status, follow
 
 # Leaf URNs only the Python SDK's own runners execute, with why.
@@ -81,6 +82,7 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
         _check_reads(reads, scans, options.job_endpoint is None, warnings)
         _clear_stale_shards(writes, scans, warnings)
     make_sink_dirs(writes)
+    before = snapshot(writes)  # what the job finalizes is what is new after it
     limits = Limits(recording, options.duration_limit, options.size_limit) if recording else None
     status = status or NoStatus()
     started = time.monotonic()
@@ -110,6 +112,8 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
     report.warnings = warnings
     if recording is not None:
         report.recorded = _recorded(recording, options)
+    if not report.ok:
+        report.warnings.extend(discard_unfinished(writes, before, report.state))
     with filesystem_options(options.pipeline_args if any(is_url(w.cache_dir) for w in writes) else ()):
         report.cache_writes = [{**w.to_json(), "bytes": written_bytes(w)} for w in writes if not w.capture]
     if report.ok and recording is None and nothing_cached(report):
