@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -311,11 +312,20 @@ def test_corrupt_input_messages_say_what_is_wrong(name, needle):
     assert needle in result.stderr
 
 
-def test_whitespace_only_is_empty(tmp_path):
+def test_empty_and_whitespace_only_say_which(tmp_path):
+    """A binary Pipeline starts with 0x0a, a newline: one cut to its first
+    byte was called an empty file."""
     target = tmp_path / "blank.textproto"
-    target.write_bytes(b"  \n\t\n")
-    with pytest.raises(ProtoLoadError, match="empty"):
+    target.write_bytes(b"")
+    with pytest.raises(ProtoLoadError, match=": file is empty, expected a Beam pipeline proto$"):
         load_pipeline(str(target))
+    target.write_bytes(b"  \n\t\n")
+    with pytest.raises(ProtoLoadError, match=r": file holds only whitespace \(5 bytes; a binary proto cut short"):
+        load_pipeline(str(target))
+    cut = tmp_path / "cut.pb"
+    cut.write_bytes(Path(fixture_pb("wordcount")).read_bytes()[:1])
+    with pytest.raises(ProtoLoadError, match=r"only whitespace \(1 byte; a binary proto cut short starts so too\)"):
+        load_pipeline(str(cut))
 
 
 TEXT_FIRST, BINARY_FIRST, JSON_FIRST = ["text", "binary", "json"], ["binary", "text", "json"], ["json", "text", "binary"]

@@ -705,6 +705,7 @@ def test_a_pickled_coder_in_the_pipeline_never_runs(tmp_path):
     r = show("words", cache=cache, pb=pb, man=man)
     assert not marker.exists()
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--trust-pickles" in r.stderr, r.stderr
+    assert r.stderr.startswith(f"beaminst: {pb}: coder "), r.stderr  # the pipeline's coder: its file, as instrument says
     show("words", "--trust-pickles", cache=cache, pb=pb, man=man)
     assert marker.exists()
 

@@ -50,6 +50,7 @@ class ShowPlan:
     cache_dir: str
     variables: tuple[Variable, ...]  # in the order asked, duplicates dropped
     notes: tuple[str, ...]  # one line each: variables with no cache and how to make one
+    source: str | None = None  # the pipeline's, for what its coders refuse
 
     @property
     def cached(self) -> tuple[Variable, ...]:
@@ -112,7 +113,7 @@ def plan_show(
     notes = (*(printable(f"{cache_dir}: {p}") for p in analysis.cache_problems), *uncached)
     if not asked:
         variables = tuple(v for v in variables if v.layout is not None)
-    return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes)
+    return ShowPlan(analysis.index.pipeline, cache_dir, variables, notes, "<stdin>" if pipeline_path == "-" else pipeline_path)
 
 
 def resolve(analysis: Analysis, names: list[str], no_manifest: bool = False) -> list[Variable]:
@@ -202,10 +203,13 @@ def write_show(
 
     # Several variables asked for: each line names its own (as grep names files).
     prefix = len(plan.variables) > 1
-    opened = [
-        (v, open_elements(plan.proto, v.pcollection, plan.cache_dir, v.layout, v.files, trust_pickles))
-        for v in plan.cached if v.layout is not None
-    ]
+    try:
+        opened = [
+            (v, open_elements(plan.proto, v.pcollection, plan.cache_dir, v.layout, v.files, trust_pickles))
+            for v in plan.cached if v.layout is not None
+        ]
+    except BeaminstError as e:  # the pipeline's coders, checked before they load: named by its file
+        raise (e.with_source(plan.source) if plan.source else e) from None
     if mode == showformat.TABLE:
         tables = []
         for v, e in opened:

@@ -144,7 +144,13 @@ def parse_pipeline(data: bytes, source: str = "<bytes>", hint: Format | None = N
         # 0xEF (field 29 with wire type 7 does not exist), so this is safe.
         data = data[len(_UTF8_BOM) :]
     if not _first_non_space(data):
-        raise ProtoLoadError("file is empty, expected a Beam pipeline proto", source)
+        # One newline is also how every binary Pipeline starts (0x0a, field 1):
+        # a file of whitespace may be one cut short, not an empty one.
+        what = "file is empty" if not data else (
+            f"file holds only whitespace ({len(data)} byte{'' if len(data) == 1 else 's'}; a binary proto cut short "
+            "starts so too)"
+        )
+        raise ProtoLoadError(f"{what}, expected a Beam pipeline proto", source)
     order = _sniff(data)
     if hint in order:
         # The extension only reorders candidates: every format is still tried.
