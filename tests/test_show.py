@@ -152,6 +152,20 @@ def test_shards_plain_lines_escape_and_prefix_several_variables(tmp_path):
     ]
 
 
+def test_a_file_named_as_a_batch_key_is_no_cache(tmp_path):
+    """A batch pipeline's caches are shard sets: a file ``full/<key>`` (a
+    StreamingCache recording's name) is nothing its writes make. Shown as a
+    cache of nothing, exit 0, where analyze said missing."""
+    cache = tmp_path / "cache"
+    (cache / "full").mkdir(parents=True)
+    _, key = var_key(fixture_pb("wordcount"), fixture_manifest("wordcount"), "words")
+    (cache / "full" / key).write_bytes(b"")
+    r = show("words", cache=cache)
+    assert r.exit_code == 2 and "'words' has no cache" in r.stderr and r.stdout == "", r.stderr
+    analysis = analyze_files(fixture_pb("wordcount"), fixture_manifest("wordcount"), str(cache))
+    assert not [c for c in analysis.cacheables.values() if c.var == "words"][0].cached
+
+
 def test_no_variable_named_shows_every_cached_one(tmp_path):
     """No VAR: every variable with a cache, in manifest order (what run's next
     step leads to); the uncached ones named in one note."""

@@ -39,7 +39,7 @@ def read_cached_windowed_values(
     from beaminst.cache.cachedir import scan_cache_dir
     from beaminst.commands.elements import SHARDS, locate, open_elements
 
-    layout, files = locate(scan_cache_dir(cache_dir), key, prefer_recording=False)
+    layout, files = locate(scan_cache_dir(cache_dir), key, streaming=False)
     if layout != SHARDS:
         return []
     return list(open_elements(pipeline, pcoll_id, cache_dir, SHARDS, files, trust_pickles).take(None))

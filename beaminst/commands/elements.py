@@ -48,16 +48,18 @@ MAX_SHARD_BYTES = int(env_limit("BEAMINST_MAX_SHARD_BYTES"))
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<shard>\d+)-of-(?P<total>\d+)$")
 
 
-def locate(cache: CacheDir, key: str, prefer_recording: bool) -> tuple[str | None, tuple[str, ...]]:
+def locate(cache: CacheDir, key: str, streaming: bool) -> tuple[str | None, tuple[str, ...]]:
     """Where ``key``'s cache is: its layout and files (relative to the cache
-    directory, in reading order), or ``(None, ())``. Shards are those of every
-    complete shard set whose stem starts with the key, as Beam's reader globs
-    ``<key>*-*-of-*``; a partial set is no cache."""
-    has_recording = cache.is_cached(key, streaming=True)
-    has_shards = cache.is_cached(key, streaming=False)
-    if has_recording and (prefer_recording or not has_shards):
+    directory, in reading order), or ``(None, ())``; what ``analyze`` calls
+    cached (``streaming``: the pipeline's caches are Beam's StreamingCache
+    ones, a recording first). Shards are those of every complete shard set
+    whose stem starts with the key, as Beam's reader globs ``<key>*-*-of-*``;
+    a partial set is no cache. A batch pipeline's cache is shards only: a
+    file named as its key is nothing its writes make (an empty one was shown
+    as a cache of nothing, exit 0, where analyze said missing)."""
+    if streaming and cache.is_cached(key, streaming=True):
         return RECORDING, (f"full/{key}",)
-    if has_shards:
+    if cache.is_cached(key, streaming=False):
         return SHARDS, _shard_files(cache, key)
     return None, ()
 
