@@ -120,3 +120,50 @@ def test_a_failed_run_leaves_nothing_analyze_or_reuse_would_take_for_a_cache(tmp
     reused = _cli("instrument", "p.pb", "-m", "p.manifest.json", "--cache-dir", "cache", "--reuse", "-o", "again.pb",
                   cwd=tmp_path).stdout
     assert "\nwrite\tnums\t" in "\n" + reused and "\nread\t" not in "\n" + reused, reused
+
+
+def test_an_interrupted_run_removes_what_its_job_finalized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Ctrl-C: follow cancels the job and the KeyboardInterrupt goes on (the
+    CLI says 'interrupted'); what the job finalized meanwhile goes first."""
+    import beaminst
+    from beaminst.run import driver
+    from beaminst.run.job import Job
+    from fixtures import pipelines as fp
+
+    built = fp.wordcount()
+    pb, man = beaminst.export(built.pipeline, built.bindings, str(tmp_path / "wc"))
+    out = tmp_path / "write.pb"
+    _cli("instrument", pb, "-m", man, "--cache-dir", "cache", "-o", str(out), cwd=tmp_path)
+    (tmp_path / "cache" / "full").mkdir(parents=True)
+    key = json.loads(_cli("analyze", pb, "-m", man, "--json", cwd=tmp_path).stdout)["cacheables"]
+    key = sorted(c["cache_key"] for c in key.values())[0]
+
+    class Idle(Job):
+        runner = "fake"
+
+        def cancel(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    def finalize_then_interrupt(*args: object, **kwargs: object) -> None:
+        (tmp_path / "cache" / "full" / f"{key}-00000-of-00001").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    notes: list[str] = []
+
+    class Status:
+        def update(self, *args: object) -> None:
+            pass
+
+        def note(self, text: str) -> None:
+            notes.append(text)
+
+    monkeypatch.setattr(driver, "_prepare", lambda proto, source, options, streaming, warnings: (
+        Idle, driver.RunReport(source, "", streaming)))
+    monkeypatch.setattr(driver, "follow", finalize_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run_file(str(out), status=Status())  # type: ignore[arg-type]
+    assert list((tmp_path / "cache" / "full").iterdir()) == []
+    assert any(n.startswith("warning: removed the 1 shard file(s) the interrupted job finalized") for n in notes), notes

@@ -100,6 +100,10 @@ def run_file(path: str, options: RunOptions = RunOptions(), status: Status | Non
             raise e.with_source(loaded.source) from None
         try:
             outcome = follow(job, limits, status, started)
+        except KeyboardInterrupt:  # follow cancelled the job: what it finalized is no cache either
+            for w in discard_unfinished(writes, before, "interrupted"):
+                status.note(f"warning: {w}")
+            raise
         finally:
             job.close()
     report.job_id = job.job_id
