@@ -55,7 +55,7 @@ _MODULE = "beaminst.graft.reified"
 
 
 def _by_value(fn: Any, name: str, names: dict[str, Any]) -> Any:
-    code = fn.__code__.replace(co_filename=_FILE, co_firstlineno=1, co_name=name, co_qualname=f"PickleThenCloudpickleCoder.{name}")
+    code = fn.__code__.replace(co_filename=_FILE, co_firstlineno=1)
     # __builtins__ for calls in this process (the pickle takes only the names the code uses).
     rebuilt = types.FunctionType(code, {"__name__": _MODULE, "__builtins__": builtins, **names}, name, fn.__defaults__)
     rebuilt.__qualname__ = f"PickleThenCloudpickleCoder.{name}"
@@ -115,8 +115,8 @@ def register() -> None:
     from apache_beam.coders import coders, typecoders
 
     class _HolderCoderFactory(coders.FastPrimitivesCoder):
-        # The registry calls from_type_hint on the class registered; what it
-        # returns is Beam's FastPrimitivesCoder, so no proto names this class.
+        # The registry calls from_type_hint on the class registered and uses
+        # what it returns (a fresh CacheHolderCoder): this class is never pickled.
         @classmethod
         def from_type_hint(cls, typehint: Any, registry: Any) -> Any:
             return holder_coder()
