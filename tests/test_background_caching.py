@@ -344,6 +344,7 @@ def test_recording_a_test_stream_on_the_direct_runner(tmp_path):
     _, ireport = instrument(analysis, RewriteOptions(cache))
     assert ireport.test_stream is not None and ireport.test_stream["tags"] == [key]
     assert ireport.test_stream["events"] == len(events)
+    assert ireport.test_stream["elements"] == len(recorded) == 3  # what run's recording report counts
     assert not [x for x in ireport.warnings if "nothing recorded" in x]
 
     # Running again over an existing recording warns (the sink appends).

@@ -59,7 +59,9 @@ def print_instrument_report(out: Human, report: Any, title: str, next_steps: Seq
     out.capped("warning", report.warnings, "warnings")
     ts = report.test_stream
     if ts:
-        where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else f"{ts['events']} recorded events inlined"
+        where = f"endpoint {ts['endpoint']}" if ts.get("endpoint") else (
+            f"{ts['events']} recorded events ({ts.get('elements', 0)} elements) inlined"
+        )
         out.line("test_stream", f"{len(ts['tags'])} output tag(s), {where}")
     dest = "stdout" if report.output in (None, "-") else report.output
     out.summary(

@@ -323,11 +323,13 @@ def _fill_test_stream(
     if endpoint:
         payload.endpoint.url = endpoint
         info["endpoint"] = endpoint
-        info["events"] = 0
+        info["events"] = info["elements"] = 0
     else:
         events, missing = recorded_events(analysis.cache.path, list(the_plan.test_stream_tags))
         payload.events.extend(events)
         info["events"] = len(events)
+        # What run's recording report counts: an element event can hold several.
+        info["elements"] = sum(len(e.element_event.elements) for e in events if e.HasField("element_event"))
         if missing:
             warnings.append(
                 "nothing recorded yet for cache key(s) " + ", ".join(missing)
