@@ -131,16 +131,13 @@ def type_holders(pcoll: Any) -> Any:
     return pcoll
 
 
-def retype_cache_holders(pipeline: Any) -> int:
+def retype_cache_holders(pipeline: Any) -> None:
     """Type the outputs of every cache write's reify and every cache read in
     ``pipeline`` (a Python ``Pipeline``, built or rebuilt with
-    ``Pipeline.from_runner_api``) :class:`ReifiedHolders`; how many. Both are
-    grafted at the top level."""
-    count = 0
+    ``Pipeline.from_runner_api``) :class:`ReifiedHolders`. Both are grafted
+    at the top level."""
     for applied in pipeline._root_transform().parts:
         name = applied.full_label
         if (name.startswith(REIFY_BEFORE + WRITE_CACHE) and not applied.parts) or name.startswith(READ_CACHE):
             for out in applied.outputs.values():
                 type_holders(out)
-                count += 1
-    return count

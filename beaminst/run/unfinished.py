@@ -21,20 +21,22 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping
 
+from beaminst.cache.cachedir import BEAM_TEMP
 from beaminst.cache.cachefs import is_url
 from beaminst.run.capture import CacheWrite
 
-Stats = Mapping[str, tuple[int, int]]  # shard file name -> (mtime_ns, size)
+Stats = Mapping[str, tuple[int, int]]  # name under full/ -> (mtime_ns, size)
 
 
 def _pattern(key: str) -> re.Pattern[str]:
     """A key's shards (``<key>-SSSSS-of-NNNNN``) and its writes' temporary
     directories (Beam's ``beam-temp-<file prefix>-<uuid>``)."""
     k = re.escape(key)
-    return re.compile(rf"{k}-\d+-of-\d+|beam-temp-{k}-[0-9a-f]+")
+    return re.compile(rf"{k}-\d+-of-\d+|{re.escape(BEAM_TEMP)}{k}-[0-9a-f]+")
 
 
-def _shards(directory: str, key: str) -> dict[str, tuple[int, int]]:
+def _written(directory: str, key: str) -> dict[str, tuple[int, int]]:
+    """What ``key``'s writes make under ``directory``/full: its shards and temporary directories."""
     pattern = _pattern(key)
     try:
         entries = list(os.scandir(os.path.join(directory, "full")))
@@ -55,8 +57,8 @@ def shard_writes(writes: Iterable[CacheWrite]) -> list[CacheWrite]:
 
 
 def snapshot(writes: Iterable[CacheWrite]) -> dict[str, Stats]:
-    """Each local shard write's key shards as they are now, by key."""
-    return {w.key: _shards(w.cache_dir, w.key) for w in shard_writes(writes) if not is_url(w.cache_dir)}
+    """What each local shard write's key has under ``full/`` now, by key."""
+    return {w.key: _written(w.cache_dir, w.key) for w in shard_writes(writes) if not is_url(w.cache_dir)}
 
 
 def discard_unfinished(writes: Iterable[CacheWrite], before: Mapping[str, Stats], state: str) -> list[str]:
@@ -70,15 +72,17 @@ def discard_unfinished(writes: Iterable[CacheWrite], before: Mapping[str, Stats]
             remote.add(w.cache_dir)
             continue
         old = before.get(w.key, {})
-        made = [n for n, st in _shards(w.cache_dir, w.key).items() if old.get(n) != st]
-        for name in made:
+        shards = 0
+        for name, st in _written(w.cache_dir, w.key).items():
+            if old.get(name) == st:
+                continue  # there before the job
             path = os.path.join(w.cache_dir, "full", name)
-            if name.startswith("beam-temp-"):
+            if name.startswith(BEAM_TEMP):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path)
-        shards = sum(not n.startswith("beam-temp-") for n in made)
+                shards += 1
         if shards:
             removed[w.key] = shards
     warnings = []
